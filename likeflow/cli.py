@@ -1,0 +1,429 @@
+"""The ``likeflow`` command line: a thin layer over the Python API.
+
+Each command parses its options, calls the API and prints. Bad input (a
+:class:`~likeflow.errors.LikeflowError`) prints one line and exits with code 2; an unexpected
+fault prints one line and exits with code 1 (``likeflow --debug ...`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import sys
+import time
+import traceback
+
+import click
+import numpy as np
+
+from ._version import __version__
+from .errors import LikeflowError
+from .samples import ReadOptions, SampleSet, read_samples
+
+
+class _Group(click.Group):
+    """A click group that turns exceptions into one-line messages and exit codes."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except LikeflowError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            click.echo(f"likeflow: error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("likeflow: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as e:  # noqa: BLE001 - the last line of defence, by design
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+                ctx.exit(1)
+            msg = (str(e).strip().splitlines() or [""])[0]
+            click.echo(f"likeflow: unexpected error: {type(e).__name__}: {msg} "
+                       "(run 'likeflow --debug ...' for the traceback)", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
+                                           "max_content_width": 100})
+@click.version_option(__version__, "--version", "-V", prog_name="likeflow")
+@click.option("--debug", is_flag=True, help="Show the full traceback of any error.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Normalizing-flow surrogates of likelihoods known only as samples.
+
+    \b
+    A typical session:
+      likeflow info samples.h5                       what is in a sample file
+      likeflow fit samples.h5                        train, write samples.likeflow.h5 + report
+      likeflow validate samples.likeflow.h5 samples.h5
+      likeflow sample samples.likeflow.h5 -n 1000000 -o fresh.h5
+      likeflow profile samples.likeflow.h5 --poi mu  profile likelihood, upper limit
+
+    Sample files are HDF5: a 'samples' (N, D) dataset with optional 'log_prob', names, POIs and
+    bounds as attributes; DNNLikelihood-style files (--dataset data/X) and emcee backends
+    (mcmc/chain) are read too. Run 'likeflow COMMAND --help' for each command.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def read_options(func):
+    """The options that say how to read a sample file, gathered into ``read_opts``."""
+
+    @click.option("--dataset", default=None, metavar="NAME",
+                  help="Read this 2-D dataset as the samples (e.g. data/X), or the chain of an "
+                       "emcee backend.")
+    @click.option("--log-prob-dataset", default=None, metavar="NAME",
+                  help="Dataset of the target log density at each sample (e.g. data/Y).")
+    @click.option("--layout", type=click.Choice(["auto", "likeflow", "array", "emcee"]),
+                  default="auto", show_default=True,
+                  help="File layout; 'auto' recognises likeflow, DNNLikelihood and emcee files.")
+    @click.option("--burn", type=click.IntRange(min=0), default=0, show_default=True,
+                  help="emcee: steps discarded at the start of every walker.")
+    @click.option("--thin", type=click.IntRange(min=1), default=1, show_default=True,
+                  help="emcee: keep every THIN-th step.")
+    @click.option("--max-samples", type=click.IntRange(min=1), default=None,
+                  help="Read a seeded random subsample of at most this many rows (streams the "
+                       "file: it need not fit in memory).")
+    @click.option("--drop-nonfinite", is_flag=True,
+                  help="Drop rows holding NaN or inf instead of refusing the file.")
+    @functools.wraps(func)
+    def wrapper(*args, dataset, log_prob_dataset, layout, burn, thin, max_samples,
+                drop_nonfinite, **kwargs):
+        kwargs["read_opts"] = ReadOptions(layout=layout, dataset=dataset,
+                                          log_prob_dataset=log_prob_dataset, burn=burn,
+                                          thin=thin, max_samples=max_samples,
+                                          drop_nonfinite=drop_nonfinite)
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def _echo_dropped(s) -> None:
+    if s.dropped_nonfinite:
+        click.echo(f"dropped {s.dropped_nonfinite} rows holding NaN or inf", err=True)
+
+
+def _fmt_bound(b) -> str:
+    return "-" if b is None else f"{b:.4g}"
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@read_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def info(file: str, read_opts: ReadOptions, as_json: bool) -> None:
+    """What is in a sample FILE: N, D, names, POIs, bounds and per-parameter statistics.
+
+    The file is checked as 'fit' would check it (NaN rows, constant columns, bounds, ...), so a
+    clean 'info' means the file is ready to fit.
+    """
+    s = read_samples(file, read_opts)
+    _echo_dropped(s)
+    summary = s.summary()
+    summary["file"] = file
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+        return
+    click.echo(f"{file}: {summary['n']} samples of {summary['dim']} parameters")
+    click.echo(f"POI: {', '.join(summary['poi']) or '(none)'}")
+    click.echo(f"datasets: samples{''.join(', ' + d for d in summary['datasets'])}")
+    width = max(9, max(len(p["name"]) for p in summary["parameters"]))
+    click.echo(f"{'parameter':<{width}}  {'mean':>11} {'std':>11} {'min':>11} {'max':>11}  bounds")
+    for p in summary["parameters"]:
+        star = "*" if p["poi"] else " "
+        lo, hi = p["bounds"]
+        click.echo(f"{p['name']:<{width}}{star} {p['mean']:11.4g} {p['std']:11.4g} "
+                   f"{p['min']:11.4g} {p['max']:11.4g}  [{_fmt_bound(lo)}, {_fmt_bound(hi)}]")
+
+
+
+# --- fit, sample, eval ------------------------------------------------------------------------
+
+FLOW_OPTIONS = ("flow", "layers", "hidden", "bins", "spline_range", "permutation", "activation",
+                "dtype")
+TRAIN_OPTIONS = ("epochs", "batch_size", "learning_rate", "patience", "max_time")
+
+
+def default_output(samples_path: str) -> str:
+    """samples.h5 -> samples.likeflow.h5 (beside the input)."""
+    root, ext = os.path.splitext(samples_path)
+    return root + ".likeflow.h5"
+
+
+class EpochPrinter:
+    """One line per epoch on stderr, with the time per epoch and an estimate of the time left."""
+
+    def __init__(self, log_path: str | None, quiet: bool):
+        self.log = open(log_path, "a") if log_path else None
+        self.quiet = quiet
+
+    def __call__(self, r: dict) -> None:
+        if self.log:
+            self.log.write(json.dumps(r) + "\n")
+            self.log.flush()
+        if self.quiet:
+            return
+        done = r["epoch"] + 1
+        per_epoch = r["elapsed"] / max(1, done)
+        left = per_epoch * (r["epochs"] - done)
+        mark = "*" if r["best_epoch"] == r["epoch"] else " "
+        click.echo(f"epoch {done:4d}/{r['epochs']}  train {r['train_loss']:10.4f}  "
+                   f"val {r['val_loss']:10.4f}{mark} lr {r['lr']:.1e}  {r['time']:5.1f} s  "
+                   f"<= {_duration(left)} left", err=True)
+
+    def close(self) -> None:
+        if self.log:
+            self.log.close()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _parse_hidden(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        units = tuple(int(v) for v in value.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter("give units per hidden layer, e.g. 128,128") from None
+    if not units or min(units) < 1:
+        raise click.BadParameter("give positive units per hidden layer, e.g. 128,128")
+    return units
+
+
+@cli.command()
+@click.argument("samples", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Surrogate file to write [default: SAMPLES with .likeflow.h5].")
+@click.option("--flow", type=click.Choice(["maf", "realnvp", "ansf", "cnsf"]), default="maf",
+              show_default=True,
+              help="maf: masked autoregressive (fast density); realnvp: affine coupling (fast "
+                   "sampling); ansf/cnsf: autoregressive/coupling neural splines (most flexible).")
+@click.option("--layers", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Number of flow layers.")
+@click.option("--hidden", callback=_parse_hidden, default="128,128", show_default=True,
+              help="Hidden units per layer of each conditioner network.")
+@click.option("--bins", type=click.IntRange(min=2), default=8, show_default=True,
+              help="Spline bins (ansf, cnsf).")
+@click.option("--spline-range", type=click.FloatRange(min=0, min_open=True), default=5.0,
+              show_default=True, help="The splines act on [-B, B] (standardised units).")
+@click.option("--permutation", type=click.Choice(["reverse", "random", "rotate"]),
+              default="reverse", show_default=True, help="Permutation between layers.")
+@click.option("--activation", type=click.Choice(["relu", "tanh", "elu", "gelu", "silu"]),
+              default="relu", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Most epochs; early stopping usually ends sooner.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True),
+              default=1e-3, show_default=True, help="Initial learning rate (Adam).")
+@click.option("--patience", type=click.IntRange(min=1), default=12, show_default=True,
+              help="Epochs without validation improvement before stopping.")
+@click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop training after this many seconds.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds the split, the weights and the shuffling: same seed, same surrogate.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="JSON file of any of the options above (keys as in --help, "
+                                 "with _ for -); options given on the command line win.")
+@click.option("--resume", is_flag=True,
+              help="Continue the fit saved in OUTPUT (after Ctrl-C, SIGTERM or --max-time).")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None,
+              help="Append every epoch's record as a JSON line to this file.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@read_options
+@click.pass_context
+def fit(ctx, samples, output, config_file, resume, log_path, quiet, seed, read_opts, **opts):
+    """Train a normalizing-flow surrogate of the SAMPLES file.
+
+    The samples are split (seeded) into 80% training, 10% validation (early stopping) and 10%
+    test data that training never sees. The surrogate file records the split, so 'likeflow
+    validate' checks it on the test rows. Ctrl-C or SIGTERM stops training and saves the best
+    surrogate so far; '--resume' continues it.
+
+    \b
+    Examples:
+      likeflow fit samples.h5
+      likeflow fit samples.h5 --flow ansf --layers 6 --hidden 256,256 -o ansf.likeflow.h5
+      likeflow fit chain.h5 --layout emcee --burn 1000 --thin 10 --max-samples 500000
+    """
+    from .surrogate import SplitSpec, fit as fit_api
+    from .training import TrainConfig
+
+    if config_file:
+        opts, seed = _merge_config_file(ctx, config_file, opts, seed)
+    flow_cfg = {k: opts[k] for k in FLOW_OPTIONS}
+    train_cfg = TrainConfig(**{k: opts[k] for k in TRAIN_OPTIONS}, seed=seed)
+    out = output or default_output(samples)
+    device = tf_devices()
+    s = read_samples(samples, dataclasses.replace(read_opts, seed=seed))
+    _echo_dropped(s)
+    click.echo(f"{samples}: {s.n} samples of {s.dim} parameters; fitting {flow_cfg['flow']} "
+               f"({flow_cfg['layers']} layers, hidden {list(flow_cfg['hidden'])}) on {device}", err=True)
+    printer = EpochPrinter(log_path, quiet)
+    try:
+        sur = fit_api(s, flow_config=flow_cfg, train_config=train_cfg,
+                      split=SplitSpec(seed=seed), read_options=dataclasses.replace(read_opts,
+                                                                                  seed=seed),
+                      out=out, resume=resume, progress=printer)
+    finally:
+        printer.close()
+    sur.training["data"]["file"] = os.path.abspath(samples)
+    sur.save(out)
+    res = sur.training["result"]
+    click.echo(f"stopped: {res['stopped']} after {len(res['history'])} epochs "
+               f"({_duration(res['elapsed'])}); best epoch {res['best_epoch'] + 1}, "
+               f"validation loss {res['best_val_loss']:.4f}")
+    line = f"test log-likelihood per sample: surrogate {sur.training['test_log_prob']:.4f}"
+    if "test_log_prob_target" in sur.training:
+        line += f" (target density, unnormalised: {sur.training['test_log_prob_target']:.4f})"
+    click.echo(line)
+    click.echo(f"wrote {out}")
+
+
+def _merge_config_file(ctx, path, opts, seed):
+    try:
+        with open(path) as f:
+            conf = json.load(f)
+    except (OSError, ValueError) as e:
+        raise LikeflowError(f"{path}: not a JSON config ({e})") from None
+    if not isinstance(conf, dict):
+        raise LikeflowError(f"{path}: the config must be a JSON object")
+    known = set(FLOW_OPTIONS) | set(TRAIN_OPTIONS) | {"seed", "lr"}
+    unknown = sorted(set(conf) - known)
+    if unknown:
+        raise LikeflowError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
+    from click.core import ParameterSource
+    opts = dict(opts)
+    for key, value in conf.items():
+        key = "learning_rate" if key == "lr" else key
+        given = ctx.get_parameter_source(key) == ParameterSource.COMMANDLINE
+        if given:
+            continue
+        if key == "seed":
+            seed = int(value)
+        elif key == "hidden":
+            opts[key] = tuple(int(v) for v in (value if isinstance(value, list) else
+                                               str(value).split(",")))
+        else:
+            opts[key] = value
+    return opts, seed
+
+
+def _load_surrogate(path: str):
+    tf_devices()
+    from .surrogate import load
+    return load(path)
+
+
+def tf_devices() -> str:
+    """Import TensorFlow with its C++ start-up lines hidden; say which device computes.
+
+    TensorFlow writes CUDA probing messages to file descriptor 2 before its logging is set up,
+    where no environment variable reaches them; a terminal user gets one clear line instead.
+    With --debug they are left alone.
+    """
+    ctx = click.get_current_context(silent=True)
+    debug = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("debug"))
+    saved = None
+    if not debug:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    try:
+        import tensorflow as tf
+        gpus = tf.config.list_physical_devices("GPU")
+    finally:
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
+    return f"GPU ({', '.join(g.name for g in gpus)})" if gpus else "CPU"
+
+
+@cli.command()
+@click.argument("surrogate", type=click.Path(dir_okay=False))
+@click.option("-n", "n", type=click.IntRange(min=1), required=True, help="Number of samples.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
+              help="Sample file to write (likeflow layout, with the surrogate's log_prob).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Same seed, same samples (on the same machine).")
+def sample(surrogate, n, output, seed):
+    """Draw N fresh samples from a SURROGATE into a sample file.
+
+    \b
+    Example:
+      likeflow sample toy.likeflow.h5 -n 1000000 -o fresh.h5
+    """
+    from .samples import write_samples
+    sur = _load_surrogate(surrogate)
+    t0 = time.perf_counter()
+    s = sur.sample_set(n, seed=seed)
+    write_samples(output, s)
+    click.echo(f"wrote {n} samples of {sur.dim} parameters to {output} "
+               f"({time.perf_counter() - t0:.1f} s)")
+
+
+@cli.command("eval")
+@click.argument("surrogate", type=click.Path(dir_okay=False))
+@click.argument("points", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the points with the surrogate's log_prob as a sample file; without it "
+                   "the values are printed, one per line.")
+@read_options
+def eval_(surrogate, points, output, read_opts):
+    """The SURROGATE's log density at the points of the sample file POINTS.
+
+    Columns are matched to the surrogate's parameters by name when the file names them (any
+    order); otherwise they must be in the surrogate's order. Points outside the bounds get -inf.
+    """
+    from .samples import write_samples
+    sur = _load_surrogate(surrogate)
+    s = read_samples(points, read_opts, check=False)
+    x = _columns_for(sur, s, points)
+    lp = sur.log_prob(x)
+    if output:
+        write_samples(output, SampleSet(x, names=sur.names, poi=sur.poi, log_prob=lp))
+        click.echo(f"wrote {len(lp)} log-densities to {output}")
+    else:
+        click.echo("\n".join(f"{v:.10g}" for v in lp))
+
+
+def _columns_for(sur, s: SampleSet, path: str) -> np.ndarray:
+    default = [f"x{i}" for i in range(s.dim)]
+    if s.names == default:
+        if s.dim != sur.dim:
+            raise LikeflowError(f"{path}: {s.dim} columns but the surrogate has {sur.dim} "
+                                "parameters")
+        return s.values
+    missing = [n for n in sur.names if n not in s.names]
+    if missing:
+        raise LikeflowError(f"{path}: parameters {missing[:8]} of the surrogate are not in the "
+                            f"file (it has {s.names[:8]}...)")
+    return s.values[:, [s.names.index(n) for n in sur.names]]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    # TensorFlow's C++ start-up chatter (CUDA probing, CPU features) is noise on a terminal
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    cli(prog_name="likeflow")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

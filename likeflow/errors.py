@@ -1,0 +1,34 @@
+"""The exceptions likeflow raises for bad input.
+
+Every problem a user can cause (a missing file, a damaged dataset, NaNs, a bad option) is a
+:class:`LikeflowError` with a one-line message naming the file, the dataset and what is wrong. The
+CLI prints that line and exits with code 2; anything else is a bug and exits with code 1.
+"""
+
+from __future__ import annotations
+
+
+class LikeflowError(Exception):
+    """Bad input that the user can fix; the message is the whole explanation."""
+
+    exit_code = 2
+
+
+class SampleFileError(LikeflowError):
+    """A sample file cannot be read or fails an input check."""
+
+    def __init__(self, path, problem: str, dataset: str | None = None):
+        where = f"{path}" if dataset is None else f"{path}: dataset '{dataset}'"
+        super().__init__(f"{where}: {problem}")
+        self.path = str(path)
+        self.dataset = dataset
+        self.problem = problem
+
+
+class SurrogateFileError(LikeflowError):
+    """A surrogate file is missing, foreign, damaged or of an unsupported version."""
+
+    def __init__(self, path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem

@@ -1,0 +1,428 @@
+"""Flow architectures, all TFP bijectors built from one plain, JSON-serialisable :class:`FlowConfig`.
+
+Four flows, each a chain ``base N(0, I) -> layer -> permutation -> ... -> layer -> preprocessing``:
+
+- ``maf``: masked autoregressive flow; MADE conditioner, affine transform, soft-clamped log scale.
+- ``realnvp``: affine coupling layers; MLP conditioner, soft-clamped log scale.
+- ``ansf``: autoregressive neural spline flow; MADE outputs 3K-1 spline parameters per dimension
+  (K bin widths, K bin heights, K-1 interior knot slopes) of a rational-quadratic spline on
+  [-B, B] with identity tails.
+- ``cnsf``: the same spline in coupling layers.
+
+The last bijector of the forward chain, :class:`Preprocess`, maps the flow's standardised,
+unbounded space to the physical parameters: ``x = lo + (hi - lo) * sigmoid(m + s * u)`` for a
+parameter bounded on both sides, ``lo + softplus(.)`` / ``hi - softplus(.)`` for one bound,
+``m + s * u`` for none. Its Jacobian is part of ``log_prob``, so the density is in the
+coordinates of the sample file and no mass lies outside the bounds.
+
+TF 2.21 / TFP 0.25 pitfalls handled here: the conditioners are tf_keras (Keras 2) layers held
+in a ``tf.Module`` (Keras 3 layers would not be tracked and the flow would never train), and
+:func:`expected_variable_count` states what the architecture implies so tests can assert it.
+
+Example:
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(1000, 3))
+    >>> cfg = FlowConfig.from_data(x, flow="maf", layers=2, hidden=(16, 16))
+    >>> flow = build_flow(cfg)
+    >>> flow.log_prob(x[:5].astype("float32")).shape
+    TensorShape([5])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from .errors import LikeflowError
+
+FLOWS = ("maf", "realnvp", "ansf", "cnsf")
+PERMUTATIONS = ("reverse", "random", "rotate")
+ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu")
+
+# Minimum bin size and slope of the splines: keeps the spline invertible in float32.
+_MIN_BIN = 1e-3
+_MIN_SLOPE = 1e-3
+
+
+@dataclass
+class FlowConfig:
+    """Everything needed to rebuild a flow: architecture, hyperparameters, preprocessing constants.
+
+    Build one with :meth:`FlowConfig.from_data`, which computes the preprocessing constants from
+    training data; the config is plain JSON (:meth:`to_json`) and is what a surrogate file stores.
+
+    Attributes:
+        flow: ``maf`` | ``realnvp`` | ``ansf`` | ``cnsf``.
+        dim: number of parameters D.
+        layers: number of flow layers (transforms; permutations come between them).
+        hidden: hidden units per layer of each conditioner network.
+        bins: K, spline bins (``ansf``, ``cnsf``).
+        spline_range: B, the spline acts on [-B, B] and is the identity outside.
+        permutation: ``reverse``, ``random`` (seeded) or ``rotate`` (shift by one).
+        activation: of the conditioners' hidden layers.
+        log_scale_clamp: affine flows soft-clamp their log scale to (-c, c) with c*tanh(./c).
+        dtype: ``float32`` (default) or ``float64``.
+        seed: seeds the weights' initialisation and the random permutations.
+        names, poi, bounds: of the parameters; bounds as [lo, hi] with None for no bound.
+        shift, scale: per-dimension standardisation after the bound maps.
+        permutations: the explicit permutation after each layer but the last (derived from
+            ``permutation`` and ``seed``; stored so a file never depends on a RNG's stream).
+    """
+
+    dim: int
+    flow: str = "maf"
+    layers: int = 5
+    hidden: tuple[int, ...] = (128, 128)
+    bins: int = 8
+    spline_range: float = 5.0
+    permutation: str = "reverse"
+    activation: str = "relu"
+    log_scale_clamp: float = 3.0
+    dtype: str = "float32"
+    seed: int = 0
+    names: list[str] = field(default_factory=list)
+    poi: list[str] = field(default_factory=list)
+    bounds: list[list[float | None]] = field(default_factory=list)
+    shift: list[float] = field(default_factory=list)
+    scale: list[float] = field(default_factory=list)
+    permutations: list[list[int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.hidden = tuple(int(h) for h in self.hidden)
+        d = self.dim
+        if not self.names:
+            self.names = [f"x{i}" for i in range(d)]
+        if not self.bounds:
+            self.bounds = [[None, None]] * d
+        if not self.shift:
+            self.shift = [0.0] * d
+        if not self.scale:
+            self.scale = [1.0] * d
+        if not self.permutations:
+            self.permutations = make_permutations(self.permutation, d, self.layers, self.seed)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`LikeflowError` for a config no flow can be built from."""
+        def bad(msg):
+            raise LikeflowError(f"flow config: {msg}")
+        if self.flow not in FLOWS:
+            bad(f"unknown flow '{self.flow}' (choose from {', '.join(FLOWS)})")
+        if self.permutation not in PERMUTATIONS:
+            bad(f"unknown permutation '{self.permutation}' ({', '.join(PERMUTATIONS)})")
+        if self.activation not in ACTIVATIONS:
+            bad(f"unknown activation '{self.activation}' ({', '.join(ACTIVATIONS)})")
+        if self.dtype not in ("float32", "float64"):
+            bad(f"dtype must be float32 or float64, not '{self.dtype}'")
+        if self.dim < 1:
+            bad("dim must be at least 1")
+        if self.flow in ("realnvp", "cnsf") and self.dim < 2:
+            bad(f"a coupling flow ({self.flow}) needs at least 2 dimensions; use maf or ansf")
+        if self.layers < 1 or not self.hidden or min(self.hidden) < 1:
+            bad("layers and hidden units must be positive")
+        if self.bins < 2 or self.spline_range <= 0:
+            bad("bins must be >= 2 and spline_range > 0")
+        for key in ("names", "bounds", "shift", "scale"):
+            if len(getattr(self, key)) != self.dim:
+                bad(f"'{key}' has {len(getattr(self, key))} entries for dim {self.dim}")
+        if len(self.permutations) != self.layers - 1 or any(
+                sorted(p) != list(range(self.dim)) for p in self.permutations):
+            bad("'permutations' must hold layers-1 permutations of range(dim)")
+        if not all(s > 0 and math.isfinite(s) for s in self.scale):
+            bad("every scale must be positive and finite")
+
+    @classmethod
+    def from_data(cls, values: np.ndarray, *, names: Sequence[str] | None = None,
+                  poi: Sequence[str] = (), bounds: np.ndarray | None = None,
+                  weights: np.ndarray | None = None, **hyper) -> "FlowConfig":
+        """A config whose preprocessing standardises ``values`` (the training data).
+
+        ``bounds`` is (D, 2) with +-inf for none; ``hyper`` sets any other field
+        (``flow``, ``layers``, ``hidden``, ...).
+        """
+        values = np.asarray(values, dtype=np.float64)
+        d = values.shape[1]
+        b = np.tile([-np.inf, np.inf], (d, 1)) if bounds is None else np.asarray(bounds, float)
+        u = unbounded_coordinates(values, b)
+        if weights is None:
+            mean, std = u.mean(axis=0), u.std(axis=0)
+        else:
+            mean = np.average(u, axis=0, weights=weights)
+            std = np.sqrt(np.average((u - mean) ** 2, axis=0, weights=weights))
+        std = np.where(std > 0, std, 1.0)
+        return cls(dim=d, names=list(names) if names is not None else [],
+                   poi=list(poi), bounds=[[_none_if_inf(lo), _none_if_inf(hi)] for lo, hi in b],
+                   shift=[float(m) for m in mean], scale=[float(s) for s in std], **hyper)
+
+    def bounds_array(self) -> np.ndarray:
+        """(D, 2) bounds with +-inf for none."""
+        return np.array([[-np.inf if lo is None else lo, np.inf if hi is None else hi]
+                         for lo, hi in self.bounds], dtype=np.float64)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FlowConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise LikeflowError(f"flow config: unknown keys {sorted(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "FlowConfig":
+        return cls.from_dict(json.loads(text))
+
+
+def make_permutations(kind: str, dim: int, layers: int, seed: int) -> list[list[int]]:
+    """The permutation applied after each of the first ``layers - 1`` layers.
+
+    ``reverse`` flips the order (every dimension alternates between conditioning and being
+    transformed), ``rotate`` shifts by one (in low dimension each dimension meets every
+    position), ``random`` draws a seeded permutation per layer.
+    """
+    if kind == "reverse":
+        return [list(range(dim - 1, -1, -1)) for _ in range(layers - 1)]
+    if kind == "rotate":
+        return [[(i + 1) % dim for i in range(dim)] for _ in range(layers - 1)]
+    if kind == "random":
+        rng = np.random.default_rng(seed)
+        return [[int(i) for i in rng.permutation(dim)] for _ in range(layers - 1)]
+    raise LikeflowError(f"flow config: unknown permutation '{kind}'")
+
+
+def expected_variable_count(config: FlowConfig) -> int:
+    """Trainable variables the architecture implies: a kernel and a bias per dense layer."""
+    return config.layers * 2 * (len(config.hidden) + 1)
+
+
+def unbounded_coordinates(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """The bound maps of :class:`Preprocess`, inverted, in numpy (for the standardisation)."""
+    lo, hi = bounds[:, 0], bounds[:, 1]
+    v = np.array(values, dtype=np.float64)
+    both = np.isfinite(lo) & np.isfinite(hi)
+    lower = np.isfinite(lo) & ~np.isfinite(hi)
+    upper = ~np.isfinite(lo) & np.isfinite(hi)
+    tiny = np.finfo(np.float64).tiny
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.clip((v - lo) / (hi - lo), 1e-12, 1 - 1e-12)
+        v = np.where(both, np.log(t) - np.log1p(-t), v)
+        d_lo = np.maximum(v - lo, tiny) if lower.any() else v
+        v = np.where(lower, d_lo + np.log(-np.expm1(-d_lo)), v)
+        d_hi = np.maximum(hi - values, tiny) if upper.any() else v
+        v = np.where(upper, d_hi + np.log(-np.expm1(-d_hi)), v)
+    return v
+
+
+def _none_if_inf(x: float) -> float | None:
+    return None if not np.isfinite(x) else float(x)
+
+
+# --- TensorFlow part -------------------------------------------------------------------------
+# Imported lazily so that configs, metrics and sample files work without TensorFlow installed.
+
+def _tf():
+    try:
+        import tensorflow as tf
+        import tensorflow_probability as tfp
+        import tf_keras
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise LikeflowError("flows need TensorFlow: pip install 'likeflow[tf]' "
+                            f"({e})") from None
+    return tf, tfp, tf_keras
+
+
+def build_flow(config: FlowConfig):
+    """The :class:`Flow` (a ``tf.Module``) that ``config`` describes, with its variables built."""
+    return _flow_class()(config)
+
+
+_FLOW_CLASS = None
+
+
+def _flow_class():
+    """Define the TF classes on first use (they subclass TF types)."""
+    global _FLOW_CLASS  # noqa: PLW0603 - a cache of a class definition, not state
+    if _FLOW_CLASS is not None:
+        return _FLOW_CLASS
+    tf, tfp, tf_keras = _tf()
+    tfb, tfd = tfp.bijectors, tfp.distributions
+
+    class Preprocess(tfb.Bijector):
+        """Standardised unbounded space -> physical parameters, keeping all mass inside bounds."""
+
+        def __init__(self, config: FlowConfig, dtype):
+            super().__init__(forward_min_event_ndims=1, validate_args=False, dtype=dtype,
+                             name="preprocess")
+            b = config.bounds_array()
+            lo, hi = b[:, 0], b[:, 1]
+            fin_lo, fin_hi = np.isfinite(lo), np.isfinite(hi)
+            c = lambda a: tf.constant(a, dtype=dtype)  # noqa: E731
+            self._both = tf.constant(fin_lo & fin_hi)
+            self._lower = tf.constant(fin_lo & ~fin_hi)
+            self._upper = tf.constant(~fin_lo & fin_hi)
+            # finite stand-ins where a bound is absent, so that no branch of a tf.where sees inf
+            lo_s, hi_s = np.where(fin_lo, lo, 0.0), np.where(fin_hi, hi, 1.0)
+            width = np.where(fin_lo & fin_hi, hi_s - lo_s, 1.0)
+            self._lo, self._hi, self._width = c(lo_s), c(hi_s), c(width)
+            self._log_width = c(np.where(fin_lo & fin_hi, np.log(width), 0.0))
+            self._shift = c(config.shift)
+            self._scale = c(config.scale)
+            self._log_scale_sum = c(np.sum(np.log(config.scale)))
+            self._eps = c(np.finfo(dtype.as_numpy_dtype).eps)
+            self._tiny = c(np.finfo(dtype.as_numpy_dtype).tiny)
+
+        def _forward(self, u):
+            v = self._shift + self._scale * u
+            x = tf.where(self._both, self._lo + self._width * tf.sigmoid(v), v)
+            x = tf.where(self._lower, self._lo + tf.nn.softplus(v), x)
+            x = tf.where(self._upper, self._hi - tf.nn.softplus(v), x)
+            # rounding must never put a sample outside its bounds
+            inf = tf.constant(np.inf, dtype=x.dtype)
+            lo = tf.where(self._both | self._lower, self._lo, -inf)
+            hi = tf.where(self._both | self._upper, self._hi, inf)
+            return tf.clip_by_value(x, lo, hi)
+
+        def _inverse(self, x):
+            t = tf.clip_by_value((x - self._lo) / self._width, self._eps, 1 - self._eps)
+            t = tf.where(self._both, t, 0.5)
+            v = tf.where(self._both, tf.math.log(t) - tf.math.log1p(-t), x)
+            d_lo = tf.where(self._lower, tf.maximum(x - self._lo, self._tiny), 1.0)
+            v = tf.where(self._lower, tfp.math.softplus_inverse(d_lo), v)
+            d_hi = tf.where(self._upper, tf.maximum(self._hi - x, self._tiny), 1.0)
+            v = tf.where(self._upper, tfp.math.softplus_inverse(d_hi), v)
+            return (v - self._shift) / self._scale
+
+        def _forward_log_det_jacobian(self, u):
+            v = self._shift + self._scale * u
+            both = self._log_width + tf.math.log_sigmoid(v) + tf.math.log_sigmoid(-v)
+            one = tf.math.log_sigmoid(v)
+            ldj = tf.where(self._both, both, tf.where(self._lower | self._upper, one,
+                                                      tf.zeros_like(v)))
+            return tf.reduce_sum(ldj, axis=-1) + self._log_scale_sum
+
+    class MLP(tf.Module):
+        """Dense tf_keras layers: the coupling conditioner (input half -> parameters)."""
+
+        def __init__(self, in_dim, out_dim, hidden, activation, dtype, seed, name):
+            super().__init__(name=name)
+            init = lambda s: tf_keras.initializers.GlorotUniform(seed=s)  # noqa: E731
+            self.hidden_layers = [
+                tf_keras.layers.Dense(h, activation=activation, dtype=dtype,
+                                      kernel_initializer=init(seed + i))
+                for i, h in enumerate(hidden)]
+            # a small output layer starts every coupling close to the identity
+            self.out = tf_keras.layers.Dense(
+                out_dim, dtype=dtype,
+                kernel_initializer=tf_keras.initializers.VarianceScaling(
+                    0.01, seed=seed + len(hidden)))
+            self.in_dim = in_dim
+
+        def __call__(self, x):
+            for layer in self.hidden_layers:
+                x = layer(x)
+            return self.out(x)
+
+    def affine(params, clamp):
+        shift, raw = params[..., 0], params[..., 1]
+        log_scale = clamp * tf.tanh(raw / clamp)
+        return tfb.Chain([tfb.Shift(shift), tfb.Scale(log_scale=log_scale)])
+
+    def spline(params, bins, bound):
+        k = bins
+        w, h, s = params[..., :k], params[..., k:2 * k], params[..., 2 * k:]
+        widths = (tf.nn.softmax(w, axis=-1) * (1 - k * _MIN_BIN) + _MIN_BIN) * (2 * bound)
+        heights = (tf.nn.softmax(h, axis=-1) * (1 - k * _MIN_BIN) + _MIN_BIN) * (2 * bound)
+        # softplus(s + log(e - 1)) is 1 at s = 0: a fresh spline is the identity
+        slopes = tf.nn.softplus(s + math.log(math.e - 1)) + _MIN_SLOPE
+        return tfb.RationalQuadraticSpline(widths, heights, slopes, range_min=-bound)
+
+    class Flow(tf.Module):
+        """A normalizing flow: ``log_prob`` in physical coordinates, ``sample``, latent maps."""
+
+        def __init__(self, config: FlowConfig):
+            super().__init__(name=f"likeflow_{config.flow}")
+            self.config = config
+            dtype = tf.as_dtype(config.dtype)
+            self.dtype = dtype
+            d = config.dim
+            n_params = 2 if config.flow in ("maf", "realnvp") else 3 * config.bins - 1
+            make_transform = (
+                (lambda p: affine(p, config.log_scale_clamp)) if n_params == 2
+                else (lambda p: spline(p, config.bins, config.spline_range)))
+            self.conditioners = []
+            transforms = []
+            for i in range(config.layers):
+                seed = config.seed * 1000 + 10 * i
+                if config.flow in ("maf", "ansf"):
+                    made = tfb.AutoregressiveNetwork(
+                        params=n_params, event_shape=[d], hidden_units=list(config.hidden),
+                        activation=config.activation, dtype=dtype,
+                        kernel_initializer=tf_keras.initializers.GlorotUniform(seed=seed),
+                        name=f"made_{i}")
+                    self.conditioners.append(made)
+                    transforms.append(tfb.MaskedAutoregressiveFlow(
+                        bijector_fn=_made_bijector_fn(made, make_transform), name=f"maf_{i}"))
+                else:
+                    n_masked = d // 2
+                    mlp = MLP(n_masked, (d - n_masked) * n_params, config.hidden,
+                              config.activation, dtype, seed, name=f"coupling_{i}")
+                    self.conditioners.append(mlp)
+                    transforms.append(tfb.RealNVP(
+                        num_masked=n_masked,
+                        bijector_fn=_coupling_bijector_fn(mlp, n_params, make_transform),
+                        name=f"coupling_{i}"))
+            forward_order = []
+            for i, t in enumerate(transforms):
+                forward_order.append(t)
+                if i < len(config.permutations):
+                    forward_order.append(tfb.Permute(config.permutations[i], name=f"perm_{i}"))
+            self.preprocess = Preprocess(config, dtype)
+            forward_order.append(self.preprocess)
+            # tfb.Chain applies its last element first in the forward (sampling) direction
+            self.bijector = tfb.Chain(list(reversed(forward_order)), name="chain")
+            self.base = tfd.MultivariateNormalDiag(loc=tf.zeros([d], dtype=dtype))
+            self.distribution = tfd.TransformedDistribution(self.base, self.bijector)
+            self.log_prob(tf.zeros([1, d], dtype=dtype) + self.preprocess.forward(
+                tf.zeros([1, d], dtype=dtype)))  # build every layer's variables
+
+        def log_prob(self, x):
+            """Log density at physical points ``x`` of shape (n, D)."""
+            return self.distribution.log_prob(x)
+
+        def sample(self, n, seed):
+            """``n`` physical samples; ``seed`` is a stateless (2,) int seed."""
+            return self.distribution.sample(n, seed=seed)
+
+        def to_latent(self, x):
+            """Physical points -> base space (standard normal if the flow is perfect)."""
+            return self.bijector.inverse(x)
+
+        def from_latent(self, z):
+            """Base space -> physical points."""
+            return self.bijector.forward(z)
+
+    def _made_bijector_fn(made, make_transform):
+        return lambda y, **kw: make_transform(made(y))
+
+    def _coupling_bijector_fn(mlp, n_params, make_transform):
+        def fn(x0, output_units, **kw):
+            p = mlp(x0)
+            p = tf.reshape(p, tf.concat([tf.shape(x0)[:-1], [output_units, n_params]], 0))
+            return make_transform(p)
+        return fn
+
+    Flow.Preprocess = Preprocess
+    _FLOW_CLASS = Flow
+    return Flow

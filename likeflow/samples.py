@@ -1,0 +1,554 @@
+"""Sample files: the :class:`SampleSet`, HDF5 reading and writing, input checks and the split.
+
+likeflow's own layout (written by :func:`write_samples`, read by default)::
+
+    samples         (N, D) float     required
+    log_prob        (N,)   float     target log density (log posterior, or log L with flat priors)
+    log_likelihood  (N,)   float     optional
+    log_prior       (N,)   float     optional
+    weights         (N,)   float     optional, >= 0
+    attrs: parameter_names (D strings), poi (names), bounds (D x 2, +-inf for none)
+
+Foreign layouts are read by option: any 2-D dataset with an optional log-prob dataset
+(``layout="array"``, e.g. DNNLikelihood's ``data/X`` and ``data/Y``) and emcee's HDF5 backend
+(``layout="emcee"``: ``mcmc/chain`` of shape (steps, walkers, D), with ``burn`` and ``thin``).
+``layout="auto"`` recognises all three.
+
+Reading goes in blocks of rows, so ``max_samples`` draws a seeded subsample of a file far larger
+than memory while holding only the subsample and one block.
+
+Example:
+    >>> import numpy as np, tempfile, os
+    >>> rng = np.random.default_rng(0)
+    >>> s = SampleSet(rng.normal(size=(1000, 2)), names=["mu", "theta"], poi=["mu"])
+    >>> path = os.path.join(tempfile.mkdtemp(), "s.h5")
+    >>> write_samples(path, s)
+    >>> read_samples(path).values.shape
+    (1000, 2)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import h5py
+import numpy as np
+
+from .errors import SampleFileError
+
+__all__ = [
+    "SampleSet",
+    "ReadOptions",
+    "Split",
+    "read_samples",
+    "write_samples",
+    "split_indices",
+    "min_samples",
+]
+
+# Rows read per block: 65536 rows x 95 columns x 8 bytes is 50 MB, small next to any subsample.
+BLOCK_ROWS = 1 << 16
+
+OPTIONAL_COLUMNS = ("log_prob", "log_likelihood", "log_prior", "weights")
+
+
+def min_samples(dim: int) -> int:
+    """The fewest samples likeflow accepts for ``dim`` parameters.
+
+    Ten per dimension (and at least 100): below that neither a flow nor its validation on a
+    held-out tenth of the data means anything.
+    """
+    return max(100, 10 * dim)
+
+
+@dataclass
+class SampleSet:
+    """Samples of a target density with everything needed to fit and validate a surrogate.
+
+    Attributes:
+        values: (N, D) parameter values.
+        names: D parameter names (default ``x0 .. x{D-1}``).
+        poi: names of the parameters of interest (a subset of ``names``).
+        bounds: (D, 2) lower and upper bound per parameter, +-inf where there is none.
+        log_prob: (N,) target log density at each sample, if known.
+        log_likelihood, log_prior: (N,) the two parts of ``log_prob``, if known.
+        weights: (N,) non-negative sample weights, if any.
+        dropped_nonfinite: rows dropped on reading because they held NaN or inf.
+    """
+
+    values: np.ndarray
+    names: list[str] | None = None
+    poi: list[str] = field(default_factory=list)
+    bounds: np.ndarray | None = None
+    log_prob: np.ndarray | None = None
+    log_likelihood: np.ndarray | None = None
+    log_prior: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    dropped_nonfinite: int = 0
+
+    def __post_init__(self) -> None:
+        self.values = np.asarray(self.values, dtype=np.float64)
+        if self.values.ndim == 1:
+            self.values = self.values[:, None]
+        d = self.values.shape[1] if self.values.ndim == 2 else 0
+        if self.names is None:
+            self.names = [f"x{i}" for i in range(d)]
+        self.names = [str(n) for n in self.names]
+        self.poi = [str(p) for p in self.poi]
+        if self.bounds is None:
+            self.bounds = np.tile([-np.inf, np.inf], (d, 1))
+        self.bounds = np.asarray(self.bounds, dtype=np.float64)
+        for col in OPTIONAL_COLUMNS:
+            v = getattr(self, col)
+            if v is not None:
+                setattr(self, col, np.asarray(v, dtype=np.float64).reshape(-1))
+
+    @property
+    def n(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.values.shape[1])
+
+    def index(self, name: str) -> int:
+        """Column of parameter ``name``; a clear error if there is none."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise SampleFileError("<samples>", f"unknown parameter '{name}'; the parameters are "
+                                  f"{_short_list(self.names)}") from None
+
+    def subset(self, rows: np.ndarray) -> "SampleSet":
+        """The samples at ``rows`` (an index array or boolean mask), with all their columns."""
+        kw = {c: (None if getattr(self, c) is None else getattr(self, c)[rows])
+              for c in OPTIONAL_COLUMNS}
+        return dataclasses.replace(self, values=self.values[rows], **kw)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the values: identifies the data a split refers to, whatever the file."""
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.values, dtype=np.float64).tobytes())
+        return h.hexdigest()
+
+    def check(self, path: str | os.PathLike = "<samples>", *, drop_nonfinite: bool = False,
+              minimum: int | None = None) -> "SampleSet":
+        """Check the set against every input rule; return it (or a copy without NaN rows).
+
+        Raises :class:`SampleFileError` naming ``path`` and the offending dataset.
+        """
+        v = self.values
+        if v.ndim != 2:
+            raise SampleFileError(path, f"samples must be 2-D (N, D), got shape {v.shape}",
+                                  "samples")
+        n, d = v.shape
+        if d == 0:
+            raise SampleFileError(path, "samples have no columns", "samples")
+        if len(self.names) != d:
+            raise SampleFileError(path, f"{len(self.names)} parameter names for {d} columns",
+                                  "parameter_names")
+        if len(set(self.names)) != d:
+            dup = sorted({x for x in self.names if self.names.count(x) > 1})
+            raise SampleFileError(path, f"duplicate parameter names {dup}", "parameter_names")
+        unknown = [p for p in self.poi if p not in self.names]
+        if unknown:
+            raise SampleFileError(path, f"POI {unknown} not among the parameter names "
+                                  f"{_short_list(self.names)}", "poi")
+        for col in OPTIONAL_COLUMNS:
+            c = getattr(self, col)
+            if c is not None and c.shape[0] != n:
+                raise SampleFileError(path, f"has {c.shape[0]} entries but there are {n} samples",
+                                      col)
+        if self.bounds.shape != (d, 2):
+            raise SampleFileError(path, f"bounds must have shape ({d}, 2), got "
+                                  f"{self.bounds.shape}", "bounds")
+        if np.isnan(self.bounds).any() or (self.bounds[:, 0] >= self.bounds[:, 1]).any():
+            bad = [self.names[i] for i in np.flatnonzero(~(self.bounds[:, 0] < self.bounds[:, 1]))]
+            raise SampleFileError(path, f"lower bound not below upper bound for {bad}", "bounds")
+
+        out = self
+        bad_rows = ~np.isfinite(v).all(axis=1)
+        if self.log_prob is not None:
+            bad_rows |= ~np.isfinite(self.log_prob)
+        n_bad = int(bad_rows.sum())
+        if n_bad:
+            if not drop_nonfinite:
+                first = int(np.flatnonzero(bad_rows)[0])
+                which = "samples" if not np.isfinite(v[first]).all() else "log_prob"
+                raise SampleFileError(path, f"{n_bad} rows hold NaN or inf (first at row {first});"
+                                      " use --drop-nonfinite to drop them", which)
+            out = self.subset(~bad_rows)
+            out.dropped_nonfinite = self.dropped_nonfinite + n_bad
+            v = out.values
+            n = v.shape[0]
+
+        need = min_samples(d) if minimum is None else minimum
+        if n < need:
+            raise SampleFileError(path, f"only {n} usable samples for {d} parameters; at least "
+                                  f"{need} are needed", "samples")
+        # max == min, not std == 0: the std of a constant column is rounding noise, not zero
+        flat = np.flatnonzero(~(v.max(axis=0) > v.min(axis=0)))
+        if flat.size:
+            raise SampleFileError(path, "zero variance (constant) in parameter(s) "
+                                  f"{_short_list([self.names[i] for i in flat])}: fix them "
+                                  "or leave them out", "samples")
+        lo, hi = self.bounds[:, 0], self.bounds[:, 1]
+        outside = (v < lo) | (v > hi)
+        if outside.any():
+            cols = np.flatnonzero(outside.any(axis=0))
+            raise SampleFileError(path, f"{int(outside.any(axis=1).sum())} samples lie outside "
+                                  f"the declared bounds of {_short_list([self.names[i] for i in cols])}",
+                                  "samples")
+        if out.weights is not None:
+            w = out.weights
+            if not np.isfinite(w).all():
+                raise SampleFileError(path, f"{int((~np.isfinite(w)).sum())} weights are NaN or inf",
+                                      "weights")
+            if (w < 0).any():
+                raise SampleFileError(path, f"{int((w < 0).sum())} weights are negative",
+                                      "weights")
+            if not w.sum() > 0:
+                raise SampleFileError(path, "all weights are zero", "weights")
+        return out
+
+    def summary(self) -> dict:
+        """N, D, names, POIs, bounds and per-parameter mean/std/min/max as plain JSON types."""
+        v = self.values
+        w = self.weights
+        if w is None:
+            mean, std = v.mean(axis=0), v.std(axis=0)
+        else:
+            mean = np.average(v, axis=0, weights=w)
+            std = np.sqrt(np.average((v - mean) ** 2, axis=0, weights=w))
+        params = []
+        for i, name in enumerate(self.names):
+            params.append({
+                "name": name,
+                "poi": name in self.poi,
+                "mean": float(mean[i]), "std": float(std[i]),
+                "min": float(v[:, i].min()), "max": float(v[:, i].max()),
+                "bounds": [_json_float(self.bounds[i, 0]), _json_float(self.bounds[i, 1])],
+            })
+        return {
+            "n": self.n,
+            "dim": self.dim,
+            "poi": list(self.poi),
+            "datasets": [c for c in OPTIONAL_COLUMNS if getattr(self, c) is not None],
+            "dropped_nonfinite": self.dropped_nonfinite,
+            "parameters": params,
+        }
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a sample file was read; stored in a surrogate so that validation reads it the same way."""
+
+    layout: str = "auto"
+    dataset: str | None = None
+    log_prob_dataset: str | None = None
+    burn: int = 0
+    thin: int = 1
+    max_samples: int | None = None
+    seed: int = 0
+    drop_nonfinite: bool = False
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ReadOptions":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def read_samples(path: str | os.PathLike, options: ReadOptions | None = None, *,
+                 check: bool = True, minimum: int | None = None, **kwargs) -> SampleSet:
+    """Read a sample file in any supported layout, streaming in blocks, and check it.
+
+    Args:
+        path: the HDF5 file.
+        options: a :class:`ReadOptions`; or give its fields as keyword arguments
+            (``layout``, ``dataset``, ``log_prob_dataset``, ``burn``, ``thin``, ``max_samples``,
+            ``seed``, ``drop_nonfinite``).
+        check: run :meth:`SampleSet.check` (on by default).
+        minimum: the fewest samples accepted (default :func:`min_samples`).
+
+    Raises:
+        SampleFileError: with one line naming the file, the dataset and the problem.
+    """
+    opts = options if options is not None else ReadOptions(**kwargs)
+    if options is not None and kwargs:
+        opts = dataclasses.replace(options, **kwargs)
+    if opts.thin < 1 or opts.burn < 0:
+        raise SampleFileError(path, f"--burn must be >= 0 and --thin >= 1 (got {opts.burn}, "
+                              f"{opts.thin})")
+    if opts.max_samples is not None and opts.max_samples < 1:
+        raise SampleFileError(path, f"max_samples must be positive, got {opts.max_samples}")
+    with _open(path) as f:
+        layout = opts.layout if opts.layout != "auto" else _detect_layout(path, f, opts)
+        try:
+            if layout == "likeflow":
+                s = _read_likeflow(path, f, opts)
+            elif layout == "array":
+                s = _read_array(path, f, opts)
+            elif layout == "emcee":
+                s = _read_emcee(path, f, opts)
+            else:
+                raise SampleFileError(path, f"unknown layout '{layout}' (likeflow, array, emcee)")
+        except (OSError, RuntimeError, KeyError) as e:
+            if isinstance(e, SampleFileError):
+                raise
+            raise SampleFileError(path, f"damaged or truncated data ({_first_line(e)})") from None
+    return s.check(path, drop_nonfinite=opts.drop_nonfinite, minimum=minimum) if check else s
+
+
+def write_samples(path: str | os.PathLike, s: SampleSet, *, compression: str | None = "gzip",
+                  attrs: dict | None = None) -> None:
+    """Write ``s`` in likeflow's layout, atomically (a temp file in the same folder, then rename).
+
+    ``attrs`` adds root attributes (e.g. MCMC diagnostics); values must be HDF5-storable.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp", dir=folder)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            kw = dict(compression=compression) if compression else {}
+            chunks = (min(s.n, BLOCK_ROWS), s.dim) if s.n else None
+            f.create_dataset("samples", data=s.values, chunks=chunks, **kw)
+            for col in OPTIONAL_COLUMNS:
+                c = getattr(s, col)
+                if c is not None:
+                    f.create_dataset(col, data=c, **kw)
+            f.attrs["parameter_names"] = np.array(s.names, dtype=h5py.string_dtype())
+            f.attrs["poi"] = np.array(s.poi, dtype=h5py.string_dtype())
+            f.attrs["bounds"] = s.bounds
+            from ._version import __version__
+            f.attrs["likeflow_version"] = __version__
+            for k, v in (attrs or {}).items():
+                f.attrs[k] = v
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+@dataclass(frozen=True)
+class Split:
+    """Disjoint row indices of the training, validation and test parts."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+
+
+def split_indices(n: int, *, seed: int, validation: float = 0.1, test: float = 0.1) -> Split:
+    """A seeded, disjoint train/validation/test split of ``n`` rows.
+
+    The split depends on ``n``, ``seed`` and the two fractions alone, so a later step (validation
+    of a saved surrogate) rebuilds exactly the same test rows from the numbers stored in the file.
+    Each part gets at least one row.
+    """
+    if not (0 < validation < 1 and 0 < test < 1 and validation + test < 1):
+        raise ValueError("validation and test fractions must be in (0, 1) and sum below 1")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, int(round(test * n)))
+    n_val = max(1, int(round(validation * n)))
+    return Split(train=np.sort(perm[n_test + n_val:]), validation=np.sort(perm[n_test:n_test + n_val]),
+                 test=np.sort(perm[:n_test]))
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+def _open(path) -> h5py.File:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise SampleFileError(path, "no such file")
+    if os.path.isdir(path):
+        raise SampleFileError(path, "is a folder, not an HDF5 file")
+    try:
+        is_h5 = h5py.is_hdf5(path)
+    except OSError as e:
+        raise SampleFileError(path, f"cannot be read ({_first_line(e)})") from None
+    if not is_h5:
+        raise SampleFileError(path, "not an HDF5 file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise SampleFileError(path, f"damaged or truncated HDF5 file ({_first_line(e)})") from None
+
+
+def _detect_layout(path, f: h5py.File, opts: ReadOptions) -> str:
+    if opts.dataset is not None:
+        return "array"
+    if "samples" in f:
+        return "likeflow"
+    if "mcmc" in f and isinstance(f["mcmc"], h5py.Group) and "chain" in f["mcmc"]:
+        return "emcee"
+    if "data/X" in f:
+        return "array"
+    raise SampleFileError(path, "no 'samples' dataset (likeflow), 'mcmc/chain' (emcee) or "
+                          f"'data/X' (DNNLikelihood); datasets in the file: {_list_datasets(f)}; "
+                          "name one with --dataset")
+
+
+def _dataset(path, f: h5py.File, name: str, ndim: Sequence[int]) -> h5py.Dataset:
+    if name not in f or not isinstance(f[name], h5py.Dataset):
+        raise SampleFileError(path, f"no such dataset; datasets in the file: {_list_datasets(f)}",
+                              name)
+    ds = f[name]
+    if ds.ndim not in ndim:
+        want = " or ".join(f"{k}-D" for k in ndim)
+        raise SampleFileError(path, f"must be {want}, got shape {ds.shape}", name)
+    if not (np.issubdtype(ds.dtype, np.integer) or np.issubdtype(ds.dtype, np.floating)) \
+            or np.issubdtype(ds.dtype, np.bool_):
+        raise SampleFileError(path, f"is not numeric (dtype {ds.dtype})", name)
+    return ds
+
+
+def _rows_to_read(n: int, opts: ReadOptions) -> np.ndarray | None:
+    """Sorted row indices of the subsample, or None for all rows."""
+    if opts.max_samples is None or opts.max_samples >= n:
+        return None
+    rng = np.random.default_rng(opts.seed)
+    return np.sort(rng.choice(n, size=opts.max_samples, replace=False))
+
+
+def _gather(ds: h5py.Dataset, rows: np.ndarray | None, n: int, step: int = 1,
+            start: int = 0, inner: np.ndarray | None = None) -> np.ndarray:
+    """Rows ``start + step*k`` of ``ds`` for k in ``rows`` (all k < n when None), block by block.
+
+    With ``inner``, element ``inner[j]`` of the second axis is taken for the j-th row (emcee's
+    walkers). Only one block of the file is in memory at a time besides the result.
+    """
+    ks = np.arange(n) if rows is None else rows
+    raw = start + step * ks
+    out = np.empty((len(ks),) + ds.shape[1 + (inner is not None):], dtype=np.float64)
+    row_size = int(np.prod(ds.shape[1:], dtype=np.int64)) or 1
+    block = max(1, (BLOCK_ROWS * 64) // row_size)  # about 4M numbers (32 MB) per block
+    i = 0
+    while i < len(raw):
+        lo = raw[i]
+        j = np.searchsorted(raw, lo + block, side="left")
+        hi = raw[j - 1] + 1
+        chunk = ds[lo:hi]
+        sel = raw[i:j] - lo
+        out[i:j] = chunk[sel] if inner is None else chunk[sel, inner[i:j]]
+        i = j
+    return out
+
+
+def _attr_list(obj, key: str) -> list[str] | None:
+    if key not in obj.attrs:
+        return None
+    v = obj.attrs[key]
+    if isinstance(v, (str, bytes)):
+        v = [v]
+    return [x.decode() if isinstance(x, bytes) else str(x) for x in np.atleast_1d(v)]
+
+
+def _meta(path, f, obj, d: int) -> dict:
+    names = _attr_list(obj, "parameter_names") or _attr_list(f, "parameter_names")
+    poi = _attr_list(obj, "poi") or _attr_list(f, "poi") or []
+    bounds = None
+    src = obj if "bounds" in obj.attrs else (f if "bounds" in f.attrs else None)
+    if src is not None:
+        bounds = np.asarray(src.attrs["bounds"], dtype=np.float64)
+        if bounds.shape != (d, 2):
+            raise SampleFileError(path, f"attribute 'bounds' must have shape ({d}, 2), got "
+                                  f"{bounds.shape}")
+    if names is not None and len(names) != d:
+        raise SampleFileError(path, f"attribute 'parameter_names' has {len(names)} names for "
+                              f"{d} columns")
+    return dict(names=names, poi=poi, bounds=bounds)
+
+
+def _read_likeflow(path, f, opts: ReadOptions) -> SampleSet:
+    ds = _dataset(path, f, "samples", (2,))
+    n, d = ds.shape
+    rows = _rows_to_read(n, opts)
+    cols = {}
+    for c in OPTIONAL_COLUMNS:
+        if c in f:
+            cds = _dataset(path, f, c, (1,))
+            if cds.shape[0] != n:
+                raise SampleFileError(path, f"has {cds.shape[0]} entries but 'samples' has {n} "
+                                      "rows", c)
+            cols[c] = _gather(cds, rows, n)
+    return SampleSet(_gather(ds, rows, n), **_meta(path, f, f, d), **cols)
+
+
+def _read_array(path, f, opts: ReadOptions) -> SampleSet:
+    name = opts.dataset or "data/X"
+    ds = _dataset(path, f, name, (1, 2))
+    n = ds.shape[0]
+    d = 1 if ds.ndim == 1 else ds.shape[1]
+    rows = _rows_to_read(n, opts)
+    lp_name = opts.log_prob_dataset
+    if lp_name is None and name == "data/X" and "data/Y" in f:
+        lp_name = "data/Y"
+    cols = {}
+    if lp_name is not None:
+        lds = _dataset(path, f, lp_name, (1, 2))
+        if lds.shape[0] != n or (lds.ndim == 2 and lds.shape[1] != 1):
+            raise SampleFileError(path, f"shape {lds.shape} does not match {n} samples in "
+                                  f"'{name}'", lp_name)
+        cols["log_prob"] = _gather(lds, rows, n).reshape(-1)
+    values = _gather(ds, rows, n)
+    return SampleSet(values.reshape(-1, d), **_meta(path, f, ds, d), **cols)
+
+
+def _read_emcee(path, f, opts: ReadOptions) -> SampleSet:
+    name = opts.dataset or "mcmc/chain"
+    ds = _dataset(path, f, name, (3,))
+    steps, walkers, d = ds.shape
+    group = ds.parent
+    filled = int(group.attrs.get("iteration", steps))  # emcee preallocates; 'iteration' is filled
+    filled = min(filled, steps)
+    if opts.burn >= filled:
+        raise SampleFileError(path, f"burn-in {opts.burn} leaves nothing of {filled} steps", name)
+    kept_steps = len(range(opts.burn, filled, opts.thin))
+    n = kept_steps * walkers
+    rows = _rows_to_read(n, opts)
+    ks = np.arange(n) if rows is None else rows
+    step_k, walker = np.divmod(ks, walkers)
+    values = _gather(ds, step_k, kept_steps, step=opts.thin, start=opts.burn, inner=walker)
+    cols = {}
+    lp_name = opts.log_prob_dataset or (f"{group.name}/log_prob".lstrip("/")
+                                        if "log_prob" in group else None)
+    if lp_name is not None:
+        lds = _dataset(path, f, lp_name, (2,))
+        if lds.shape[:2] != (steps, walkers):
+            raise SampleFileError(path, f"shape {lds.shape} does not match the chain's "
+                                  f"{(steps, walkers)}", lp_name)
+        # the log-prob dataset is 2-D (steps, walkers): gather its rows the same way
+        lp = _gather(lds, step_k, kept_steps, step=opts.thin, start=opts.burn, inner=walker)
+        cols["log_prob"] = lp.reshape(-1)
+    return SampleSet(values, **_meta(path, f, group, d), **cols)
+
+
+def _list_datasets(f: h5py.File) -> str:
+    found: list[str] = []
+    f.visititems(lambda name, obj: found.append(f"{name} {obj.shape}")
+                 if isinstance(obj, h5py.Dataset) else None)
+    return ", ".join(found[:12]) + (" ..." if len(found) > 12 else "") if found else "none"
+
+
+def _short_list(xs: Sequence[str], k: int = 8) -> str:
+    xs = list(xs)
+    return ", ".join(xs[:k]) + (f" (+{len(xs) - k} more)" if len(xs) > k else "")
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _json_float(x: float):
+    return None if not np.isfinite(x) else float(x)

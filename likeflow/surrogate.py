@@ -1,0 +1,375 @@
+"""The trained artifact: :class:`Surrogate`, its single-file HDF5 format, and :func:`fit`.
+
+A surrogate file (``*.likeflow.h5``) holds
+
+- root attributes ``format = "likeflow-surrogate"``, ``format_version``, ``likeflow_version``,
+  ``tensorflow_version``;
+- ``config``: the :class:`~likeflow.flows.FlowConfig` as JSON (architecture, hyperparameters,
+  names, POIs, bounds, preprocessing constants, dtype, seed, permutations);
+- ``weights/NNNN``: one dataset per trainable variable, in the flow's variable order, each with
+  its variable name as an attribute;
+- ``training``: JSON (history per epoch, best epoch, time, the training config, and ``data``:
+  the sample file, how it was read, its fingerprint and the split seed and fractions);
+- ``validation``: JSON metrics at save time (when validated).
+
+Loading rebuilds the flow from ``config`` and assigns the weights: nothing in the file is
+executed. Writing goes to a temp file in the same folder and is renamed into place, so a file on
+disk is always whole.
+
+Example:
+    >>> import likeflow                                        # doctest: +SKIP
+    >>> s = likeflow.fit("samples.h5", out="samples.likeflow.h5")  # doctest: +SKIP
+    >>> s = likeflow.load("samples.likeflow.h5")               # doctest: +SKIP
+    >>> s.log_prob(points); s.sample(10**6, seed=1)            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import tempfile
+import time
+from contextlib import contextmanager
+from typing import Callable
+
+import h5py
+import numpy as np
+
+from ._version import __version__
+from .errors import LikeflowError, SurrogateFileError
+from .flows import FlowConfig, build_flow, expected_variable_count
+from .samples import ReadOptions, SampleSet, read_samples, split_indices
+from .training import TrainConfig, TrainResult, train
+
+FORMAT = "likeflow-surrogate"
+FORMAT_VERSION = 1
+
+# Points per compiled call of log_prob / sample: bounded memory for any n.
+EVAL_BATCH = 65536
+SAMPLE_BATCH = 65536
+
+
+class Surrogate:
+    """A trained flow with its config, training record and validation summary.
+
+    Attributes:
+        config: the :class:`FlowConfig`.
+        training: the training record (JSON-able dict).
+        validation: metrics stored at save time (dict, possibly empty).
+    """
+
+    def __init__(self, flow, training: dict | None = None, validation: dict | None = None):
+        import tensorflow as tf
+
+        self.flow = flow
+        self.config: FlowConfig = flow.config
+        self.training = training or {}
+        self.validation = validation or {}
+        d, dtype = self.config.dim, flow.dtype
+        self._bounds = self.config.bounds_array()
+        self._log_prob = tf.function(flow.log_prob,
+                                     input_signature=[tf.TensorSpec([None, d], dtype)])
+        self._to_latent = tf.function(flow.to_latent,
+                                      input_signature=[tf.TensorSpec([None, d], dtype)])
+        self._sample = tf.function(flow.sample, input_signature=[
+            tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int32)])
+
+    # --- identity ---------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.config.names)
+
+    @property
+    def poi(self) -> list[str]:
+        return list(self.config.poi)
+
+    @property
+    def bounds(self) -> np.ndarray:
+        return self._bounds.copy()
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Surrogate({c.flow}, dim={c.dim}, layers={c.layers}, hidden={list(c.hidden)}, "
+                f"poi={c.poi})")
+
+    # --- evaluation -------------------------------------------------------------------------
+    def _as_points(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise LikeflowError(f"points must have shape (n, {self.dim}), got {x.shape}")
+        return x
+
+    def log_prob(self, x, *, batch_size: int = EVAL_BATCH) -> np.ndarray:
+        """Log density at physical points ``x`` (n, D) (or one point (D,)); -inf outside bounds.
+
+        Normalised over the parameter space, in the coordinates of the sample file. Runs
+        compiled, in batches of ``batch_size`` points.
+        """
+        x = self._as_points(x)
+        out = np.empty(len(x))
+        npdt = self.flow.dtype.as_numpy_dtype
+        for i in range(0, len(x), batch_size):
+            out[i:i + batch_size] = self._log_prob(x[i:i + batch_size].astype(npdt)).numpy()
+        inside = np.all((x >= self._bounds[:, 0]) & (x <= self._bounds[:, 1]), axis=1)
+        out[~inside] = -np.inf
+        out[np.isnan(out)] = -np.inf
+        return out
+
+    def to_latent(self, x, *, batch_size: int = EVAL_BATCH) -> np.ndarray:
+        """Physical points -> base space (standard normal for a perfect surrogate)."""
+        x = self._as_points(x)
+        npdt = self.flow.dtype.as_numpy_dtype
+        return np.concatenate([self._to_latent(x[i:i + batch_size].astype(npdt)).numpy()
+                               for i in range(0, len(x), batch_size)]).astype(np.float64)
+
+    def sample(self, n: int, *, seed: int = 0, batch_size: int = SAMPLE_BATCH) -> np.ndarray:
+        """``n`` fresh samples (n, D); the same ``seed`` gives the same samples, also after load."""
+        n = int(n)
+        if n < 0:
+            raise LikeflowError(f"cannot draw {n} samples")
+        out = np.empty((n, self.dim))
+        for k, i in enumerate(range(0, n, batch_size)):
+            m = min(batch_size, n - i)
+            s = np.array([seed % (2 ** 31), k], dtype=np.int32)
+            out[i:i + m] = self._sample(np.int32(m), s).numpy()
+        return out
+
+    def sample_set(self, n: int, *, seed: int = 0) -> SampleSet:
+        """``n`` samples with their surrogate ``log_prob``, names, POIs and bounds."""
+        x = self.sample(n, seed=seed)
+        return SampleSet(x, names=self.names, poi=self.poi, bounds=self.bounds,
+                         log_prob=self.log_prob(x))
+
+    # --- files ------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the surrogate file atomically (temp file in the same folder, then rename)."""
+        import tensorflow as tf
+
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp", dir=folder)
+        os.close(fd)
+        try:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["format"] = FORMAT
+                f.attrs["format_version"] = FORMAT_VERSION
+                f.attrs["likeflow_version"] = __version__
+                f.attrs["tensorflow_version"] = tf.__version__
+                f.create_dataset("config", data=self.config.to_json())
+                f.create_dataset("training", data=json.dumps(_jsonable(self.training)))
+                f.create_dataset("validation", data=json.dumps(_jsonable(self.validation)))
+                g = f.create_group("weights")
+                for i, v in enumerate(self.flow.trainable_variables):
+                    ds = g.create_dataset(f"{i:04d}", data=v.numpy())
+                    ds.attrs["name"] = v.name
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+
+def load(path: str | os.PathLike) -> Surrogate:
+    """Load a surrogate file: rebuild the flow from its config and assign the stored weights.
+
+    Raises :class:`SurrogateFileError` for a missing, foreign, damaged or newer-format file.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise SurrogateFileError(path, "no such file")
+    if not h5py.is_hdf5(path):
+        raise SurrogateFileError(path, "not an HDF5 file, so not a likeflow surrogate")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT:
+                what = "a likeflow sample file" if "samples" in f else "an HDF5 file"
+                raise SurrogateFileError(path, f"is {what}, not a likeflow surrogate "
+                                         "(no format='likeflow-surrogate' attribute)")
+            version = int(f.attrs.get("format_version", -1))
+            if version > FORMAT_VERSION:
+                raise SurrogateFileError(path, f"format version {version} is newer than this "
+                                         f"likeflow ({__version__}) reads; upgrade likeflow")
+            for key in ("config", "training", "validation", "weights"):
+                if key not in f:
+                    raise SurrogateFileError(path, f"damaged: '{key}' is missing")
+            config = FlowConfig.from_json(_text(f["config"][()]))
+            training = json.loads(_text(f["training"][()]))
+            validation = json.loads(_text(f["validation"][()]))
+            g = f["weights"]
+            weights = [g[k][()] for k in sorted(g)]
+    except SurrogateFileError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SurrogateFileError(path, f"damaged surrogate file ({msg})") from None
+    except LikeflowError as e:
+        raise SurrogateFileError(path, f"damaged surrogate file ({e})") from None
+    flow = build_flow(config)
+    variables = flow.trainable_variables
+    if len(weights) != len(variables) or len(variables) != expected_variable_count(config):
+        raise SurrogateFileError(path, f"damaged: {len(weights)} weight arrays for a flow with "
+                                 f"{len(variables)} variables")
+    for v, w in zip(variables, weights):
+        if tuple(v.shape) != w.shape:
+            raise SurrogateFileError(path, f"damaged: weight of shape {w.shape} for variable "
+                                     f"{v.name} of shape {tuple(v.shape)}")
+        v.assign(w)
+    return Surrogate(flow, training, validation)
+
+
+def is_surrogate_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an HDF5 file marked as a likeflow surrogate."""
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") == FORMAT
+    except OSError:
+        return False
+
+
+# --- fitting -----------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class SplitSpec:
+    """How a sample set is split; stored in the surrogate so validation can rebuild the test rows."""
+
+    seed: int = 0
+    validation: float = 0.1
+    test: float = 0.1
+
+
+def split_of(samples: SampleSet, spec: SplitSpec):
+    """The train/validation/test rows of ``samples`` under ``spec``."""
+    return split_indices(samples.n, seed=spec.seed, validation=spec.validation, test=spec.test)
+
+
+def fit(samples: SampleSet | str | os.PathLike, *, flow_config: dict | None = None,
+        train_config: TrainConfig | None = None, split: SplitSpec = SplitSpec(),
+        read_options: ReadOptions | None = None, out: str | os.PathLike | None = None,
+        resume: bool = False, progress: Callable[[dict], None] | None = None,
+        checkpoint_every: float = 30.0) -> Surrogate:
+    """Train a surrogate of ``samples`` (a :class:`SampleSet` or a sample file path).
+
+    Args:
+        samples: the samples, or the path of a sample file (read with ``read_options``).
+        flow_config: :class:`FlowConfig` fields (``flow``, ``layers``, ``hidden``, ``bins``, ...)
+            other than the data-derived ones.
+        train_config: a :class:`TrainConfig`.
+        split: the seeded train/validation/test split (the test part is never trained on).
+        out: where to write the surrogate; with it, the best weights so far are checkpointed
+            there at most every ``checkpoint_every`` seconds, and Ctrl-C / SIGTERM leaves the
+            best surrogate so far on disk.
+        resume: continue the surrogate at ``out`` (same data, same split) instead of starting anew.
+        progress: called with every epoch's record.
+
+    Returns:
+        The :class:`Surrogate` (its ``training`` record includes the mean test log-likelihood).
+    """
+    path = None
+    if not isinstance(samples, SampleSet):
+        path = os.fspath(samples)
+        samples = read_samples(path, read_options or ReadOptions())
+    read_options = read_options or ReadOptions()
+    tcfg = train_config or TrainConfig()
+    parts = split_of(samples, split)
+    tr, va, te = (samples.subset(parts.train), samples.subset(parts.validation),
+                  samples.subset(parts.test))
+    data = {"file": path, "fingerprint": samples.fingerprint(), "n": samples.n,
+            "read_options": read_options.to_dict(), "split": dataclasses.asdict(split),
+            "n_train": tr.n, "n_validation": va.n, "n_test": te.n}
+
+    previous = None
+    if resume:
+        if out is None or not os.path.exists(out):
+            raise LikeflowError(f"--resume: no surrogate at {out} to continue")
+        old = load(out)
+        if old.training.get("data", {}).get("fingerprint") != data["fingerprint"]:
+            raise LikeflowError(f"--resume: {out} was trained on other data (or read another "
+                                "way); start a new fit instead")
+        flow = old.flow
+        previous = TrainResult(**{k: v for k, v in old.training.get("result", {}).items()
+                                  if k in {f.name for f in dataclasses.fields(TrainResult)}})
+        tcfg = dataclasses.replace(TrainConfig.from_dict(old.training.get("config", {})),
+                                   epochs=tcfg.epochs)
+    else:
+        hyper = dict(flow_config or {})
+        hyper.setdefault("seed", tcfg.seed)
+        config = FlowConfig.from_data(tr.values, names=samples.names, poi=samples.poi,
+                                      bounds=samples.bounds, weights=tr.weights, **hyper)
+        _seed_everything(config.seed)
+        flow = build_flow(config)
+
+    def record(result: TrainResult) -> dict:
+        return {"config": tcfg.to_dict(), "result": result.to_dict(), "data": data,
+                "likeflow_version": __version__}
+
+    last_save = [time.monotonic()]
+
+    def checkpoint(result: TrainResult) -> None:
+        if out is not None and time.monotonic() - last_save[0] > checkpoint_every:
+            # the flow holds the current weights; they are the best so far (on_best)
+            Surrogate(flow, record(result)).save(out)
+            last_save[0] = time.monotonic()
+
+    with _sigterm_as_interrupt():
+        result = train(flow, tr.values, va.values, train_w=tr.weights, val_w=va.weights,
+                       config=tcfg, progress=progress, on_best=checkpoint, previous=previous)
+    training = record(result)
+    surrogate = Surrogate(flow, training)
+    training["test_log_prob"] = float(_weighted_mean(surrogate.log_prob(te.values), te.weights))
+    if te.log_prob is not None:
+        training["test_log_prob_target"] = float(_weighted_mean(te.log_prob, te.weights))
+    if out is not None:
+        surrogate.save(out)
+    return surrogate
+
+
+def _weighted_mean(x: np.ndarray, w: np.ndarray | None) -> float:
+    return float(np.average(x, weights=w))
+
+
+def _seed_everything(seed: int) -> None:
+    import tf_keras
+    tf_keras.utils.set_random_seed(seed)
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """Inside, SIGTERM raises KeyboardInterrupt, so a killed fit ends like a Ctrl-C: saved."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _text(x) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _jsonable(obj):
+    """Replace non-finite floats by strings so that the JSON is strict."""
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if np.isfinite(f) else str(f)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
