@@ -243,6 +243,15 @@ def _tf():
     return tf, tfp, tf_keras
 
 
+def preprocessing_bijector(config: FlowConfig, dtype: str = "float64"):
+    """The :class:`Preprocess` bijector of ``config`` alone (unbounded standardised -> physical).
+
+    MCMC uses it as its reparametrisation: sampling in the standardised, unbounded space.
+    """
+    tf, _, _ = _tf()
+    return _flow_class().Preprocess(config, tf.as_dtype(dtype))
+
+
 def build_flow(config: FlowConfig):
     """The :class:`Flow` (a ``tf.Module``) that ``config`` describes, with its variables built."""
     return _flow_class()(config)

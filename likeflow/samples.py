@@ -321,7 +321,10 @@ def write_samples(path: str | os.PathLike, s: SampleSet, *, compression: str | N
         with h5py.File(tmp, "w") as f:
             kw = dict(compression=compression) if compression else {}
             chunks = (min(s.n, BLOCK_ROWS), s.dim) if s.n else None
-            f.create_dataset("samples", data=s.values, chunks=chunks, **kw)
+            values = s.values
+            if np.array_equal(values, values.astype(np.float32)):
+                values = values.astype(np.float32)  # exactly representable: half the size
+            f.create_dataset("samples", data=values, chunks=chunks, **kw)
             for col in OPTIONAL_COLUMNS:
                 c = getattr(s, col)
                 if c is not None:

@@ -1,0 +1,66 @@
+"""The interface every benchmark target implements.
+
+A :class:`Target` is a density over named parameters with bounds and POIs, split into a log
+likelihood and a log prior, vectorised over a leading batch axis. TensorFlow targets give
+gradients (for NUTS and for profiling); targets evaluated outside TF (pyhf) set
+``has_gradients = False`` and implement the numpy methods.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Target:
+    """A log density ``log_prob = log_likelihood + log_prior`` over named, bounded parameters.
+
+    Subclasses set ``name``, ``names``, ``poi``, ``bounds`` and implement
+    :meth:`log_likelihood` and :meth:`log_prior` on float64 tensors of shape (..., D).
+    """
+
+    name: str = "target"
+    names: list[str]
+    poi: list[str]
+    bounds: np.ndarray
+    has_gradients: bool = True
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+    def log_likelihood(self, x):
+        raise NotImplementedError
+
+    def log_prior(self, x):
+        raise NotImplementedError
+
+    def log_prob(self, x):
+        """The (unnormalised, for MCMC targets) log posterior at ``x`` (..., D)."""
+        return self.log_likelihood(x) + self.log_prior(x)
+
+    def evaluate(self, x: np.ndarray, batch: int = 65536) -> dict[str, np.ndarray]:
+        """``log_prob``, ``log_likelihood`` and ``log_prior`` at numpy points (n, D), float64."""
+        import tensorflow as tf
+
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        fn = tf.function(lambda t: (self.log_likelihood(t), self.log_prior(t)),
+                         input_signature=[tf.TensorSpec([None, self.dim], tf.float64)])
+        ll, lp = [], []
+        for i in range(0, len(x), batch):
+            a, b = fn(tf.constant(x[i:i + batch]))
+            ll.append(a.numpy())
+            lp.append(b.numpy())
+        ll, lp = np.concatenate(ll), np.concatenate(lp)
+        return {"log_prob": ll + lp, "log_likelihood": ll, "log_prior": lp}
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray | None:
+        """Exact samples (n, D), or None where there is no exact sampler (use MCMC)."""
+        return None
+
+    def initial_points(self, n: int, seed: int = 0) -> np.ndarray:
+        """Starting points for MCMC chains, inside the bounds, spread around the bulk."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """Name and settings, stored in the attributes of generated files."""
+        return {"target": self.name}
