@@ -293,6 +293,10 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, seed, read_o
         line += f" (target density, unnormalised: {sur.training['test_log_prob_target']:.4f})"
     click.echo(line)
     click.echo(f"wrote {out}")
+    if res["stopped"] == "interrupted":
+        click.echo("interrupted: the best surrogate so far is saved; continue with --resume",
+                   err=True)
+        sys.exit(130)
 
 
 def _merge_config_file(ctx, path, opts, seed):

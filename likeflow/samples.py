@@ -33,6 +33,7 @@ import dataclasses
 import hashlib
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -313,29 +314,45 @@ def write_samples(path: str | os.PathLike, s: SampleSet, *, compression: str | N
 
     ``attrs`` adds root attributes (e.g. MCMC diagnostics); values must be HDF5-storable.
     """
+    with atomic_h5(path) as f:
+        kw = dict(compression=compression) if compression else {}
+        chunks = (min(s.n, BLOCK_ROWS), s.dim) if s.n else None
+        values = s.values
+        if np.array_equal(values, values.astype(np.float32)):
+            values = values.astype(np.float32)  # exactly representable: half the size
+        f.create_dataset("samples", data=values, chunks=chunks, **kw)
+        for col in OPTIONAL_COLUMNS:
+            c = getattr(s, col)
+            if c is not None:
+                f.create_dataset(col, data=c, **kw)
+        f.attrs["parameter_names"] = np.array(s.names, dtype=h5py.string_dtype())
+        f.attrs["poi"] = np.array(s.poi, dtype=h5py.string_dtype())
+        f.attrs["bounds"] = s.bounds
+        from ._version import __version__
+        f.attrs["likeflow_version"] = __version__
+        for k, v in (attrs or {}).items():
+            f.attrs[k] = v
+
+
+@contextmanager
+def atomic_h5(path: str | os.PathLike):
+    """An HDF5 file opened for writing that appears at ``path`` only when whole.
+
+    It is written as a temp file in the same folder and renamed into place on success (the
+    rename is atomic), removed on any error or interrupt; a crash never leaves half a file.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise SampleFileError(path, f"cannot write: folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp", dir=folder)
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:
-            kw = dict(compression=compression) if compression else {}
-            chunks = (min(s.n, BLOCK_ROWS), s.dim) if s.n else None
-            values = s.values
-            if np.array_equal(values, values.astype(np.float32)):
-                values = values.astype(np.float32)  # exactly representable: half the size
-            f.create_dataset("samples", data=values, chunks=chunks, **kw)
-            for col in OPTIONAL_COLUMNS:
-                c = getattr(s, col)
-                if c is not None:
-                    f.create_dataset(col, data=c, **kw)
-            f.attrs["parameter_names"] = np.array(s.names, dtype=h5py.string_dtype())
-            f.attrs["poi"] = np.array(s.poi, dtype=h5py.string_dtype())
-            f.attrs["bounds"] = s.bounds
-            from ._version import __version__
-            f.attrs["likeflow_version"] = __version__
-            for k, v in (attrs or {}).items():
-                f.attrs[k] = v
+            yield f
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a result file is the user's usual
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

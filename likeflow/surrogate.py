@@ -29,7 +29,6 @@ import dataclasses
 import json
 import os
 import signal
-import tempfile
 import time
 from contextlib import contextmanager
 from typing import Callable
@@ -40,7 +39,7 @@ import numpy as np
 from ._version import __version__
 from .errors import LikeflowError, SurrogateFileError
 from .flows import FlowConfig, build_flow, expected_variable_count
-from .samples import ReadOptions, SampleSet, read_samples, split_indices
+from .samples import ReadOptions, SampleSet, atomic_h5, read_samples, split_indices
 from .training import TrainConfig, TrainResult, train
 
 FORMAT = "likeflow-surrogate"
@@ -153,28 +152,18 @@ class Surrogate:
         """Write the surrogate file atomically (temp file in the same folder, then rename)."""
         import tensorflow as tf
 
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp", dir=folder)
-        os.close(fd)
-        try:
-            with h5py.File(tmp, "w") as f:
-                f.attrs["format"] = FORMAT
-                f.attrs["format_version"] = FORMAT_VERSION
-                f.attrs["likeflow_version"] = __version__
-                f.attrs["tensorflow_version"] = tf.__version__
-                f.create_dataset("config", data=self.config.to_json())
-                f.create_dataset("training", data=json.dumps(_jsonable(self.training)))
-                f.create_dataset("validation", data=json.dumps(_jsonable(self.validation)))
-                g = f.create_group("weights")
-                for i, v in enumerate(self.flow.trainable_variables):
-                    ds = g.create_dataset(f"{i:04d}", data=v.numpy())
-                    ds.attrs["name"] = v.name
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_h5(path) as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["likeflow_version"] = __version__
+            f.attrs["tensorflow_version"] = tf.__version__
+            f.create_dataset("config", data=self.config.to_json())
+            f.create_dataset("training", data=json.dumps(_jsonable(self.training)))
+            f.create_dataset("validation", data=json.dumps(_jsonable(self.validation)))
+            g = f.create_group("weights")
+            for i, v in enumerate(self.flow.trainable_variables):
+                ds = g.create_dataset(f"{i:04d}", data=v.numpy())
+                ds.attrs["name"] = v.name
 
 
 def load(path: str | os.PathLike) -> Surrogate:
