@@ -157,6 +157,12 @@ def default_output(samples_path: str) -> str:
     return root + ".likeflow.h5"
 
 
+def default_report(surrogate_path: str) -> str:
+    """samples.likeflow.h5 -> samples.likeflow-report/ (beside the surrogate)."""
+    root = surrogate_path[:-3] if surrogate_path.endswith(".h5") else surrogate_path
+    return root + "-report"
+
+
 class EpochPrinter:
     """One line per epoch on stderr, with the time per epoch and an estimate of the time left."""
 
@@ -245,9 +251,15 @@ def _parse_hidden(ctx, param, value):
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None,
               help="Append every epoch's record as a JSON line to this file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@click.option("--validate/--no-validate", "run_validation", default=True, show_default=True,
+              help="Validate on the test split at the end; the summary goes into the surrogate "
+                   "file and the full report into --report.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of the validation report [default: OUTPUT with -report].")
 @read_options
 @click.pass_context
-def fit(ctx, samples, output, config_file, resume, log_path, quiet, seed, read_opts, **opts):
+def fit(ctx, samples, output, config_file, resume, log_path, quiet, seed, run_validation,
+        report_dir, read_opts, **opts):
     """Train a normalizing-flow surrogate of the SAMPLES file.
 
     The samples are split (seeded) into 80% training, 10% validation (early stopping) and 10%
@@ -283,6 +295,15 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, seed, read_o
     finally:
         printer.close()
     sur.training["data"]["file"] = os.path.abspath(samples)
+    if run_validation:
+        from .report import validate as validate_api
+        test, _ = sur.held_out(s)
+        result = validate_api(sur, test, seed=seed)
+        sur.validation = result.summary()
+        folder = report_dir or default_report(out)
+        result.write(folder, training=sur.training)
+        click.echo(result.table())
+        click.echo(f"report: {os.path.join(folder, 'index.html')}")
     sur.save(out)
     res = sur.training["result"]
     click.echo(f"stopped: {res['stopped']} after {len(res['history'])} epochs "
@@ -421,6 +442,54 @@ def _columns_for(sur, s: SampleSet, path: str) -> np.ndarray:
                             f"file (it has {s.names[:8]}...)")
     return s.values[:, [s.names.index(n) for n in sur.names]]
 
+
+
+@cli.command()
+@click.argument("surrogate", type=click.Path(dir_okay=False))
+@click.argument("samples", type=click.Path(dir_okay=False))
+@click.option("-n", "n", type=click.IntRange(min=40), default=None,
+              help="Use at most N test points (two halves of N/2; the surrogate draws N/2).")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="Write metrics.json, plots and index.html into this folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print every metric as JSON.")
+@click.option("--no-plots", is_flag=True, help="With --report: metrics.json and index.html only.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@read_options
+def validate(surrogate, samples, n, report_dir, as_json, no_plots, seed, read_opts):
+    """How close a SURROGATE is to held-out SAMPLES, next to the noise floor.
+
+    With the file the surrogate was trained on, only its test split is used (recorded in the
+    surrogate: never training data); any other file is used whole, and the report says so.
+    Every metric is also computed between two disjoint halves of the test data: the noise
+    floor, what a perfect surrogate scores at this sample size.
+
+    \b
+    Examples:
+      likeflow validate toy.likeflow.h5 toy.h5 --report toy-report
+      likeflow validate toy.likeflow.h5 fresh_mcmc.h5 -n 100000 --json > metrics.json
+    """
+    from .report import validate as validate_api
+
+    sur = _load_surrogate(surrogate)
+    if read_opts == ReadOptions():
+        read_opts = ReadOptions.from_dict(sur.training.get("data", {}).get("read_options", {}))
+    s = read_samples(samples, read_opts)
+    _echo_dropped(s)
+    x = _columns_for(sur, s, samples)
+    if x is not s.values:
+        s = SampleSet(x, names=sur.names, poi=sur.poi, bounds=sur.bounds, log_prob=s.log_prob,
+                      weights=s.weights)
+    test, notes = sur.held_out(s)
+    result = validate_api(sur, test, n=n, seed=seed, notes=notes)
+    if as_json:
+        from .report import _finite
+        click.echo(json.dumps(_finite(result.to_dict())))
+    else:
+        click.echo(result.table())
+        click.echo(f"({result.elapsed:.1f} s)")
+    if report_dir:
+        result.write(report_dir, training=sur.training, plots=not no_plots)
+        click.echo(f"report: {os.path.join(report_dir, 'index.html')}", err=as_json)
 
 
 # --- generate ---------------------------------------------------------------------------------

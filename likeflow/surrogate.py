@@ -147,6 +147,20 @@ class Surrogate:
         return SampleSet(x, names=self.names, poi=self.poi, bounds=self.bounds,
                          log_prob=self.log_prob(x))
 
+    def held_out(self, samples: SampleSet) -> tuple[SampleSet, list[str]]:
+        """The rows of ``samples`` that training never saw, and notes on how they were chosen.
+
+        If ``samples`` are the data the surrogate was trained on (same fingerprint), its recorded
+        seeded split gives the test rows. Otherwise every row is independent of training as far
+        as likeflow can tell, and all are used, with a note saying so.
+        """
+        data = self.training.get("data", {})
+        if data.get("fingerprint") == samples.fingerprint():
+            return samples.subset(split_of(samples, SplitSpec(**data["split"])).test), []
+        return samples, ["these samples differ from the data the surrogate was trained on; all "
+                         f"{samples.n} rows are used as test data (they must be independent of "
+                         "the training data)"]
+
     # --- files ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write the surrogate file atomically (temp file in the same folder, then rename)."""

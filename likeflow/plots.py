@@ -1,0 +1,194 @@
+"""Plots of the validation report (matplotlib, written as PNG files; no display needed)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from scipy import ndimage
+
+TEST_COLOR = "#1f77b4"
+MODEL_COLOR = "#ff7f0e"
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def validation_plots(result, folder: str, *, training: dict | None = None) -> list[str]:
+    """Write every plot of a :class:`~likeflow.report.ValidationResult`; return the file names."""
+    files = [marginals(result, os.path.join(folder, "marginals.png")),
+             corner(result, os.path.join(folder, "corner.png")),
+             correlation_difference(result, os.path.join(folder, "corr_diff.png"))]
+    if result.samples.get("true_lp") is not None:
+        files.append(log_prob_scatter(result, os.path.join(folder, "log_prob.png")))
+    history = (training or {}).get("result", {}).get("history")
+    if history:
+        files.append(training_curves(history, os.path.join(folder, "training.png")))
+    return [os.path.basename(f) for f in files]
+
+
+def _range(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    lo = min(np.quantile(a, 0.001), np.quantile(b, 0.001))
+    hi = max(np.quantile(a, 0.999), np.quantile(b, 0.999))
+    return (lo, hi) if hi > lo else (lo - 1, hi + 1)
+
+
+def marginals(result, path: str) -> str:
+    """A grid of 1D histograms, every dimension by name; flagged dimensions titled in red."""
+    plt = _plt()
+    test, model = result.samples["test"], result.samples["model"]
+    d = test.shape[1]
+    cols = min(10, d) if d > 4 else d
+    rows = math.ceil(d / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 1.7 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= d:
+            ax.axis("off")
+            continue
+        r = _range(test[:, i], model[:, i])
+        bins = np.linspace(*r, 40)
+        ax.hist(test[:, i], bins=bins, histtype="stepfilled", alpha=0.35, color=TEST_COLOR,
+                density=True)
+        ax.hist(model[:, i], bins=bins, histtype="step", color=MODEL_COLOR, density=True,
+                linewidth=1.2)
+        flagged = result.names[i] in result.flagged
+        ax.set_title(result.names[i], fontsize=7, color="#c00" if flagged else "black")
+        ax.tick_params(labelsize=5)
+        ax.set_yticks([])
+    fig.legend(["test data", "surrogate"], loc="upper right", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def corner(result, path: str, k: int = 5) -> str:
+    """Pairwise densities of the POIs and the worst dimensions: test (filled) vs surrogate."""
+    plt = _plt()
+    test, model = result.samples["test"], result.samples["model"]
+    idx = [result.names.index(p) for p in result.poi]
+    for w in result.worst(k):
+        j = result.names.index(w["name"])
+        if j not in idx and len(idx) < k:
+            idx.append(j)
+    n = len(idx)
+    fig, axes = plt.subplots(n, n, figsize=(2.2 * n, 2.2 * n), squeeze=False)
+    for r, i in enumerate(idx):
+        for c, j in enumerate(idx):
+            ax = axes[r, c]
+            if c > r:
+                ax.axis("off")
+                continue
+            if r == c:
+                bins = np.linspace(*_range(test[:, i], model[:, i]), 40)
+                ax.hist(test[:, i], bins=bins, density=True, alpha=0.35, color=TEST_COLOR)
+                ax.hist(model[:, i], bins=bins, density=True, histtype="step",
+                        color=MODEL_COLOR)
+                ax.set_yticks([])
+            else:
+                rx, ry = _range(test[:, j], model[:, j]), _range(test[:, i], model[:, i])
+                # fewer, smoothed bins at small n: contours of noise help nobody
+                nb = int(np.clip(np.sqrt(len(test)) / 2, 10, 40))
+                for data, color, filled in ((test, TEST_COLOR, True),
+                                            (model, MODEL_COLOR, False)):
+                    h, xe, ye = np.histogram2d(data[:, j], data[:, i], bins=nb,
+                                               range=[rx, ry], density=True)
+                    h = ndimage.gaussian_filter(h, 1.0)
+                    levels = _hpd_levels(h)
+                    xc, yc = (xe[1:] + xe[:-1]) / 2, (ye[1:] + ye[:-1]) / 2
+                    if filled:
+                        ax.contourf(xc, yc, h.T, levels=levels + [h.max()], colors=[color],
+                                    alpha=0.3)
+                    else:
+                        ax.contour(xc, yc, h.T, levels=levels, colors=[color], linewidths=1)
+            if r == n - 1:
+                ax.set_xlabel(result.names[j], fontsize=8)
+            if c == 0 and r > 0:
+                ax.set_ylabel(result.names[i], fontsize=8)
+            ax.tick_params(labelsize=6)
+    fig.suptitle("test data (filled) vs surrogate (lines): 68% and 95% regions", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _hpd_levels(h: np.ndarray) -> list[float]:
+    """Histogram heights enclosing 95% and 68% of the mass (increasing)."""
+    flat = np.sort(h.ravel())[::-1]
+    cum = np.cumsum(flat) / flat.sum()
+    levels = sorted({float(flat[min(np.searchsorted(cum, q), len(flat) - 1)])
+                     for q in (0.95, 0.68)})
+    return levels if len(levels) == 2 and levels[0] < levels[1] else [levels[0], levels[0] * 1.01]
+
+
+def correlation_difference(result, path: str) -> str:
+    """Heatmap of corr(surrogate) - corr(test)."""
+    plt = _plt()
+    diff = np.asarray(result.model["corr_diff"])
+    d = diff.shape[0]
+    vmax = max(0.05, float(np.abs(diff).max()))
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    im = ax.imshow(diff, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+    fig.colorbar(im, ax=ax, label="corr(surrogate) - corr(test)")
+    if d <= 20:
+        ax.set_xticks(range(d), result.names, rotation=90, fontsize=7)
+        ax.set_yticks(range(d), result.names, fontsize=7)
+    ax.set_title(f"correlation difference (Frobenius {result.model['corr_frobenius']:.3f}, "
+                 f"floor {result.floor['corr_frobenius']:.3f})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def log_prob_scatter(result, path: str) -> str:
+    """Surrogate vs true log density on the test points, with the offset line."""
+    plt = _plt()
+    m, t = result.samples["model_lp"], result.samples["true_lp"]
+    ok = np.isfinite(m) & np.isfinite(t)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.scatter(t[ok], m[ok], s=2, alpha=0.3, color=TEST_COLOR, rasterized=True)
+    lo, hi = np.quantile(t[ok], [0.001, 1.0])
+    off = result.log_prob["diff_mean"]
+    ax.plot([lo, hi], [lo + off, hi + off], color="k", lw=1, label=f"y = x + {off:.2f}")
+    ax.set_xlabel("log density in the file")
+    ax.set_ylabel("surrogate log density")
+    ax.set_title(f"Pearson {result.log_prob['pearson']:.5f}, spread "
+                 f"{result.log_prob['diff_std']:.3f}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def training_curves(history: list[dict], path: str) -> str:
+    """Training and validation loss per epoch, the best epoch marked, the learning rate below."""
+    plt = _plt()
+    ep = [h["epoch"] + 1 for h in history]
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(6, 5), sharex=True,
+                                  gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot(ep, [h["train_loss"] for h in history], label="training")
+    val = [h["val_loss"] for h in history]
+    ax.plot(ep, val, label="validation")
+    finite = [v for v in val if np.isfinite(v)]
+    if finite:
+        best = int(np.nanargmin(np.where(np.isfinite(val), val, np.inf)))
+        ax.axvline(ep[best], color="gray", ls=":", label=f"best epoch {ep[best]}")
+        lo = min(finite + [h["train_loss"] for h in history if np.isfinite(h["train_loss"])])
+        ax.set_ylim(lo - 0.05 * abs(lo) - 0.1, np.quantile(finite, 0.9) + 0.05 * abs(lo) + 0.1)
+    ax.set_ylabel("negative log-likelihood per sample")
+    ax.legend(fontsize=8)
+    ax2.semilogy(ep, [h["lr"] for h in history], color="k")
+    ax2.set_ylabel("learning rate")
+    ax2.set_xlabel("epoch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,247 @@
+"""The validation suite of a surrogate: metrics next to their noise floor, a table, JSON, plots.
+
+:func:`validate` compares surrogate samples with held-out test samples. The test points are cut
+into two disjoint halves A and B of m points each; the surrogate draws m samples. Every
+two-sample metric is computed for (surrogate vs A) and for (B vs A): the second is the noise
+floor, what a perfect surrogate would score at this m. On the test points themselves it also
+compares the surrogate's log density with the file's (``log_prob``) and maps them to the base
+space (the chi2(D) check).
+
+A dimension is flagged when its KS p-value is below 0.01 / D (a Bonferroni-corrected 1% test:
+a perfect surrogate has a 1% chance of any flag at all).
+
+Example:
+    >>> res = validate(surrogate, test_samples, n=100_000)       # doctest: +SKIP
+    >>> print(res.table()); res.write("report/")                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import metrics
+from .samples import SampleSet
+
+
+@dataclass
+class ValidationResult:
+    """Every metric for the surrogate and for the noise floor, per dimension and summarised."""
+
+    names: list[str]
+    poi: list[str]
+    n: int
+    model: dict
+    floor: dict
+    log_prob: dict | None = None
+    latent: dict | None = None
+    flagged: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+    samples: dict = field(default_factory=dict, repr=False)  # arrays for the plots, not saved
+
+    def summary_rows(self) -> list[tuple[str, float | None, float | None, str]]:
+        """(metric, surrogate, noise floor, ideal) rows of the summary table."""
+        m, f = self.model, self.floor
+        rows = [
+            ("KS mean p-value (batched)", m["ks_mean_pvalue_batched"],
+             f["ks_mean_pvalue_batched"], "0.5"),
+            ("KS statistic, max over dims", max(m["ks_statistic"]), max(f["ks_statistic"]), "0"),
+            ("W1 / std, median over dims", m["w1_std_units_median"], f["w1_std_units_median"],
+             "0"),
+            ("W1 / std, max over dims", m["w1_std_units_max"], f["w1_std_units_max"], "0"),
+            ("sliced W1 (standardised)", m["sliced_w1"], f["sliced_w1"], "0"),
+            ("corr. Frobenius / sqrt(D(D-1))", m["corr_frobenius_normalised"],
+             f["corr_frobenius_normalised"], "0"),
+        ]
+        for lev in ("0.68", "0.95", "0.997"):
+            rows.append((f"{float(lev):.1%} interval ends / std, max", 
+                         m["interval_diff_std_max"][lev], f["interval_diff_std_max"][lev], "0"))
+        if self.log_prob:
+            lp = self.log_prob
+            rows += [("log-prob Pearson", lp["pearson"], None, "1"),
+                     ("log-prob Spearman", lp["spearman"], None, "1"),
+                     ("log-prob difference std", lp["diff_std"], None, "0")]
+        if self.latent:
+            rows.append(("latent |z|^2 vs chi2(D): KS p", self.latent["pvalue"], None, ">0.01"))
+        return rows
+
+    def worst(self, k: int = 8) -> list[dict]:
+        """The ``k`` dimensions with the smallest KS p-value, with their W1 and floor W1."""
+        p = np.asarray(self.model["ks_pvalue"])
+        order = np.argsort(p)[:k]
+        return [{"name": self.names[i], "ks_pvalue": float(p[i]),
+                 "ks_statistic": self.model["ks_statistic"][i],
+                 "w1_std": self.model["w1_std_units"][i],
+                 "floor_w1_std": self.floor["w1_std_units"][i]} for i in order]
+
+    def summary(self) -> dict:
+        """The compact summary stored in a surrogate file."""
+        return {
+            "n": self.n,
+            "rows": [{"metric": r[0], "surrogate": r[1], "noise_floor": r[2], "ideal": r[3]}
+                     for r in self.summary_rows()],
+            "flagged": self.flagged,
+            "worst": self.worst(5),
+            "notes": self.notes,
+        }
+
+    def to_dict(self) -> dict:
+        return {"names": self.names, "poi": self.poi, "n": self.n, "model": self.model,
+                "noise_floor": self.floor, "log_prob": self.log_prob, "latent": self.latent,
+                "flagged": self.flagged, "notes": self.notes, "elapsed_s": self.elapsed,
+                "summary": self.summary()}
+
+    def table(self, k: int = 8) -> str:
+        """The summary rows, then the worst dimensions by name, as text."""
+        lines = [f"validation on {self.n} test points vs {self.n} surrogate samples "
+                 f"(noise floor: two disjoint halves of the test data)",
+                 f"{'metric':<34} {'surrogate':>11} {'noise floor':>12}  ideal"]
+        for name, a, b, ideal in self.summary_rows():
+            lines.append(f"{name:<34} {_num(a):>11} {_num(b):>12}  {ideal}")
+        lines.append("")
+        lines.append(f"worst dimensions (KS p-value; flag below {0.01 / len(self.names):.2g}):")
+        lines.append(f"  {'parameter':<16} {'KS p':>9} {'KS stat':>8} {'W1/std':>8} "
+                     f"{'floor':>8}")
+        for w in self.worst(k):
+            flag = "  FLAGGED" if w["name"] in self.flagged else ""
+            lines.append(f"  {w['name']:<16} {w['ks_pvalue']:9.2g} {w['ks_statistic']:8.4f} "
+                         f"{w['w1_std']:8.4f} {w['floor_w1_std']:8.4f}{flag}")
+        lines.append(f"{len(self.flagged)} of {len(self.names)} dimensions flagged"
+                     + (f": {', '.join(self.flagged[:10])}" + (" ..." if len(self.flagged) > 10
+                                                                else "")
+                        if self.flagged else ""))
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def write(self, folder: str | os.PathLike, *, training: dict | None = None,
+              plots: bool = True) -> list[str]:
+        """Write ``metrics.json``, the plots and ``index.html`` into ``folder``; return the files."""
+        folder = os.fspath(folder)
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "metrics.json"), "w") as f:
+            json.dump(_finite(self.to_dict()), f, indent=1)
+        files = ["metrics.json"]
+        if plots:
+            from . import plots as plotting
+            files += plotting.validation_plots(self, folder, training=training)
+        with open(os.path.join(folder, "index.html"), "w") as f:
+            f.write(self._html([p for p in files if p.endswith(".png")]))
+        return files + ["index.html"]
+
+    def _html(self, images: list[str]) -> str:
+        rows = "".join(
+            f"<tr><td>{html.escape(n)}</td><td>{_num(a)}</td><td>{_num(b)}</td>"
+            f"<td>{html.escape(i)}</td></tr>" for n, a, b, i in self.summary_rows())
+        worst = "".join(
+            f"<tr{' class=flag' if w['name'] in self.flagged else ''}><td>{html.escape(w['name'])}"
+            f"</td><td>{w['ks_pvalue']:.3g}</td><td>{w['ks_statistic']:.4f}</td>"
+            f"<td>{w['w1_std']:.4f}</td><td>{w['floor_w1_std']:.4f}</td></tr>"
+            for w in self.worst(10))
+        figs = "".join(f'<figure><img src="{html.escape(p)}" alt="{html.escape(p)}">'
+                       f"<figcaption>{html.escape(_CAPTIONS.get(p, p))}</figcaption></figure>"
+                       for p in images)
+        notes = "".join(f"<p class=note>{html.escape(n)}</p>" for n in self.notes)
+        flagged = (f"{len(self.flagged)} of {len(self.names)} dimensions flagged"
+                   + (": " + html.escape(", ".join(self.flagged)) if self.flagged else ""))
+        return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>likeflow validation</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1400px; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+td, th {{ border-bottom: 1px solid #ddd; padding: 4px 12px; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }}
+tr.flag td {{ color: #b00; font-weight: bold; }}
+figure {{ display: inline-block; margin: 1em; vertical-align: top; }}
+img {{ max-width: 640px; border: 1px solid #eee; }}
+.note {{ color: #a60; }}
+</style></head><body>
+<h1>likeflow validation report</h1>
+<p>{self.n} held-out test points against {self.n} surrogate samples. The noise floor is the same
+metric between two disjoint halves of the test data: what a perfect surrogate scores at this
+sample size.</p>
+{notes}
+<table><tr><th>metric</th><th>surrogate</th><th>noise floor</th><th>ideal</th></tr>{rows}</table>
+<h2>Worst dimensions</h2>
+<p>{flagged} (KS p-value below {0.01 / len(self.names):.2g}, a Bonferroni-corrected 1% test).</p>
+<table><tr><th>parameter</th><th>KS p-value</th><th>KS statistic</th><th>W1 / std</th>
+<th>noise floor W1 / std</th></tr>{worst}</table>
+<h2>Plots</h2>
+{figs}
+</body></html>
+"""
+
+
+_CAPTIONS = {
+    "marginals.png": "1D marginals of every parameter: test data vs surrogate (flagged in red)",
+    "corner.png": "POIs and the worst dimensions: test data vs surrogate",
+    "corr_diff.png": "correlation matrix of the surrogate minus that of the test data",
+    "log_prob.png": "surrogate log density vs the file's log density on the test points",
+    "training.png": "training and validation loss per epoch",
+}
+
+
+def validate(surrogate, test: SampleSet, *, n: int | None = None, seed: int = 0,
+             notes: list[str] | None = None) -> ValidationResult:
+    """Validate ``surrogate`` on held-out ``test`` samples (never training data).
+
+    Args:
+        surrogate: a :class:`likeflow.surrogate.Surrogate`.
+        test: the test samples, with ``log_prob`` if known.
+        n: use at most ``n`` test points (two halves of n/2; the surrogate draws n/2).
+        seed: seeds the subsample, the surrogate's samples and the sliced-W1 directions.
+
+    Returns:
+        A :class:`ValidationResult`; ``.table()`` prints, ``.write(folder)`` writes the report.
+    """
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(test.n)
+    if n is not None:
+        rows = rows[:n]
+    m = len(rows) // 2
+    if m < 20:
+        from .errors import LikeflowError
+        raise LikeflowError(f"validation needs at least 40 test points, got {len(rows)}")
+    half_a, half_b = test.values[rows[:m]], test.values[rows[m:2 * m]]
+    model_samples = surrogate.sample(m, seed=seed + 1)
+    batches = 10 if m >= 200 else 2
+    result = ValidationResult(
+        names=list(test.names), poi=list(test.poi), n=m,
+        model=metrics.two_sample_metrics(model_samples, half_a, batches=batches, seed=seed),
+        floor=metrics.two_sample_metrics(half_b, half_a, batches=batches, seed=seed),
+        notes=list(notes or []))
+    points = test.values[rows[:2 * m]]
+    model_lp = surrogate.log_prob(points)
+    if test.log_prob is not None:
+        result.log_prob = metrics.log_prob_agreement(model_lp, test.log_prob[rows[:2 * m]])
+    result.latent = metrics.latent_chi2(surrogate.to_latent(points))
+    limit = 0.01 / test.dim
+    result.flagged = [name for name, p in zip(test.names, result.model["ks_pvalue"]) if p < limit]
+    result.samples = {"test": half_a, "model": model_samples, "model_lp": model_lp,
+                      "true_lp": None if test.log_prob is None else test.log_prob[rows[:2 * m]]}
+    result.elapsed = time.perf_counter() - t0
+    return result
+
+
+def _num(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and (abs(x) >= 1e4 or (abs(x) < 1e-3 and x != 0)):
+        return f"{x:.3g}"
+    return f"{x:.4f}"
+
+
+def _finite(obj):
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return str(obj)
+    return obj
