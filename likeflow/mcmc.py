@@ -137,7 +137,8 @@ def run_mcmc(target, n: int, config: MCMCConfig | None = None,
             kr = kr.inner_results
         return kr.new_step_size
 
-    def run(kernel, state, steps, seed, trace_every=1):
+    def runner(kernel, steps, trace_every=1):
+        """``steps`` transitions of ``kernel`` as one XLA-compiled function (traced once)."""
         @tf.function(jit_compile=True)
         def go(state, seed):
             return tfp.mcmc.sample_chain(
@@ -146,7 +147,10 @@ def run_mcmc(target, n: int, config: MCMCConfig | None = None,
                 trace_fn=lambda _, kr: (accept_of(kr), step_of(kr) if step_of(kr) is not None
                                         else tf.zeros([], tf.float64)),
                 seed=seed)
-        return go(state, seed)
+        return go
+
+    def run(kernel, state, steps, seed, trace_every=1):
+        return runner(kernel, steps, trace_every)(state, seed)
 
     # 1) warm-up with a rough preconditioning from the starting points
     half = max(50, cfg.warmup // 2)
@@ -172,9 +176,11 @@ def run_mcmc(target, n: int, config: MCMCConfig | None = None,
     kernel = make_kernel(bij, step, 0)
     out, accepts = [], []
     k = 0
+    block = runner(kernel, cfg.block * cfg.thin, trace_every=cfg.thin)
     while sum(len(o) for o in out) < n_draws:
         m = min(cfg.block, n_draws - sum(len(o) for o in out))
-        d, (a, _) = run(kernel, state, m * cfg.thin, seeds[2 + k], trace_every=cfg.thin)
+        go = block if m == cfg.block else runner(kernel, m * cfg.thin, trace_every=cfg.thin)
+        d, (a, _) = go(state, seeds[2 + k])
         state = d[-1]
         out.append(d.numpy())
         accepts.append(float(tf.reduce_mean(tf.cast(a, tf.float64))))

@@ -43,8 +43,11 @@ class Target:
         import tensorflow as tf
 
         x = np.atleast_2d(np.asarray(x, dtype=np.float64))
-        fn = tf.function(lambda t: (self.log_likelihood(t), self.log_prior(t)),
-                         input_signature=[tf.TensorSpec([None, self.dim], tf.float64)])
+        fn = self.__dict__.get("_evaluate_fn")
+        if fn is None:  # traced once per target
+            fn = tf.function(lambda t: (self.log_likelihood(t), self.log_prior(t)),
+                             input_signature=[tf.TensorSpec([None, self.dim], tf.float64)])
+            self._evaluate_fn = fn
         ll, lp = [], []
         for i in range(0, len(x), batch):
             a, b = fn(tf.constant(x[i:i + batch]))

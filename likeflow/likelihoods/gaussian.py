@@ -25,7 +25,8 @@ def random_correlation(dim: int, rng: np.random.Generator) -> np.ndarray:
         return np.ones((1, 1))
     eig = rng.gamma(2.0, size=dim)
     eig = eig * dim / eig.sum()
-    c = stats.random_correlation.rvs(eig, random_state=rng)
+    eig[-1] = dim - eig[:-1].sum()  # the sum must be dim to rounding, in 1000 dims too
+    c = stats.random_correlation.rvs(eig, random_state=rng, tol=1e-8)
     c = (c + c.T) / 2
     np.fill_diagonal(c, 1.0)
     return c

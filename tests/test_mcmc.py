@@ -1,0 +1,61 @@
+"""MCMC: exact moments of a 50-dim correlated Gaussian, bounds respected, diagnostics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from likeflow.likelihoods import CorrelatedGaussian  # noqa: E402
+from likeflow.mcmc import MCMCConfig, run_mcmc  # noqa: E402
+
+
+@pytest.mark.slow
+def test_nuts_reproduces_a_50d_gaussian_within_monte_carlo_errors():
+    t = CorrelatedGaussian(50, seed=1)
+    r = run_mcmc(t, 40 * 250, MCMCConfig(chains=40, warmup=300, seed=2))
+    assert r.converged and r.rhat.max() < 1.01
+    x = r.samples
+    ess = r.ess
+    # means: |error| < 4.5 Monte Carlo standard errors (std / sqrt(ESS)) in every dimension
+    se = np.sqrt(np.diag(t.cov) / ess)
+    z = (x.mean(0) - t.mean) / se
+    assert np.abs(z).max() < 4.5, np.abs(z).max()
+    # covariance: entries within 4.5 of their approximate MC errors (Gaussian: var(s_ij) =
+    # (s_ij^2 + s_ii s_jj) / n_eff), with the smallest ESS as n_eff
+    cov = np.cov(x.T)
+    n_eff = ess.min()
+    se_cov = np.sqrt((t.cov ** 2 + np.outer(np.diag(t.cov), np.diag(t.cov))) / n_eff)
+    assert np.abs((cov - t.cov) / se_cov).max() < 4.5
+
+
+def test_diagnostics_catch_chains_that_have_not_mixed():
+    t = CorrelatedGaussian(3, seed=0)
+    r = run_mcmc(t, 8 * 20, MCMCConfig(chains=8, warmup=100, seed=0, kernel="hmc"))
+    d = r.diagnostics()
+    assert set(d) >= {"rhat_max", "ess_min", "converged", "rhat_worst_parameter"}
+    assert r.samples.shape == (160, 3)
+
+
+def test_bounded_parameter_stays_inside():
+    from likeflow.likelihoods.base import Target
+
+    class HalfNormal(Target):
+        names, poi = ["s", "x"], ["s"]
+        bounds = np.array([[0.0, np.inf], [-1.0, 1.0]])
+
+        def log_likelihood(self, x):
+            return -0.5 * x[..., 0] ** 2 - 0.5 * (x[..., 1] / 0.5) ** 2
+
+        def log_prior(self, x):
+            return tf.zeros_like(x[..., 0])
+
+        def initial_points(self, n, seed=0):
+            rng = np.random.default_rng(seed)
+            return np.c_[rng.uniform(0.1, 1, n), rng.uniform(-0.5, 0.5, n)]
+
+    r = run_mcmc(HalfNormal(), 32 * 200, MCMCConfig(chains=32, warmup=300, seed=1))
+    s = r.samples
+    assert (s[:, 0] > 0).all() and (np.abs(s[:, 1]) < 1).all()
+    assert s[:, 0].mean() == pytest.approx(np.sqrt(2 / np.pi), abs=0.05)
