@@ -492,6 +492,189 @@ def validate(surrogate, samples, n, report_dir, as_json, no_plots, seed, read_op
         click.echo(f"report: {os.path.join(report_dir, 'index.html')}", err=as_json)
 
 
+# --- profile ----------------------------------------------------------------------------------
+
+def _parse_range(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        a, b = (float(v) for v in value.split(":"))
+    except ValueError:
+        raise click.BadParameter("give the range as START:STOP, e.g. -0.5:2") from None
+    if not b > a:
+        raise click.BadParameter("STOP must be above START")
+    return a, b
+
+
+@cli.command("profile")
+@click.argument("surrogate", type=click.Path(dir_okay=False))
+@click.option("--poi", default=None, help="Parameter to profile [default: the file's first POI].")
+@click.option("--range", "value_range", callback=_parse_range, default=None,
+              help="START:STOP of the grid [default: best fit -2/+4 marginal std, in bounds].")
+@click.option("--points", type=click.IntRange(min=3), default=25, show_default=True)
+@click.option("--cl", type=click.FloatRange(0.5, 0.9999), default=0.95, show_default=True,
+              help="Confidence / credibility level of the upper limits.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the profile plot here (PNG or PDF).")
+@click.option("--compare", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A JSON profile (e.g. data/lhc_toy_95d_reference.json or another --json "
+                   "output) to print and plot beside this one.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the profile and limits as JSON.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def profile_cmd(surrogate, poi, value_range, points, cl, plot_path, compare, json_path, seed):
+    """Profile likelihood of a parameter of a SURROGATE, its best fit and upper limits.
+
+    At each grid value the surrogate's log density is maximised over all other parameters
+    (L-BFGS, from the best fit and from the best nearby surrogate sample). Two upper limits are
+    reported, each with its method: the asymptotic one-sided profile-likelihood limit (q~, with
+    the best fit floored at 0) and the Bayesian credible limit from the surrogate's marginal.
+
+    \b
+    Example:
+      likeflow profile toy.likeflow.h5 --poi mu --range -0.5:2 --plot mu.png \\
+          --compare data/lhc_toy_95d_reference.json
+    """
+    from .inference import as_density, bayesian_upper_limit, best_fit, profile, upper_limit
+
+    sur = _load_surrogate(surrogate)
+    poi = poi or (sur.poi[0] if sur.poi else None)
+    if poi is None:
+        raise LikeflowError(f"{surrogate}: no POI recorded; name one with --poi")
+    dens = as_density(sur, seed=seed)
+    i = dens.index(poi)
+    t0 = time.perf_counter()
+    best = best_fit(dens, seed=seed)
+    if value_range is None:
+        sd = float(np.std(dens.candidates[:, i]))
+        lo, hi = sur.bounds[i]
+        span = hi - lo if np.isfinite(hi - lo) else np.inf
+        a = max(best.x[i] - 2 * sd, lo + 1e-3 * span if np.isfinite(lo) else -np.inf)
+        b = min(best.x[i] + 4 * sd, hi - 1e-3 * span if np.isfinite(hi) else np.inf)
+        value_range = (a, b)
+    grid = np.linspace(*value_range, points)
+    prof = profile(dens, poi, grid, seed=seed, best=best)
+    limit = upper_limit(dens, poi, cl=cl, prof=prof, seed=seed)
+    bayes = bayesian_upper_limit(dens, poi, cl=cl, seed=seed)
+    ref = None
+    if compare:
+        with open(compare) as f:
+            ref = json.load(f)
+        ref_prof = ref.get("profile", ref)
+        ref_q = np.interp(grid, ref_prof["values"], ref_prof["q"], left=np.nan, right=np.nan)
+    click.echo(f"best fit: {poi} = {best.x[i]:.5g} (log density {best.log_prob:.4f})")
+    header = f"{poi:>10} {'-2 dlogL':>10}" + (f" {'compare':>10} {'diff':>8}" if ref else "")
+    click.echo(header)
+    for j, (v, q) in enumerate(zip(prof.values, prof.q)):
+        line = f"{v:10.4f} {q:10.4f}"
+        if ref:
+            line += f" {ref_q[j]:10.4f} {q - ref_q[j]:8.4f}"
+        click.echo(line + ("" if prof.converged[j] else "  (not converged)"))
+    click.echo(f"{cl:.0%} upper limit on {poi}: {limit.value:.4f}  [{limit.method}]")
+    click.echo(f"{cl:.0%} upper limit on {poi}: {bayes.value:.4f}  [{bayes.method}]")
+    if ref and "upper_limit" in ref:
+        click.echo(f"compare: upper limit {ref['upper_limit']['value']:.4f}"
+                   + (f", Bayesian {ref['bayesian_upper_limit']['value']:.4f}"
+                      if "bayesian_upper_limit" in ref else ""))
+    click.echo(f"({time.perf_counter() - t0:.1f} s)")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"profile": prof.to_dict(), "upper_limit": limit.to_dict(),
+                       "bayesian_upper_limit": bayes.to_dict(), "surrogate": surrogate}, f,
+                      indent=1)
+    if plot_path:
+        from .plots import profile_plot
+        curves = [("surrogate", prof.values, prof.q)]
+        if ref:
+            rp = ref.get("profile", ref)
+            curves.insert(0, (f"reference ({os.path.basename(compare)})",
+                              np.asarray(rp["values"]), np.asarray(rp["q"])))
+        limits = [(f"{cl:.0%} CL limit (asymptotic)", limit.value),
+                  (f"{cl:.0%} credible limit", bayes.value)]
+        from scipy import stats as _stats
+        profile_plot(curves, plot_path, poi=poi, limits=limits,
+                     q_limit=float(_stats.norm.ppf(cl) ** 2))
+        click.echo(f"plot: {plot_path}")
+
+
+# --- combine, marginal -------------------------------------------------------------------------
+
+def _names_list(ctx, param, value):
+    if value is None:
+        return []
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@cli.command()
+@click.argument("surrogates", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-n", "n", type=click.IntRange(min=100), required=True, help="Number of samples.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
+              help="Sample file to write (fittable again with 'likeflow fit').")
+@click.option("--normal-prior", callback=_names_list, default=None, metavar="NAMES",
+              help="Shared parameters whose prior is a unit Gaussian (e.g. nuisances): it is "
+                   "counted once, not once per surrogate. Others are taken as flat.")
+@click.option("--chains", type=click.IntRange(min=2), default=128, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=100), default=600, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--allow-unconverged", is_flag=True, help="Exit 0 even if R-hat fails.")
+def combine(surrogates, n, output, normal_prior, chains, warmup, seed, allow_unconverged):
+    """Sample the joint density of several SURROGATES that share parameters by name.
+
+    The joint log density is the sum of the surrogates' log densities with each shared
+    parameter's prior counted once: flat priors need nothing (a constant), unit-Gaussian
+    priors named with --normal-prior are subtracted once per extra surrogate holding them.
+    It is sampled with MCMC (TFP's NUTS) and written as a sample file.
+
+    \b
+    Example:
+      likeflow combine atlas.likeflow.h5 cms.likeflow.h5 -n 200000 -o joint.h5
+    """
+    from .combine import Combination
+    from .mcmc import MCMCConfig
+    from .samples import write_samples
+
+    surs = [_load_surrogate(p) for p in surrogates]
+    joint = Combination(surs, shared_priors={k: "normal" for k in normal_prior})
+    click.echo(f"joint density of {len(surs)} surrogates: {len(joint.names)} parameters, "
+               f"shared: {', '.join(joint.shared) or '(none)'}", err=True)
+    s, diag = joint.sample_set(n, config=MCMCConfig(chains=chains, warmup=warmup, seed=seed),
+                               progress=lambda m: click.echo(m, err=True))
+    write_samples(output, s, attrs={"target": json.dumps(joint.describe()),
+                                    "mcmc": json.dumps(diag),
+                                    "sources": json.dumps(list(surrogates))})
+    click.echo(f"wrote {s.n} samples of {s.dim} parameters to {output}; R-hat max "
+               f"{diag['rhat_max']:.4f}")
+    if not diag["converged"] and not allow_unconverged:
+        click.echo("likeflow: warning: MCMC NOT CONVERGED (R-hat >= 1.01)", err=True)
+        sys.exit(3)
+
+
+@cli.command()
+@click.argument("surrogate", type=click.Path(dir_okay=False))
+@click.option("--params", callback=_names_list, required=True, metavar="NAMES",
+              help="Comma-separated parameters to keep, e.g. mu or mu,delta_jes.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
+              help="Surrogate file of the marginal.")
+@click.option("-n", "n", type=click.IntRange(min=1000), default=200_000, show_default=True,
+              help="Surrogate samples the marginal flow is fitted to.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-q", "--quiet", is_flag=True)
+def marginal(surrogate, params, output, n, seed, quiet):
+    """A surrogate of the marginal density of some parameters (nuisances integrated out).
+
+    Fits a small flow to surrogate samples of --params: the nuisance-free likelihood, itself a
+    surrogate file that 'profile', 'sample' and 'eval' take.
+    """
+    from .inference import marginal as marginal_api
+
+    sur = _load_surrogate(surrogate)
+    printer = EpochPrinter(None, quiet)
+    m = marginal_api(sur, params, n=n, seed=seed, progress=printer)
+    m.save(output)
+    click.echo(f"wrote the marginal of {', '.join(params)} to {output} (test log-likelihood "
+               f"{m.training['test_log_prob']:.4f})")
+
+
 # --- generate ---------------------------------------------------------------------------------
 
 @cli.command()

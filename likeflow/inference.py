@@ -317,3 +317,37 @@ def _log_prob_np(dens: Density, x: np.ndarray, batch: int = 65536) -> np.ndarray
     fn = tf.function(dens.log_prob_tf)
     return np.concatenate([fn(tf.constant(x[i:i + batch], tf.float64)).numpy()
                            for i in range(0, len(x), batch)])
+
+
+def marginal(surrogate, names, *, n: int = 200_000, seed: int = 0,
+             flow_config: dict | None = None, train_config=None, progress=None):
+    """A surrogate of the marginal density of ``names``: a small flow fitted to samples of them.
+
+    The nuisance-free likelihood of the margarine papers: draw ``n`` samples of the full
+    surrogate, keep the columns ``names``, and fit a new flow (default: a MAF of 4 layers of
+    [64, 64]) with the same bounds. The result is a :class:`~likeflow.surrogate.Surrogate` of
+    its own, saved and loaded like any other.
+    """
+    from .samples import SampleSet
+    from .surrogate import fit
+    from .training import TrainConfig
+
+    names = list(names)
+    if not names:
+        raise LikeflowError("marginal: name at least one parameter")
+    unknown = [p for p in names if p not in surrogate.names]
+    if unknown:
+        raise LikeflowError(f"marginal: unknown parameters {unknown}; the parameters are "
+                            f"{', '.join(surrogate.names[:10])}...")
+    cols = [surrogate.names.index(p) for p in names]
+    x = surrogate.sample(n, seed=seed)[:, cols]
+    s = SampleSet(x, names=names, poi=[p for p in surrogate.poi if p in names],
+                  bounds=surrogate.bounds[cols])
+    hyper = {"flow": "maf", "layers": 4, "hidden": (64, 64)}
+    if len(names) < 2:
+        hyper["flow"] = "maf"
+    hyper.update(flow_config or {})
+    sur = fit(s, flow_config=hyper, train_config=train_config or TrainConfig(seed=seed),
+              progress=progress)
+    sur.training["marginal_of"] = {"parameters": names, "n_samples": n}
+    return sur

@@ -139,7 +139,8 @@ def run_mcmc(target, n: int, config: MCMCConfig | None = None,
 
     def runner(kernel, steps, trace_every=1):
         """``steps`` transitions of ``kernel`` as one XLA-compiled function (traced once)."""
-        @tf.function(jit_compile=True)
+        # XLA compiles the gradient kernels well; a numpy log density (pyhf) cannot be compiled
+        @tf.function(jit_compile=not rwm)
         def go(state, seed):
             return tfp.mcmc.sample_chain(
                 num_results=steps // trace_every, current_state=state, kernel=kernel,
@@ -152,25 +153,24 @@ def run_mcmc(target, n: int, config: MCMCConfig | None = None,
     def run(kernel, state, steps, seed, trace_every=1):
         return runner(kernel, steps, trace_every)(state, seed)
 
-    # 1) warm-up with a rough preconditioning from the starting points
-    half = max(50, cfg.warmup // 2)
+    # warm-up in rounds: each adapts the step size (dual averaging for gradient kernels, the
+    # acceptance rule for random-walk Metropolis) and then re-estimates the per-dimension
+    # location and scale from the second half of its draws (a diagonal mass matrix, in effect)
     rwm = kernel_name == "rwm"
-    step0 = tf.constant(2.38 / math.sqrt(dim) if rwm else 0.5 / dim ** 0.25, tf.float64)
+    rounds = 6 if rwm else 2
+    per_round = max(50, cfg.warmup // rounds)
+    step = tf.constant(2.38 / math.sqrt(dim) if rwm else 0.5 / dim ** 0.25, tf.float64)
     bij = bijector_from(x0)
     state = tf.constant(x0)
-    seeds = tfp.random.split_seed(seed, 3 + 10_000)
-    say(f"warm-up 1/2: {half} steps x {cfg.chains} chains ({kernel_name})")
-    draws, (acc, steps) = run(make_kernel(bij, step0, 0 if rwm else int(0.8 * half)), state,
-                              half, seeds[0])
-    state = draws[-1]
-    step = _adapted_step(steps, acc, step0, rwm)
-    # 2) re-estimate location and scale from the second half of the warm-up; adapt again
-    bij = bijector_from(draws[half // 2:].numpy().reshape(-1, dim))
-    say(f"warm-up 2/2: {half} steps, step size {float(step):.3g}")
-    draws, (acc, steps) = run(make_kernel(bij, step, 0 if rwm else int(0.8 * half)), state,
-                              half, seeds[1])
-    state = draws[-1]
-    step = _adapted_step(steps, acc, step, rwm)
+    seeds = tfp.random.split_seed(seed, rounds + 1 + 10_000)
+    for r in range(rounds):
+        say(f"warm-up {r + 1}/{rounds}: {per_round} steps x {cfg.chains} chains "
+            f"({kernel_name}), step size {float(step):.3g}")
+        draws, (acc, steps) = run(make_kernel(bij, step, 0 if rwm else int(0.8 * per_round)),
+                                  state, per_round, seeds[r])
+        state = draws[-1]
+        step = _adapted_step(steps, acc, step, rwm)
+        bij = bijector_from(draws[per_round // 2:].numpy().reshape(-1, dim))
     # 3) draws, with a fixed step size, in blocks
     n_draws = -(-n // cfg.chains)
     kernel = make_kernel(bij, step, 0)
@@ -180,7 +180,7 @@ def run_mcmc(target, n: int, config: MCMCConfig | None = None,
     while sum(len(o) for o in out) < n_draws:
         m = min(cfg.block, n_draws - sum(len(o) for o in out))
         go = block if m == cfg.block else runner(kernel, m * cfg.thin, trace_every=cfg.thin)
-        d, (a, _) = go(state, seeds[2 + k])
+        d, (a, _) = go(state, seeds[rounds + k])
         state = d[-1]
         out.append(d.numpy())
         accepts.append(float(tf.reduce_mean(tf.cast(a, tf.float64))))

@@ -192,3 +192,38 @@ def training_curves(history: list[dict], path: str) -> str:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def profile_plot(curves: list[tuple[str, np.ndarray, np.ndarray]], path: str, *, poi: str,
+                 limits: list[tuple[str, float]] = (), q_limit: float | None = None) -> str:
+    """-2 Delta log L against the POI: one line per (label, values, q), sigma lines, limits.
+
+    The horizontal lines at 1 and 4 are the 68% and 95% two-sided intervals (1 and 2 sigma);
+    ``q_limit`` (2.71 for a one-sided 95% limit) is drawn dashed, each limit as a vertical line.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    styles = [dict(color="k", lw=2), dict(color=MODEL_COLOR, lw=2, ls="--"),
+              dict(color=TEST_COLOR, lw=1.5, ls="-.")]
+    top = 0.0
+    for (label, x, q), style in zip(curves, styles * 3):
+        ok = np.isfinite(q)
+        ax.plot(x[ok], q[ok], label=label, **style)
+        top = max(top, float(np.nanmax(q[ok])) if ok.any() else 0.0)
+    ymax = min(max(top, 5.0), 9.0) * 1.05
+    for level, name in ((1.0, r"1$\sigma$"), (4.0, r"2$\sigma$")):
+        ax.axhline(level, color="gray", lw=0.8, ls=":")
+        ax.text(ax.get_xlim()[1], level, f" {name}", va="center", ha="left", fontsize=9,
+                color="gray")
+    if q_limit is not None:
+        ax.axhline(q_limit, color="#c00", lw=0.8, ls="--")
+    for (label, value), color in zip(limits, ("#c00", "#a0a", "#0a0", "#555")):
+        ax.axvline(value, color=color, lw=1.2, label=f"{label}: {value:.3f}")
+    ax.set_ylim(0, ymax)
+    ax.set_xlabel(poi, fontsize=12)
+    ax.set_ylabel(r"$-2\,\Delta \ln L$", fontsize=12)
+    ax.legend(fontsize=8, loc="upper center", frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
