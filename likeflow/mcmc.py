@@ -4,10 +4,10 @@
 made unbounded and standardised by the preprocessing bijector of :mod:`likeflow.flows`, so that
 bounded parameters never step outside their bounds and one step size fits every direction:
 
-1. warm-up, first half: dual-averaging step-size adaptation from the target's starting points;
-2. the per-dimension location and scale are re-estimated from the second half of that warm-up
-   (a diagonal mass matrix, in effect) and the step size adapted again;
-3. draws with the adapted step size, in blocks (progress, bounded graph size), thinned.
+1. warm-up in rounds: each adapts the step size (dual averaging) from where the last ended, then
+   re-estimates the per-dimension location and scale from the second half of its draws (a
+   diagonal mass matrix, in effect);
+2. draws with the adapted step size, in blocks (progress, bounded graph size), thinned.
 
 Diagnostics are split R-hat (:func:`tfp.mcmc.potential_scale_reduction`) and the effective
 sample size across chains (:func:`tfp.mcmc.effective_sample_size`) for every parameter. A target

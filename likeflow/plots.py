@@ -222,7 +222,7 @@ def profile_plot(curves: list[tuple[str, np.ndarray, np.ndarray]], path: str, *,
     ax.set_ylim(0, ymax)
     ax.set_xlabel(poi, fontsize=12)
     ax.set_ylabel(r"$-2\,\Delta \ln L$", fontsize=12)
-    ax.legend(fontsize=8, loc="upper center", frameon=False)
+    ax.legend(fontsize=8, loc="upper left", frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

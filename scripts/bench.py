@@ -1,0 +1,283 @@
+"""likeflow benchmarks: speed, memory and accuracy, printed as tables and written as JSON.
+
+    python scripts/bench.py throughput sampling        # pick sub-benchmarks
+    python scripts/bench.py all --toy toy500k.h5 --out bench.json
+
+Sub-benchmarks:
+  throughput  training samples/s of optimizer steps (after warm-up) per architecture at D=95,
+              batch 512, next to a plain TFP MAF in a minimal tf.function loop
+  sampling    sampling and log_prob points/s of a 95-dim surrogate per architecture, peak RSS
+  quality     'likeflow fit' with defaults on the toy file (--toy): wall time, epochs, the
+              validation summary next to the noise floor
+  scaling     time per epoch and held-out quality for correlated Gaussians, D = 10 .. 1000
+  memory      peak RSS of 'likeflow fit --max-samples' on a large file (--big, made if missing)
+
+Every figure is measured on the machine it runs on, which the output names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+FLOWS = ("maf", "realnvp", "ansf", "cnsf")
+
+
+def machine() -> dict:
+    import tensorflow as tf
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    gpus = [g.name for g in tf.config.list_physical_devices("GPU")]
+    return {"cpu": cpu, "cores": os.cpu_count(), "tensorflow": tf.__version__,
+            "python": platform.python_version(), "gpu": gpus or None}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def table(title: str, header: list[str], rows: list[list]) -> None:
+    print(f"\n{title}")
+    widths = [max(len(str(h)), *(len(_fmt(r[i])) for r in rows)) for i, h in enumerate(header)]
+    print("  ".join(f"{h:>{w}}" for h, w in zip(header, widths)))
+    for r in rows:
+        print("  ".join(f"{_fmt(v):>{w}}" for v, w in zip(r, widths)))
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def toy_like(n: int, d: int = 95, seed: int = 0) -> np.ndarray:
+    """Gaussian stand-in with the toy's shape when no toy file is given (speed only)."""
+    return np.random.default_rng(seed).normal(size=(n, d))
+
+
+# --- 1. training throughput --------------------------------------------------------------------
+
+def bench_throughput(args) -> dict:
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+    import tf_keras
+
+    from likeflow.flows import FlowConfig, build_flow
+    from likeflow.training import TrainConfig, train
+
+    d, batch = 95, 512
+    x = toy_like(batch * 60, d).astype(np.float32)
+    out = {}
+    for flow in FLOWS:
+        f = build_flow(FlowConfig.from_data(x, flow=flow))
+        # warm-up (tracing, XLA) with one epoch, then time epochs of 50 steps
+        n = batch * 50
+        train(f, x[:n], x[n:n + batch], config=TrainConfig(epochs=1, batch_size=batch))
+        t0 = time.perf_counter()
+        train(f, x[:n], x[n:n + batch], config=TrainConfig(epochs=4, batch_size=batch,
+                                                          patience=100))
+        out[flow] = n * 4 / (time.perf_counter() - t0)  # includes 4 tiny validation passes
+    # baseline: a plain TFP MAF (same size as likeflow's default) in a minimal loop
+    layers = []
+    for i in range(5):
+        made = tfp.bijectors.AutoregressiveNetwork(params=2, event_shape=[d],
+                                                   hidden_units=[128, 128], activation="relu")
+        layers += [tfp.bijectors.MaskedAutoregressiveFlow(made)]
+        if i < 4:
+            layers.append(tfp.bijectors.Permute(list(range(d - 1, -1, -1))))
+    dist = tfp.distributions.TransformedDistribution(
+        tfp.distributions.MultivariateNormalDiag(loc=tf.zeros(d)), tfp.bijectors.Chain(layers))
+    dist.log_prob(x[:2])
+    opt = tf_keras.optimizers.Adam(1e-3)
+    variables = dist.trainable_variables
+
+    @tf.function
+    def step(xb):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(dist.log_prob(xb))
+        opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    xs = [tf.constant(x[i * batch:(i + 1) * batch]) for i in range(50)]
+    for xb in xs[:5]:
+        step(xb)
+    t0 = time.perf_counter()
+    for _ in range(4):
+        for xb in xs:
+            step(xb)
+    float(step(xs[0]))
+    out["plain TFP MAF loop"] = batch * 50 * 4 / (time.perf_counter() - t0)
+    table("training throughput, D=95, batch 512 (samples/s)", ["flow", "samples/s"],
+          [[k, v] for k, v in out.items()])
+    return out
+
+
+# --- 2. sampling and log_prob throughput -------------------------------------------------------
+
+def bench_sampling(args) -> dict:
+    from likeflow.flows import FlowConfig, build_flow
+    from likeflow.surrogate import Surrogate
+
+    n = args.points
+    x = toy_like(20000).astype(np.float32)
+    out = {}
+    for flow in FLOWS:
+        sur = Surrogate(build_flow(FlowConfig.from_data(x, flow=flow)))
+        sur.sample(1000, seed=0)
+        sur.log_prob(x[:1000])
+        rss0 = peak_rss_mb()
+        t0 = time.perf_counter()
+        s = sur.sample(n, seed=1)
+        t_sample = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        sur.log_prob(s)
+        t_lp = time.perf_counter() - t0
+        out[flow] = {"n": n, "sample_s": t_sample, "sample_per_s": n / t_sample,
+                     "log_prob_s": t_lp, "log_prob_per_s": n / t_lp,
+                     "peak_rss_mb": peak_rss_mb(), "rss_growth_mb": peak_rss_mb() - rss0}
+    table(f"sampling and log_prob of {n} points, D=95 (default sizes)",
+          ["flow", "sample s", "points/s", "log_prob s", "points/s", "peak RSS MB"],
+          [[k, v["sample_s"], v["sample_per_s"], v["log_prob_s"], v["log_prob_per_s"],
+            v["peak_rss_mb"]] for k, v in out.items()])
+    return out
+
+
+# --- 3. time to quality ------------------------------------------------------------------------
+
+def bench_quality(args) -> dict:
+    if not args.toy:
+        print("quality: give --toy FILE (e.g. from 'likeflow generate lhc-toy -n 500000')")
+        return {}
+    out_path = os.path.join(args.workdir, "bench_quality.likeflow.h5")
+    cmd = [sys.executable, "-m", "likeflow", "fit", args.toy, "-o", out_path, "-q",
+           *args.fit_args]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        print(proc.stderr)
+        return {"error": proc.stderr[-2000:]}
+    import likeflow
+    sur = likeflow.load(out_path)
+    res = sur.training["result"]
+    rows = {r["metric"]: r for r in sur.validation.get("rows", [])}
+    out = {"wall_s": wall, "training_s": res["elapsed"], "epochs": len(res["history"]),
+           "best_epoch": res["best_epoch"] + 1, "fit_args": args.fit_args,
+           "validation": sur.validation}
+    table("time to quality on the toy ('likeflow fit' defaults"
+          + (f" + {' '.join(args.fit_args)}" if args.fit_args else "") + ")",
+          ["metric", "surrogate", "noise floor"],
+          [[k, r["surrogate"], r["noise_floor"] if r["noise_floor"] is not None else "-"]
+           for k, r in rows.items()])
+    print(f"wall {wall:.0f} s, training {res['elapsed']:.0f} s, {len(res['history'])} epochs "
+          f"(best {res['best_epoch'] + 1})")
+    return out
+
+
+# --- 4. scaling with dimension -----------------------------------------------------------------
+
+def bench_scaling(args) -> dict:
+    from likeflow.likelihoods import CorrelatedGaussian
+    from likeflow.samples import SampleSet
+    from likeflow.surrogate import fit
+    from likeflow.training import TrainConfig
+
+    out = {}
+    for d in args.dims:
+        t = CorrelatedGaussian(d, seed=0)
+        n = args.scaling_n
+        x = t.sample(n, seed=1)
+        s = SampleSet(x, log_prob=t.evaluate(x)["log_prob"])
+        t0 = time.perf_counter()
+        sur = fit(s, train_config=TrainConfig(epochs=args.scaling_epochs))
+        wall = time.perf_counter() - t0
+        hist = sur.training["result"]["history"]
+        gap = (sur.training["test_log_prob_target"] - sur.training["test_log_prob"]) / d
+        out[d] = {"n": n, "epochs": len(hist),
+                  "s_per_epoch": float(np.median([h["time"] for h in hist])),
+                  "wall_s": wall, "test_gap_nats_per_dim": gap}
+    table("scaling: correlated Gaussians, MAF defaults", ["D", "n", "epochs", "s/epoch",
+                                                          "wall s", "nats/dim below truth"],
+          [[d, v["n"], v["epochs"], v["s_per_epoch"], v["wall_s"], v["test_gap_nats_per_dim"]]
+           for d, v in out.items()])
+    return out
+
+
+# --- 5. memory of a fit on a large file --------------------------------------------------------
+
+def bench_memory(args) -> dict:
+    import h5py
+    path = args.big
+    rows = args.big_rows
+    if not os.path.exists(path):
+        print(f"memory: writing {rows} x 95 rows to {path} ...", flush=True)
+        rng = np.random.default_rng(0)
+        with h5py.File(path, "w") as f:
+            ds = f.create_dataset("samples", shape=(rows, 95), dtype="f8", chunks=(8192, 95))
+            for i in range(0, rows, 500_000):
+                m = min(500_000, rows - i)
+                ds[i:i + m] = rng.normal(size=(m, 95))
+    out_path = os.path.join(args.workdir, "bench_memory.likeflow.h5")
+    cmd = [sys.executable, "-m", "likeflow", "fit", path, "-o", out_path, "-q",
+           "--max-samples", str(args.memory_max_samples), "--epochs", "2", "--no-validate"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    out = {"rows": rows, "file_gb": os.path.getsize(path) / 1e9, "max_samples":
+           args.memory_max_samples, "peak_rss_mb": peak, "wall_s": wall,
+           "returncode": proc.returncode}
+    table("memory: fit on a large file", ["rows", "file GB", "max samples", "peak RSS MB",
+                                          "wall s"],
+          [[rows, out["file_gb"], args.memory_max_samples, peak, wall]])
+    return out
+
+
+BENCHES = {"throughput": bench_throughput, "sampling": bench_sampling, "quality": bench_quality,
+           "scaling": bench_scaling, "memory": bench_memory}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__)
+    ap.add_argument("benches", nargs="+", choices=[*BENCHES, "all"])
+    ap.add_argument("--out", default="bench.json", help="JSON output file")
+    ap.add_argument("--toy", default=None, help="sample file of the 95-dim toy (quality)")
+    ap.add_argument("--fit-args", nargs=argparse.REMAINDER, default=[],
+                    help="extra options for 'likeflow fit' in the quality benchmark (last)")
+    ap.add_argument("--points", type=int, default=1_000_000, help="points for sampling")
+    ap.add_argument("--dims", type=int, nargs="+", default=[10, 50, 100, 400, 1000])
+    ap.add_argument("--scaling-n", type=int, default=100_000)
+    ap.add_argument("--scaling-epochs", type=int, default=300)
+    ap.add_argument("--big", default="big_20m.h5", help="large file for the memory benchmark")
+    ap.add_argument("--big-rows", type=int, default=20_000_000)
+    ap.add_argument("--memory-max-samples", type=int, default=500_000)
+    ap.add_argument("--workdir", default=".")
+    args = ap.parse_args()
+    names = list(BENCHES) if "all" in args.benches else args.benches
+    results = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    print(json.dumps(results["machine"]))
+    for name in names:
+        results[name] = BENCHES[name](args)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1, default=float)
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
