@@ -220,7 +220,7 @@ def _parse_hidden(ctx, param, value):
                    "sampling); ansf/cnsf: autoregressive/coupling neural splines (most flexible).")
 @click.option("--layers", type=click.IntRange(min=1), default=5, show_default=True,
               help="Number of flow layers.")
-@click.option("--hidden", callback=_parse_hidden, default="128,128", show_default=True,
+@click.option("--hidden", callback=_parse_hidden, default="64,64", show_default=True,
               help="Hidden units per layer of each conditioner network.")
 @click.option("--bins", type=click.IntRange(min=2), default=8, show_default=True,
               help="Spline bins (ansf, cnsf).")
@@ -234,10 +234,10 @@ def _parse_hidden(ctx, param, value):
               show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=300, show_default=True,
               help="Most epochs; early stopping usually ends sooner.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
 @click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True),
               default=1e-3, show_default=True, help="Initial learning rate (Adam).")
-@click.option("--patience", type=click.IntRange(min=1), default=12, show_default=True,
+@click.option("--patience", type=click.IntRange(min=1), default=6, show_default=True,
               help="Epochs without validation improvement before stopping.")
 @click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop training after this many seconds.")
@@ -521,8 +521,11 @@ def _parse_range(ctx, param, value):
                    "output) to print and plot beside this one.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the profile and limits as JSON.")
+@click.option("--samples", "n_samples", type=click.IntRange(min=1000), default=200_000,
+              show_default=True, help="Surrogate samples behind the Bayesian limit.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def profile_cmd(surrogate, poi, value_range, points, cl, plot_path, compare, json_path, seed):
+def profile_cmd(surrogate, poi, value_range, points, cl, plot_path, compare, json_path,
+                n_samples, seed):
     """Profile likelihood of a parameter of a SURROGATE, its best fit and upper limits.
 
     At each grid value the surrogate's log density is maximised over all other parameters
@@ -555,7 +558,7 @@ def profile_cmd(surrogate, poi, value_range, points, cl, plot_path, compare, jso
     grid = np.linspace(*value_range, points)
     prof = profile(dens, poi, grid, seed=seed, best=best)
     limit = upper_limit(dens, poi, cl=cl, prof=prof, seed=seed)
-    bayes = bayesian_upper_limit(dens, poi, cl=cl, seed=seed)
+    bayes = bayesian_upper_limit(dens, poi, cl=cl, n=n_samples, seed=seed)
     ref = None
     if compare:
         with open(compare) as f:
@@ -615,9 +618,11 @@ def _names_list(ctx, param, value):
                    "counted once, not once per surrogate. Others are taken as flat.")
 @click.option("--chains", type=click.IntRange(min=2), default=128, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=100), default=600, show_default=True)
+@click.option("--kernel", type=click.Choice(["nuts", "hmc"]), default="nuts", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--allow-unconverged", is_flag=True, help="Exit 0 even if R-hat fails.")
-def combine(surrogates, n, output, normal_prior, chains, warmup, seed, allow_unconverged):
+def combine(surrogates, n, output, normal_prior, chains, warmup, kernel, seed,
+            allow_unconverged):
     """Sample the joint density of several SURROGATES that share parameters by name.
 
     The joint log density is the sum of the surrogates' log densities with each shared
@@ -637,7 +642,8 @@ def combine(surrogates, n, output, normal_prior, chains, warmup, seed, allow_unc
     joint = Combination(surs, shared_priors={k: "normal" for k in normal_prior})
     click.echo(f"joint density of {len(surs)} surrogates: {len(joint.names)} parameters, "
                f"shared: {', '.join(joint.shared) or '(none)'}", err=True)
-    s, diag = joint.sample_set(n, config=MCMCConfig(chains=chains, warmup=warmup, seed=seed),
+    s, diag = joint.sample_set(n, config=MCMCConfig(chains=chains, warmup=warmup, seed=seed,
+                                                    kernel=kernel),
                                progress=lambda m: click.echo(m, err=True))
     write_samples(output, s, attrs={"target": json.dumps(joint.describe()),
                                     "mcmc": json.dumps(diag),
@@ -704,11 +710,14 @@ def marginal(surrogate, params, output, n, seed, quiet):
               show_default=True, help="MCMC kernel (pyhf targets always use rwm: no TF gradient).")
 @click.option("--allow-unconverged", is_flag=True,
               help="Write the file and exit 0 even if R-hat fails (the file says so).")
+@click.option("--xla", is_flag=True,
+              help="MCMC: XLA-compile the chains (slow to compile, faster per step: for long "
+                   "runs).")
 @click.option("--float32", "as_float32", is_flag=True,
               help="Store the samples rounded to float32 (half the size; the log densities are "
                    "evaluated at the rounded points, so they stay exact).")
 def generate(target, workspace, n, output, dim, components, patch, seed, use_mcmc, chains,
-             warmup, thin, kernel, allow_unconverged, as_float32):
+             warmup, thin, kernel, allow_unconverged, xla, as_float32):
     """Sample a benchmark TARGET into a sample file with exact log densities.
 
     \b
@@ -742,7 +751,8 @@ def generate(target, workspace, n, output, dim, components, patch, seed, use_mcm
     exact = None if use_mcmc else t.sample(n, seed=seed)
     result = None
     if exact is None:
-        cfg = MCMCConfig(chains=chains, warmup=warmup, thin=thin, kernel=kernel, seed=seed)
+        cfg = MCMCConfig(chains=chains, warmup=warmup, thin=thin, kernel=kernel, seed=seed,
+                         jit_compile=xla)
         result = run_mcmc(t, n, cfg, progress=lambda m: click.echo(m, err=True))
         x = result.samples
         diag = result.diagnostics()

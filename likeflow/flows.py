@@ -77,7 +77,7 @@ class FlowConfig:
     dim: int
     flow: str = "maf"
     layers: int = 5
-    hidden: tuple[int, ...] = (128, 128)
+    hidden: tuple[int, ...] = (64, 64)
     bins: int = 8
     spline_range: float = 5.0
     permutation: str = "reverse"

@@ -40,6 +40,9 @@ class Density:
     candidates: np.ndarray       # points in the bulk, to pick starting points from
     sampler: object = None       # n, seed -> (n, D) samples, for Bayesian limits
     kind: str = "surrogate"
+    # L-BFGS stops when the gradient norm is below this; a float32 flow's gradient is never
+    # below ~1e-5 (rounding), so asking for 1e-10 there only burns max_iterations
+    tolerance: float = 1e-10
 
     def index(self, name: str) -> int:
         if name not in self.names:
@@ -63,7 +66,8 @@ def as_density(obj, *, n_candidates: int = 20000, seed: int = 0) -> Density:
 
         cand = obj.sample(n_candidates, seed=seed)
         return Density(list(obj.names), list(obj.poi), obj.bounds, lp, cand,
-                       sampler=lambda n, s: obj.sample(n, seed=s), kind="surrogate")
+                       sampler=lambda n, s: obj.sample(n, seed=s), kind="surrogate",
+                       tolerance=1e-10 if dtype == tf.float64 else 1e-4)
     if not getattr(obj, "has_gradients", True):
         raise LikeflowError(f"{getattr(obj, 'name', obj)} has no TF gradients; profile a "
                             "surrogate of it instead")
@@ -84,13 +88,15 @@ class Maximum:
 
 
 def maximize(obj, starts: np.ndarray, *, fixed: dict[int, np.ndarray] | None = None,
-             tolerance: float = 1e-10, max_iterations: int = 1000) -> Maximum | list[Maximum]:
+             tolerance: float | None = None, max_iterations: int = 1000
+             ) -> Maximum | list[Maximum]:
     """Maximise the log density from each row of ``starts`` (batched L-BFGS).
 
     Args:
         obj: a surrogate, a target or a :class:`Density`.
         starts: (k, D) starting points.
         fixed: {dimension: (k,) values} held fixed (one value per start: a profile grid).
+        tolerance: gradient-norm tolerance (default: the density's, by its precision).
 
     Returns:
         The best :class:`Maximum` over the starts when ``fixed`` is None, else one per start.
@@ -112,7 +118,8 @@ def maximize(obj, starts: np.ndarray, *, fixed: dict[int, np.ndarray] | None = N
     # keep starts strictly inside the bounds
     span = np.where(np.isfinite(hi - lo), hi - lo, 1.0)
     starts = np.clip(starts, lo + 1e-6 * span, hi - 1e-6 * span)
-    run, to_x, bij = _compiled_lbfgs(dens, tuple(mask), tolerance, max_iterations)
+    tol = dens.tolerance if tolerance is None else tolerance
+    run, to_x, bij = _compiled_lbfgs(dens, tuple(mask), tol, max_iterations)
     values_t = tf.constant(values)
     res = run(bij.inverse(tf.constant(starts)), values_t)
     x = to_x(res.position, values_t).numpy()

@@ -59,12 +59,12 @@ class TrainConfig:
     """
 
     epochs: int = 300
-    batch_size: int = 512
+    batch_size: int = 1024
     learning_rate: float = 1e-3
     min_learning_rate: float = 1e-6
     lr_patience: int = 5
     lr_factor: float = 0.5
-    patience: int = 12
+    patience: int = 6
     min_delta: float = 1e-4
     clip_norm: float = 10.0
     max_time: float | None = None

@@ -43,7 +43,7 @@ def test_combining_the_same_gaussian_twice_halves_the_variance(two_measurements)
     paths, _ = two_measurements
     joint = Combination([load(p) for p in paths])
     assert joint.names == ["mu", "theta_a", "theta_b"] and joint.shared == ["mu"]
-    s, diag = joint.sample_set(64 * 150, config=MCMCConfig(chains=64, warmup=300, seed=1))
+    s, diag = joint.sample_set(64 * 200, config=MCMCConfig(chains=64, warmup=300, seed=1))
     assert diag["converged"]
     var_one = read_samples_var(paths[0])
     assert s.values[:, 0].var() == pytest.approx(var_one / 2, rel=0.12)
@@ -57,8 +57,8 @@ def read_samples_var(path):
 def test_combine_cli_and_bad_input(two_measurements, tmp_path):
     paths, _ = two_measurements
     out = tmp_path / "joint.h5"
-    r = CliRunner().invoke(cli, ["combine", *map(str, paths), "-n", "2000", "-o", str(out),
-                                 "--chains", "16", "--warmup", "200", "--allow-unconverged"])
+    r = CliRunner().invoke(cli, ["combine", *map(str, paths), "-n", "400", "-o", str(out),
+                                 "--chains", "8", "--warmup", "100", "--allow-unconverged"])
     assert r.exit_code == 0, r.output
     s = read_samples(out)
     assert s.names == ["mu", "theta_a", "theta_b"] and s.log_prob is not None
@@ -95,13 +95,14 @@ def test_marginal_surrogate(two_measurements, tmp_path):
 def test_profile_cli_with_plot_and_comparison(two_measurements, tmp_path):
     paths, _ = two_measurements
     ref = tmp_path / "ref.json"
-    grid = np.linspace(-1, 3, 9)
+    grid = np.linspace(-1, 3, 5)
     ref.write_text(json.dumps({"profile": {"values": grid.tolist(),
                                            "q": ((grid - 1.0) ** 2).tolist()}}))
     plot = tmp_path / "mu.png"
     out = tmp_path / "p.json"
-    r = CliRunner().invoke(cli, ["profile", str(paths[0]), "--range", "-1:3", "--points", "9",
-                                 "--plot", str(plot), "--compare", str(ref), "--json", str(out)])
+    r = CliRunner().invoke(cli, ["profile", str(paths[0]), "--range", "-1:3", "--points", "5",
+                                 "--plot", str(plot), "--compare", str(ref), "--json", str(out),
+                                 "--samples", "20000"])
     assert r.exit_code == 0, r.output
     assert "best fit: mu" in r.stdout and "asymptotic" in r.stdout and "Bayesian" in r.stdout
     assert plot.stat().st_size > 10000
