@@ -102,7 +102,6 @@ def maximize(obj, starts: np.ndarray, *, fixed: dict[int, np.ndarray] | None = N
         The best :class:`Maximum` over the starts when ``fixed`` is None, else one per start.
     """
     import tensorflow as tf
-    import tensorflow_probability as tfp
 
     dens = as_density(obj)
     starts = np.atleast_2d(np.asarray(starts, dtype=np.float64)).copy()

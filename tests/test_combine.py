@@ -15,7 +15,7 @@ from likeflow.combine import Combination  # noqa: E402
 from likeflow.errors import LikeflowError  # noqa: E402
 from likeflow.inference import marginal  # noqa: E402
 from likeflow.mcmc import MCMCConfig  # noqa: E402
-from likeflow.samples import SampleSet, read_samples, write_samples  # noqa: E402
+from likeflow.samples import SampleSet, read_samples  # noqa: E402
 from likeflow.surrogate import fit, load  # noqa: E402
 from likeflow.training import TrainConfig  # noqa: E402
 
@@ -31,9 +31,9 @@ def two_measurements(tmp_path_factory):
     folder = tmp_path_factory.mktemp("comb")
     paths = []
     for k, nuis in enumerate(["theta_a", "theta_b"]):
-        sur = fit(measurement(nuis, k), flow_config={"layers": 3, "hidden": (32, 32)},
-                  train_config=TrainConfig(epochs=25, patience=5, batch_size=256, seed=k),
-                  out=folder / f"{nuis}.likeflow.h5")
+        fit(measurement(nuis, k), flow_config={"layers": 3, "hidden": (32, 32)},
+            train_config=TrainConfig(epochs=25, patience=5, batch_size=256, seed=k),
+            out=folder / f"{nuis}.likeflow.h5")
         paths.append(folder / f"{nuis}.likeflow.h5")
     return paths, folder
 
