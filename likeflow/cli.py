@@ -482,8 +482,8 @@ def validate(surrogate, samples, n, report_dir, as_json, no_plots, seed, read_op
     test, notes = sur.held_out(s)
     result = validate_api(sur, test, n=n, seed=seed, notes=notes)
     if as_json:
-        from .report import _finite
-        click.echo(json.dumps(_finite(result.to_dict())))
+        from .jsonutil import strict_json
+        click.echo(json.dumps(strict_json(result.to_dict())))
     else:
         click.echo(result.table())
         click.echo(f"({result.elapsed:.1f} s)")

@@ -44,6 +44,12 @@ class Density:
     # below ~1e-5 (rounding), so asking for 1e-10 there only burns max_iterations
     tolerance: float = 1e-10
 
+    def candidate_log_prob(self) -> np.ndarray:
+        """The log density at the candidates, computed once (best fit and profile both use it)."""
+        if "_candidate_lp" not in self.__dict__:
+            self._candidate_lp = _log_prob_np(self, self.candidates)
+        return self._candidate_lp
+
     def index(self, name: str) -> int:
         if name not in self.names:
             raise LikeflowError(f"unknown parameter '{name}'; the parameters are "
@@ -176,7 +182,7 @@ def best_fit(obj, *, starts: int = 16, seed: int = 0) -> Maximum:
     highest-density points among samples of the density, refined by L-BFGS.
     """
     dens = as_density(obj, seed=seed)
-    lp = _log_prob_np(dens, dens.candidates)
+    lp = dens.candidate_log_prob()
     top = dens.candidates[np.argsort(lp)[::-1][:starts]]
     return maximize(dens, top)
 
@@ -215,7 +221,7 @@ def profile(obj, poi: str, values, *, seed: int = 0, best: Maximum | None = None
     k = len(values)
     start1 = np.tile(best.x, (k, 1))
     # second start: the candidate of highest density among those nearest each value
-    lp = _log_prob_np(dens, dens.candidates)
+    lp = dens.candidate_log_prob()
     col = dens.candidates[:, i]
     width = max(np.std(col) * 0.1, 1e-12)
     start2 = np.empty_like(start1)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import metrics
+from .jsonutil import strict_json
 from .samples import SampleSet
 
 
@@ -125,7 +126,7 @@ class ValidationResult:
         folder = os.fspath(folder)
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, "metrics.json"), "w") as f:
-            json.dump(_finite(self.to_dict()), f, indent=1)
+            json.dump(strict_json(self.to_dict()), f, indent=1)
         files = ["metrics.json"]
         if plots:
             from . import plots as plotting
@@ -235,13 +236,3 @@ def _num(x) -> str:
     if isinstance(x, float) and (abs(x) >= 1e4 or (abs(x) < 1e-3 and x != 0)):
         return f"{x:.3g}"
     return f"{x:.4f}"
-
-
-def _finite(obj):
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return str(obj)
-    return obj

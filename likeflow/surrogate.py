@@ -39,6 +39,7 @@ import numpy as np
 from ._version import __version__
 from .errors import LikeflowError, SurrogateFileError
 from .flows import FlowConfig, build_flow, expected_variable_count
+from .jsonutil import strict_json
 from .samples import ReadOptions, SampleSet, atomic_h5, read_samples, split_indices
 from .training import TrainConfig, TrainResult, train
 
@@ -172,8 +173,8 @@ class Surrogate:
             f.attrs["likeflow_version"] = __version__
             f.attrs["tensorflow_version"] = tf.__version__
             f.create_dataset("config", data=self.config.to_json())
-            f.create_dataset("training", data=json.dumps(_jsonable(self.training)))
-            f.create_dataset("validation", data=json.dumps(_jsonable(self.validation)))
+            f.create_dataset("training", data=json.dumps(strict_json(self.training)))
+            f.create_dataset("validation", data=json.dumps(strict_json(self.validation)))
             g = f.create_group("weights")
             for i, v in enumerate(self.flow.trainable_variables):
                 ds = g.create_dataset(f"{i:04d}", data=v.numpy())
@@ -362,17 +363,3 @@ def _sigterm_as_interrupt():
 
 def _text(x) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
-
-
-def _jsonable(obj):
-    """Replace non-finite floats by strings so that the JSON is strict."""
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return f if np.isfinite(f) else str(f)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
