@@ -46,9 +46,11 @@ from .training import TrainConfig, TrainResult, train
 FORMAT = "likeflow-surrogate"
 FORMAT_VERSION = 1
 
-# Points per compiled call of log_prob / sample: bounded memory for any n.
-EVAL_BATCH = 65536
-SAMPLE_BATCH = 65536
+# Points per compiled call of log_prob / sample: bounded memory for any n. Sampling batches
+# are smaller: the MADE pass keeps per-batch state in cache (measured: 16384 is 5x faster per
+# point than 65536 with XLA on a 2-core EPYC).
+EVAL_BATCH = 16384
+SAMPLE_BATCH = 16384
 
 
 class Surrogate:
@@ -69,11 +71,10 @@ class Surrogate:
         self.validation = validation or {}
         d, dtype = self.config.dim, flow.dtype
         self._bounds = self.config.bounds_array()
-        self._log_prob = tf.function(flow.log_prob,
-                                     input_signature=[tf.TensorSpec([None, d], dtype)])
-        self._to_latent = tf.function(flow.to_latent,
-                                      input_signature=[tf.TensorSpec([None, d], dtype)])
-        self._sample = tf.function(flow.sample, input_signature=[
+        self._log_prob = _Compiled(flow.log_prob, d, dtype, EVAL_BATCH)
+        self._to_latent = _Compiled(flow.to_latent, d, dtype, EVAL_BATCH)
+        self._from_latent = _Compiled(flow.from_latent, d, dtype, SAMPLE_BATCH)
+        self._base_sample = tf.function(flow.base.sample, input_signature=[
             tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int32)])
 
     # --- identity ---------------------------------------------------------------------------
@@ -107,39 +108,39 @@ class Surrogate:
             raise LikeflowError(f"points must have shape (n, {self.dim}), got {x.shape}")
         return x
 
-    def log_prob(self, x, *, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    def log_prob(self, x) -> np.ndarray:
         """Log density at physical points ``x`` (n, D) (or one point (D,)); -inf outside bounds.
 
         Normalised over the parameter space, in the coordinates of the sample file. Runs
-        compiled, in batches of ``batch_size`` points.
+        compiled, in batches of bounded size.
         """
         x = self._as_points(x)
-        out = np.empty(len(x))
-        npdt = self.flow.dtype.as_numpy_dtype
-        for i in range(0, len(x), batch_size):
-            out[i:i + batch_size] = self._log_prob(x[i:i + batch_size].astype(npdt)).numpy()
+        out = self._log_prob(x.astype(self.flow.dtype.as_numpy_dtype)).astype(np.float64)
         inside = np.all((x >= self._bounds[:, 0]) & (x <= self._bounds[:, 1]), axis=1)
         out[~inside] = -np.inf
         out[np.isnan(out)] = -np.inf
         return out
 
-    def to_latent(self, x, *, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    def to_latent(self, x) -> np.ndarray:
         """Physical points -> base space (standard normal for a perfect surrogate)."""
         x = self._as_points(x)
-        npdt = self.flow.dtype.as_numpy_dtype
-        return np.concatenate([self._to_latent(x[i:i + batch_size].astype(npdt)).numpy()
-                               for i in range(0, len(x), batch_size)]).astype(np.float64)
+        return self._to_latent(x.astype(self.flow.dtype.as_numpy_dtype)).astype(np.float64)
 
-    def sample(self, n: int, *, seed: int = 0, batch_size: int = SAMPLE_BATCH) -> np.ndarray:
+    def from_latent(self, z) -> np.ndarray:
+        """Base-space points (n, D) -> physical points: the flow's sampling direction."""
+        z = self._as_points(z)
+        return self._from_latent(z.astype(self.flow.dtype.as_numpy_dtype)).astype(np.float64)
+
+    def sample(self, n: int, *, seed: int = 0) -> np.ndarray:
         """``n`` fresh samples (n, D); the same ``seed`` gives the same samples, also after load."""
         n = int(n)
         if n < 0:
             raise LikeflowError(f"cannot draw {n} samples")
         out = np.empty((n, self.dim))
-        for k, i in enumerate(range(0, n, batch_size)):
-            m = min(batch_size, n - i)
+        for k, i in enumerate(range(0, n, SAMPLE_BATCH)):
+            m = min(SAMPLE_BATCH, n - i)
             s = np.array([seed % (2 ** 31), k], dtype=np.int32)
-            out[i:i + m] = self._sample(np.int32(m), s).numpy()
+            out[i:i + m] = self._from_latent(self._base_sample(np.int32(m), s).numpy())
         return out
 
     def sample_set(self, n: int, *, seed: int = 0) -> SampleSet:
@@ -337,6 +338,48 @@ def fit(samples: SampleSet | str | os.PathLike, *, flow_config: dict | None = No
 
 def _weighted_mean(x: np.ndarray, w: np.ndarray | None) -> float:
     return float(np.average(x, weights=w))
+
+
+class _Compiled:
+    """A flow method on numpy batches: XLA-compiled on a few fixed shapes, plain graph if not.
+
+    XLA fuses the many small operations of a flow (4-5x faster sampling, 1.5x faster log_prob
+    on the CPU here) but compiles once per input shape, so batches are padded up to a power of
+    two (at least 64, at most ``batch``). If XLA cannot compile on a platform, the plain graph
+    gives the same numbers more slowly.
+    """
+
+    def __init__(self, fn, dim: int, dtype, batch: int):
+        import tensorflow as tf
+
+        self._xla = tf.function(fn, jit_compile=True)
+        self._plain = tf.function(fn, input_signature=[tf.TensorSpec([None, dim], dtype)])
+        self.batch = batch
+        self.use_xla = True
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        parts = []
+        for i in range(0, len(x), self.batch):
+            xb = x[i:i + self.batch]
+            m = len(xb)
+            size = min(self.batch, max(64, 1 << (m - 1).bit_length()))
+            if size > m:
+                xb = np.concatenate([xb, np.repeat(xb[:1], size - m, axis=0)])
+            parts.append(self._run(xb)[:m])
+        if not parts:
+            return self._run(x)
+        return np.concatenate(parts)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+
+        if self.use_xla and len(x):
+            try:
+                return self._xla(x).numpy()
+            except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
+                    tf.errors.InternalError):
+                self.use_xla = False
+        return self._plain(x).numpy()
 
 
 def _seed_everything(seed: int) -> None:
