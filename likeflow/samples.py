@@ -68,6 +68,21 @@ def min_samples(dim: int) -> int:
 
 
 @dataclass
+class Origin:
+    """Where a :class:`SampleSet`'s rows live: the file, its row count and each row's index.
+
+    Rows are counted after burn-in and thinning (emcee: step-major, walker-minor), which is the
+    numbering ``max_samples`` draws from. Validation uses this to keep training rows out of a
+    test set read from the same file with other options.
+    """
+
+    file: str
+    n: int
+    rows: np.ndarray
+    options: dict
+
+
+@dataclass
 class SampleSet:
     """Samples of a target density with everything needed to fit and validate a surrogate.
 
@@ -80,6 +95,7 @@ class SampleSet:
         log_likelihood, log_prior: (N,) the two parts of ``log_prob``, if known.
         weights: (N,) non-negative sample weights, if any.
         dropped_nonfinite: rows dropped on reading because they held NaN or inf.
+        origin: where the rows came from (file, row indices in it), when read from a file.
     """
 
     values: np.ndarray
@@ -91,6 +107,7 @@ class SampleSet:
     log_prior: np.ndarray | None = None
     weights: np.ndarray | None = None
     dropped_nonfinite: int = 0
+    origin: "Origin | None" = None
 
     def __post_init__(self) -> None:
         self.values = np.asarray(self.values, dtype=np.float64)
@@ -129,7 +146,9 @@ class SampleSet:
         """The samples at ``rows`` (an index array or boolean mask), with all their columns."""
         kw = {c: (None if getattr(self, c) is None else getattr(self, c)[rows])
               for c in OPTIONAL_COLUMNS}
-        return dataclasses.replace(self, values=self.values[rows], **kw)
+        origin = None if self.origin is None else dataclasses.replace(
+            self.origin, rows=self.origin.rows[rows])
+        return dataclasses.replace(self, values=self.values[rows], origin=origin, **kw)
 
     def fingerprint(self) -> str:
         """SHA-256 of the values: identifies the data a split refers to, whatever the file."""
@@ -305,6 +324,8 @@ def read_samples(path: str | os.PathLike, options: ReadOptions | None = None, *,
             if isinstance(e, SampleFileError):
                 raise
             raise SampleFileError(path, f"damaged or truncated data ({_first_line(e)})") from None
+    s.origin = Origin(os.path.realpath(os.fspath(path)), s.origin.n, s.origin.rows,
+                      dataclasses.replace(opts, layout=layout).to_dict())
     return s.check(path, drop_nonfinite=opts.drop_nonfinite, minimum=minimum) if check else s
 
 
@@ -433,6 +454,12 @@ def _dataset(path, f: h5py.File, name: str, ndim: Sequence[int]) -> h5py.Dataset
     return ds
 
 
+def file_rows(n: int, opts: ReadOptions) -> np.ndarray:
+    """The row indices (of ``n``) that reading with ``opts`` returns, in order."""
+    rows = _rows_to_read(n, opts)
+    return np.arange(n) if rows is None else rows
+
+
 def _rows_to_read(n: int, opts: ReadOptions) -> np.ndarray | None:
     """Sorted row indices of the subsample, or None for all rows."""
     if opts.max_samples is None or opts.max_samples >= n:
@@ -502,7 +529,8 @@ def _read_likeflow(path, f, opts: ReadOptions) -> SampleSet:
                 raise SampleFileError(path, f"has {cds.shape[0]} entries but 'samples' has {n} "
                                       "rows", c)
             cols[c] = _gather(cds, rows, n)
-    return SampleSet(_gather(ds, rows, n), **_meta(path, f, f, d), **cols)
+    return SampleSet(_gather(ds, rows, n), **_meta(path, f, f, d), **cols,
+                     origin=_provisional_origin(n, rows))
 
 
 def _read_array(path, f, opts: ReadOptions) -> SampleSet:
@@ -522,7 +550,8 @@ def _read_array(path, f, opts: ReadOptions) -> SampleSet:
                                   f"'{name}'", lp_name)
         cols["log_prob"] = _gather(lds, rows, n).reshape(-1)
     values = _gather(ds, rows, n)
-    return SampleSet(values.reshape(-1, d), **_meta(path, f, ds, d), **cols)
+    return SampleSet(values.reshape(-1, d), **_meta(path, f, ds, d), **cols,
+                     origin=_provisional_origin(n, rows))
 
 
 def _read_emcee(path, f, opts: ReadOptions) -> SampleSet:
@@ -551,7 +580,12 @@ def _read_emcee(path, f, opts: ReadOptions) -> SampleSet:
         # the log-prob dataset is 2-D (steps, walkers): gather its rows the same way
         lp = _gather(lds, step_k, kept_steps, step=opts.thin, start=opts.burn, inner=walker)
         cols["log_prob"] = lp.reshape(-1)
-    return SampleSet(values, **_meta(path, f, group, d), **cols)
+    return SampleSet(values, **_meta(path, f, group, d), **cols,
+                     origin=_provisional_origin(n, rows))
+
+
+def _provisional_origin(n: int, rows: np.ndarray | None) -> Origin:
+    return Origin("", n, np.arange(n) if rows is None else rows, {})
 
 
 def _list_datasets(f: h5py.File) -> str:

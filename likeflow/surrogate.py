@@ -40,7 +40,7 @@ from ._version import __version__
 from .errors import LikeflowError, SurrogateFileError
 from .flows import FlowConfig, build_flow, expected_variable_count
 from .jsonutil import strict_json
-from .samples import ReadOptions, SampleSet, atomic_h5, read_samples, split_indices
+from .samples import ReadOptions, SampleSet, atomic_h5, file_rows, read_samples, split_indices
 from .training import TrainConfig, TrainResult, train
 
 FORMAT = "likeflow-surrogate"
@@ -159,9 +159,40 @@ class Surrogate:
         data = self.training.get("data", {})
         if data.get("fingerprint") == samples.fingerprint():
             return samples.subset(split_of(samples, SplitSpec(**data["split"])).test), []
+        used = self._training_rows_of(samples)
+        if used is not None:
+            keep = ~np.isin(samples.origin.rows, used)
+            if not keep.any():
+                raise LikeflowError(f"every row of {samples.origin.file} read this way was used to "
+                                    "train the surrogate: nothing is left to validate on")
+            return samples.subset(keep), [
+                f"the surrogate was trained on this file (read with other options): the "
+                f"{int((~keep).sum())} rows it trained or early-stopped on are left out; "
+                f"{int(keep.sum())} rows remain as test data"]
         return samples, ["these samples differ from the data the surrogate was trained on; all "
                          f"{samples.n} rows are used as test data (they must be independent of "
                          "the training data)"]
+
+    def _training_rows_of(self, samples: SampleSet) -> np.ndarray | None:
+        """File rows the surrogate trained or early-stopped on, if ``samples`` come from the
+        surrogate's training file (same path, row count and layout); None otherwise."""
+        data = self.training.get("data", {})
+        origin = samples.origin
+        if origin is None or not origin.file or "origin_n" not in data:
+            return None  # surrogates written before likeflow recorded the file rows
+        same_read = ("layout", "dataset", "log_prob_dataset", "burn", "thin")
+        trained = data.get("origin_options", {})
+        if (data.get("file_realpath") != origin.file or data["origin_n"] != origin.n
+                or any(origin.options.get(k) != trained.get(k) for k in same_read)):
+            return None
+        trained_opts = ReadOptions.from_dict(trained)
+        read = file_rows(origin.n, trained_opts)
+        if len(read) != data.get("n"):
+            return read  # rows were dropped on reading: leave out everything training read
+        spec = SplitSpec(**data["split"])
+        split = split_indices(len(read), seed=spec.seed, validation=spec.validation,
+                              test=spec.test)
+        return read[np.concatenate([split.train, split.validation])]
 
     # --- files ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -289,6 +320,9 @@ def fit(samples: SampleSet | str | os.PathLike, *, flow_config: dict | None = No
     data = {"file": path, "fingerprint": samples.fingerprint(), "n": samples.n,
             "read_options": read_options.to_dict(), "split": dataclasses.asdict(split),
             "n_train": tr.n, "n_validation": va.n, "n_test": te.n}
+    if samples.origin is not None and samples.origin.file:
+        data.update(file_realpath=samples.origin.file, origin_n=samples.origin.n,
+                    origin_options=samples.origin.options)
 
     previous = None
     if resume:

@@ -18,7 +18,7 @@ tf = pytest.importorskip("tensorflow")
 from likeflow.cli import cli  # noqa: E402
 from likeflow.errors import SurrogateFileError  # noqa: E402
 from likeflow.samples import read_samples  # noqa: E402
-from likeflow.surrogate import FORMAT_VERSION, fit, load  # noqa: E402
+from likeflow.surrogate import FORMAT_VERSION, SplitSpec, fit, load, split_of  # noqa: E402
 from likeflow.training import TrainConfig  # noqa: E402
 
 
@@ -213,3 +213,31 @@ def test_sigterm_leaves_a_loadable_surrogate_and_resume_continues(tmp_path):
     hist = second.training["result"]["history"]
     assert len(hist) == n_done + 2
     assert [h["epoch"] for h in hist] == list(range(n_done + 2))
+
+
+def test_validation_on_the_training_file_read_otherwise_leaves_training_rows_out(tmp_path):
+    """Training on a subsample, then validating on the whole file: no training row may leak."""
+    from likeflow.samples import ReadOptions, SampleSet, read_samples, write_samples
+    rng = np.random.default_rng(5)
+    x = np.column_stack([np.arange(3000.0), rng.normal(size=3000)])  # column 0 = file row
+    path = tmp_path / "s.h5"
+    write_samples(path, SampleSet(x, names=["row", "y"]))
+    sur = fit(path, read_options=ReadOptions(max_samples=1500, seed=2),
+              flow_config={"flow": "realnvp", "layers": 2, "hidden": (8,)},
+              train_config=TrainConfig(epochs=1))
+    trained = read_samples(path, max_samples=1500, seed=2)
+    parts = split_of(trained, SplitSpec())
+    seen = set(trained.values[np.concatenate([parts.train, parts.validation]), 0])
+    test = set(trained.values[parts.test, 0])
+
+    held, notes = sur.held_out(read_samples(path))
+    rows = set(held.values[:, 0])
+    assert not rows & seen
+    assert test <= rows and len(rows) == 3000 - len(seen)
+    assert "left out" in notes[0]
+    # another subsample of the same file: still nothing the surrogate saw
+    held, _ = sur.held_out(read_samples(path, max_samples=2000, seed=9))
+    assert not set(held.values[:, 0]) & seen and held.n > 0
+    # the very same read: exactly the recorded test split
+    held, notes = sur.held_out(trained)
+    assert set(held.values[:, 0]) == test and notes == []
