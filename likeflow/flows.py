@@ -499,10 +499,8 @@ def _flow_class():
         return tf.transpose(ys.stack())
 
     def _made_plan(made):
-        """Per step k and layer: the (padded) indices of the hidden units that become final."""
-        plan = getattr(made, "_likeflow_plan", None)
-        if plan is not None:
-            return plan
+        """MADE's layers, and per step k and layer the (padded) indices of the hidden units that
+        become final at that step."""
         dense = [layer for layer in made._network.layers
                  if isinstance(layer, tf_keras.layers.Dense)]
         order = np.asarray(made._input_order)
@@ -521,10 +519,10 @@ def _flow_class():
                 if isinstance(layer, tf_keras.layers.Activation)]
         if len(acts) != len(dense) - 1:
             raise ValueError("unexpected MADE layout: one activation per hidden layer expected")
-        plan = {"dense": dense, "acts": acts, "steps": steps, "dim": len(order),
+        # not cached on ``made``: Keras would track the layers a second time, which reorders
+        # the flow's variables (and the weights of saved files); this runs once per trace.
+        return {"dense": dense, "acts": acts, "steps": steps, "dim": len(order),
                 "params": made.params}
-        made._likeflow_plan = plan
-        return plan
 
     def _made_bijector_fn(made, make_transform):
         return lambda y, **kw: make_transform(made(y))

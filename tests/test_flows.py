@@ -234,3 +234,12 @@ def test_preprocessing_standardises_training_data():
     u = f.preprocess.inverse(tf.constant(x, tf.float32)).numpy()
     np.testing.assert_allclose(u.mean(0), 0, atol=1e-3)
     np.testing.assert_allclose(u.std(0), 1, atol=1e-3)
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+def test_sampling_leaves_the_variable_order_alone(flow):
+    """Saved files store weights in variable order: sampling must not add or reorder any."""
+    f = make(flow, layers=2)
+    before = [(v.name, tuple(v.shape)) for v in f.trainable_variables]
+    f.sample(5, seed=tf.constant([1, 2]))
+    assert [(v.name, tuple(v.shape)) for v in f.trainable_variables] == before
