@@ -52,8 +52,17 @@ def wasserstein_per_dim(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.nd
 
     ``scipy.stats.wasserstein_distance``. Ideal: 0 (of order std/sqrt(n) at finite n).
     """
-    w = np.array([stats.wasserstein_distance(a[:, i], b[:, i]) for i in range(a.shape[1])])
+    w = _w1_columns(a, b)
     return w, w / b.std(axis=0)
+
+
+def _w1_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """W1 of every column pair. For unweighted samples of equal size, W1 is the mean absolute
+    difference of the sorted samples: one vectorised sort instead of a scipy call per column
+    (the same number to rounding, ~10x faster on 95 x 50k)."""
+    if len(a) == len(b):
+        return np.mean(np.abs(np.sort(a, axis=0) - np.sort(b, axis=0)), axis=0)
+    return np.array([stats.wasserstein_distance(a[:, i], b[:, i]) for i in range(a.shape[1])])
 
 
 def sliced_wasserstein(a: np.ndarray, b: np.ndarray, *, directions: int = 100,
@@ -68,9 +77,7 @@ def sliced_wasserstein(a: np.ndarray, b: np.ndarray, *, directions: int = 100,
     an, bn = (a - mu) / sd, (b - mu) / sd
     u = np.random.default_rng(seed).normal(size=(a.shape[1], directions))
     u /= np.linalg.norm(u, axis=0)
-    pa, pb = an @ u, bn @ u
-    return float(np.mean([stats.wasserstein_distance(pa[:, k], pb[:, k])
-                          for k in range(directions)]))
+    return float(np.mean(_w1_columns(an @ u, bn @ u)))
 
 
 def correlation_frobenius(a: np.ndarray, b: np.ndarray) -> tuple[float, float, np.ndarray]:

@@ -6,7 +6,10 @@ step whose loss or gradient is not finite is skipped inside the compiled step. A
 the loss on the validation split decides:
 
 - improvement (by more than ``min_delta``): the weights are copied as the best so far;
-- no improvement for ``lr_patience`` epochs: the learning rate is multiplied by ``lr_factor``;
+- schedule ``plateau``: no improvement for ``lr_patience`` epochs multiplies the learning rate
+  by ``lr_factor``; schedule ``cosine``: the learning rate follows a cosine from
+  ``learning_rate`` to ``min_learning_rate``, step by step, over ``cosine_steps`` optimizer
+  steps (rounded up to whole epochs, at most ``epochs``), and training ends when it is done;
 - no improvement for ``patience`` epochs, or ``epochs`` reached: stop;
 - a validation loss that is not finite: roll back to the last good weights, halve the learning
   rate and go on (up to ``max_rollbacks`` times).
@@ -43,12 +46,16 @@ class TrainConfig:
     """Hyperparameters of the training loop (documented defaults, all JSON-serialisable).
 
     Attributes:
+        schedule: ``cosine`` (decay over ``cosine_steps``) or ``plateau`` (reduce on plateau).
+        cosine_steps: length of the cosine decay in optimizer steps: about the same number of
+            steps reaches the same quality whatever the data size (few epochs of a large file,
+            many of a small one).
         epochs: the most epochs to run (early stopping usually ends sooner).
         batch_size: rows per optimizer step.
         learning_rate: Adam's initial learning rate.
         min_learning_rate: the learning rate is never reduced below this.
-        lr_patience: epochs without improvement before the learning rate is reduced.
-        lr_factor: factor of each reduction.
+        lr_patience: (plateau) epochs without improvement before the learning rate is reduced.
+        lr_factor: (plateau) factor of each reduction.
         patience: epochs without improvement before training stops.
         min_delta: improvement of the validation loss (nats) that counts.
         clip_norm: gradients are clipped to this global norm.
@@ -58,9 +65,11 @@ class TrainConfig:
         seed: seeds the shuffling of every epoch.
     """
 
+    schedule: str = "cosine"
+    cosine_steps: int = 1200
     epochs: int = 300
     batch_size: int = 1024
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     min_learning_rate: float = 1e-6
     lr_patience: int = 5
     lr_factor: float = 0.5
@@ -75,6 +84,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.lr_patience < 1:
             raise LikeflowError("training: epochs, batch size and patiences must be positive")
+        if self.schedule not in ("cosine", "plateau"):
+            raise LikeflowError(f"training: schedule must be cosine or plateau, not "
+                                f"'{self.schedule}'")
+        if self.cosine_steps < 1:
+            raise LikeflowError("training: cosine_steps must be positive")
         if not (self.learning_rate > 0 and 0 < self.lr_factor < 1):
             raise LikeflowError("training: learning rate must be > 0 and lr_factor in (0, 1)")
 
@@ -84,7 +98,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        d = {k: v for k, v in d.items() if k in names}
+        d.setdefault("schedule", "plateau")  # files from before the schedule was recorded
+        return cls(**d)
 
 
 @dataclass
@@ -179,8 +195,9 @@ def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray |
         return loss, grads, finite
 
     @tf.function
-    def step(idx):
+    def step(idx, lr):
         loss, grads, finite = loss_and_grads(idx)
+        optimizer.learning_rate.assign(lr)
 
         def update():
             optimizer.apply_gradients(zip(grads, variables))
@@ -203,17 +220,32 @@ def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray |
     since_best = _epochs_since_best(result)
     since_lr = 0
     t_start = time.perf_counter() - result.elapsed
-    result.stopped = "max_epochs"
+    n_steps = n_train // batch
+    cosine = cfg.schedule == "cosine"
+    result.stopped = "schedule_done" if cosine else "max_epochs"
+    last_epoch = cfg.epochs
+    if cosine:
+        last_epoch = min(cfg.epochs, max(1, math.ceil(cfg.cosine_steps / n_steps)))
+    # rollbacks halve the rate; with the cosine they scale the whole rest of the curve
+    lr_scale = 1.0 if not cosine or previous is None else result.learning_rate / max(
+        _cosine(cfg, start_epoch * n_steps, last_epoch * n_steps), cfg.min_learning_rate)
+    lr_scale = min(lr_scale, 1.0)
     try:
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(start_epoch, last_epoch):
             t0 = time.perf_counter()
             perm = np.random.default_rng([cfg.seed, epoch]).permutation(n_train)
-            n_steps = n_train // batch
             loss_sum.assign(0.0)
             bad_steps.assign(0)
             idx = tf.constant(perm[:n_steps * batch].reshape(n_steps, batch))
+            if cosine:
+                total = last_epoch * n_steps
+                lrs = [max(lr_scale * _cosine(cfg, epoch * n_steps + k, total),
+                           cfg.min_learning_rate) for k in range(n_steps)]
+            else:
+                lrs = [float(optimizer.learning_rate.numpy())] * n_steps
+            lrs = tf.constant(lrs, dtype=optimizer.learning_rate.dtype)
             for k in range(n_steps):
-                step(idx[k])
+                step(idx[k], lrs[k])
             bad = int(bad_steps.numpy())
             train_loss = float(loss_sum.numpy()) / max(1, n_steps - bad)
             val_loss = val_loss_fn()
@@ -224,6 +256,7 @@ def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray |
                 # the weights went somewhere the loss is not finite: back to safety, slower
                 result.rollbacks += 1
                 restore(variables, last_good)
+                lr_scale *= 0.5
                 optimizer.learning_rate.assign(max(lr * 0.5, cfg.min_learning_rate))
                 record["rolled_back"] = True
                 if result.rollbacks > cfg.max_rollbacks:
@@ -239,7 +272,8 @@ def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray |
                 else:
                     since_best += 1
                     since_lr += 1
-                    if since_lr >= cfg.lr_patience and lr > cfg.min_learning_rate:
+                    if (not cosine and since_lr >= cfg.lr_patience
+                            and lr > cfg.min_learning_rate):
                         optimizer.learning_rate.assign(max(lr * cfg.lr_factor,
                                                            cfg.min_learning_rate))
                         since_lr = 0
@@ -248,7 +282,7 @@ def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray |
             result.learning_rate = float(optimizer.learning_rate.numpy())
             if progress is not None:
                 progress(dict(record, best_epoch=result.best_epoch,
-                              best_val_loss=result.best_val_loss, epochs=cfg.epochs,
+                              best_val_loss=result.best_val_loss, epochs=last_epoch,
                               elapsed=result.elapsed))
             if on_best is not None and result.best_epoch == epoch:
                 on_best(result)
@@ -263,6 +297,13 @@ def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray |
     restore(variables, best)
     result.elapsed = time.perf_counter() - t_start
     return result
+
+
+def _cosine(cfg: TrainConfig, step: int, total: int) -> float:
+    """Learning rate of the cosine schedule at ``step`` of ``total``."""
+    t = min(step / max(total, 1), 1.0)
+    return cfg.min_learning_rate + (cfg.learning_rate - cfg.min_learning_rate) * 0.5 * (
+        1 + math.cos(math.pi * t))
 
 
 def _epochs_since_best(result: TrainResult) -> int:

@@ -82,3 +82,14 @@ def test_two_sample_metrics_summary_keys(rng):
     m = metrics.two_sample_metrics(a, b)
     assert len(m["ks_pvalue"]) == 3 and m["n"] == 2000
     assert set(m["interval_diff_std_max"]) == {"0.68", "0.95", "0.997"}
+
+
+@pytest.mark.parametrize("n_a", [700, 1000])
+def test_w1_equals_scipy_for_equal_and_unequal_sizes(n_a):
+    """Equal sizes take the sorted-difference shortcut; it must be scipy's number."""
+    from scipy import stats
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_t(3, size=(n_a, 4)), rng.normal(size=(1000, 4)) * [1, 2, 3, 4]
+    w, _ = metrics.wasserstein_per_dim(a, b)
+    ref = [stats.wasserstein_distance(a[:, i], b[:, i]) for i in range(4)]
+    np.testing.assert_allclose(w, ref, rtol=1e-10)

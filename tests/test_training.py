@@ -34,7 +34,7 @@ def test_fit_quality_on_a_10d_correlated_gaussian(gauss10, flow):
     exact = target.evaluate(te)["log_prob"].mean()
     gap = (exact - fitted) / 10
     assert gap < 0.05, f"{flow}: {gap:.4f} nats/dim worse than the true density"
-    assert result.stopped in ("early_stopping", "max_epochs")
+    assert result.stopped in ("early_stopping", "schedule_done")
 
 
 def test_early_stopping_restores_the_best_epoch():
@@ -50,6 +50,28 @@ def test_early_stopping_restores_the_best_epoch():
     assert make_mean_loss(f, x[2000:], None)() == pytest.approx(res.best_val_loss, abs=1e-5)
     # the last epoch's weights were discarded whenever it was not the best
     assert res.best_epoch == int(np.argmin(val))
+
+
+def test_cosine_schedule_length_and_shape():
+    """The cosine runs over cosine_steps optimizer steps, rounded up to whole epochs, from the
+    initial to the minimum learning rate; the plateau schedule keeps the rate while improving."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(1300, 2))
+    f = build_flow(FlowConfig.from_data(x[:1000], layers=1, hidden=(8,)))
+    cfg = TrainConfig(cosine_steps=100, batch_size=100, learning_rate=1e-2, patience=100)
+    res = train(f, x[:1000], x[1000:], config=cfg)
+    assert len(res.history) == 10 and res.stopped == "schedule_done"  # 10 steps per epoch
+    lrs = [h["lr"] for h in res.history]  # the rate of each epoch's last step
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    expected = [1e-6 + (1e-2 - 1e-6) * 0.5 * (1 + np.cos(np.pi * (10 * e + 9) / 100))
+                for e in range(10)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-5)
+    res = train(build_flow(f.config), x[:1000], x[1000:],
+                config=TrainConfig(schedule="plateau", epochs=3, batch_size=100,
+                                   learning_rate=1e-2, lr_patience=50))
+    assert [h["lr"] for h in res.history] == pytest.approx([1e-2] * 3)
+    with pytest.raises(Exception, match="schedule"):
+        TrainConfig(schedule="linear")
 
 
 def test_nan_guard_survives_a_diverging_learning_rate():
