@@ -238,7 +238,7 @@ def _parse_hidden(ctx, param, value):
               help="Learning rate: a cosine decay over --cosine-steps optimizer steps, or "
                    "halving whenever the validation loss stalls (plateau, until --patience).")
 @click.option("--cosine-steps", type=click.IntRange(min=1), default=1200, show_default=True,
-              help="Length of the cosine decay in optimizer steps (rounded up to whole "
+              help="Length of the cosine decay in optimizer steps (rounded to whole "
                    "epochs): 3 epochs of 400k samples at batch 1024, 172 of 8k.")
 @click.option("--epochs", type=click.IntRange(min=1), default=300, show_default=True,
               help="Most epochs; the schedule or early stopping usually ends sooner.")
@@ -486,7 +486,7 @@ def validate(surrogate, samples, n, report_dir, as_json, no_plots, seed, read_op
     x = _columns_for(sur, s, samples)
     if x is not s.values:
         s = SampleSet(x, names=sur.names, poi=sur.poi, bounds=sur.bounds, log_prob=s.log_prob,
-                      weights=s.weights)
+                      weights=s.weights, origin=s.origin)
     test, notes = sur.held_out(s)
     result = validate_api(sur, test, n=n, seed=seed, notes=notes)
     if as_json:

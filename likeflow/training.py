@@ -9,7 +9,7 @@ the loss on the validation split decides:
 - schedule ``plateau``: no improvement for ``lr_patience`` epochs multiplies the learning rate
   by ``lr_factor``; schedule ``cosine``: the learning rate follows a cosine from
   ``learning_rate`` to ``min_learning_rate``, step by step, over ``cosine_steps`` optimizer
-  steps (rounded up to whole epochs, at most ``epochs``), and training ends when it is done;
+  steps (rounded to whole epochs, at most ``epochs``), and training ends when it is done;
 - no improvement for ``patience`` epochs, or ``epochs`` reached: stop;
 - a validation loss that is not finite: roll back to the last good weights, halve the learning
   rate and go on (up to ``max_rollbacks`` times).
@@ -225,7 +225,7 @@ def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray |
     result.stopped = "schedule_done" if cosine else "max_epochs"
     last_epoch = cfg.epochs
     if cosine:
-        last_epoch = min(cfg.epochs, max(1, math.ceil(cfg.cosine_steps / n_steps)))
+        last_epoch = min(cfg.epochs, max(1, round(cfg.cosine_steps / n_steps)))
     # rollbacks halve the rate; with the cosine they scale the whole rest of the curve
     lr_scale = 1.0 if not cosine or previous is None else result.learning_rate / max(
         _cosine(cfg, start_epoch * n_steps, last_epoch * n_steps), cfg.min_learning_rate)

@@ -80,3 +80,9 @@ def test_validate_cli_writes_the_report(tmp_path):
     assert r.exit_code == 0
     m = json.loads(r.stdout)
     assert m["n"] == 500 and "differ from the data" in m["notes"][0]
+    # the training file read another way: the rows training used are left out
+    r = CliRunner().invoke(cli, ["validate", str(out), str(tmp_path / "g.h5"), "--json",
+                                 "--max-samples", "3000", "--seed", "4"])
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert "are left out" in m["notes"][0] and m["n"] < 3000 * 0.25

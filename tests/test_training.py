@@ -53,7 +53,7 @@ def test_early_stopping_restores_the_best_epoch():
 
 
 def test_cosine_schedule_length_and_shape():
-    """The cosine runs over cosine_steps optimizer steps, rounded up to whole epochs, from the
+    """The cosine runs over cosine_steps optimizer steps, rounded to whole epochs, from the
     initial to the minimum learning rate; the plateau schedule keeps the rate while improving."""
     rng = np.random.default_rng(2)
     x = rng.normal(size=(1300, 2))
