@@ -12,6 +12,10 @@ from likeflow.samples import SampleSet, write_samples
 
 # TensorFlow's start-up chatter would drown pytest's output; errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# one thread per pytest-xdist worker: the workers share the cores (pyproject's addopts)
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
 @pytest.fixture
