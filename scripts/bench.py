@@ -84,7 +84,7 @@ def bench_throughput(args) -> dict:
     d, batch = 95, 512
     x = toy_like(batch * 60, d).astype(np.float32)
     out = {}
-    for flow in FLOWS:
+    for flow in args.flows:
         f = build_flow(FlowConfig.from_data(x, flow=flow))
         # one call of 5 epochs of 50 steps: the first epoch traces and compiles (a new train()
         # call would compile again), the median of the other four is the steady state; each
@@ -139,7 +139,7 @@ def bench_sampling(args) -> dict:
     n = args.points
     x = toy_like(20000).astype(np.float32)
     out = {}
-    for flow in FLOWS:
+    for flow in args.flows:
         sur = Surrogate(build_flow(FlowConfig.from_data(x, flow=flow)))
         sur.sample(1000, seed=0)
         sur.log_prob(x[:1000])
@@ -352,6 +352,8 @@ def main() -> None:
     ap.add_argument("--fit-args", nargs=argparse.REMAINDER, default=[],
                     help="extra options for 'likeflow fit' in the quality benchmark (last)")
     ap.add_argument("--points", type=int, default=1_000_000, help="points for sampling")
+    ap.add_argument("--flows", nargs="+", default=list(FLOWS), choices=FLOWS,
+                    help="architectures of the throughput and sampling benchmarks")
     ap.add_argument("--dims", type=int, nargs="+", default=[10, 50, 100, 400, 1000])
     ap.add_argument("--scaling-n", type=int, default=100_000)
     ap.add_argument("--scaling-epochs", type=int, default=300)
