@@ -244,7 +244,7 @@ def _parse_hidden(ctx, param, value):
               help="Most epochs; the schedule or early stopping usually ends sooner.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
 @click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True),
-              default=3e-3, show_default=True, help="Initial (peak) learning rate (Adam).")
+              default=5e-3, show_default=True, help="Initial (peak) learning rate (Adam).")
 @click.option("--patience", type=click.IntRange(min=1), default=6, show_default=True,
               help="Epochs without validation improvement before stopping.")
 @click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=None,

@@ -69,7 +69,7 @@ class TrainConfig:
     cosine_steps: int = 1200
     epochs: int = 300
     batch_size: int = 1024
-    learning_rate: float = 3e-3
+    learning_rate: float = 5e-3
     min_learning_rate: float = 1e-6
     lr_patience: int = 5
     lr_factor: float = 0.5
