@@ -189,9 +189,7 @@ class Surrogate:
         read = file_rows(origin.n, trained_opts)
         if len(read) != data.get("n"):
             return read  # rows were dropped on reading: leave out everything training read
-        spec = SplitSpec(**data["split"])
-        split = split_indices(len(read), seed=spec.seed, validation=spec.validation,
-                              test=spec.test)
+        split = SplitSpec(**data["split"]).rows(len(read))
         return read[np.concatenate([split.train, split.validation])]
 
     # --- files ------------------------------------------------------------------------------
@@ -280,10 +278,14 @@ class SplitSpec:
     validation: float = 0.1
     test: float = 0.1
 
+    def rows(self, n: int):
+        """The train/validation/test rows of ``n`` samples under this spec."""
+        return split_indices(n, seed=self.seed, validation=self.validation, test=self.test)
+
 
 def split_of(samples: SampleSet, spec: SplitSpec):
     """The train/validation/test rows of ``samples`` under ``spec``."""
-    return split_indices(samples.n, seed=spec.seed, validation=spec.validation, test=spec.test)
+    return spec.rows(samples.n)
 
 
 def fit(samples: SampleSet | str | os.PathLike, *, flow_config: dict | None = None,
