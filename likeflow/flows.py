@@ -406,13 +406,19 @@ def _flow_class():
                         bijector_fn=_coupling_bijector_fn(mlp, n_params, make_transform),
                         name=f"coupling_{i}"))
             forward_order = []
+            made_positions = []  # where each MADE's bijector sits in forward_order
             for i, t in enumerate(transforms):
+                if config.flow in ("maf", "ansf"):
+                    made_positions.append(len(forward_order))
                 forward_order.append(t)
                 if i < len(config.permutations):
                     forward_order.append(tfb.Permute(config.permutations[i], name=f"perm_{i}"))
             self.preprocess = Preprocess(config, dtype)
             forward_order.append(self.preprocess)
             self._forward_order = forward_order
+            # positions only (ints): a second reference to the MADEs would be tracked by
+            # tf.Module and reorder the flow's variables
+            self._made_positions = tuple(made_positions)
             self._make_transform = make_transform
             # tfb.Chain applies its last element first in the forward (sampling) direction
             self.bijector = tfb.Chain(list(reversed(forward_order)), name="chain")
@@ -439,9 +445,9 @@ def _flow_class():
             The MADE layers use :func:`_made_forward` (one network pass in total instead of D),
             everything else its bijector's ``forward``.
             """
-            made_layers = dict(zip(range(0, 2 * len(self.conditioners), 2), self.conditioners))
+            made_layers = dict(zip(self._made_positions, self.conditioners))
             for k, b in enumerate(self._forward_order):
-                if self.config.flow in ("maf", "ansf") and k in made_layers:
+                if k in made_layers:
                     z = _made_forward(made_layers[k], self._make_transform, z)
                 else:
                     z = b.forward(z)
@@ -455,9 +461,10 @@ def _flow_class():
         hidden unit of degree c depends only on x_1..x_c, so it is final as soon as x_c is known,
         and it never needs recomputing. Step k (0-based) therefore: adds x_{k-1} to the first
         layer's accumulators (rank one), pushes the units that just became final into the next
-        layer's (and the output's) accumulators, and reads dimension k's parameters off the
-        output accumulator. The arithmetic is that of one network evaluation; only the order
-        of the sums differs from ``made(x)``, so the result agrees to rounding.
+        layer's accumulators, and computes only dimension k's output parameters from the last
+        hidden layer (the masked kernel ignores units not final yet). The hidden layers cost
+        one network evaluation in all; only the order of the sums differs from ``made(x)``, so
+        the result agrees to rounding.
         """
         plan = _made_plan(made)
         d, p = plan["dim"], plan["params"]
