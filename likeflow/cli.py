@@ -20,7 +20,7 @@ import numpy as np
 
 from ._version import __version__
 from .errors import LikeflowError
-from .samples import ReadOptions, SampleSet, read_samples
+from .samples import ReadOptions, SampleSet, mcmc_record, read_samples
 
 
 class _Group(click.Group):
@@ -110,6 +110,25 @@ def _echo_dropped(s) -> None:
         click.echo(f"dropped {s.dropped_nonfinite} rows holding NaN or inf", err=True)
 
 
+def _mcmc_line(rec: dict) -> str:
+    """One line on how a sample file was sampled and whether the chains converged."""
+    ok = rec.get("converged")
+    state = "converged" if ok else "NOT CONVERGED" if ok is False else "convergence unknown"
+    parts = [f"MCMC: {state}", f"kernel {rec.get('kernel', '?')}"]
+    if "chains" in rec:
+        parts.append(f"{rec['chains']} chains x {rec.get('draws_per_chain', '?')} draws "
+                     f"(thin {rec.get('thin', 1)}, warm-up {rec.get('warmup', '?')})")
+    if "rhat_max" in rec:
+        parts.append(f"R-hat max {rec['rhat_max']:.4f} ({rec.get('rhat_worst_parameter', '')})")
+    if "ess_min" in rec:
+        parts.append(f"ESS min {rec['ess_min']:.0f} ({rec.get('ess_min_parameter', '')})")
+    if "accept_rate" in rec:
+        parts.append(f"acceptance {rec['accept_rate']:.2f}")
+    if "step_size" in rec:
+        parts.append(f"step size {rec['step_size']:.3g}")
+    return ", ".join(parts)
+
+
 def _fmt_bound(b) -> str:
     return "-" if b is None else f"{b:.4g}"
 
@@ -129,11 +148,15 @@ def info(file: str, read_opts: ReadOptions, as_json: bool) -> None:
     summary = s.summary()
     summary["file"] = file
     if as_json:
+        summary["mcmc"] = mcmc_record(file)
         click.echo(json.dumps(summary, indent=1))
         return
     click.echo(f"{file}: {summary['n']} samples of {summary['dim']} parameters")
     click.echo(f"POI: {', '.join(summary['poi']) or '(none)'}")
     click.echo(f"datasets: samples{''.join(', ' + d for d in summary['datasets'])}")
+    rec = mcmc_record(file)
+    if rec is not None:
+        click.echo(_mcmc_line(rec))
     width = max(9, max(len(p["name"]) for p in summary["parameters"]))
     click.echo(f"{'parameter':<{width}}  {'mean':>11} {'std':>11} {'min':>11} {'max':>11}  bounds")
     for p in summary["parameters"]:
@@ -147,7 +170,7 @@ def info(file: str, read_opts: ReadOptions, as_json: bool) -> None:
 # --- fit, sample, eval ------------------------------------------------------------------------
 
 FLOW_OPTIONS = ("flow", "layers", "hidden", "bins", "spline_range", "permutation", "activation",
-                "dtype")
+                "dtype", "reflect")
 TRAIN_OPTIONS = ("schedule", "cosine_steps", "epochs", "batch_size", "learning_rate", "patience",
                  "max_time")
 
@@ -233,6 +256,15 @@ def _parse_hidden(ctx, param, value):
               default="relu", show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True)
+@click.option("--reflect", type=click.Choice(["auto", "none"]), default="auto",
+              show_default=True,
+              help="Parameters whose samples pile up at a bound (a signal strength with its "
+                   "best fit at 0): auto models them mirrored across the bound and folds back, "
+                   "so the density at the bound is finite and right; none maps every bound "
+                   "with a sigmoid/softplus.")
+@click.option("--asimov-partner", type=click.Path(dir_okay=False), default=None,
+              help="Record this surrogate of the background-only Asimov likelihood as the "
+                   "partner of the one being fitted: 'likeflow profile' then adds CLs limits.")
 @click.option("--schedule", type=click.Choice(["cosine", "plateau"]), default="cosine",
               show_default=True,
               help="Learning rate: a cosine decay over --cosine-steps optimizer steps, or "
@@ -267,7 +299,7 @@ def _parse_hidden(ctx, param, value):
 @read_options
 @click.pass_context
 def fit(ctx, samples, output, config_file, resume, log_path, quiet, seed, run_validation,
-        report_dir, read_opts, **opts):
+        report_dir, asimov_partner, read_opts, **opts):
     """Train a normalizing-flow surrogate of the SAMPLES file.
 
     The samples are split (seeded) into 80% training, 10% validation (early stopping) and 10%
@@ -292,6 +324,11 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, seed, run_va
     device = tf_devices()
     s = read_samples(samples, dataclasses.replace(read_opts, seed=seed))
     _echo_dropped(s)
+    rec = mcmc_record(samples)
+    if rec is not None and rec.get("converged") is False:
+        click.echo("likeflow: WARNING: these samples come from MCMC chains that did NOT converge "
+                   f"({_mcmc_line(rec)}); the surrogate can only be as good as its samples",
+                   err=True)
     click.echo(f"{samples}: {s.n} samples of {s.dim} parameters; fitting {flow_cfg['flow']} "
                f"({flow_cfg['layers']} layers, hidden {list(flow_cfg['hidden'])}) on {device}", err=True)
     printer = EpochPrinter(log_path, quiet)
@@ -303,6 +340,10 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, seed, run_va
     finally:
         printer.close()
     sur.training["data"]["file"] = os.path.abspath(samples)
+    if asimov_partner:
+        sur.training["asimov_partner"] = os.path.relpath(
+            os.path.abspath(asimov_partner), os.path.dirname(os.path.abspath(out)))
+    result = None
     if run_validation:
         from .report import validate as validate_api
         test, _ = sur.held_out(s)
@@ -322,6 +363,12 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, seed, run_va
         line += f" (target density, unnormalised: {sur.training['test_log_prob_target']:.4f})"
     click.echo(line)
     click.echo(f"wrote {out}")
+    if result is not None:
+        verdict, _ = result.verdict()
+        click.echo(result.verdict_line())
+        if verdict != "PASS":
+            click.echo(f"likeflow: the surrogate did not PASS validation ({verdict}): read the "
+                       f"reasons above and the report before using it", err=True)
     if res["stopped"] == "interrupted":
         click.echo("interrupted: the best surrogate so far is saved; continue with --resume",
                    err=True)
@@ -514,9 +561,72 @@ def _parse_range(ctx, param, value):
     return a, b
 
 
+def _read_compare(path: str) -> dict:
+    """A reference profile for --compare: likeflow's --json output or a plain
+    ``{"grid": [...], "q": [...]}`` (optionally ``upper_limit``, ``cls``), checked up front."""
+    try:
+        with open(path) as f:
+            ref = json.load(f)
+    except (OSError, ValueError) as e:
+        raise LikeflowError(f"{path}: cannot read the --compare file "
+                            f"({str(e).splitlines()[0]})") from None
+    if not isinstance(ref, dict):
+        raise LikeflowError(f"{path}: --compare needs a JSON object")
+    prof = ref.get("profile", ref)
+    xs = prof.get("values", prof.get("grid")) if isinstance(prof, dict) else None
+    qs = prof.get("q") if isinstance(prof, dict) else None
+    try:
+        xs, qs = np.asarray(xs, dtype=float), np.asarray(qs, dtype=float)
+    except (TypeError, ValueError):
+        xs = qs = None
+    if xs is None or qs is None or xs.ndim != 1 or xs.shape != qs.shape or len(xs) < 2:
+        raise LikeflowError(f"{path}: --compare needs 'grid' (or 'values') and 'q': two lists "
+                            "of numbers of the same length (at least 2)")
+    order = np.argsort(xs)
+    out = {"values": xs[order], "q": qs[order]}
+    lim = ref.get("upper_limit")
+    if isinstance(lim, dict):
+        lim = lim.get("value")
+    if isinstance(lim, (int, float)):
+        out["upper_limit"] = float(lim)
+    bay = ref.get("bayesian_upper_limit")
+    if isinstance(bay, dict):
+        bay = bay.get("value")
+    if isinstance(bay, (int, float)):
+        out["bayesian_upper_limit"] = float(bay)
+    cls = ref.get("cls")
+    if isinstance(cls, dict) and isinstance(cls.get("observed"), (int, float)):
+        out["cls"] = cls
+    return out
+
+
+def _profile_target(path: str, patch: str | None, asimov: str | None):
+    """(density, Asimov partner or None, kind) for a surrogate file or a pyhf workspace."""
+    if path.endswith(".json"):
+        from .likelihoods.pyhf_target import PyhfTarget
+        obs = PyhfTarget(path, patch=patch)
+        return obs, PyhfTarget(path, patch=patch, asimov=True), "exact (pyhf)"
+    if patch:
+        raise click.UsageError("--patch is for pyhf workspaces (.json)")
+    sur = _load_surrogate(path)
+    partner = asimov or sur.training.get("asimov_partner")
+    if partner and not asimov and not os.path.isabs(partner):
+        partner = os.path.join(os.path.dirname(os.path.abspath(path)), partner)
+    part = _load_surrogate(partner) if partner else None
+    if part is not None and (part.names != sur.names):
+        raise LikeflowError(f"{partner}: the Asimov partner has other parameters than {path} "
+                            f"({part.dim} vs {sur.dim}, or other names)")
+    return sur, part, "surrogate"
+
+
 @cli.command("profile")
-@click.argument("surrogate", type=click.Path(dir_okay=False))
+@click.argument("surrogate", type=click.Path(dir_okay=False, exists=True))
 @click.option("--poi", default=None, help="Parameter to profile [default: the file's first POI].")
+@click.option("--patch", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="pyhf: a JSON patch for the workspace (e.g. a signal hypothesis).")
+@click.option("--asimov", "asimov_path", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="The Asimov partner surrogate (a fit to 'generate pyhf "
+              "--asimov' samples): adds CLs limits [default: the partner the file names].")
 @click.option("--range", "value_range", callback=_parse_range, default=None,
               help="START:STOP of the grid [default: best fit -2/+4 marginal std, in bounds].")
 @click.option("--points", type=click.IntRange(min=3), default=25, show_default=True)
@@ -525,87 +635,118 @@ def _parse_range(ctx, param, value):
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write the profile plot here (PNG or PDF).")
 @click.option("--compare", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A JSON profile (e.g. data/lhc_toy_95d_reference.json or another --json "
-                   "output) to print and plot beside this one.")
+              help="A reference profile to print and plot beside this one: likeflow's --json "
+                   "output or a plain JSON {\"grid\": [...], \"q\": [...]}.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the profile and limits as JSON.")
 @click.option("--samples", "n_samples", type=click.IntRange(min=1000), default=200_000,
               show_default=True, help="Surrogate samples behind the Bayesian limit.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def profile_cmd(surrogate, poi, value_range, points, cl, plot_path, compare, json_path,
-                n_samples, seed):
-    """Profile likelihood of a parameter of a SURROGATE, its best fit and upper limits.
+def profile_cmd(surrogate, poi, patch, asimov_path, value_range, points, cl, plot_path, compare,
+                json_path, n_samples, seed):
+    """Profile likelihood of a parameter, its best fit and upper limits.
 
-    At each grid value the surrogate's log density is maximised over all other parameters
-    (L-BFGS, from the best fit and from the best nearby surrogate sample). Two upper limits are
-    reported, each with its method: the asymptotic one-sided profile-likelihood limit (q~, with
-    the best fit floored at 0) and the Bayesian credible limit from the surrogate's marginal.
+    SURROGATE is a surrogate file, or a pyhf workspace (.json, with --patch) for the exact
+    answers computed by the same code. At each grid value the log density is maximised over
+    all other parameters (L-BFGS). Reported, each with its method: the asymptotic one-sided
+    profile-likelihood limit (q~), the CLs limit with its expected band (pyhf workspaces, or a
+    surrogate with its Asimov partner) and, for surrogates, the Bayesian credible limit.
+    A surrogate is optimised only inside its training range; points where the optimum lies
+    outside it are marked "untrusted" in the table, the JSON and the plot.
 
-    \b
-    Example:
+    
+    Examples:
       likeflow profile toy.likeflow.h5 --poi mu --range -0.5:2 --plot mu.png \\
           --compare data/lhc_toy_95d_reference.json
+      likeflow profile BkgOnly.json --patch patch.json --json exact.json
+      likeflow profile obs.likeflow.h5 --asimov asimov.likeflow.h5 --compare exact.json
     """
-    from .inference import as_density, bayesian_upper_limit, best_fit, profile, upper_limit
+    from .inference import (as_density, bayesian_upper_limit, best_fit, cls_limits, profile,
+                            upper_limit)
 
-    sur = _load_surrogate(surrogate)
-    poi = poi or (sur.poi[0] if sur.poi else None)
+    ref = _read_compare(compare) if compare else None
+    for out_path in (json_path, plot_path):
+        _check_writable(out_path)
+    target, partner, kind = _profile_target(surrogate, patch, asimov_path)
+    poi = poi or (target.poi[0] if target.poi else None)
     if poi is None:
         raise LikeflowError(f"{surrogate}: no POI recorded; name one with --poi")
-    dens = as_density(sur, seed=seed)
+    dens = as_density(target, seed=seed)
     i = dens.index(poi)
     t0 = time.perf_counter()
     best = best_fit(dens, seed=seed)
-    if value_range is None:
-        sd = float(np.std(dens.candidates[:, i]))
-        lo, hi = sur.bounds[i]
-        span = hi - lo if np.isfinite(hi - lo) else np.inf
-        a = max(best.x[i] - 2 * sd, lo + 1e-3 * span if np.isfinite(lo) else -np.inf)
-        b = min(best.x[i] + 4 * sd, hi - 1e-3 * span if np.isfinite(hi) else np.inf)
-        value_range = (a, b)
-    grid = np.linspace(*value_range, points)
-    prof = profile(dens, poi, grid, seed=seed, best=best)
+    grid = np.linspace(*value_range, points) if value_range else None
+    prof = profile(dens, poi, grid, seed=seed, best=best, points=points)
+    best = prof.best
     limit = upper_limit(dens, poi, cl=cl, prof=prof, seed=seed)
-    bayes = bayesian_upper_limit(dens, poi, cl=cl, n=n_samples, seed=seed)
-    ref = None
-    if compare:
-        with open(compare) as f:
-            ref = json.load(f)
-        ref_prof = ref.get("profile", ref)
-        ref_q = np.interp(grid, ref_prof["values"], ref_prof["q"], left=np.nan, right=np.nan)
-    click.echo(f"best fit: {poi} = {best.x[i]:.5g} (log density {best.log_prob:.4f})")
-    header = f"{poi:>10} {'-2 dlogL':>10}" + (f" {'compare':>10} {'diff':>8}" if ref else "")
-    click.echo(header)
+    bayes = (bayesian_upper_limit(dens, poi, cl=cl, n=n_samples, seed=seed)
+             if dens.sampler is not None else None)
+    cls = cls_limits(dens, partner, poi, cl=cl, seed=seed) if partner is not None else None
+    ref_q = (np.interp(prof.values, ref["values"], ref["q"], left=np.nan, right=np.nan)
+             if ref else None)
+    click.echo(f"{kind}; best fit: {poi} = {best.x[i]:.5g} (log density {best.log_prob:.4f})"
+               + ("" if best.trusted else f"  UNTRUSTED: {best.note}"))
+    click.echo(f"{poi:>10} {'-2 dlogL':>10}" + (f" {'compare':>10} {'diff':>8}" if ref else ""))
     for j, (v, q) in enumerate(zip(prof.values, prof.q)):
         line = f"{v:10.4f} {q:10.4f}"
         if ref:
             line += f" {ref_q[j]:10.4f} {q - ref_q[j]:8.4f}"
-        click.echo(line + ("" if prof.converged[j] else "  (not converged)"))
-    click.echo(f"{cl:.0%} upper limit on {poi}: {limit.value:.4f}  [{limit.method}]")
-    click.echo(f"{cl:.0%} upper limit on {poi}: {bayes.value:.4f}  [{bayes.method}]")
+        if not prof.trusted[j]:
+            line += f"  (untrusted: {prof.notes[j]})"
+        elif not prof.converged[j]:
+            line += "  (not converged)"
+        click.echo(line)
+    for lim in (limit, bayes):
+        if lim is not None:
+            val = "none" if lim.value is None else f"{lim.value:.4f}"
+            click.echo(f"{cl:.0%} upper limit on {poi}: {val}  [{lim.method}]"
+                       + ("" if lim.trusted else f"  UNTRUSTED: {lim.note}"))
+    if cls is not None:
+        fmt = lambda v: "none" if v is None else f"{v:.4f}"  # noqa: E731
+        click.echo(f"{cl:.0%} CLs upper limit on {poi}: observed {fmt(cls.observed)}, expected "
+                   f"{fmt(cls.expected[2])} (-2..+2 sigma: "
+                   f"{', '.join(fmt(v) for v in cls.expected)})  [{cls.method}]")
     if ref and "upper_limit" in ref:
-        click.echo(f"compare: upper limit {ref['upper_limit']['value']:.4f}"
-                   + (f", Bayesian {ref['bayesian_upper_limit']['value']:.4f}"
-                      if "bayesian_upper_limit" in ref else ""))
+        click.echo(f"compare: upper limit {ref['upper_limit']:.4f}"
+                   + (f", Bayesian {ref['bayesian_upper_limit']:.4f}"
+                      if "bayesian_upper_limit" in ref else "")
+                   + (f", CLs observed {ref['cls']['observed']:.4f}" if "cls" in ref else ""))
     click.echo(f"({time.perf_counter() - t0:.1f} s)")
     if json_path:
+        from .jsonutil import strict_json
         with open(json_path, "w") as f:
-            json.dump({"profile": prof.to_dict(), "upper_limit": limit.to_dict(),
-                       "bayesian_upper_limit": bayes.to_dict(), "surrogate": surrogate}, f,
-                      indent=1)
+            json.dump(strict_json({
+                "profile": prof.to_dict(), "upper_limit": limit.to_dict(),
+                "bayesian_upper_limit": bayes.to_dict() if bayes else None,
+                "cls": cls.to_dict() if cls else None, "source": surrogate, "kind": kind}),
+                f, indent=1)
     if plot_path:
         from .plots import profile_plot
-        curves = [("surrogate", prof.values, prof.q)]
+        curves = [(kind, prof.values, prof.q, prof.trusted)]
         if ref:
-            rp = ref.get("profile", ref)
-            curves.insert(0, (f"reference ({os.path.basename(compare)})",
-                              np.asarray(rp["values"]), np.asarray(rp["q"])))
-        limits = [(f"{cl:.0%} CL limit (asymptotic)", limit.value),
-                  (f"{cl:.0%} credible limit", bayes.value)]
+            curves.insert(0, (f"reference ({os.path.basename(compare)})", ref["values"],
+                              ref["q"], None))
+        limits = [(f"{cl:.0%} CL limit (asymptotic)", limit.value)]
+        if bayes is not None:
+            limits.append((f"{cl:.0%} credible limit", bayes.value))
+        if cls is not None:
+            limits.append((f"{cl:.0%} CLs limit (observed)", cls.observed))
         from scipy import stats as _stats
-        profile_plot(curves, plot_path, poi=poi, limits=limits,
+        profile_plot(curves, plot_path, poi=poi,
+                     limits=[(n, v) for n, v in limits if v is not None],
                      q_limit=float(_stats.norm.ppf(cl) ** 2))
         click.echo(f"plot: {plot_path}")
+
+
+def _check_writable(path: str | None) -> None:
+    """Fail before any work when an output cannot be written (missing folder, read-only)."""
+    if not path:
+        return
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(folder):
+        raise LikeflowError(f"{path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise LikeflowError(f"{path}: the folder {folder} is not writable")
 
 
 # --- combine, marginal -------------------------------------------------------------------------
@@ -708,14 +849,20 @@ def marginal(surrogate, params, output, n, seed, quiet):
 @click.option("--mcmc/--exact", "use_mcmc", default=None,
               help="gaussian, mixture: sample by MCMC instead of exactly (exact is the default "
                    "where it exists).")
-@click.option("--chains", type=click.IntRange(min=2), default=256, show_default=True,
-              help="MCMC: parallel chains.")
-@click.option("--warmup", type=click.IntRange(min=100), default=600, show_default=True,
+@click.option("--chains", type=click.IntRange(min=2), default=None,
+              help="MCMC: parallel chains [default: from -n, 4 to 32; long chains beat many].")
+@click.option("--warmup", type=click.IntRange(min=100), default=1000, show_default=True,
               help="MCMC: adaptation steps per chain, discarded.")
-@click.option("--thin", type=click.IntRange(min=1), default=1, show_default=True,
-              help="MCMC: keep every THIN-th draw.")
+@click.option("--thin", type=click.IntRange(min=1), default=None,
+              help="MCMC: keep every THIN-th draw [default: so that every chain draws at least "
+                   "1000 times].")
 @click.option("--kernel", type=click.Choice(["nuts", "hmc", "rwm"]), default="nuts",
-              show_default=True, help="MCMC kernel (pyhf targets always use rwm: no TF gradient).")
+              show_default=True, help="MCMC kernel (rwm: random-walk Metropolis, no gradients).")
+@click.option("--poi", default=None, help="pyhf: the parameter of interest [default: the "
+              "measurement's].")
+@click.option("--asimov", is_flag=True,
+              help="pyhf: sample the background-only Asimov likelihood (POI fixed at 0 in the "
+                   "fit that sets the nuisances): the partner of CLs limits of a surrogate.")
 @click.option("--allow-unconverged", is_flag=True,
               help="Write the file and exit 0 even if R-hat fails (the file says so).")
 @click.option("--xla", is_flag=True,
@@ -725,7 +872,7 @@ def marginal(surrogate, params, output, n, seed, quiet):
               help="Store the samples rounded to float32 (half the size; the log densities are "
                    "evaluated at the rounded points, so they stay exact).")
 def generate(target, workspace, n, output, dim, components, patch, seed, use_mcmc, chains,
-             warmup, thin, kernel, allow_unconverged, xla, as_float32):
+             warmup, thin, kernel, poi, asimov, allow_unconverged, xla, as_float32):
     """Sample a benchmark TARGET into a sample file with exact log densities.
 
     \b
@@ -733,15 +880,22 @@ def generate(target, workspace, n, output, dim, components, patch, seed, use_mcm
       lhc-toy    the 95-dim LHC-like toy search (1 signal strength + 94 nuisances), by MCMC
       gaussian   a correlated Gaussian in --dim dimensions, exact samples
       mixture    a correlated mixture of --components Gaussians, exact samples
-      pyhf       any pyhf WORKSPACE (JSON, optional --patch), by MCMC
-    MCMC runs many chains of TFP's NUTS with step-size adaptation in an unbounded,
-    standardised space, and checks split R-hat < 1.01 and the effective sample size of every
-    parameter; a run that fails says so and exits 3 unless --allow-unconverged.
+      pyhf       any pyhf WORKSPACE (JSON, optional --patch), by MCMC with pyhf's own
+                 TensorFlow gradients; flat prior inside pyhf's suggested bounds
+    MCMC runs chains of TFP's NUTS in an unbounded space, with the step size and a dense
+    metric adapted in warm-up; chains, draws and thinning follow from -n. Split R-hat < 1.01
+    and the effective sample size of every parameter are checked and stored in the file with
+    the kernel, acceptance and step size ('likeflow info' shows them); a run that fails says
+    so and exits 3 unless --allow-unconverged. Rows are written chain by chain with a 'chain'
+    column, so 'fit' keeps whole blocks of each chain apart when it splits.
 
     \b
     Examples:
       likeflow generate lhc-toy -n 500000 -o toy.h5
       likeflow generate gaussian --dim 100 -n 200000 -o gauss100.h5
+      likeflow generate pyhf BkgOnly.json --patch patch.sbottom_1300_205_60.json \\
+          -n 200000 -o regionC.h5
+      likeflow generate pyhf BkgOnly.json --patch patch.json --asimov -n 200000 -o asimov.h5
     """
     tf_devices()
     from .likelihoods import make_target
@@ -752,30 +906,39 @@ def generate(target, workspace, n, output, dim, components, patch, seed, use_mcm
         raise click.UsageError("pyhf needs a WORKSPACE file")
     if target != "pyhf" and workspace is not None:
         raise click.UsageError(f"{target} takes no WORKSPACE argument")
+    if target != "pyhf" and (asimov or poi or patch):
+        raise click.UsageError("--patch, --poi and --asimov are for pyhf targets")
     t = make_target(target, dim=dim, components=components, seed=seed, workspace=workspace,
-                    patch=patch)
+                    patch=patch, poi=poi, asimov=asimov)
     t0 = time.perf_counter()
     attrs = {"target": json.dumps(t.describe())}
     exact = None if use_mcmc else t.sample(n, seed=seed)
     result = None
+    chain = None
     if exact is None:
         cfg = MCMCConfig(chains=chains, warmup=warmup, thin=thin, kernel=kernel, seed=seed,
                          jit_compile=xla)
         result = run_mcmc(t, n, cfg, progress=lambda m: click.echo(m, err=True))
-        x = result.samples
+        x, chain = result.samples, result.chain
         diag = result.diagnostics()
         attrs["mcmc"] = json.dumps(diag)
         click.echo(f"R-hat max {diag['rhat_max']:.4f} ({diag['rhat_worst_parameter']}), ESS min "
                    f"{diag['ess_min']:.0f} ({diag['ess_min_parameter']}), median "
-                   f"{diag['ess_median']:.0f}", err=True)
+                   f"{diag['ess_median']:.0f}; {diag['kernel']}, acceptance "
+                   f"{diag['accept_rate']:.2f}, step size {diag['step_size']:.3g}", err=True)
     else:
         x = exact
         attrs["sampler"] = "exact"
-    if as_float32:
-        x = x.astype(np.float32).astype(np.float64)
-    ev = t.evaluate(x)
+    if as_float32 or result is None:
+        if as_float32:
+            x = x.astype(np.float32).astype(np.float64)
+        ev = t.evaluate(x)
+    else:  # the chain's own log densities: no second pass over the target
+        prior = t.evaluate_prior(x)
+        ev = {"log_prob": result.log_prob, "log_prior": prior,
+              "log_likelihood": result.log_prob - prior}
     s = SampleSet(x, names=t.names, poi=t.poi, bounds=t.bounds, log_prob=ev["log_prob"],
-                  log_likelihood=ev["log_likelihood"], log_prior=ev["log_prior"])
+                  log_likelihood=ev["log_likelihood"], log_prior=ev["log_prior"], chain=chain)
     write_samples(output, s, attrs=attrs)
     click.echo(f"wrote {s.n} samples of {s.dim} parameters to {output} "
                f"({_duration(time.perf_counter() - t0)})")

@@ -112,8 +112,8 @@ class Combination(Target):
         from .mcmc import MCMCConfig, run_mcmc
 
         result = run_mcmc(self, n, config or MCMCConfig(), progress=progress)
-        ev = self.evaluate(result.samples)
+        prior = self.evaluate_prior(result.samples)
         s = SampleSet(result.samples, names=self.names, poi=self.poi, bounds=self.bounds,
-                      log_prob=ev["log_prob"], log_likelihood=ev["log_likelihood"],
-                      log_prior=ev["log_prior"])
+                      log_prob=result.log_prob, log_likelihood=result.log_prob - prior,
+                      log_prior=prior, chain=result.chain)
         return s, result.diagnostics()

@@ -15,6 +15,15 @@ parameter bounded on both sides, ``lo + softplus(.)`` / ``hi - softplus(.)`` for
 ``m + s * u`` for none. Its Jacobian is part of ``log_prob``, so the density is in the
 coordinates of the sample file and no mass lies outside the bounds.
 
+Densities piled up at a bound (a signal strength whose best fit is 0): such a map sends the
+bound to infinity, where a flow's Gaussian-like tails force the density at the bound to 0 or to
+infinity (a wall, or a spike). For those parameters (``reflect``, chosen from the training data by
+:func:`bound_reflections`) the flow instead models the density mirrored across the bound, on a
+range that extends past it, and the surrogate's density is the exact fold
+``p(x) = q(x) + q(2 b - x)``: finite and smooth at the bound, normalised on the physical range,
+sampled by folding ``q``'s samples. With k reflected parameters ``log_prob`` costs 2^k flow
+evaluations; at most :data:`MAX_REFLECTIONS` are reflected.
+
 TF 2.21 / TFP 0.25 pitfalls handled here: the conditioners are tf_keras (Keras 2) layers held
 in a ``tf.Module`` (Keras 3 layers would not be tracked and the flow would never train), and
 :func:`expected_variable_count` states what the architecture implies so tests can assert it.
@@ -44,6 +53,11 @@ FLOWS = ("maf", "realnvp", "ansf", "cnsf")
 PERMUTATIONS = ("reverse", "random", "rotate")
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu")
 
+# At most this many reflected parameters (log_prob evaluates the flow 2^k times).
+MAX_REFLECTIONS = 3
+# Reflect at a bound when the density there is at least this fraction of the marginal's peak.
+REFLECT_MIN_RATIO = 0.1
+
 # Minimum bin size and slope of the splines: keeps the spline invertible in float32.
 _MIN_BIN = 1e-3
 _MIN_SLOPE = 1e-3
@@ -72,6 +86,8 @@ class FlowConfig:
         shift, scale: per-dimension standardisation after the bound maps.
         permutations: the explicit permutation after each layer but the last (derived from
             ``permutation`` and ``seed``; stored so a file never depends on a RNG's stream).
+        reflect: ``[dimension, bound]`` pairs: the flow models those parameters mirrored
+            across that bound and ``log_prob`` folds it back (see the module docstring).
     """
 
     dim: int
@@ -91,6 +107,7 @@ class FlowConfig:
     shift: list[float] = field(default_factory=list)
     scale: list[float] = field(default_factory=list)
     permutations: list[list[int]] = field(default_factory=list)
+    reflect: list[list[float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -135,20 +152,45 @@ class FlowConfig:
             bad("'permutations' must hold layers-1 permutations of range(dim)")
         if not all(s > 0 and math.isfinite(s) for s in self.scale):
             bad("every scale must be positive and finite")
+        if len(self.reflect) > MAX_REFLECTIONS:
+            bad(f"at most {MAX_REFLECTIONS} reflected parameters")
+        seen = set()
+        for item in self.reflect:
+            if (not isinstance(item, (list, tuple)) or len(item) != 2
+                    or not isinstance(item[0], int) or not 0 <= item[0] < self.dim
+                    or item[0] in seen or item[1] is None
+                    or float(item[1]) not in [b for b in self.bounds[item[0]] if b is not None]):
+                bad(f"'reflect' entry {item} is not [dimension, one of its finite bounds]")
+            seen.add(item[0])
 
     @classmethod
     def from_data(cls, values: np.ndarray, *, names: Sequence[str] | None = None,
                   poi: Sequence[str] = (), bounds: np.ndarray | None = None,
-                  weights: np.ndarray | None = None, **hyper) -> "FlowConfig":
+                  weights: np.ndarray | None = None, reflect="auto",
+                  **hyper) -> "FlowConfig":
         """A config whose preprocessing standardises ``values`` (the training data).
 
-        ``bounds`` is (D, 2) with +-inf for none; ``hyper`` sets any other field
-        (``flow``, ``layers``, ``hidden``, ...).
+        ``bounds`` is (D, 2) with +-inf for none; ``reflect`` is ``"auto"`` (from the data, see
+        :func:`bound_reflections`), ``"none"``, or explicit ``[dimension, bound]`` pairs;
+        ``hyper`` sets any other field (``flow``, ``layers``, ``hidden``, ...).
         """
         values = np.asarray(values, dtype=np.float64)
         d = values.shape[1]
         b = np.tile([-np.inf, np.inf], (d, 1)) if bounds is None else np.asarray(bounds, float)
-        u = unbounded_coordinates(values, b)
+        if isinstance(reflect, str):
+            if reflect not in ("auto", "none"):
+                raise LikeflowError(f"flow config: reflect must be 'auto', 'none' or a list of "
+                                    f"[dimension, bound] pairs, not '{reflect}'")
+            reflect = bound_reflections(values, b) if reflect == "auto" else []
+        reflect = [[int(i), float(v)] for i, v in reflect]
+        # the flow sees the data mirrored across each reflected bound, on the extended range
+        for i, point in reflect:
+            mirrored = values.copy()
+            mirrored[:, i] = 2 * point - mirrored[:, i]
+            values = np.concatenate([values, mirrored])
+            if weights is not None:
+                weights = np.concatenate([weights, weights])
+        u = unbounded_coordinates(values, flow_bounds(b, reflect))
         if weights is None:
             mean, std = u.mean(axis=0), u.std(axis=0)
         else:
@@ -157,12 +199,18 @@ class FlowConfig:
         std = np.where(std > 0, std, 1.0)
         return cls(dim=d, names=list(names) if names is not None else [],
                    poi=list(poi), bounds=[[_none_if_inf(lo), _none_if_inf(hi)] for lo, hi in b],
-                   shift=[float(m) for m in mean], scale=[float(s) for s in std], **hyper)
+                   shift=[float(m) for m in mean], scale=[float(s) for s in std],
+                   reflect=reflect, **hyper)
 
     def bounds_array(self) -> np.ndarray:
         """(D, 2) bounds with +-inf for none."""
         return np.array([[-np.inf if lo is None else lo, np.inf if hi is None else hi]
                          for lo, hi in self.bounds], dtype=np.float64)
+
+    def flow_bounds_array(self) -> np.ndarray:
+        """(D, 2) bounds of the flow's own range: the physical bounds, extended past each
+        reflected bound by the width of the range (to infinity for a one-sided one)."""
+        return flow_bounds(self.bounds_array(), self.reflect)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -183,6 +231,54 @@ class FlowConfig:
     @classmethod
     def from_json(cls, text: str) -> "FlowConfig":
         return cls.from_dict(json.loads(text))
+
+
+def flow_bounds(bounds: np.ndarray, reflect) -> np.ndarray:
+    """The bounds of the flow's range: ``bounds`` with each reflected bound pushed out by the
+    range's width (mirror of the other bound), or removed when the other bound is infinite."""
+    out = np.array(bounds, dtype=np.float64)
+    for i, point in reflect:
+        lo, hi = bounds[i]
+        if point == lo:
+            out[i, 0] = 2 * lo - hi if np.isfinite(hi) else -np.inf
+        else:
+            out[i, 1] = 2 * hi - lo if np.isfinite(lo) else np.inf
+    return out
+
+
+def bound_reflections(values: np.ndarray, bounds: np.ndarray) -> list[list[float]]:
+    """``[dimension, bound]`` pairs where the data pile up at a bound.
+
+    A bound qualifies when the density of the data within a tenth of a standard deviation of it
+    is at least :data:`REFLECT_MIN_RATIO` of the marginal's peak density (histogram of the same
+    bin width). Of a parameter, only the bound with the larger ratio; of all, the
+    :data:`MAX_REFLECTIONS` largest ratios.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    found = []
+    for i in range(values.shape[1]):
+        lo, hi = bounds[i]
+        x = values[:, i]
+        sd = float(np.std(x))
+        if not (np.isfinite(lo) or np.isfinite(hi)) or sd == 0 or len(x) < 100:
+            continue
+        h = 0.1 * sd
+        if np.isfinite(lo) and np.isfinite(hi):
+            h = min(h, 0.05 * (hi - lo))
+        edges = np.arange(x.min(), x.max() + h, h)
+        if len(edges) < 3:
+            continue
+        peak = np.histogram(x, edges)[0].max() / (len(x) * h)
+        best = None
+        for point, near in ((lo, x < lo + h), (hi, x > hi - h)):
+            if np.isfinite(point):
+                ratio = float(near.mean()) / h / peak
+                if ratio >= REFLECT_MIN_RATIO and (best is None or ratio > best[0]):
+                    best = (ratio, float(point))
+        if best is not None:
+            found.append((best[0], i, best[1]))
+    found.sort(reverse=True)
+    return [[i, point] for _, i, point in sorted(found[:MAX_REFLECTIONS], key=lambda t: t[1])]
 
 
 def make_permutations(kind: str, dim: int, layers: int, seed: int) -> list[list[int]]:
@@ -257,12 +353,23 @@ def _tf():
 
 
 def preprocessing_bijector(config: FlowConfig, dtype: str = "float64"):
-    """The :class:`Preprocess` bijector of ``config`` alone (unbounded standardised -> physical).
+    """The :class:`Preprocess` bijector of ``config`` alone (unbounded standardised -> physical)."""
+    return bound_bijector(config.bounds_array(), config.shift, config.scale, dtype)
 
-    MCMC uses it as its reparametrisation: sampling in the standardised, unbounded space.
+
+def bound_bijector(bounds: np.ndarray, shift=None, scale=None, dtype: str = "float64"):
+    """The one bound map of the package: unbounded, standardised ``u`` -> physical ``x``.
+
+    ``x = map(shift + scale * u)`` with the sigmoid/softplus maps of :class:`Preprocess`
+    (``bounds`` (D, 2), +-inf for none). MCMC samples and inference optimises in ``u``, so no
+    step ever leaves the bounds; the flows end with the same map.
     """
     tf, _, _ = _tf()
-    return _flow_class().Preprocess(config, tf.as_dtype(dtype))
+    bounds = np.asarray(bounds, dtype=np.float64)
+    d = len(bounds)
+    shift = np.zeros(d) if shift is None else np.asarray(shift, dtype=np.float64)
+    scale = np.ones(d) if scale is None else np.asarray(scale, dtype=np.float64)
+    return _flow_class().Preprocess(bounds, shift, scale, tf.as_dtype(dtype))
 
 
 def build_flow(config: FlowConfig):
@@ -284,10 +391,10 @@ def _flow_class():
     class Preprocess(tfb.Bijector):
         """Standardised unbounded space -> physical parameters, keeping all mass inside bounds."""
 
-        def __init__(self, config: FlowConfig, dtype):
+        def __init__(self, bounds, shift, scale, dtype):
             super().__init__(forward_min_event_ndims=1, validate_args=False, dtype=dtype,
                              name="preprocess")
-            b = config.bounds_array()
+            b = np.asarray(bounds, dtype=np.float64)
             lo, hi = b[:, 0], b[:, 1]
             fin_lo, fin_hi = np.isfinite(lo), np.isfinite(hi)
             c = lambda a: tf.constant(a, dtype=dtype)  # noqa: E731
@@ -299,9 +406,9 @@ def _flow_class():
             width = np.where(fin_lo & fin_hi, hi_s - lo_s, 1.0)
             self._lo, self._hi, self._width = c(lo_s), c(hi_s), c(width)
             self._log_width = c(np.where(fin_lo & fin_hi, np.log(width), 0.0))
-            self._shift = c(config.shift)
-            self._scale = c(config.scale)
-            self._log_scale_sum = c(np.sum(np.log(config.scale)))
+            self._shift = c(shift)
+            self._scale = c(scale)
+            self._log_scale_sum = c(np.sum(np.log(scale)))
             self._eps = c(np.finfo(dtype.as_numpy_dtype).eps)
             self._tiny = c(np.finfo(dtype.as_numpy_dtype).tiny)
 
@@ -413,7 +520,8 @@ def _flow_class():
                 forward_order.append(t)
                 if i < len(config.permutations):
                     forward_order.append(tfb.Permute(config.permutations[i], name=f"perm_{i}"))
-            self.preprocess = Preprocess(config, dtype)
+            self.preprocess = Preprocess(config.flow_bounds_array(), config.shift, config.scale,
+                                         dtype)
             forward_order.append(self.preprocess)
             self._forward_order = forward_order
             # positions only (ints): a second reference to the MADEs would be tracked by
@@ -424,12 +532,36 @@ def _flow_class():
             self.bijector = tfb.Chain(list(reversed(forward_order)), name="chain")
             self.base = tfd.MultivariateNormalDiag(loc=tf.zeros([d], dtype=dtype))
             self.distribution = tfd.TransformedDistribution(self.base, self.bijector)
-            self.log_prob(tf.zeros([1, d], dtype=dtype) + self.preprocess.forward(
+            # reflections: dimension, bound, and +1 for a lower bound (-1 for an upper one)
+            lows = config.bounds_array()[:, 0]
+            self._reflect = [(int(i), float(v), 1.0 if v == lows[int(i)] else -1.0)
+                             for i, v in config.reflect]
+            self.distribution.log_prob(tf.zeros([1, d], dtype=dtype) + self.preprocess.forward(
                 tf.zeros([1, d], dtype=dtype)))  # build every layer's variables
 
         def log_prob(self, x):
-            """Log density at physical points ``x`` of shape (n, D)."""
-            return self.distribution.log_prob(x)
+            """Log density at physical points ``x`` of shape (n, D).
+
+            With reflected parameters, the fold: the log of the sum of the flow's density at
+            ``x`` and at its mirror images across the reflected bounds.
+            """
+            if not self._reflect:
+                return self.distribution.log_prob(x)
+            images = [x]
+            for i, point, _ in self._reflect:
+                hot = tf.one_hot(i, self.config.dim, dtype=x.dtype)
+                images += [img + hot * (2 * point - 2 * img[..., i:i + 1]) for img in images]
+            lp = self.distribution.log_prob(tf.concat(images, axis=0))
+            return tf.reduce_logsumexp(tf.reshape(lp, [len(images), -1]), axis=0)
+
+        def fold(self, y):
+            """Points of the flow's extended range -> the physical range (mirror images of
+            points beyond a reflected bound)."""
+            for i, point, side in self._reflect:
+                hot = tf.one_hot(i, self.config.dim, dtype=y.dtype)
+                yi = y[..., i:i + 1]
+                y = y + hot * (point + side * tf.abs(yi - point) - yi)
+            return y
 
         def sample(self, n, seed):
             """``n`` physical samples; ``seed`` is a stateless (2,) int seed."""
@@ -440,7 +572,7 @@ def _flow_class():
             return self.bijector.inverse(x)
 
         def from_latent(self, z):
-            """Base space -> physical points.
+            """Base space -> physical points (folded at reflected bounds).
 
             The MADE layers use :func:`_made_forward` (one network pass in total instead of D),
             everything else its bijector's ``forward``.
@@ -451,7 +583,7 @@ def _flow_class():
                     z = _made_forward(made_layers[k], self._make_transform, z)
                 else:
                     z = b.forward(z)
-            return z
+            return self.fold(z)
 
     def _made_forward(made, make_transform, z):
         """MAF's sequential direction (latent -> data) in one pass of the MADE network in total.

@@ -5,9 +5,20 @@ density, so a :class:`~likeflow.surrogate.Surrogate` and an exact target of
 :mod:`likeflow.likelihoods` are compared by the same code (see :func:`as_density`).
 
 Maximisation is TFP's L-BFGS, batched over starting points (or over the grid points of a
-profile), in the unbounded coordinates of the preprocessing bijector so that no step leaves the
-bounds. The density itself, not its reparametrised form, is maximised: the profile is that of
-the physical log density.
+profile), in the unbounded coordinates of the bound map so that no step leaves the bounds. The
+density itself, not its reparametrised form, is maximised: the profile is that of the physical
+log density.
+
+A surrogate knows its density only where it was trained. Its file records that region (the
+training points' range per parameter and their largest latent radius, ``Surrogate.support``);
+the optimiser stays inside the range (a smooth box in the unbounded coordinates), and a maximum
+pressed against the box, beyond the latent radius, or at a POI value outside the training
+range is returned with ``trusted=False`` and the reason. Exact targets have no such region.
+
+CLs limits (:func:`cls_limits`) follow pyhf's asymptotic calculator (q~ test statistic, Cowan,
+Cranmer, Gross, Vitells 2011): the observed likelihood gives q~_mu, its background-only Asimov
+partner gives q_mu,A; both are profiled by the same code, whether they are exact pyhf targets
+or a pair of surrogates.
 
 Example:
     >>> sur = likeflow.load("toy.likeflow.h5")                      # doctest: +SKIP
@@ -23,10 +34,10 @@ import numpy as np
 from scipy import optimize, stats
 
 from .errors import LikeflowError
-from .flows import FlowConfig, preprocessing_bijector
+from .flows import bound_bijector, unbounded_coordinates
 
-# One-sided 95% CL: q = Phi^-1(0.95)^2
-Q95_ONE_SIDED = float(stats.norm.ppf(0.95) ** 2)
+# a free parameter this close to its support box (in tanh units) is pressed against it
+_EDGE = 1e-3
 
 
 @dataclass
@@ -40,6 +51,8 @@ class Density:
     candidates: np.ndarray       # points in the bulk, to pick starting points from
     sampler: object = None       # n, seed -> (n, D) samples, for Bayesian limits
     kind: str = "surrogate"
+    support: dict | None = None  # the training region of a surrogate (None: exact target)
+    latent_r2: object = None     # (n, D) points -> squared latent radius (surrogates)
     # L-BFGS stops when the gradient norm is below this; a float32 flow's gradient is never
     # below ~1e-5 (rounding), so asking for 1e-10 there only burns max_iterations
     tolerance: float = 1e-10
@@ -73,24 +86,29 @@ def as_density(obj, *, n_candidates: int = 20000, seed: int = 0) -> Density:
         cand = obj.sample(n_candidates, seed=seed)
         return Density(list(obj.names), list(obj.poi), obj.bounds, lp, cand,
                        sampler=lambda n, s: obj.sample(n, seed=s), kind="surrogate",
-                       tolerance=1e-10 if dtype == tf.float64 else 1e-4)
+                       tolerance=1e-10 if dtype == tf.float64 else 1e-4,
+                       support=getattr(obj, "support", None),
+                       latent_r2=getattr(obj, "latent_r2", None))
     if not getattr(obj, "has_gradients", True):
         raise LikeflowError(f"{getattr(obj, 'name', obj)} has no TF gradients; profile a "
                             "surrogate of it instead")
     cand = obj.sample(n_candidates, seed=seed)
     if cand is None:
-        cand = obj.initial_points(n_candidates, seed=seed)
+        cand = obj.initial_points(min(n_candidates, 4096), seed=seed)
     return Density(list(obj.names), list(obj.poi), np.asarray(obj.bounds, float), obj.log_prob,
                    np.asarray(cand, float), sampler=None, kind=getattr(obj, "name", "target"))
 
 
 @dataclass
 class Maximum:
-    """A maximum of the log density: the point, its value, and whether L-BFGS converged."""
+    """A maximum of the log density: the point, its value, whether L-BFGS converged, and
+    whether it lies where the surrogate was trained (``trusted``; ``note`` says why not)."""
 
     x: np.ndarray
     log_prob: float
     converged: bool
+    trusted: bool = True
+    note: str = ""
 
 
 def maximize(obj, starts: np.ndarray, *, fixed: dict[int, np.ndarray] | None = None,
@@ -124,55 +142,131 @@ def maximize(obj, starts: np.ndarray, *, fixed: dict[int, np.ndarray] | None = N
     span = np.where(np.isfinite(hi - lo), hi - lo, 1.0)
     starts = np.clip(starts, lo + 1e-6 * span, hi - 1e-6 * span)
     tol = dens.tolerance if tolerance is None else tolerance
-    run, to_x, bij = _compiled_lbfgs(dens, tuple(mask), tol, max_iterations)
+    space = _space(dens)
+    run = _compiled_lbfgs(dens, space, tuple(mask), k, tol, max_iterations)
     values_t = tf.constant(values)
-    res = run(bij.inverse(tf.constant(starts)), values_t)
-    x = to_x(res.position, values_t).numpy()
+    res = run(tf.constant(space.to_w(starts)), values_t)
+    w = res.position.numpy()
+    x = np.where(mask, values, space.to_x(w))
     lp = -res.objective_value.numpy()
     ok = res.converged.numpy() & np.isfinite(lp)
-    out = [Maximum(x[i], float(lp[i]), bool(ok[i])) for i in range(k)]
+    trusted, notes = _trust(dens, space, x, w, mask)
+    out = [Maximum(x[i], float(lp[i]), bool(ok[i]), bool(trusted[i]), notes[i]) for i in range(k)]
     if fixed:
         return out
-    best = int(np.nanargmax(np.where(np.isfinite(lp), lp, -np.inf)))
-    return out[best]
+    # the best trusted maximum; an untrusted one only when nothing else is there
+    score = np.where(np.isfinite(lp), lp, -np.inf) + np.where(trusted, 0.0, -1e300)
+    return out[int(np.argmax(score))]
 
 
-def _compiled_lbfgs(dens: Density, mask: tuple, tolerance: float, max_iterations: int):
-    """L-BFGS on ``dens`` with the dimensions in ``mask`` fixed, traced once per mask.
+class _Space:
+    """The optimiser's coordinates ``w`` and the physical ``x``: ``x = bound_map(u)`` with
+    ``u = c + h * tanh(w)`` inside a surrogate's support box (``u = w`` for exact targets)."""
 
-    Cached on the density: a profile or a limit search calls it many times.
+    def __init__(self, dens: Density):
+        import tensorflow as tf
+
+        u = unbounded_coordinates(dens.candidates[:4000], dens.bounds)
+        shift, scale = u.mean(axis=0), u.std(axis=0)
+        scale = np.where(scale > 0, scale, 1.0)
+        self.bij = bound_bijector(dens.bounds, shift, scale, "float64")
+        self.shift, self.scale = shift, scale
+        sup = dens.support
+        self.boxed = sup is not None
+        if self.boxed:
+            lo = (unbounded_coordinates(np.asarray(sup["lo"])[None], dens.bounds)[0] - shift) / scale
+            hi = (unbounded_coordinates(np.asarray(sup["hi"])[None], dens.bounds)[0] - shift) / scale
+            self.c, self.h = (lo + hi) / 2, np.maximum((hi - lo) / 2, 1e-9)
+            self._c, self._h = tf.constant(self.c), tf.constant(self.h)
+
+    def u_of_w(self, w):
+        import tensorflow as tf
+        return self._c + self._h * tf.tanh(w) if self.boxed else w
+
+    def to_x_tf(self, w):
+        return self.bij.forward(self.u_of_w(w))
+
+    def to_x(self, w: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+        return self.to_x_tf(tf.constant(w)).numpy()
+
+    def to_w(self, x: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+        u = self.bij.inverse(tf.constant(x)).numpy()
+        if not self.boxed:
+            return u
+        return np.arctanh(np.clip((u - self.c) / self.h, -1 + 10 * _EDGE, 1 - 10 * _EDGE))
+
+
+def _space(dens: Density) -> _Space:
+    if "_space" not in dens.__dict__:
+        dens._space = _Space(dens)
+    return dens._space
+
+
+def _trust(dens: Density, space: _Space, x: np.ndarray, w: np.ndarray, mask: np.ndarray):
+    """Whether each maximum lies where the surrogate was trained, and why not."""
+    k = len(x)
+    trusted = np.ones(k, bool)
+    notes = [""] * k
+    sup = dens.support
+    if sup is None:
+        return trusted, notes
+    lo, hi = np.asarray(sup["lo"]), np.asarray(sup["hi"])
+    pressed = (np.abs(np.tanh(w)) > 1 - _EDGE) & ~mask
+    outside = ((x < lo) | (x > hi)) & mask
+    r2 = dens.latent_r2(x) if dens.latent_r2 is not None else None
+    r2_max = sup.get("latent_r2_max")
+    for j in range(k):
+        why = []
+        if outside[j].any():
+            why.append("fixed " + ", ".join(dens.names[i] for i in np.flatnonzero(outside[j]))
+                       + " outside the training range")
+        if pressed[j].any():
+            names = [dens.names[i] for i in np.flatnonzero(pressed[j])]
+            why.append("at the edge of the training range: " + ", ".join(names[:4])
+                       + (" ..." if len(names) > 4 else ""))
+        if r2 is not None and r2_max is not None and not r2[j] <= r2_max:
+            why.append(f"latent radius^2 {r2[j]:.0f} beyond the training points' {r2_max:.0f}")
+        if why:
+            trusted[j] = False
+            notes[j] = "; ".join(why)
+    return trusted, notes
+
+
+def _compiled_lbfgs(dens: Density, space: _Space, mask: tuple, k: int, tolerance: float,
+                    max_iterations: int):
+    """L-BFGS on ``dens`` with the dimensions in ``mask`` fixed, for ``k`` starts, traced once.
+
+    Cached on the density: a profile or a limit search calls it many times. Shapes are static
+    (pyhf targets evaluate a fixed number of points per compiled call).
     """
     import tensorflow as tf
     import tensorflow_probability as tfp
 
-    key = (mask, tolerance, max_iterations)
+    key = (mask, k, tolerance, max_iterations)
     cache = dens.__dict__.setdefault("_lbfgs", {})
     if key in cache:
         return cache[key]
-    cfg = FlowConfig.from_data(dens.candidates[:2000], bounds=dens.bounds, layers=1, hidden=(1,))
-    bij = preprocessing_bijector(cfg, "float64")
     mask_t = tf.constant(np.array(mask))
-    spec = tf.TensorSpec([None, len(mask)], tf.float64)
-
-    def to_x(u, values):
-        return tf.where(mask_t, values, bij.forward(u))
+    spec = tf.TensorSpec([k, len(mask)], tf.float64)
 
     @tf.function(input_signature=[spec, spec])
-    def run(u0, values):
-        def value_and_grad(u):
+    def run(w0, values):
+        def value_and_grad(w):
             with tf.GradientTape() as tape:
-                tape.watch(u)
-                y = -dens.log_prob_tf(to_x(u, values))
+                tape.watch(w)
+                y = -dens.log_prob_tf(tf.where(mask_t, values, space.to_x_tf(w)))
             # fixed dimensions do not move
-            return y, tf.where(mask_t, tf.zeros_like(u), tape.gradient(y, u))
+            return y, tf.where(mask_t, tf.zeros_like(w), tape.gradient(y, w))
 
-        return tfp.optimizer.lbfgs_minimize(value_and_grad, initial_position=u0,
+        return tfp.optimizer.lbfgs_minimize(value_and_grad, initial_position=w0,
                                             tolerance=tolerance, x_tolerance=0.0,
                                             f_relative_tolerance=0.0,
                                             max_iterations=max_iterations)
 
-    cache[key] = (run, to_x, bij)
-    return cache[key]
+    cache[key] = run
+    return run
 
 
 def best_fit(obj, *, starts: int = 16, seed: int = 0) -> Maximum:
@@ -189,7 +283,11 @@ def best_fit(obj, *, starts: int = 16, seed: int = 0) -> Maximum:
 
 @dataclass
 class Profile:
-    """-2 Delta log L of a parameter on a grid, and the other parameters at each optimum."""
+    """-2 Delta log L of a parameter on a grid, and the other parameters at each optimum.
+
+    ``trusted`` is False where the optimum lies outside the surrogate's training region
+    (``notes`` says why): such values are extrapolation, not the surrogate's knowledge.
+    """
 
     poi: str
     values: np.ndarray
@@ -198,26 +296,53 @@ class Profile:
     best: Maximum
     nuisances: np.ndarray       # (n_values, D) the optimum at each value
     converged: np.ndarray
+    trusted: np.ndarray
+    notes: list[str]
     kind: str = "surrogate"
-    meta: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"poi": self.poi, "values": self.values.tolist(), "q": self.q.tolist(),
                 "log_prob": self.log_prob.tolist(), "best_fit": self.best.x.tolist(),
-                "best_log_prob": self.best.log_prob, "converged": self.converged.tolist(),
-                "kind": self.kind, **self.meta}
+                "best_log_prob": self.best.log_prob, "best_fit_trusted": self.best.trusted,
+                "converged": self.converged.tolist(), "trusted": self.trusted.tolist(),
+                "notes": self.notes, "kind": self.kind}
 
 
-def profile(obj, poi: str, values, *, seed: int = 0, best: Maximum | None = None) -> Profile:
-    """Profile ``poi`` over ``values``: at each, maximise over all other parameters.
+def default_grid(obj, poi: str, *, points: int = 25, best: Maximum | None = None,
+                 seed: int = 0) -> np.ndarray:
+    """The profile grid when none is given: best fit -2 to +4 marginal standard deviations,
+    inside the bounds (and inside a surrogate's training range)."""
+    dens = as_density(obj, seed=seed)
+    i = dens.index(poi)
+    best = best or best_fit(dens, seed=seed)
+    sd = float(np.std(dens.candidates[:, i])) or 1.0
+    lo, hi = dens.bounds[i]
+    if dens.support is not None:
+        lo, hi = max(lo, dens.support["lo"][i]), min(hi, dens.support["hi"][i])
+    span = hi - lo if np.isfinite(hi - lo) else sd
+    a = max(best.x[i] - 2 * sd, lo + 1e-6 * span if np.isfinite(lo) else -np.inf)
+    b = min(best.x[i] + 4 * sd, hi - 1e-6 * span if np.isfinite(hi) else np.inf)
+    return np.linspace(a, b, points)
+
+
+def profile(obj, poi: str, values=None, *, seed: int = 0, best: Maximum | None = None,
+            points: int = 25) -> Profile:
+    """Profile ``poi`` over ``values`` (default: :func:`default_grid`): at each, maximise over
+    all other parameters.
 
     Each grid point starts from the global best fit with the POI set to the value and from the
-    best candidate sample near that value; the better optimum is kept.
+    best candidate sample near that value; the better trusted optimum is kept.
     """
     dens = as_density(obj, seed=seed)
     i = dens.index(poi)
-    values = np.asarray(values, dtype=np.float64)
     best = best or best_fit(dens, seed=seed)
+    if values is None:
+        values = default_grid(dens, poi, points=points, best=best, seed=seed)
+    values = np.asarray(values, dtype=np.float64)
+    lo, hi = dens.bounds[i]
+    if not np.all(np.isfinite(values)) or np.any((values < lo) | (values > hi)):
+        raise LikeflowError(f"profile of {poi}: every grid value must be finite and inside its "
+                            f"bounds [{lo:g}, {hi:g}]")
     k = len(values)
     start1 = np.tile(best.x, (k, 1))
     # second start: the candidate of highest density among those nearest each value
@@ -231,72 +356,181 @@ def profile(obj, poi: str, values, *, seed: int = 0, best: Maximum | None = None
         start2[j] = dens.candidates[pool[np.argmax(lp[pool])]]
     a = maximize(dens, start1, fixed={i: values})
     b = maximize(dens, start2, fixed={i: values})
-    chosen = [x if x.log_prob >= y.log_prob or not np.isfinite(y.log_prob) else y
-              for x, y in zip(a, b)]
+
+    def better(x: Maximum, y: Maximum) -> Maximum:
+        if x.trusted != y.trusted:
+            return x if x.trusted else y
+        return x if x.log_prob >= y.log_prob or not np.isfinite(y.log_prob) else y
+
+    chosen = [better(x, y) for x, y in zip(a, b)]
     maxima = np.array([c.log_prob for c in chosen])
-    top = max(best.log_prob, float(np.nanmax(maxima)))
-    if top > best.log_prob + 1e-9:  # a grid point beat the best fit: it is the best fit
-        j = int(np.nanargmax(maxima))
-        best = Maximum(chosen[j].x, chosen[j].log_prob, chosen[j].converged)
+    trusted = np.array([c.trusted for c in chosen])
+    # a trusted grid point that beats the best fit is the best fit: one best fit for all
+    pool = np.where(trusted & np.isfinite(maxima), maxima, -np.inf)
+    if pool.max() > best.log_prob + 1e-9 or (not best.trusted and np.isfinite(pool.max())):
+        j = int(np.argmax(pool))
+        best = chosen[j]
     return Profile(poi=poi, values=values, q=-2 * (maxima - best.log_prob), log_prob=maxima,
                    best=best, nuisances=np.array([c.x for c in chosen]),
-                   converged=np.array([c.converged for c in chosen]), kind=dens.kind)
+                   converged=np.array([c.converged for c in chosen]), trusted=trusted,
+                   notes=[c.note for c in chosen], kind=dens.kind)
 
 
 @dataclass
 class UpperLimit:
-    """An upper limit with the name of the method that gave it."""
+    """An upper limit with the name of the method that gave it.
 
-    value: float
+    ``value`` is None when there is no limit below the POI's upper bound; ``trusted`` is False
+    when the profile at the limit lies outside a surrogate's training region."""
+
+    value: float | None
     cl: float
     method: str
     best_fit: float | None = None
+    trusted: bool = True
+    note: str = ""
 
     def to_dict(self) -> dict:
         return {"value": self.value, "cl": self.cl, "method": self.method,
-                "best_fit": self.best_fit}
+                "best_fit": self.best_fit, "trusted": self.trusted, "note": self.note}
 
 
 def upper_limit(obj, poi: str, *, cl: float = 0.95, seed: int = 0,
-                prof: Profile | None = None) -> UpperLimit:
+                prof: Profile | None = None, best: Maximum | None = None) -> UpperLimit:
     """Asymptotic one-sided profile-likelihood upper limit on ``poi`` at ``cl``.
 
     The test statistic is q~ (Cowan, Cranmer, Gross, Vitells 2011): -2 log of the profile
     likelihood ratio against the best fit, or against ``poi = 0`` when the best fit is below
     zero (a signal strength cannot be negative); the limit is where q~ reaches
-    Phi^-1(cl)^2 (2.71 at 95%) above the best fit (or above 0).
+    Phi^-1(cl)^2 (2.71 at 95%) above the best fit (or above 0). The best fit is the profile's
+    (``prof.best``) when a profile is given: the same best fit everywhere.
     """
     dens = as_density(obj, seed=seed)
     i = dens.index(poi)
-    best = prof.best if prof is not None else best_fit(dens, seed=seed)
+    best = best or (prof.best if prof is not None else best_fit(dens, seed=seed))
     mu_hat = float(best.x[i])
     threshold = float(stats.norm.ppf(cl) ** 2)
-    lower = max(mu_hat, 0.0)
-    if mu_hat < 0:
+    lower = max(mu_hat, 0.0) if dens.bounds[i, 0] <= 0 else mu_hat
+    if mu_hat < 0 <= dens.bounds[i, 1]:
         ref = maximize(dens, best.x[None], fixed={i: np.array([0.0])})[0].log_prob
     else:
         ref = best.log_prob
+    method = (f"asymptotic one-sided profile likelihood, q~ = {threshold:.3f}"
+              + (" (best fit < 0: ratio to 0)" if mu_hat < 0 else ""))
+    last = {}
 
     def q_minus_threshold(v: float) -> float:
         m = maximize(dens, best.x[None], fixed={i: np.array([v])})[0]
+        last[v] = m
         return -2 * (m.log_prob - ref) - threshold
 
     hi_bound = dens.bounds[i, 1]
     sd = float(np.std(dens.candidates[:, i])) or 1.0
     upper = lower + sd
-    while q_minus_threshold(upper) < 0:
+    while q_minus_threshold(min(upper, hi_bound)) < 0:
+        if upper >= hi_bound:
+            return UpperLimit(None, cl, method + f": none below the bound {hi_bound:g}",
+                              best_fit=mu_hat)
         upper = lower + 2 * (upper - lower)
-        if np.isfinite(hi_bound) and upper >= hi_bound:
-            upper = hi_bound - 1e-9 * (hi_bound - lower)
-            if q_minus_threshold(upper) < 0:
-                raise LikeflowError(f"no upper limit on {poi} below its bound {hi_bound}")
-            break
         if upper - lower > 1e3 * sd:
             raise LikeflowError(f"no upper limit on {poi} found")
+    upper = min(upper, hi_bound)
     value = optimize.brentq(q_minus_threshold, lower, upper, xtol=1e-6 * sd)
-    return UpperLimit(float(value), cl, f"asymptotic one-sided profile likelihood, q~ = "
-                      f"{threshold:.3f}" + (" (best fit < 0: ratio to 0)" if mu_hat < 0 else ""),
-                      best_fit=mu_hat)
+    at = maximize(dens, best.x[None], fixed={i: np.array([value])})[0]
+    return UpperLimit(float(value), cl, method, best_fit=mu_hat,
+                      trusted=at.trusted and best.trusted,
+                      note=at.note or ("" if best.trusted else f"best fit: {best.note}"))
+
+
+@dataclass
+class CLsLimits:
+    """Observed and expected CLs upper limits (expected at -2, -1, 0, +1, +2 sigma)."""
+
+    observed: float | None
+    expected: list[float | None]
+    cl: float
+    method: str
+    best_fit: float
+    scan: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"observed": self.observed, "expected": self.expected,
+                "expected_sigma": [-2, -1, 0, 1, 2], "cl": self.cl, "method": self.method,
+                "best_fit": self.best_fit, "scan": self.scan}
+
+
+def cls_values(q_obs: np.ndarray, q_asimov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Observed CLs and the expected CLs band (-2..+2 sigma, rows) from q~_mu and q_mu,A, as
+    pyhf's asymptotic calculator computes them (its default 'normal' base distribution)."""
+    q_obs, q_a = np.maximum(q_obs, 0.0), np.maximum(q_asimov, 1e-300)
+    sq, sqa = np.sqrt(q_obs), np.sqrt(q_a)
+    t = np.where(sq <= sqa, sq - sqa, (q_obs - q_a) / (2 * sqa))
+    cls = stats.norm.sf(t + sqa) / stats.norm.sf(t)
+    band = np.array([stats.norm.sf(n + sqa) / stats.norm.sf(n) for n in (2, 1, 0, -1, -2)])
+    return cls, band
+
+
+def cls_limits(obs, asimov, poi: str, *, cl: float = 0.95, seed: int = 0,
+               points: int = 21) -> CLsLimits:
+    """Asymptotic CLs upper limits on ``poi`` from the observed likelihood ``obs`` and its
+    background-only Asimov partner ``asimov`` (surrogates or exact targets).
+
+    q~_mu is profiled on ``obs`` (zero where the best fit is above mu), q_mu,A on ``asimov``;
+    CLs(mu) as in pyhf; the limits are where CLs and each expected band reach ``1 - cl``,
+    found on a grid over the POI's range and refined by Brent's method.
+    """
+    d_obs, d_a = as_density(obs, seed=seed), as_density(asimov, seed=seed)
+    i = d_obs.index(poi)
+    if d_a.names != d_obs.names:
+        raise LikeflowError("the Asimov partner has other parameters than the observed "
+                            f"likelihood ({len(d_a.names)} vs {len(d_obs.names)}, or other names)")
+    lo, hi = d_obs.bounds[i]
+    if d_obs.support is not None:
+        hi = min(hi, d_obs.support["hi"][i], d_a.support["hi"][i] if d_a.support else hi)
+    if not np.isfinite(hi):
+        hi = max(10.0, float(np.quantile(d_obs.candidates[:, i], 0.999)))
+    best_o, best_a = best_fit(d_obs, seed=seed), best_fit(d_a, seed=seed)
+    mu_hat = float(best_o.x[i])
+    start = max(lo, 0.0)
+    ref_o = best_o.log_prob if mu_hat >= 0 else maximize(
+        d_obs, best_o.x[None], fixed={i: np.array([0.0])})[0].log_prob
+
+    def qs(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mo = maximize(d_obs, np.tile(best_o.x, (len(mu), 1)), fixed={i: mu})
+        ma = maximize(d_a, np.tile(best_a.x, (len(mu), 1)), fixed={i: mu})
+        q_o = np.array([-2 * (m.log_prob - ref_o) for m in mo])
+        q_o = np.where(mu < mu_hat, 0.0, np.maximum(q_o, 0.0))
+        q_a = np.maximum(np.array([-2 * (m.log_prob - best_a.log_prob) for m in ma]), 0.0)
+        return q_o, q_a
+
+    grid = np.linspace(start, hi, points)[1:]
+    q_o, q_a = qs(grid)
+    cls, band = cls_values(q_o, q_a)
+    alpha = 1 - cl
+
+    def solve(row: int | None) -> float | None:
+        vals = cls if row is None else band[row]
+        below = np.flatnonzero(vals < alpha)
+        if not len(below):
+            return None
+        j = below[0]
+        a = grid[j - 1] if j > 0 else start + 1e-9 * (hi - start)
+        b = grid[j]
+
+        def f(mu: float) -> float:
+            qo, qa = qs(np.array([mu]))
+            c, bd = cls_values(qo, qa)
+            return float((c if row is None else bd[row])[0] - alpha)
+
+        return float(optimize.brentq(f, a, b, xtol=1e-5 * (hi - start)))
+
+    observed = solve(None)
+    expected = [solve(r) for r in range(5)]
+    return CLsLimits(observed, expected, cl,
+                     f"asymptotic CLs, q~ test statistic (pyhf's formulae), {cl:.0%} CL; "
+                     f"{d_obs.kind} and its background-only Asimov partner", mu_hat,
+                     scan={"mu": grid.tolist(), "cls": cls.tolist(),
+                           "cls_expected": band.tolist()})
 
 
 def credible_upper_limit(samples: np.ndarray, *, cl: float = 0.95,

@@ -1,18 +1,24 @@
-"""Sampling a target log density with TFP's MCMC: many chains, adapted, vectorised, diagnosed.
+"""Sampling a target log density with TFP's MCMC: adapted, vectorised over chains, diagnosed.
 
-:func:`run_mcmc` runs ``chains`` parallel chains of TFP's No-U-Turn sampler (or HMC) in a space
-made unbounded and standardised by the preprocessing bijector of :mod:`likeflow.flows`, so that
-bounded parameters never step outside their bounds and one step size fits every direction:
+:func:`run_mcmc` runs parallel chains of TFP's No-U-Turn sampler (or HMC, or random-walk
+Metropolis) in an unbounded space (the bound map of :func:`likeflow.flows.bound_bijector`), so
+that bounded parameters never step outside their bounds:
 
-1. warm-up in rounds: each adapts the step size (dual averaging) from where the last ended, then
-   re-estimates the per-dimension location and scale from the second half of its draws (a
-   diagonal mass matrix, in effect);
-2. draws with the adapted step size, in blocks (progress, bounded graph size), thinned.
+1. warm-up in three rounds, each adapting the step size (dual averaging) from where the last
+   ended: the first with a diagonal metric from the starting points, the next two with a dense
+   metric (mean and Cholesky factor of the covariance of the previous round's second half, in
+   the unbounded coordinates). Real likelihoods (pyhf) have strongly correlated nuisance
+   parameters; a diagonal metric makes NUTS build deep trees and mix slowly;
+2. draws with the adapted step size and metric, in blocks (progress, bounded graph size),
+   thinned. The log density each draw already has is kept, not recomputed.
 
-Diagnostics are split R-hat (:func:`tfp.mcmc.potential_scale_reduction`) and the effective
-sample size across chains (:func:`tfp.mcmc.effective_sample_size`) for every parameter. A target
-without TF gradients (pyhf) is sampled by :func:`run_mcmc` with a random-walk Metropolis kernel
-whose proposal covariance is adapted from the warm-up.
+How many chains and draws: :func:`plan` chooses them from ``n`` (long chains matter more than
+many: at least 1000 draws per chain, thinned down to ``n`` samples in all). Diagnostics are the
+split R-hat (:func:`tfp.mcmc.potential_scale_reduction`) and the bulk effective sample size
+across chains (:func:`tfp.mcmc.effective_sample_size`) of every parameter.
+
+Samples are returned chain-major (all draws of chain 0, then chain 1, ...) with the chain of
+every row, so that a train/test split can keep whole blocks of each chain apart.
 """
 
 from __future__ import annotations
@@ -24,7 +30,12 @@ from typing import Callable
 
 import numpy as np
 
-from .flows import FlowConfig, preprocessing_bijector
+from .errors import LikeflowError
+from .flows import bound_bijector
+
+KERNELS = ("nuts", "hmc", "rwm")
+# fewest draws per chain: split R-hat and ESS need chains long against their autocorrelation
+MIN_DRAWS_PER_CHAIN = 1000
 
 
 @dataclass
@@ -32,46 +43,77 @@ class MCMCConfig:
     """Settings of :func:`run_mcmc` (documented defaults).
 
     Attributes:
-        chains: parallel chains (vectorised: more chains cost little until the CPU is full).
-        warmup: adaptation steps per chain (discarded), split in two halves.
-        thin: keep every ``thin``-th draw.
-        kernel: ``nuts``, ``hmc`` (gradient targets) or ``rwm`` (any target).
+        chains: parallel chains; None chooses from ``n`` (:func:`plan`).
+        warmup: adaptation steps per chain (discarded), in three rounds.
+        thin: keep every ``thin``-th draw; None chooses from ``n`` (:func:`plan`).
+        kernel: ``nuts``, ``hmc`` or ``rwm`` (random-walk Metropolis, gradient-free).
+        metric: ``dense`` (covariance learned in warm-up) or ``diag``.
         leapfrog_steps: HMC's fixed number of leapfrog steps.
         max_tree_depth: NUTS's largest tree (2^depth leapfrog steps).
         target_accept: acceptance rate the step size is adapted to.
         block: draws per compiled call (progress is reported per block).
         rhat_max: convergence threshold on the split R-hat of every parameter.
-        jit_compile: XLA-compile the chains (never for numpy targets such as pyhf). Measured on
-            2 CPU cores, NUTS on a 50-dim Gaussian (40 chains, 550 steps) took 29 s without XLA
-            and 115 s with it: compiling costs more than it saves unless the run is long.
+        jit_compile: XLA-compile whole chains. Measured on 2 CPU cores, NUTS on a 50-dim
+            Gaussian took 29 s without and 115 s with it: compiling the sampler's loops costs
+            more than it saves unless the run is long. (pyhf targets XLA-compile their own
+            log density and gradient in any case.)
         seed: seeds starting points and the chains.
     """
 
-    chains: int = 256
-    warmup: int = 600
-    thin: int = 1
+    chains: int | None = None
+    warmup: int = 1000
+    thin: int | None = None
     kernel: str = "nuts"
+    metric: str = "dense"
     leapfrog_steps: int = 8
-    max_tree_depth: int = 6
+    max_tree_depth: int = 7
     target_accept: float = 0.8
-    block: int = 100
+    block: int = 250
     rhat_max: float = 1.01
     jit_compile: bool = False
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.kernel not in KERNELS:
+            raise LikeflowError(f"unknown MCMC kernel '{self.kernel}' ({', '.join(KERNELS)})")
+        if self.metric not in ("dense", "diag"):
+            raise LikeflowError(f"unknown MCMC metric '{self.metric}' (dense, diag)")
+
+
+def plan(n: int, chains: int | None = None, thin: int | None = None) -> tuple[int, int, int]:
+    """(chains, kept draws per chain, thin) for about ``n`` samples.
+
+    Chains grow like sqrt(n / 500) between 4 and 32 (2,000 samples: 4 chains; 200,000: 20), so
+    chains stay long; every chain draws at least :data:`MIN_DRAWS_PER_CHAIN` times before
+    thinning, so that a small request still converges.
+    """
+    if chains is None:
+        chains = int(np.clip(round(math.sqrt(n / 500)), 4, 32))
+    kept = -(-n // chains)
+    if thin is None:
+        thin = max(1, -(-MIN_DRAWS_PER_CHAIN // kept))
+    return chains, kept, thin
+
 
 @dataclass
 class MCMCResult:
-    """Draws of all chains, flattened draw-major, with their diagnostics."""
+    """Draws of all chains, chain-major, with their log densities and diagnostics."""
 
     samples: np.ndarray
+    log_prob: np.ndarray
+    chain: np.ndarray
     rhat: np.ndarray
     ess: np.ndarray
     step_size: float
     accept_rate: float
     elapsed: float
     config: MCMCConfig
+    kernel: str
+    chains: int
+    draws_per_chain: int
+    thin: int
     names: list[str] = field(default_factory=list)
+    tree_size: float | None = None
 
     @property
     def converged(self) -> bool:
@@ -81,20 +123,25 @@ class MCMCResult:
         """Summary of R-hat and ESS (worst parameters named), for printing and file attributes."""
         worst = int(np.argmax(self.rhat))
         least = int(np.argmin(self.ess))
-        return {
-            "kernel": self.config.kernel, "chains": self.config.chains,
-            "warmup": self.config.warmup, "thin": self.config.thin,
+        out = {
+            "kernel": self.kernel, "metric": self.config.metric if self.kernel != "rwm"
+            else "dense", "chains": self.chains, "draws_per_chain": self.draws_per_chain,
+            "warmup": self.config.warmup, "thin": self.thin, "order": "chain-major",
             "rhat_max": float(self.rhat.max()), "rhat_worst_parameter": self.names[worst],
+            "rhat_threshold": self.config.rhat_max,
             "ess_min": float(self.ess.min()), "ess_min_parameter": self.names[least],
             "ess_median": float(np.median(self.ess)),
             "step_size": self.step_size, "accept_rate": self.accept_rate,
-            "elapsed_s": self.elapsed, "converged": self.converged,
+            "elapsed_s": self.elapsed, "converged": self.converged, "seed": self.config.seed,
         }
+        if self.tree_size is not None:
+            out["leapfrog_steps_mean"] = self.tree_size
+        return out
 
 
 def run_mcmc(target, n: int, config: MCMCConfig | None = None,
              progress: Callable[[str], None] | None = None) -> MCMCResult:
-    """Draw about ``n`` samples (rounded up to whole draws of all chains) from ``target``."""
+    """Draw ``n`` samples from ``target`` (see the module docstring for the schedule)."""
     import tensorflow as tf
     import tensorflow_probability as tfp
 
@@ -102,9 +149,14 @@ def run_mcmc(target, n: int, config: MCMCConfig | None = None,
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
     dim = target.dim
-    x0 = np.asarray(target.initial_points(cfg.chains, seed=cfg.seed), dtype=np.float64)
+    n_chains, kept, thin = plan(n, cfg.chains, cfg.thin)
+    kernel_name = cfg.kernel
+    if kernel_name != "rwm" and not getattr(target, "has_gradients", True):
+        raise LikeflowError(f"{getattr(target, 'name', 'this target')} has no TF gradients: "
+                            "use kernel='rwm'")
+    rwm = kernel_name == "rwm"
+    x0 = np.asarray(target.initial_points(n_chains, seed=cfg.seed), dtype=np.float64)
     bounds = np.asarray(target.bounds, dtype=np.float64)
-    kernel_name = cfg.kernel if target.has_gradients else "rwm"
     log_prob = _log_prob_fn(target)
     seed = tf.constant([cfg.seed, 0], dtype=tf.int32)
 
@@ -118,92 +170,132 @@ def run_mcmc(target, n: int, config: MCMCConfig | None = None,
         else:
             inner = tfp.mcmc.RandomWalkMetropolis(
                 log_prob, new_state_fn=tfp.mcmc.random_walk_normal_fn(scale=step_size))
-            return tfp.mcmc.TransformedTransitionKernel(inner, bijector)
         k = tfp.mcmc.TransformedTransitionKernel(inner, bijector)
-        if adapt_steps:
+        if adapt_steps and not rwm:
             k = tfp.mcmc.DualAveragingStepSizeAdaptation(
                 k, num_adaptation_steps=adapt_steps, target_accept_prob=cfg.target_accept)
         return k
 
-    def bijector_from(points):
-        fc = FlowConfig.from_data(points, bounds=bounds, layers=1, hidden=(1,))
-        return preprocessing_bijector(fc, "float64")
-
-    def accept_of(kr):
-        while not hasattr(kr, "is_accepted"):
-            kr = kr.inner_results
-        return kr.is_accepted
-
-    def step_of(kr):
-        while not hasattr(kr, "new_step_size"):
-            if not hasattr(kr, "inner_results"):
-                return None
-            kr = kr.inner_results
-        return kr.new_step_size
-
-    def runner(kernel, steps, trace_every=1):
-        """``steps`` transitions of ``kernel`` as one XLA-compiled function (traced once)."""
-        # XLA compiles the gradient kernels well; a numpy log density (pyhf) cannot be compiled
-        @tf.function(jit_compile=cfg.jit_compile and not rwm)
+    def runner(kernel, bijector, steps, trace_every=1):
+        """``steps`` transitions of ``kernel`` as one compiled function (traced once)."""
+        @tf.function(jit_compile=cfg.jit_compile)
         def go(state, seed):
+            @tf.autograph.experimental.do_not_convert
+            def trace(_, kr):
+                ttk = _find(kr, "transformed_state")
+                # the chain's own log density in the unbounded space, less the bound map's
+                # Jacobian: the physical log density, without evaluating the target again
+                lp = (_find(kr, "target_log_prob").target_log_prob
+                      - bijector.forward_log_det_jacobian(ttk.transformed_state, event_ndims=1))
+                leap = _find(kr, "leapfrogs_taken", required=False)
+                return (_find(kr, "is_accepted").is_accepted,
+                        _step_size_of(kr), lp,
+                        tf.zeros([], tf.int32) if leap is None else leap.leapfrogs_taken)
             return tfp.mcmc.sample_chain(
                 num_results=steps // trace_every, current_state=state, kernel=kernel,
                 num_burnin_steps=0, num_steps_between_results=trace_every - 1,
-                trace_fn=lambda _, kr: (accept_of(kr), step_of(kr) if step_of(kr) is not None
-                                        else tf.zeros([], tf.float64)),
-                seed=seed)
+                trace_fn=trace, seed=seed)
         return go
 
-    def run(kernel, state, steps, seed, trace_every=1):
-        return runner(kernel, steps, trace_every)(state, seed)
-
-    # warm-up in rounds: each adapts the step size (dual averaging for gradient kernels, the
-    # acceptance rule for random-walk Metropolis) and then re-estimates the per-dimension
-    # location and scale from the second half of its draws (a diagonal mass matrix, in effect)
-    rwm = kernel_name == "rwm"
-    rounds = 6 if rwm else 2
-    per_round = max(50, cfg.warmup // rounds)
+    # warm-up: a diagonal round from the starting points, then dense metric rounds
+    fractions = (0.15, 0.3, 0.55) if not rwm else (0.1, 0.15, 0.2, 0.25, 0.3)
     step = tf.constant(2.38 / math.sqrt(dim) if rwm else 0.5 / dim ** 0.25, tf.float64)
-    bij = bijector_from(x0)
+    bij = _metric_bijector(x0, bounds, dense=False)
     state = tf.constant(x0)
-    seeds = tfp.random.split_seed(seed, rounds + 1 + 10_000)
-    for r in range(rounds):
-        say(f"warm-up {r + 1}/{rounds}: {per_round} steps x {cfg.chains} chains "
+    seeds = tfp.random.split_seed(seed, len(fractions) + 10_000)
+    for r, frac in enumerate(fractions):
+        steps_r = max(50, int(cfg.warmup * frac))
+        say(f"warm-up {r + 1}/{len(fractions)}: {steps_r} steps x {n_chains} chains "
             f"({kernel_name}), step size {float(step):.3g}")
-        draws, (acc, steps) = run(make_kernel(bij, step, 0 if rwm else int(0.8 * per_round)),
-                                  state, per_round, seeds[r])
+        kern = make_kernel(bij, step, int(0.8 * steps_r))
+        draws, (acc, steps, _, _) = runner(kern, bij, steps_r)(state, seeds[r])
         state = draws[-1]
         step = _adapted_step(steps, acc, step, rwm)
-        bij = bijector_from(draws[per_round // 2:].numpy().reshape(-1, dim))
-    # 3) draws, with a fixed step size, in blocks
-    n_draws = -(-n // cfg.chains)
+        pooled = draws[steps_r // 2:].numpy().reshape(-1, dim)
+        bij = _metric_bijector(pooled, bounds, dense=rwm or cfg.metric == "dense")
+    # draws, with a fixed step size and metric, in blocks
     kernel = make_kernel(bij, step, 0)
-    out, accepts = [], []
+    out, lps, accepts, leaps = [], [], [], []
     k = 0
-    block = runner(kernel, cfg.block * cfg.thin, trace_every=cfg.thin)
-    while sum(len(o) for o in out) < n_draws:
-        m = min(cfg.block, n_draws - sum(len(o) for o in out))
-        go = block if m == cfg.block else runner(kernel, m * cfg.thin, trace_every=cfg.thin)
-        d, (a, _) = go(state, seeds[rounds + k])
+    block = runner(kernel, bij, cfg.block * thin, trace_every=thin)
+    t_draws = time.perf_counter()
+    while sum(len(o) for o in out) < kept:
+        m = min(cfg.block, kept - sum(len(o) for o in out))
+        go = block if m == cfg.block else runner(kernel, bij, m * thin, trace_every=thin)
+        d, (a, _, lp, lf) = go(state, seeds[len(fractions) + k])
         state = d[-1]
         out.append(d.numpy())
+        lps.append(lp.numpy())
         accepts.append(float(tf.reduce_mean(tf.cast(a, tf.float64))))
+        leaps.append(float(tf.reduce_mean(tf.cast(lf, tf.float64))))
         k += 1
         done = sum(len(o) for o in out)
-        say(f"draws {done}/{n_draws} per chain, acceptance {accepts[-1]:.2f}, "
-            f"{time.perf_counter() - t0:.0f} s")
+        # the first block includes tracing: the estimate improves as blocks accumulate
+        left = (time.perf_counter() - t_draws) / done * (kept - done)
+        say(f"draws {done}/{kept} per chain (x{n_chains} chains, thin {thin}), acceptance "
+            f"{accepts[-1]:.2f}, {time.perf_counter() - t0:.0f} s, about {left:.0f} s left")
     chains = np.concatenate(out)                                   # (draws, chains, D)
     rhat = tfp.mcmc.potential_scale_reduction(chains, independent_chain_ndims=1,
                                               split_chains=True).numpy()
     ess = tfp.mcmc.effective_sample_size(chains, cross_chain_dims=1).numpy()
-    return MCMCResult(samples=chains.reshape(-1, dim)[:n], rhat=np.asarray(rhat),
+    # chain-major: the rows of a chain are contiguous and in draw order
+    samples = np.transpose(chains, (1, 0, 2)).reshape(-1, dim)[:n]
+    lp = np.transpose(np.concatenate(lps), (1, 0)).reshape(-1)[:n]
+    chain_of = np.repeat(np.arange(n_chains), kept)[:n]
+    return MCMCResult(samples=samples, log_prob=lp, chain=chain_of, rhat=np.asarray(rhat),
                       ess=np.asarray(ess), step_size=float(step),
                       accept_rate=float(np.mean(accepts)), elapsed=time.perf_counter() - t0,
-                      config=cfg, names=list(target.names))
+                      config=cfg, kernel=kernel_name, chains=n_chains, draws_per_chain=kept,
+                      thin=thin, names=list(target.names),
+                      tree_size=None if rwm or kernel_name == "hmc" else float(np.mean(leaps)))
+
+
+def _metric_bijector(points: np.ndarray, bounds: np.ndarray, *, dense: bool):
+    """Unbounded whitened space -> physical: the bound map after an affine map fitted to
+    ``points`` (their mean and covariance in the bound map's unbounded coordinates)."""
+    import tensorflow_probability as tfp
+
+    from .flows import unbounded_coordinates
+
+    tfb = tfp.bijectors
+    u = unbounded_coordinates(points, bounds)
+    mean = u.mean(axis=0)
+    std = u.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    if not dense:
+        return bound_bijector(bounds, mean, std)
+    z = (u - mean) / std
+    cov = np.cov(z.T) if len(z) > 1 else np.eye(len(mean))
+    cov = np.atleast_2d(cov) + 1e-6 * np.eye(len(mean))
+    try:
+        chol = np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        chol = np.diag(np.sqrt(np.diag(cov)))
+    return tfb.Chain([bound_bijector(bounds, mean, std), tfb.ScaleMatvecTriL(chol)])
+
+
+def _find(kr, attr: str, required: bool = True):
+    """The (nested) kernel results object that has ``attr`` (None if none, when allowed)."""
+    while not hasattr(kr, attr):
+        inner = next((getattr(kr, k) for k in ("inner_results", "accepted_results")
+                      if hasattr(kr, k)), None)
+        if inner is None:
+            if required:
+                raise AttributeError(attr)
+            return None
+        kr = inner
+    return kr
+
+
+def _step_size_of(kr):
+    import tensorflow as tf
+
+    found = _find(kr, "new_step_size", required=False)
+    return found.new_step_size if found is not None else tf.zeros([], tf.float64)
 
 
 def _adapted_step(steps, accepts, previous, rwm: bool):
-    """The step size after a warm-up phase.
+    """The step size after a warm-up round.
 
     Gradient kernels take dual averaging's final step size (median over chains); random-walk
     Metropolis rescales its proposal towards an acceptance of about 0.234 (Roberts et al.).
@@ -220,7 +312,7 @@ def _log_prob_fn(target):
     """The target's log density as a TF function of a (chains, D) float64 tensor."""
     import tensorflow as tf
 
-    if target.has_gradients:
+    if getattr(target, "has_gradients", True):
         return target.log_prob
 
     def numpy_log_prob(x):

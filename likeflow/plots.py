@@ -194,21 +194,30 @@ def training_curves(history: list[dict], path: str) -> str:
     return path
 
 
-def profile_plot(curves: list[tuple[str, np.ndarray, np.ndarray]], path: str, *, poi: str,
+def profile_plot(curves: list[tuple], path: str, *, poi: str,
                  limits: list[tuple[str, float]] = (), q_limit: float | None = None) -> str:
-    """-2 Delta log L against the POI: one line per (label, values, q), sigma lines, limits.
+    """-2 Delta log L against the POI: one line per (label, values, q[, trusted]), sigma lines,
+    limits.
 
     The horizontal lines at 1 and 4 are the 68% and 95% two-sided intervals (1 and 2 sigma);
     ``q_limit`` (2.71 for a one-sided 95% limit) is drawn dashed, each limit as a vertical line.
+    Points marked untrusted (outside a surrogate's training region) are drawn as red crosses.
     """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     styles = [dict(color="k", lw=2), dict(color=MODEL_COLOR, lw=2, ls="--"),
               dict(color=TEST_COLOR, lw=1.5, ls="-.")]
     top = 0.0
-    for (label, x, q), style in zip(curves, styles * 3):
+    for curve, style in zip(curves, styles * 3):
+        label, x, q = curve[:3]
+        trusted = curve[3] if len(curve) > 3 and curve[3] is not None else None
+        x, q = np.asarray(x), np.asarray(q)
         ok = np.isfinite(q)
         ax.plot(x[ok], q[ok], label=label, **style)
+        if trusted is not None and not np.all(trusted):
+            bad = ok & ~np.asarray(trusted)
+            ax.plot(x[bad], q[bad], "x", color="#c00", ms=8, mew=2,
+                    label="untrusted (outside the training data)")
         top = max(top, float(np.nanmax(q[ok])) if ok.any() else 0.0)
     ymax = min(max(top, 5.0), 9.0) * 1.05
     for level, name in ((1.0, r"1$\sigma$"), (4.0, r"2$\sigma$")):

@@ -8,7 +8,13 @@ compares the surrogate's log density with the file's (``log_prob``) and maps the
 space (the chi2(D) check).
 
 A dimension is flagged when its KS p-value is below 0.01 / D (a Bonferroni-corrected 1% test:
-a perfect surrogate has a 1% chance of any flag at all).
+a perfect surrogate has a 1% chance of any flag at all), or when its tails are off: an end of its
+95% or 99.7% central interval further from the test data's than ``TAIL_FACTOR`` times the noise
+floor (the larger of that dimension's floor and the median floor over dimensions).
+
+The validation ends in a verdict, ``PASS``, ``WARN`` or ``FAIL``, with its reasons
+(:meth:`ValidationResult.verdict`; thresholds in :data:`VERDICT_THRESHOLDS`, documented in
+``docs/validation.md``).
 
 Example:
     >>> res = validate(surrogate, test_samples, n=100_000)       # doctest: +SKIP
@@ -30,6 +36,17 @@ from .jsonutil import strict_json
 from .samples import SampleSet
 
 
+# a dimension's interval end further off than this many noise floors is flagged
+TAIL_FACTOR = 3.0
+# (warn below, fail below) for the correlations and p-values; (warn above, fail above) for the
+# fraction of flagged dimensions
+VERDICT_THRESHOLDS = {
+    "log_prob_pearson": (0.99, 0.9),
+    "latent_chi2_pvalue": (1e-3, 1e-8),
+    "flagged_fraction": (0.0, 0.05),
+}
+
+
 @dataclass
 class ValidationResult:
     """Every metric for the surrogate and for the noise floor, per dimension and summarised."""
@@ -42,6 +59,7 @@ class ValidationResult:
     log_prob: dict | None = None
     latent: dict | None = None
     flagged: list[str] = field(default_factory=list)
+    flag_reasons: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     elapsed: float = 0.0
     samples: dict = field(default_factory=dict, repr=False)  # arrays for the plots, not saved
@@ -81,13 +99,57 @@ class ValidationResult:
                  "w1_std": self.model["w1_std_units"][i],
                  "floor_w1_std": self.floor["w1_std_units"][i]} for i in order]
 
+    def verdict(self) -> tuple[str, list[str]]:
+        """``PASS``, ``WARN`` or ``FAIL`` and the reasons (empty for ``PASS``).
+
+        Checks: log-prob correlation with the true density, the latent chi2 test, and the
+        dimensions flagged by KS or by their tails (named); thresholds in
+        :data:`VERDICT_THRESHOLDS`.
+        """
+        level = 0
+        reasons = []
+
+        def worse(k: int, why: str) -> None:
+            nonlocal level
+            level = max(level, k)
+            reasons.append(("FAIL: " if k == 2 else "WARN: ") + why)
+
+        warn, fail = VERDICT_THRESHOLDS["log_prob_pearson"]
+        if self.log_prob:
+            r = self.log_prob["pearson"]
+            if not np.isfinite(r) or r < fail:
+                worse(2, f"log-prob Pearson {r:.3f} < {fail}")
+            elif r < warn:
+                worse(1, f"log-prob Pearson {r:.4f} < {warn}")
+            if self.log_prob.get("nonfinite"):
+                worse(2, f"{self.log_prob['nonfinite']} test points with a non-finite log density")
+        warn, fail = VERDICT_THRESHOLDS["latent_chi2_pvalue"]
+        if self.latent:
+            p = self.latent["pvalue"]
+            if p < fail:
+                worse(2, f"latent |z|^2 vs chi2(D): p = {p:.2g} < {fail:g}")
+            elif p < warn:
+                worse(1, f"latent |z|^2 vs chi2(D): p = {p:.2g} < {warn:g}")
+        warn, fail = VERDICT_THRESHOLDS["flagged_fraction"]
+        if self.flagged:
+            frac = len(self.flagged) / len(self.names)
+            named = ", ".join(f"{k} ({', '.join(self.flag_reasons.get(k, ['KS']))})"
+                              for k in self.flagged[:8])
+            more = " ..." if len(self.flagged) > 8 else ""
+            worse(2 if frac > fail else 1,
+                  f"{len(self.flagged)} of {len(self.names)} dimensions flagged: {named}{more}")
+        return ("PASS", "WARN", "FAIL")[level], reasons
+
     def summary(self) -> dict:
         """The compact summary stored in a surrogate file."""
+        verdict, reasons = self.verdict()
         return {
+            "verdict": verdict, "verdict_reasons": reasons,
             "n": self.n,
             "rows": [{"metric": r[0], "surrogate": r[1], "noise_floor": r[2], "ideal": r[3]}
                      for r in self.summary_rows()],
             "flagged": self.flagged,
+            "flag_reasons": self.flag_reasons,
             "worst": self.worst(5),
             "notes": self.notes,
         }
@@ -118,7 +180,13 @@ class ValidationResult:
                                                                 else "")
                         if self.flagged else ""))
         lines += [f"note: {n}" for n in self.notes]
+        lines.append(self.verdict_line())
         return "\n".join(lines)
+
+    def verdict_line(self) -> str:
+        """``verdict: PASS`` or ``verdict: WARN (reasons)``: one line, printed last."""
+        verdict, reasons = self.verdict()
+        return f"verdict: {verdict}" + (f" ({'; '.join(reasons)})" if reasons else "")
 
     def write(self, folder: str | os.PathLike, *, training: dict | None = None,
               plots: bool = True) -> list[str]:
@@ -150,6 +218,10 @@ class ValidationResult:
         notes = "".join(f"<p class=note>{html.escape(n)}</p>" for n in self.notes)
         flagged = (f"{len(self.flagged)} of {len(self.names)} dimensions flagged"
                    + (": " + html.escape(", ".join(self.flagged)) if self.flagged else ""))
+        verdict, reasons = self.verdict()
+        colour = {"PASS": "#070", "WARN": "#a60", "FAIL": "#b00"}[verdict]
+        verdict_html = (f'<p class=verdict style="color:{colour}">Verdict: {verdict}</p>'
+                        + "".join(f"<p class=note>{html.escape(r)}</p>" for r in reasons))
         return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>likeflow validation</title>
 <style>
@@ -161,15 +233,18 @@ tr.flag td {{ color: #b00; font-weight: bold; }}
 figure {{ display: inline-block; margin: 1em; vertical-align: top; }}
 img {{ max-width: 640px; border: 1px solid #eee; }}
 .note {{ color: #a60; }}
+.verdict {{ font-size: 1.6em; font-weight: bold; }}
 </style></head><body>
 <h1>likeflow validation report</h1>
+{verdict_html}
 <p>{self.n} held-out test points against {self.n} surrogate samples. The noise floor is the same
 metric between two disjoint halves of the test data: what a perfect surrogate scores at this
 sample size.</p>
 {notes}
 <table><tr><th>metric</th><th>surrogate</th><th>noise floor</th><th>ideal</th></tr>{rows}</table>
 <h2>Worst dimensions</h2>
-<p>{flagged} (KS p-value below {0.01 / len(self.names):.2g}, a Bonferroni-corrected 1% test).</p>
+<p>{flagged} (KS p-value below {0.01 / len(self.names):.2g}, a Bonferroni-corrected 1% test, or
+95%/99.7% interval ends off by more than {TAIL_FACTOR:g} noise floors).</p>
 <table><tr><th>parameter</th><th>KS p-value</th><th>KS statistic</th><th>W1 / std</th>
 <th>noise floor W1 / std</th></tr>{worst}</table>
 <h2>Plots</h2>
@@ -221,13 +296,33 @@ def validate(surrogate, test: SampleSet, *, n: int | None = None, seed: int = 0,
     model_lp = surrogate.log_prob(points)
     if test.log_prob is not None:
         result.log_prob = metrics.log_prob_agreement(model_lp, test.log_prob[rows[:2 * m]])
-    result.latent = metrics.latent_chi2(surrogate.to_latent(points))
+    # a surrogate folded at a bound maps the mirror images too: unfold the test points at
+    # random (seeded) so that they are samples of the unfolded flow before the chi2 check
+    unfolded = surrogate.unfold(points, seed=seed) if hasattr(surrogate, "unfold") else points
+    result.latent = metrics.latent_chi2(surrogate.to_latent(unfolded))
     limit = 0.01 / test.dim
-    result.flagged = [name for name, p in zip(test.names, result.model["ks_pvalue"]) if p < limit]
+    reasons = {name: ["KS"] for name, p in zip(test.names, result.model["ks_pvalue"])
+               if p < limit}
+    for i in tail_flags(result.model, result.floor):
+        reasons.setdefault(test.names[i], []).append("tails")
+    result.flag_reasons = reasons
+    result.flagged = [name for name in test.names if name in reasons]
     result.samples = {"test": half_a, "model": model_samples, "model_lp": model_lp,
                       "true_lp": None if test.log_prob is None else test.log_prob[rows[:2 * m]]}
     result.elapsed = time.perf_counter() - t0
     return result
+
+
+def tail_flags(model: dict, floor: dict) -> list[int]:
+    """Dimensions whose 95% or 99.7% interval ends are off by more than :data:`TAIL_FACTOR`
+    noise floors (the larger of the dimension's floor and the median floor)."""
+    out = set()
+    for lev in ("0.95", "0.997"):
+        m = np.asarray(model["intervals"][lev]["diff_std"])
+        f = np.asarray(floor["intervals"][lev]["diff_std"])
+        scale = np.maximum(f, np.median(f))
+        out |= set(np.flatnonzero(m > TAIL_FACTOR * scale).tolist())
+    return sorted(out)
 
 
 def _num(x) -> str:

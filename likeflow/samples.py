@@ -7,6 +7,7 @@ likeflow's own layout (written by :func:`write_samples`, read by default)::
     log_likelihood  (N,)   float     optional
     log_prior       (N,)   float     optional
     weights         (N,)   float     optional, >= 0
+    chain           (N,)   float     optional: MCMC chain of each row (a chain's rows contiguous)
     attrs: parameter_names (D strings), poi (names), bounds (D x 2, +-inf for none)
 
 Foreign layouts are read by option: any 2-D dataset with an optional log-prob dataset
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -55,7 +57,9 @@ __all__ = [
 # Rows read per block: 65536 rows x 95 columns x 8 bytes is 50 MB, small next to any subsample.
 BLOCK_ROWS = 1 << 16
 
-OPTIONAL_COLUMNS = ("log_prob", "log_likelihood", "log_prior", "weights")
+# ``chain``: the MCMC chain of each row (rows of a chain contiguous, in draw order); a split
+# keeps whole blocks of each chain apart (:func:`split_indices`)
+OPTIONAL_COLUMNS = ("log_prob", "log_likelihood", "log_prior", "weights", "chain")
 
 
 def min_samples(dim: int) -> int:
@@ -94,6 +98,7 @@ class SampleSet:
         log_prob: (N,) target log density at each sample, if known.
         log_likelihood, log_prior: (N,) the two parts of ``log_prob``, if known.
         weights: (N,) non-negative sample weights, if any.
+        chain: (N,) the MCMC chain of each row, if known (rows of a chain contiguous, in order).
         dropped_nonfinite: rows dropped on reading because they held NaN or inf.
         origin: where the rows came from (file, row indices in it), when read from a file.
     """
@@ -106,6 +111,7 @@ class SampleSet:
     log_likelihood: np.ndarray | None = None
     log_prior: np.ndarray | None = None
     weights: np.ndarray | None = None
+    chain: np.ndarray | None = None
     dropped_nonfinite: int = 0
     origin: "Origin | None" = None
 
@@ -329,6 +335,23 @@ def read_samples(path: str | os.PathLike, options: ReadOptions | None = None, *,
     return s.check(path, drop_nonfinite=opts.drop_nonfinite, minimum=minimum) if check else s
 
 
+def mcmc_record(path: str | os.PathLike) -> dict | None:
+    """The MCMC record a sample file carries (kernel, R-hat, ESS, acceptance, step size, ...),
+    as written by ``likeflow generate`` or ``combine``; None if there is none."""
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("mcmc")
+    except OSError:
+        return None
+    if raw is None:
+        return None
+    try:
+        rec = json.loads(raw if isinstance(raw, str) else bytes(raw).decode())
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
 def write_samples(path: str | os.PathLike, s: SampleSet, *, compression: str | None = "gzip",
                   attrs: dict | None = None) -> None:
     """Write ``s`` in likeflow's layout, atomically (a temp file in the same folder, then rename).
@@ -390,20 +413,46 @@ class Split:
     test: np.ndarray
 
 
-def split_indices(n: int, *, seed: int, validation: float = 0.1, test: float = 0.1) -> Split:
+def split_indices(n: int, *, seed: int, validation: float = 0.1, test: float = 0.1,
+                  chain: np.ndarray | None = None, blocks_per_chain: int = 20) -> Split:
     """A seeded, disjoint train/validation/test split of ``n`` rows.
 
-    The split depends on ``n``, ``seed`` and the two fractions alone, so a later step (validation
-    of a saved surrogate) rebuilds exactly the same test rows from the numbers stored in the file.
-    Each part gets at least one row.
+    Without ``chain``, rows are drawn at random. With the chain of every row (MCMC samples,
+    rows of a chain contiguous and in draw order), each chain is cut into ``blocks_per_chain``
+    contiguous blocks and whole blocks are dealt to the parts at random: a test point's
+    neighbours in its chain are test points too (except at a block's two ends), so correlated
+    draws do not make the validation too kind.
+
+    The split depends on its arguments alone, so a later step (validation of a saved surrogate)
+    rebuilds exactly the same test rows from the numbers stored in the file. Each part gets at
+    least one row.
     """
     if not (0 < validation < 1 and 0 < test < 1 and validation + test < 1):
         raise ValueError("validation and test fractions must be in (0, 1) and sum below 1")
-    perm = np.random.default_rng(seed).permutation(n)
+    rng = np.random.default_rng(seed)
     n_test = max(1, int(round(test * n)))
     n_val = max(1, int(round(validation * n)))
-    return Split(train=np.sort(perm[n_test + n_val:]), validation=np.sort(perm[n_test:n_test + n_val]),
-                 test=np.sort(perm[:n_test]))
+    if chain is None:
+        perm = rng.permutation(n)
+        return Split(train=np.sort(perm[n_test + n_val:]),
+                     validation=np.sort(perm[n_test:n_test + n_val]), test=np.sort(perm[:n_test]))
+    chain = np.asarray(chain)
+    blocks = []
+    for c in np.unique(chain):
+        rows = np.flatnonzero(chain == c)
+        blocks += [b for b in np.array_split(rows, min(blocks_per_chain, len(rows))) if len(b)]
+    order = rng.permutation(len(blocks))
+    parts: list[list[np.ndarray]] = [[], [], []]
+    counts = [0, 0]
+    for k in order:
+        part = 0 if counts[0] < n_test else 1 if counts[1] < n_val else 2
+        parts[part].append(blocks[k])
+        if part < 2:
+            counts[part] += len(blocks[k])
+    te, va, tr = (np.sort(np.concatenate(p)) if p else np.zeros(0, int) for p in parts)
+    if not len(tr) or not len(va):
+        raise ValueError("too few chain blocks for a train/validation/test split")
+    return Split(train=tr, validation=va, test=te)
 
 
 # --- reading ------------------------------------------------------------------------------------

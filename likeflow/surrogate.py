@@ -131,6 +131,42 @@ class Surrogate:
         z = self._as_points(z)
         return self._from_latent(z.astype(self.flow.dtype.as_numpy_dtype)).astype(np.float64)
 
+    def unfold(self, x, *, seed: int = 0) -> np.ndarray:
+        """Physical points with each reflected parameter mirrored across its bound at random
+        (seeded): samples of the unfolded flow when ``x`` are samples of the surrogate. The
+        latent chi2 check maps these (the fold's own preimages are ambiguous)."""
+        x = self._as_points(x).copy()
+        rng = np.random.default_rng(seed)
+        for i, point in self.config.reflect:
+            flip = rng.random(len(x)) < 0.5
+            x[flip, i] = 2 * point - x[flip, i]
+        return x
+
+    def latent_r2(self, x) -> np.ndarray:
+        """Squared latent radius of physical points (the smallest over the mirror images of a
+        folded surrogate): beyond ``support["latent_r2_max"]`` the flow extrapolates."""
+        x = self._as_points(x)
+        best = np.full(len(x), np.inf)
+        images = [x]
+        for i, point in self.config.reflect:
+            for img in list(images):
+                m = img.copy()
+                m[:, i] = 2 * point - m[:, i]
+                images.append(m)
+        for img in images:
+            z = self.to_latent(img)
+            best = np.minimum(best, np.where(np.isfinite(z).all(axis=1),
+                                             np.sum(z ** 2, axis=1), np.inf))
+        return best
+
+    @property
+    def support(self) -> dict | None:
+        """The region the training data cover (``lo``, ``hi`` per parameter and the largest
+        latent radius squared of a training point), or None for files written before it was
+        recorded. Profiles and best fits stay inside it."""
+        sup = self.training.get("support")
+        return sup if isinstance(sup, dict) and "lo" in sup else None
+
     def sample(self, n: int, *, seed: int = 0) -> np.ndarray:
         """``n`` fresh samples (n, D); the same ``seed`` gives the same samples, also after load."""
         n = int(n)
@@ -189,6 +225,8 @@ class Surrogate:
         read = file_rows(origin.n, trained_opts)
         if len(read) != data.get("n"):
             return read  # rows were dropped on reading: leave out everything training read
+        if data.get("split_kind") == "chain blocks":
+            return read  # the blocks need the chains of the rows read: leave out all of them
         split = SplitSpec(**data["split"]).rows(len(read))
         return read[np.concatenate([split.train, split.validation])]
 
@@ -272,20 +310,26 @@ def is_surrogate_file(path: str | os.PathLike) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class SplitSpec:
-    """How a sample set is split; stored in the surrogate so validation can rebuild the test rows."""
+    """How a sample set is split; stored in the surrogate so validation can rebuild the test rows.
+
+    Samples with a ``chain`` column (MCMC) are split in whole blocks of each chain
+    (``blocks_per_chain`` per chain), others row by row at random.
+    """
 
     seed: int = 0
     validation: float = 0.1
     test: float = 0.1
+    blocks_per_chain: int = 20
 
-    def rows(self, n: int):
-        """The train/validation/test rows of ``n`` samples under this spec."""
-        return split_indices(n, seed=self.seed, validation=self.validation, test=self.test)
+    def rows(self, n: int, chain: np.ndarray | None = None):
+        """The train/validation/test rows of ``n`` samples (of these chains) under this spec."""
+        return split_indices(n, seed=self.seed, validation=self.validation, test=self.test,
+                             chain=chain, blocks_per_chain=self.blocks_per_chain)
 
 
 def split_of(samples: SampleSet, spec: SplitSpec):
     """The train/validation/test rows of ``samples`` under ``spec``."""
-    return spec.rows(samples.n)
+    return spec.rows(samples.n, samples.chain)
 
 
 def fit(samples: SampleSet | str | os.PathLike, *, flow_config: dict | None = None,
@@ -321,6 +365,7 @@ def fit(samples: SampleSet | str | os.PathLike, *, flow_config: dict | None = No
                   samples.subset(parts.test))
     data = {"file": path, "fingerprint": samples.fingerprint(), "n": samples.n,
             "read_options": read_options.to_dict(), "split": dataclasses.asdict(split),
+            "split_kind": "chain blocks" if samples.chain is not None else "random rows",
             "n_train": tr.n, "n_validation": va.n, "n_test": te.n}
     if samples.origin is not None and samples.origin.file:
         data.update(file_realpath=samples.origin.file, origin_n=samples.origin.n,
@@ -364,12 +409,24 @@ def fit(samples: SampleSet | str | os.PathLike, *, flow_config: dict | None = No
                        config=tcfg, progress=progress, on_best=checkpoint, previous=previous)
     training = record(result)
     surrogate = Surrogate(flow, training)
+    training["support"] = support_of(surrogate, tr.values)
     training["test_log_prob"] = float(_weighted_mean(surrogate.log_prob(te.values), te.weights))
     if te.log_prob is not None:
         training["test_log_prob_target"] = float(_weighted_mean(te.log_prob, te.weights))
     if out is not None:
         surrogate.save(out)
     return surrogate
+
+
+def support_of(surrogate: Surrogate, train_x: np.ndarray) -> dict:
+    """The region the training points cover: their range per parameter and the largest squared
+    latent radius among them (points further out in the base space are extrapolation)."""
+    z = surrogate.to_latent(surrogate.unfold(train_x, seed=0))
+    r2 = np.sum(z ** 2, axis=1)
+    r2 = r2[np.isfinite(r2)]
+    return {"lo": train_x.min(axis=0).tolist(), "hi": train_x.max(axis=0).tolist(),
+            "latent_r2_max": float(r2.max()) if len(r2) else None,
+            "n": int(len(train_x))}
 
 
 def _weighted_mean(x: np.ndarray, w: np.ndarray | None) -> float:

@@ -18,7 +18,7 @@ __all__ = ["Target", "LHCToy", "CorrelatedGaussian", "GaussianMixture", "make_ta
 
 def make_target(name: str, **kw) -> Target:
     """``lhc-toy``, ``gaussian`` (dim, seed), ``mixture`` (dim, components, seed) or ``pyhf``
-    (workspace, patch)."""
+    (workspace, patch, poi, asimov)."""
     if name in ("lhc-toy", "lhc_toy"):
         return LHCToy()
     if name == "gaussian":
@@ -28,5 +28,6 @@ def make_target(name: str, **kw) -> Target:
                                seed=kw.get("seed", 0))
     if name == "pyhf":
         from .pyhf_target import PyhfTarget
-        return PyhfTarget(kw["workspace"], patch=kw.get("patch"))
+        return PyhfTarget(kw["workspace"], patch=kw.get("patch"), poi=kw.get("poi"),
+                          asimov=bool(kw.get("asimov")))
     raise ValueError(f"unknown target '{name}'")

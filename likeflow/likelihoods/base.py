@@ -56,6 +56,19 @@ class Target:
         ll, lp = np.concatenate(ll), np.concatenate(lp)
         return {"log_prob": ll + lp, "log_likelihood": ll, "log_prior": lp}
 
+    def evaluate_prior(self, x: np.ndarray, batch: int = 65536) -> np.ndarray:
+        """``log_prior`` alone at numpy points (n, D): cheap, no likelihood evaluation."""
+        import tensorflow as tf
+
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        fn = self.__dict__.get("_prior_fn")
+        if fn is None:
+            fn = tf.function(self.log_prior,
+                             input_signature=[tf.TensorSpec([None, self.dim], tf.float64)])
+            self._prior_fn = fn
+        return np.concatenate([fn(tf.constant(x[i:i + batch])).numpy()
+                               for i in range(0, len(x), batch)]) if len(x) else np.zeros(0)
+
     def sample(self, n: int, seed: int = 0) -> np.ndarray | None:
         """Exact samples (n, D), or None where there is no exact sampler (use MCMC)."""
         return None
