@@ -681,7 +681,8 @@ def profile_cmd(surrogate, poi, patch, asimov_path, value_range, points, cl, plo
     limit = upper_limit(dens, poi, cl=cl, prof=prof, seed=seed)
     bayes = (bayesian_upper_limit(dens, poi, cl=cl, n=n_samples, seed=seed)
              if dens.sampler is not None else None)
-    cls = cls_limits(dens, partner, poi, cl=cl, seed=seed) if partner is not None else None
+    cls = (cls_limits(dens, partner, poi, cl=cl, seed=seed, best=best)
+           if partner is not None else None)
     ref_q = (np.interp(prof.values, ref["values"], ref["q"], left=np.nan, right=np.nan)
              if ref else None)
     click.echo(f"{kind}; best fit: {poi} = {best.x[i]:.5g} (log density {best.log_prob:.4f})"
@@ -953,8 +954,11 @@ def generate(target, workspace, n, output, dim, components, patch, seed, use_mcm
 
 def main() -> None:
     """Console-script entry point."""
-    # TensorFlow's C++ start-up chatter (CUDA probing, CPU features) is noise on a terminal
+    # TensorFlow's C++ start-up chatter (CUDA probing, CPU features) and its Python warnings
+    # (retracing, AutoGraph) are noise on a terminal; errors still show
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import logging
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     cli(prog_name="likeflow")
 
 

@@ -10,9 +10,16 @@ Four flows, each a chain ``base N(0, I) -> layer -> permutation -> ... -> layer 
 - ``cnsf``: the same spline in coupling layers.
 
 The last bijector of the forward chain, :class:`Preprocess`, maps the flow's standardised,
-unbounded space to the physical parameters: ``x = lo + (hi - lo) * sigmoid(m + s * u)`` for a
-parameter bounded on both sides, ``lo + softplus(.)`` / ``hi - softplus(.)`` for one bound,
-``m + s * u`` for none. Its Jacobian is part of ``log_prob``, so the density is in the
+unbounded space to the physical parameters: ``x = lo + (hi - lo) * Phi(m + s * u)`` (the normal
+CDF: ``bound_map="probit"``, the default of new fits) for a parameter bounded on both sides,
+``lo + softplus(.)`` / ``hi - softplus(.)`` for one bound, ``m + s * u`` for none. The probit
+map sends a density that is flat up to the bounds to an exact standard normal (the sigmoid of
+files written before it, ``bound_map="sigmoid"``, to a logistic with exponential tails, which
+flows model poorly). A two-sided parameter whose data stay away from both bounds (a nuisance
+parameter ~N(0, 1) with bounds +-5) uses a soft clip instead (``softclip``, a scale per
+parameter): ``x = lo + c softplus((v - lo)/c) - c softplus((v - hi)/c)``, the identity in the
+bulk and bending only within ~c of a bound. Any map that curves inside the data turns a
+Gaussian into a narrow core with wide tails in the flow's coordinates, which flows fit badly. Its Jacobian is part of ``log_prob``, so the density is in the
 coordinates of the sample file and no mass lies outside the bounds.
 
 Densities piled up at a bound (a signal strength whose best fit is 0): such a map sends the
@@ -53,6 +60,12 @@ FLOWS = ("maf", "realnvp", "ansf", "cnsf")
 PERMUTATIONS = ("reverse", "random", "rotate")
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu")
 
+BOUND_MAPS = ("probit", "sigmoid")
+# The probit map is evaluated no further than this many standard deviations from its centre:
+# within Phi(-5) = 2.9e-7 of the range from a bound, a density that reaches the bound is held
+# at its value there instead of being extrapolated from the flow's tail (where 1% of error in
+# the tail's width is 0.5 nats at 10 sigma).
+PROBIT_MAX = 5.0
 # At most this many reflected parameters (log_prob evaluates the flow 2^k times).
 MAX_REFLECTIONS = 3
 # Reflect at a bound when the density there is at least this fraction of the marginal's peak.
@@ -88,6 +101,12 @@ class FlowConfig:
             ``permutation`` and ``seed``; stored so a file never depends on a RNG's stream).
         reflect: ``[dimension, bound]`` pairs: the flow models those parameters mirrored
             across that bound and ``log_prob`` folds it back (see the module docstring).
+        bound_map: ``probit`` (new fits) or ``sigmoid``: the map of two-sided bounds.
+        softclip: per parameter, the scale c of the soft clip of its two bounds, or 0 for
+            ``bound_map`` (empty: 0 everywhere); chosen by :func:`bound_maps`.
+        marginal_spline: an elementwise rational-quadratic spline (K bins on [-B, B], its own
+            parameters, no conditioner) as the layer next to the data: each parameter's
+            marginal shape (skew), which affine layers fit poorly. New affine fits have it.
     """
 
     dim: int
@@ -108,6 +127,11 @@ class FlowConfig:
     scale: list[float] = field(default_factory=list)
     permutations: list[list[int]] = field(default_factory=list)
     reflect: list[list[float]] = field(default_factory=list)
+    # "sigmoid" is what files written before the probit map hold (they have no such key)
+    bound_map: str = "sigmoid"
+    softclip: list[float] = field(default_factory=list)
+    # False is what files written before the marginal spline hold (they have no such key)
+    marginal_spline: bool = False
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -118,6 +142,8 @@ class FlowConfig:
             self.bounds = [[None, None]] * d
         if not self.shift:
             self.shift = [0.0] * d
+        if not self.softclip:
+            self.softclip = [0.0] * d
         if not self.scale:
             self.scale = [1.0] * d
         if not self.permutations:
@@ -144,7 +170,7 @@ class FlowConfig:
             bad("layers and hidden units must be positive")
         if self.bins < 2 or self.spline_range <= 0:
             bad("bins must be >= 2 and spline_range > 0")
-        for key in ("names", "bounds", "shift", "scale"):
+        for key in ("names", "bounds", "shift", "scale", "softclip"):
             if len(getattr(self, key)) != self.dim:
                 bad(f"'{key}' has {len(getattr(self, key))} entries for dim {self.dim}")
         if len(self.permutations) != self.layers - 1 or any(
@@ -152,28 +178,36 @@ class FlowConfig:
             bad("'permutations' must hold layers-1 permutations of range(dim)")
         if not all(s > 0 and math.isfinite(s) for s in self.scale):
             bad("every scale must be positive and finite")
+        if not all(c >= 0 and math.isfinite(c) for c in self.softclip):
+            bad("every softclip scale must be finite and >= 0")
+        if self.bound_map not in BOUND_MAPS:
+            bad(f"unknown bound_map '{self.bound_map}' ({', '.join(BOUND_MAPS)})")
         if len(self.reflect) > MAX_REFLECTIONS:
             bad(f"at most {MAX_REFLECTIONS} reflected parameters")
         seen = set()
         for item in self.reflect:
             if (not isinstance(item, (list, tuple)) or len(item) != 2
                     or not isinstance(item[0], int) or not 0 <= item[0] < self.dim
-                    or item[0] in seen or item[1] is None
+                    or item[1] is None or tuple(item) in seen
                     or float(item[1]) not in [b for b in self.bounds[item[0]] if b is not None]):
                 bad(f"'reflect' entry {item} is not [dimension, one of its finite bounds]")
-            seen.add(item[0])
+            seen.add(tuple(item))
 
     @classmethod
     def from_data(cls, values: np.ndarray, *, names: Sequence[str] | None = None,
                   poi: Sequence[str] = (), bounds: np.ndarray | None = None,
                   weights: np.ndarray | None = None, reflect="auto",
+                  bound_map: str = "probit", marginal_spline: bool | None = None,
                   **hyper) -> "FlowConfig":
         """A config whose preprocessing standardises ``values`` (the training data).
 
         ``bounds`` is (D, 2) with +-inf for none; ``reflect`` is ``"auto"`` (from the data, see
         :func:`bound_reflections`), ``"none"``, or explicit ``[dimension, bound]`` pairs;
-        ``hyper`` sets any other field (``flow``, ``layers``, ``hidden``, ...).
+        ``marginal_spline`` defaults to True for the affine flows (maf, realnvp); ``hyper`` sets
+        any other field (``flow``, ``layers``, ``hidden``, ...).
         """
+        if marginal_spline is None:
+            marginal_spline = hyper.get("flow", "maf") in ("maf", "realnvp")
         values = np.asarray(values, dtype=np.float64)
         d = values.shape[1]
         b = np.tile([-np.inf, np.inf], (d, 1)) if bounds is None else np.asarray(bounds, float)
@@ -184,13 +218,17 @@ class FlowConfig:
             reflect = bound_reflections(values, b) if reflect == "auto" else []
         reflect = [[int(i), float(v)] for i, v in reflect]
         # the flow sees the data mirrored across each reflected bound, on the extended range
+        fb = flow_bounds(b, reflect)
         for i, point in reflect:
             mirrored = values.copy()
             mirrored[:, i] = 2 * point - mirrored[:, i]
-            values = np.concatenate([values, mirrored])
+            # a second reflection of a mirror image lies beyond the extended range: dropped
+            keep = (mirrored[:, i] >= fb[i, 0]) & (mirrored[:, i] <= fb[i, 1])
+            values = np.concatenate([values, mirrored[keep]])
             if weights is not None:
-                weights = np.concatenate([weights, weights])
-        u = unbounded_coordinates(values, flow_bounds(b, reflect))
+                weights = np.concatenate([weights, weights[keep]])
+        softclip = bound_maps(values, fb) if bound_map == "probit" else np.zeros(d)
+        u = unbounded_coordinates(values, fb, bound_map, softclip)
         if weights is None:
             mean, std = u.mean(axis=0), u.std(axis=0)
         else:
@@ -200,7 +238,9 @@ class FlowConfig:
         return cls(dim=d, names=list(names) if names is not None else [],
                    poi=list(poi), bounds=[[_none_if_inf(lo), _none_if_inf(hi)] for lo, hi in b],
                    shift=[float(m) for m in mean], scale=[float(s) for s in std],
-                   reflect=reflect, **hyper)
+                   reflect=reflect, bound_map=bound_map,
+                   softclip=[float(c) for c in softclip],
+                   marginal_spline=bool(marginal_spline), **hyper)
 
     def bounds_array(self) -> np.ndarray:
         """(D, 2) bounds with +-inf for none."""
@@ -251,34 +291,25 @@ def bound_reflections(values: np.ndarray, bounds: np.ndarray) -> list[list[float
 
     A bound qualifies when the density of the data within a tenth of a standard deviation of it
     is at least :data:`REFLECT_MIN_RATIO` of the marginal's peak density (histogram of the same
-    bin width). Of a parameter, only the bound with the larger ratio; of all, the
+    bin width). Of a parameter, the bound with the larger ratio (reflecting both bounds of a
+    posterior flat over its range only moves the problem to the edges of the extended range);
+    the other one is a probit bound, held at :data:`PROBIT_MAX`. Of all, the
     :data:`MAX_REFLECTIONS` largest ratios.
     """
     values = np.asarray(values, dtype=np.float64)
     found = []
     for i in range(values.shape[1]):
         lo, hi = bounds[i]
-        x = values[:, i]
-        sd = float(np.std(x))
-        if not (np.isfinite(lo) or np.isfinite(hi)) or sd == 0 or len(x) < 100:
+        if not (np.isfinite(lo) or np.isfinite(hi)):
             continue
-        h = 0.1 * sd
-        if np.isfinite(lo) and np.isfinite(hi):
-            h = min(h, 0.05 * (hi - lo))
-        edges = np.arange(x.min(), x.max() + h, h)
-        if len(edges) < 3:
+        ratios = _edge_ratios(values[:, i], lo, hi)
+        if ratios is None:
             continue
-        peak = np.histogram(x, edges)[0].max() / (len(x) * h)
-        best = None
-        for point, near in ((lo, x < lo + h), (hi, x > hi - h)):
-            if np.isfinite(point):
-                ratio = float(near.mean()) / h / peak
-                if ratio >= REFLECT_MIN_RATIO and (best is None or ratio > best[0]):
-                    best = (ratio, float(point))
-        if best is not None:
-            found.append((best[0], i, best[1]))
+        k = int(np.argmax(ratios))
+        if ratios[k] >= REFLECT_MIN_RATIO:
+            found.append((ratios[k], i, float((lo, hi)[k])))
     found.sort(reverse=True)
-    return [[i, point] for _, i, point in sorted(found[:MAX_REFLECTIONS], key=lambda t: t[1])]
+    return [[i, point] for _, i, point in sorted(found[:MAX_REFLECTIONS], key=lambda t: t[1:])]
 
 
 def make_permutations(kind: str, dim: int, layers: int, seed: int) -> list[list[int]]:
@@ -299,12 +330,50 @@ def make_permutations(kind: str, dim: int, layers: int, seed: int) -> list[list[
 
 
 def expected_variable_count(config: FlowConfig) -> int:
-    """Trainable variables the architecture implies: a kernel and a bias per dense layer."""
-    return config.layers * 2 * (len(config.hidden) + 1)
+    """Trainable variables the architecture implies: a kernel and a bias per dense layer, and
+    the marginal spline's parameters."""
+    return config.layers * 2 * (len(config.hidden) + 1) + int(config.marginal_spline)
 
 
-def unbounded_coordinates(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+def bound_maps(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Per parameter, the soft-clip scale for two-sided bounds the data stay away from (the
+    density within a tenth of a standard deviation of either bound below 1% of the peak): half
+    the data's standard deviation, so that the map bends only within about one standard
+    deviation of a bound. 0 (probit) where the data reach a bound, and for parameters without
+    two bounds."""
+    out = np.zeros(values.shape[1])
+    for i in range(values.shape[1]):
+        lo, hi = bounds[i]
+        if np.isfinite(lo) and np.isfinite(hi):
+            ratios = _edge_ratios(values[:, i], lo, hi)
+            if ratios is not None and max(ratios) < 0.01:
+                out[i] = 0.5 * float(np.std(values[:, i]))
+    return out
+
+
+def _edge_ratios(x: np.ndarray, lo: float, hi: float) -> tuple[float, float] | None:
+    """Density of ``x`` within a tenth of a standard deviation of each bound, over the peak
+    density (histogram of the same bin width); None where it cannot be told."""
+    sd = float(np.std(x))
+    if sd == 0 or len(x) < 100:
+        return None
+    h = 0.1 * sd
+    if np.isfinite(lo) and np.isfinite(hi):
+        h = min(h, 0.05 * (hi - lo))
+    edges = np.arange(x.min(), x.max() + h, h)
+    if len(edges) < 3:
+        return None
+    peak = np.histogram(x, edges)[0].max() / (len(x) * h)
+    at_lo = float(np.mean(x < lo + h)) / h / peak if np.isfinite(lo) else 0.0
+    at_hi = float(np.mean(x > hi - h)) / h / peak if np.isfinite(hi) else 0.0
+    return at_lo, at_hi
+
+
+def unbounded_coordinates(values: np.ndarray, bounds: np.ndarray,
+                          bound_map: str = "sigmoid", softclip=None) -> np.ndarray:
     """The bound maps of :class:`Preprocess`, inverted, in numpy (for the standardisation)."""
+    from scipy import special
+
     lo, hi = bounds[:, 0], bounds[:, 1]
     v = np.array(values, dtype=np.float64)
     both = np.isfinite(lo) & np.isfinite(hi)
@@ -313,7 +382,20 @@ def unbounded_coordinates(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     tiny = np.finfo(np.float64).tiny
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.clip((v - lo) / (hi - lo), 1e-12, 1 - 1e-12)
-        v = np.where(both, np.log(t) - np.log1p(-t), v)
+        if bound_map == "probit":  # from the nearer bound, for precision
+            t_hi = np.clip((hi - v) / (hi - lo), 1e-12, 1 - 1e-12)
+            inner = np.where(t < 0.5, special.ndtri(t), -special.ndtri(t_hi))
+        else:
+            inner = np.log(t) - np.log1p(-t)
+        v = np.where(both, inner, v)
+        if softclip is not None and np.any(np.asarray(softclip) > 0):
+            c = np.where(np.asarray(softclip) > 0, softclip, 1.0)
+            soft = both & (np.asarray(softclip) > 0)
+            a = np.clip((values - lo) / c, 1e-300, None)
+            b = np.clip((values - hi) / c, None, -1e-300)
+            # lo + c softplus^-1((x-lo)/c) - c log(1 - exp((x-hi)/c))
+            inv = lo + c * (a + np.log(-np.expm1(-a))) - c * np.log(-np.expm1(b))
+            v = np.where(soft, inv, v)
         d_lo = np.maximum(v - lo, tiny) if lower.any() else v
         v = np.where(lower, d_lo + np.log(-np.expm1(-d_lo)), v)
         d_hi = np.maximum(hi - values, tiny) if upper.any() else v
@@ -352,24 +434,22 @@ def _tf():
     return tf, tfp, tf_keras
 
 
-def preprocessing_bijector(config: FlowConfig, dtype: str = "float64"):
-    """The :class:`Preprocess` bijector of ``config`` alone (unbounded standardised -> physical)."""
-    return bound_bijector(config.bounds_array(), config.shift, config.scale, dtype)
-
-
-def bound_bijector(bounds: np.ndarray, shift=None, scale=None, dtype: str = "float64"):
+def bound_bijector(bounds: np.ndarray, shift=None, scale=None, dtype: str = "float64", *,
+                   bound_map: str = "sigmoid", softclip=None):
     """The one bound map of the package: unbounded, standardised ``u`` -> physical ``x``.
 
-    ``x = map(shift + scale * u)`` with the sigmoid/softplus maps of :class:`Preprocess`
-    (``bounds`` (D, 2), +-inf for none). MCMC samples and inference optimises in ``u``, so no
-    step ever leaves the bounds; the flows end with the same map.
+    ``x = map(shift + scale * u)`` with the probit or sigmoid / softplus maps of
+    :class:`Preprocess` (``bounds`` (D, 2), +-inf for none). MCMC samples and inference
+    optimises in ``u``, so no step ever leaves the bounds; the flows end with the same map.
     """
     tf, _, _ = _tf()
     bounds = np.asarray(bounds, dtype=np.float64)
     d = len(bounds)
     shift = np.zeros(d) if shift is None else np.asarray(shift, dtype=np.float64)
     scale = np.ones(d) if scale is None else np.asarray(scale, dtype=np.float64)
-    return _flow_class().Preprocess(bounds, shift, scale, tf.as_dtype(dtype))
+    softclip = np.zeros(d) if softclip is None else np.asarray(softclip, dtype=np.float64)
+    return _flow_class().Preprocess(bounds, shift, scale, tf.as_dtype(dtype),
+                                    probit=bound_map == "probit", softclip=softclip)
 
 
 def build_flow(config: FlowConfig):
@@ -391,9 +471,11 @@ def _flow_class():
     class Preprocess(tfb.Bijector):
         """Standardised unbounded space -> physical parameters, keeping all mass inside bounds."""
 
-        def __init__(self, bounds, shift, scale, dtype):
+        def __init__(self, bounds, shift, scale, dtype, probit: bool = False, softclip=None):
             super().__init__(forward_min_event_ndims=1, validate_args=False, dtype=dtype,
                              name="preprocess")
+            self._probit = bool(probit)
+            softclip = np.zeros(len(shift)) if softclip is None else np.asarray(softclip, float)
             b = np.asarray(bounds, dtype=np.float64)
             lo, hi = b[:, 0], b[:, 1]
             fin_lo, fin_hi = np.isfinite(lo), np.isfinite(hi)
@@ -410,11 +492,27 @@ def _flow_class():
             self._scale = c(scale)
             self._log_scale_sum = c(np.sum(np.log(scale)))
             self._eps = c(np.finfo(dtype.as_numpy_dtype).eps)
+            soft = (softclip > 0) & fin_lo & fin_hi
+            self._any_soft = bool(soft.any())
+            self._soft = tf.constant(soft)
+            self._c = c(np.where(soft, softclip, 1.0))
+            # log(1 - exp(-(hi - lo)/c)): a constant of the soft clip's log-derivative
+            self._soft_k = c(np.where(soft, np.log(-np.expm1(-(hi_s - lo_s) / np.where(
+                soft, softclip, 1.0))), 0.0))
             self._tiny = c(np.finfo(dtype.as_numpy_dtype).tiny)
 
         def _forward(self, u):
             v = self._shift + self._scale * u
-            x = tf.where(self._both, self._lo + self._width * tf.sigmoid(v), v)
+            if self._probit:  # from the nearer bound: Phi(v) = erfc(-v / sqrt 2) / 2
+                inner = tf.where(v < 0, self._lo + self._width * _ndtr(v),
+                                 self._hi - self._width * _ndtr(-v))
+            else:
+                inner = self._lo + self._width * tf.sigmoid(v)
+            x = tf.where(self._both, inner, v)
+            if self._any_soft:
+                soft = (self._lo + self._c * tf.nn.softplus((v - self._lo) / self._c)
+                        - self._c * tf.nn.softplus((v - self._hi) / self._c))
+                x = tf.where(self._soft, soft, x)
             x = tf.where(self._lower, self._lo + tf.nn.softplus(v), x)
             x = tf.where(self._upper, self._hi - tf.nn.softplus(v), x)
             # rounding must never put a sample outside its bounds
@@ -424,9 +522,25 @@ def _flow_class():
             return tf.clip_by_value(x, lo, hi)
 
         def _inverse(self, x):
-            t = tf.clip_by_value((x - self._lo) / self._width, self._eps, 1 - self._eps)
-            t = tf.where(self._both, t, 0.5)
-            v = tf.where(self._both, tf.math.log(t) - tf.math.log1p(-t), x)
+            if self._probit:  # from the nearer bound, for precision in float32
+                t_min = tf.constant(_PHI_MIN, dtype=x.dtype)
+                t_lo = tf.clip_by_value((x - self._lo) / self._width, t_min, 0.5)
+                t_hi = tf.clip_by_value((self._hi - x) / self._width, t_min, 0.5)
+                t_lo, t_hi = tf.where(self._both, t_lo, 0.5), tf.where(self._both, t_hi, 0.5)
+                inner = tf.where(t_lo < 0.5, tf.math.ndtri(t_lo), -tf.math.ndtri(t_hi))
+            else:
+                t = tf.clip_by_value((x - self._lo) / self._width, self._eps, 1 - self._eps)
+                t = tf.where(self._both, t, 0.5)
+                inner = tf.math.log(t) - tf.math.log1p(-t)
+            v = tf.where(self._both, inner, x)
+            if self._any_soft:
+                a = tf.maximum((x - self._lo) / self._c, self._tiny)
+                b = tf.minimum((x - self._hi) / self._c, -self._tiny)
+                a = tf.where(self._soft, a, 1.0)
+                b = tf.where(self._soft, b, -1.0)
+                inv = (self._lo + self._c * tfp.math.softplus_inverse(a)
+                       - self._c * tfp.math.log1mexp(-b))
+                v = tf.where(self._soft, inv, v)
             d_lo = tf.where(self._lower, tf.maximum(x - self._lo, self._tiny), 1.0)
             v = tf.where(self._lower, tfp.math.softplus_inverse(d_lo), v)
             d_hi = tf.where(self._upper, tf.maximum(self._hi - x, self._tiny), 1.0)
@@ -435,10 +549,18 @@ def _flow_class():
 
         def _forward_log_det_jacobian(self, u):
             v = self._shift + self._scale * u
-            both = self._log_width + tf.math.log_sigmoid(v) + tf.math.log_sigmoid(-v)
+            if self._probit:
+                both = self._log_width - 0.5 * tf.square(v) - 0.5 * math.log(2 * math.pi)
+            else:
+                both = self._log_width + tf.math.log_sigmoid(v) + tf.math.log_sigmoid(-v)
             one = tf.math.log_sigmoid(v)
             ldj = tf.where(self._both, both, tf.where(self._lower | self._upper, one,
                                                       tf.zeros_like(v)))
+            if self._any_soft:
+                # dx/dv = sigmoid(a) - sigmoid(b), a - b = (hi - lo)/c: stable in logs
+                a, b = (v - self._lo) / self._c, (v - self._hi) / self._c
+                soft = -b + self._soft_k - tf.nn.softplus(-a) - tf.nn.softplus(-b)
+                ldj = tf.where(self._soft, soft, ldj)
             return tf.reduce_sum(ldj, axis=-1) + self._log_scale_sum
 
     class MLP(tf.Module):
@@ -462,6 +584,41 @@ def _flow_class():
             for layer in self.hidden_layers:
                 x = layer(x)
             return self.out(x)
+
+    class MarginalSpline(tfb.Bijector):
+        """An elementwise rational-quadratic spline per dimension, its parameters a variable
+        of shape (D, 3K - 1): the spline is rebuilt from the variable on every call."""
+
+        def __init__(self, params, bins, bound):
+            super().__init__(forward_min_event_ndims=1, validate_args=False,
+                             dtype=params.dtype, name="marginal_spline")
+            self.params = params
+            self._bins, self._bound = bins, bound
+
+        def _spline(self):
+            return spline(self.params, self._bins, self._bound)
+
+        def _forward(self, x):
+            return self._spline().forward(x)
+
+        def _inverse(self, y):
+            return self._spline().inverse(y)
+
+        def _forward_log_det_jacobian(self, x):
+            return tf.reduce_sum(self._spline().forward_log_det_jacobian(x, event_ndims=0),
+                                 axis=-1)
+
+        def _inverse_log_det_jacobian(self, y):
+            return tf.reduce_sum(self._spline().inverse_log_det_jacobian(y, event_ndims=0),
+                                 axis=-1)
+
+        def _is_increasing(self):  # noqa: D401 - TFP's hook
+            return True
+
+    _PHI_MIN = float(0.5 * math.erfc(PROBIT_MAX / math.sqrt(2.0)))
+
+    def _ndtr(v):
+        return 0.5 * tf.math.erfc(-v / math.sqrt(2.0))
 
     def affine(params, clamp):
         shift, raw = params[..., 0], params[..., 1]
@@ -520,8 +677,14 @@ def _flow_class():
                 forward_order.append(t)
                 if i < len(config.permutations):
                     forward_order.append(tfb.Permute(config.permutations[i], name=f"perm_{i}"))
+            if config.marginal_spline:
+                # zeros: uniform bins and unit slopes, the identity
+                forward_order.append(MarginalSpline(
+                    tf.Variable(tf.zeros([d, 3 * config.bins - 1], dtype=dtype),
+                                name="marginal_spline"), config.bins, config.spline_range))
             self.preprocess = Preprocess(config.flow_bounds_array(), config.shift, config.scale,
-                                         dtype)
+                                         dtype, probit=config.bound_map == "probit",
+                                         softclip=config.softclip)
             forward_order.append(self.preprocess)
             self._forward_order = forward_order
             # positions only (ints): a second reference to the MADEs would be tracked by
@@ -536,6 +699,8 @@ def _flow_class():
             lows = config.bounds_array()[:, 0]
             self._reflect = [(int(i), float(v), 1.0 if v == lows[int(i)] else -1.0)
                              for i, v in config.reflect]
+            self._flow_range = {int(i): tuple(float(b) for b in config.flow_bounds_array()[int(i)])
+                                for i, _ in config.reflect}
             self.distribution.log_prob(tf.zeros([1, d], dtype=dtype) + self.preprocess.forward(
                 tf.zeros([1, d], dtype=dtype)))  # build every layer's variables
 
@@ -547,12 +712,35 @@ def _flow_class():
             """
             if not self._reflect:
                 return self.distribution.log_prob(x)
+            images = self.images(x)
+            lp = self.distribution.log_prob(tf.concat(images, axis=0))
+            # an image on or beyond the edge of the flow's range carries no density (and its
+            # value there may be NaN): only the images strictly inside count
+            ok = tf.concat([self._in_range(img) for img in images], axis=0)
+            lp = tf.where(ok & ~tf.math.is_nan(lp), lp, tf.constant(-np.inf, lp.dtype))
+            return tf.reduce_logsumexp(tf.reshape(lp, [len(images), -1]), axis=0)
+
+        def images(self, x):
+            """``x`` and its mirror images across the reflected bounds (2^k tensors; those
+            beyond the flow's range carry no density, see :meth:`_in_range`)."""
             images = [x]
             for i, point, _ in self._reflect:
                 hot = tf.one_hot(i, self.config.dim, dtype=x.dtype)
                 images += [img + hot * (2 * point - 2 * img[..., i:i + 1]) for img in images]
-            lp = self.distribution.log_prob(tf.concat(images, axis=0))
-            return tf.reduce_logsumexp(tf.reshape(lp, [len(images), -1]), axis=0)
+            return images
+
+        def _in_range(self, y):
+            """Whether points lie inside the flow's (extended) range in the reflected
+            dimensions."""
+            inside = tf.ones(tf.shape(y)[:-1], tf.bool)
+            for i in sorted({i for i, _, _ in self._reflect}):
+                lo, hi = self._flow_range[i]
+                inside &= (y[..., i] > lo) & (y[..., i] < hi)
+            return inside
+
+        def unfolded_log_prob(self, x):
+            """The flow's own density on its extended range (no fold)."""
+            return self.distribution.log_prob(x)
 
         def fold(self, y):
             """Points of the flow's extended range -> the physical range (mirror images of

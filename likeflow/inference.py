@@ -471,13 +471,14 @@ def cls_values(q_obs: np.ndarray, q_asimov: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def cls_limits(obs, asimov, poi: str, *, cl: float = 0.95, seed: int = 0,
-               points: int = 21) -> CLsLimits:
+               points: int = 21, best: Maximum | None = None) -> CLsLimits:
     """Asymptotic CLs upper limits on ``poi`` from the observed likelihood ``obs`` and its
     background-only Asimov partner ``asimov`` (surrogates or exact targets).
 
     q~_mu is profiled on ``obs`` (zero where the best fit is above mu), q_mu,A on ``asimov``;
     CLs(mu) as in pyhf; the limits are where CLs and each expected band reach ``1 - cl``,
-    found on a grid over the POI's range and refined by Brent's method.
+    found on a grid over the POI's range and refined by Brent's method. ``best`` is the best
+    fit of ``obs`` when known (a profile's), so that every limit uses the same one.
     """
     d_obs, d_a = as_density(obs, seed=seed), as_density(asimov, seed=seed)
     i = d_obs.index(poi)
@@ -489,7 +490,7 @@ def cls_limits(obs, asimov, poi: str, *, cl: float = 0.95, seed: int = 0,
         hi = min(hi, d_obs.support["hi"][i], d_a.support["hi"][i] if d_a.support else hi)
     if not np.isfinite(hi):
         hi = max(10.0, float(np.quantile(d_obs.candidates[:, i], 0.999)))
-    best_o, best_a = best_fit(d_obs, seed=seed), best_fit(d_a, seed=seed)
+    best_o, best_a = best or best_fit(d_obs, seed=seed), best_fit(d_a, seed=seed)
     mu_hat = float(best_o.x[i])
     start = max(lo, 0.0)
     ref_o = best_o.log_prob if mu_hat >= 0 else maximize(

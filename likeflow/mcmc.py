@@ -237,7 +237,7 @@ def run_mcmc(target, n: int, config: MCMCConfig | None = None,
     chains = np.concatenate(out)                                   # (draws, chains, D)
     rhat = tfp.mcmc.potential_scale_reduction(chains, independent_chain_ndims=1,
                                               split_chains=True).numpy()
-    ess = tfp.mcmc.effective_sample_size(chains, cross_chain_dims=1).numpy()
+    ess = _quietly(lambda: tfp.mcmc.effective_sample_size(chains, cross_chain_dims=1).numpy())
     # chain-major: the rows of a chain are contiguous and in draw order
     samples = np.transpose(chains, (1, 0, 2)).reshape(-1, dim)[:n]
     lp = np.transpose(np.concatenate(lps), (1, 0)).reshape(-1)[:n]
@@ -272,6 +272,22 @@ def _metric_bijector(points: np.ndarray, bounds: np.ndarray, *, dense: bool):
     except np.linalg.LinAlgError:
         chol = np.diag(np.sqrt(np.diag(cov)))
     return tfb.Chain([bound_bijector(bounds, mean, std), tfb.ScaleMatvecTriL(chol)])
+
+
+def _quietly(fn):
+    """``fn()`` with TF's Python warnings off: TFP's ESS casts its FFT's complex result to
+    float and says so on every call, which reads like a fault to a user."""
+    import logging
+
+    import tensorflow as tf
+
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return fn()
+    finally:
+        logger.setLevel(level)
 
 
 def _find(kr, attr: str, required: bool = True):

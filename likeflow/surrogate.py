@@ -131,32 +131,52 @@ class Surrogate:
         z = self._as_points(z)
         return self._from_latent(z.astype(self.flow.dtype.as_numpy_dtype)).astype(np.float64)
 
-    def unfold(self, x, *, seed: int = 0) -> np.ndarray:
-        """Physical points with each reflected parameter mirrored across its bound at random
-        (seeded): samples of the unfolded flow when ``x`` are samples of the surrogate. The
-        latent chi2 check maps these (the fold's own preimages are ambiguous)."""
-        x = self._as_points(x).copy()
-        rng = np.random.default_rng(seed)
-        for i, point in self.config.reflect:
-            flip = rng.random(len(x)) < 0.5
-            x[flip, i] = 2 * point - x[flip, i]
-        return x
-
-    def latent_r2(self, x) -> np.ndarray:
-        """Squared latent radius of physical points (the smallest over the mirror images of a
-        folded surrogate): beyond ``support["latent_r2_max"]`` the flow extrapolates."""
-        x = self._as_points(x)
-        best = np.full(len(x), np.inf)
+    def _images(self, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """``x`` and its mirror images across the reflected bounds, and for each image (rows)
+        whether it lies inside the flow's extended range."""
         images = [x]
         for i, point in self.config.reflect:
             for img in list(images):
                 m = img.copy()
                 m[:, i] = 2 * point - m[:, i]
                 images.append(m)
-        for img in images:
+        fb = self.config.flow_bounds_array()
+        ok = np.array([np.all((img > fb[:, 0]) & (img < fb[:, 1]), axis=1) for img in images])
+        return images, ok
+
+    def unfold(self, x, *, seed: int = 0) -> np.ndarray:
+        """Physical points moved to one of their mirror images across the reflected bounds,
+        drawn (seeded) in proportion to the flow's density there: samples of the unfolded flow
+        when ``x`` are samples of the surrogate. The latent chi2 check maps these (a point of
+        the fold has several preimages)."""
+        x = self._as_points(x)
+        if not self.config.reflect:
+            return x.copy()
+        images, ok = self._images(x)
+        fn = self.__dict__.get("_unfolded")
+        if fn is None:
+            fn = self._unfolded = _Compiled(self.flow.unfolded_log_prob, self.dim,
+                                            self.flow.dtype, EVAL_BATCH)
+        lp = np.array([fn(img.astype(self.flow.dtype.as_numpy_dtype)) for img in images],
+                      dtype=np.float64)
+        lp = np.where(ok & np.isfinite(lp), lp, -np.inf)
+        w = np.exp(lp - lp.max(axis=0))
+        cum = np.cumsum(w / w.sum(axis=0), axis=0)
+        pick = (np.random.default_rng(seed).random(len(x)) > cum).sum(axis=0)
+        pick = np.minimum(pick, len(images) - 1)
+        return np.stack(images)[pick, np.arange(len(x))]
+
+    def latent_r2(self, x) -> np.ndarray:
+        """Squared latent radius of physical points (the smallest over the mirror images of a
+        folded surrogate inside its range): beyond ``support["latent_r2_max"]`` the flow
+        extrapolates."""
+        x = self._as_points(x)
+        images, ok = self._images(x)
+        best = np.full(len(x), np.inf)
+        for img, inside in zip(images, ok):
             z = self.to_latent(img)
-            best = np.minimum(best, np.where(np.isfinite(z).all(axis=1),
-                                             np.sum(z ** 2, axis=1), np.inf))
+            r2 = np.where(np.isfinite(z).all(axis=1) & inside, np.sum(z ** 2, axis=1), np.inf)
+            best = np.minimum(best, r2)
         return best
 
     @property
@@ -424,7 +444,14 @@ def support_of(surrogate: Surrogate, train_x: np.ndarray) -> dict:
     z = surrogate.to_latent(surrogate.unfold(train_x, seed=0))
     r2 = np.sum(z ** 2, axis=1)
     r2 = r2[np.isfinite(r2)]
-    return {"lo": train_x.min(axis=0).tolist(), "hi": train_x.max(axis=0).tolist(),
+    lo, hi = train_x.min(axis=0), train_x.max(axis=0)
+    # a bound the data reach (within a thousandth of the data's spread) is in the region: the
+    # density there is held or folded, not extrapolated
+    b = surrogate.bounds
+    near = 1e-3 * (hi - lo)
+    lo = np.where(np.isfinite(b[:, 0]) & (lo - b[:, 0] <= near), b[:, 0], lo)
+    hi = np.where(np.isfinite(b[:, 1]) & (b[:, 1] - hi <= near), b[:, 1], hi)
+    return {"lo": lo.tolist(), "hi": hi.tolist(),
             "latent_r2_max": float(r2.max()) if len(r2) else None,
             "n": int(len(train_x))}
 

@@ -13,6 +13,10 @@ Sub-benchmarks:
   memory      peak RSS of 'likeflow fit --max-samples' on a large file (--big, made if missing)
   bounded     a pyhf likelihood whose POI sits at its lower bound: mass outside the bounds and
               every dimension's W1 against the noise floor
+  real        real ATLAS likelihoods (the sbottom search's pyhf workspaces, read from --atlas):
+              'likeflow generate pyhf' (observed and Asimov) and 'likeflow fit' with defaults,
+              then the surrogate's profile, profile limit, credible limit and CLs limits next
+              to the exact ones (the same code on the pyhf workspace), and pyhf's own CLs
 
 Every figure is measured on the machine it runs on, which the output names.
 """
@@ -289,8 +293,7 @@ def bench_bounded(args) -> dict:
 
     t = PyhfTarget(bounded_workspace())
     t0 = time.perf_counter()
-    res = run_mcmc(t, args.bounded_n, MCMCConfig(chains=500, warmup=1000, thin=args.bounded_thin,
-                                                 kernel="rwm", seed=1))
+    res = run_mcmc(t, args.bounded_n, MCMCConfig(seed=1))
     t_mcmc = time.perf_counter() - t0
     ev = t.evaluate(res.samples)
     s = SampleSet(res.samples, names=t.names, poi=t.poi, bounds=t.bounds,
@@ -338,8 +341,168 @@ def bench_bounded(args) -> dict:
     return out
 
 
+# case: (region, signal scale). The shared patches barely constrain mu_SIG (q < 0.1 on
+# [0, 10]); C40 is RegionC with the signal (yields, histosys, staterror) scaled by 40: real
+# backgrounds and systematics, a hypothetical stronger signal, best fit at the bound 0.
+REAL_CASES = {"B": ("RegionB", 1.0), "C": ("RegionC", 1.0), "C40": ("RegionC", 40.0)}
+
+
+def real_workspace(args, region: str, scale: float) -> tuple[str, str | None]:
+    """(workspace, patch) of a case; a scaled signal is written, patched, into --workdir."""
+    d = os.path.join(args.atlas, region)
+    ws, patch = os.path.join(d, "BkgOnly.json"), os.path.join(d, f"patch.sbottom_{args.real_patch}.json")
+    if scale == 1.0:
+        return ws, patch
+    import jsonpatch
+    with open(ws) as f, open(patch) as g:
+        spec = jsonpatch.apply_patch(json.load(f), json.load(g))
+    for ch in spec["channels"]:
+        for smp in ch["samples"]:
+            if smp["name"] != f"sbottom_{args.real_patch}":
+                continue
+            smp["data"] = [v * scale for v in smp["data"]]
+            for m in smp["modifiers"]:
+                if m["type"] == "histosys":
+                    m["data"] = {k: [v * scale for v in m["data"][k]] for k in m["data"]}
+                elif m["type"] == "staterror":
+                    m["data"] = [v * scale for v in m["data"]]
+    out = os.path.join(args.workdir, f"{region}_{args.real_patch}_signal_x{scale:g}.json")
+    with open(out, "w") as f:
+        json.dump(spec, f)
+    return out, None
+
+
+def _cli(cmd: list[str], log: str) -> tuple[float, str]:
+    """Run a likeflow command (as a user would), its output to ``log``; wall time and output."""
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "likeflow", *cmd], capture_output=True,
+                         text=True)
+    with open(log, "w") as f:
+        f.write(out.stdout + out.stderr)
+    if out.returncode not in (0, 3):
+        raise RuntimeError(f"likeflow {' '.join(cmd)} failed ({out.returncode}); see {log}")
+    return time.perf_counter() - t0, out.stdout + out.stderr
+
+
+def _pyhf_cls_numpy(ws: str, patch: str | None, hi: float) -> dict:
+    """pyhf's own CLs limits (numpy backend, in a process of its own)."""
+    code = ("import json, sys, jsonpatch, pyhf; pyhf.set_backend('numpy');"
+            "spec = json.load(open(sys.argv[1]));"
+            "spec = jsonpatch.apply_patch(spec, json.load(open(sys.argv[2]))) "
+            "if sys.argv[2] != '-' else spec;"
+            "ws = pyhf.Workspace(spec); m = ws.model();"
+            "o, e = pyhf.infer.intervals.upper_limits.toms748_scan(ws.data(m), m, 0.0, "
+            "float(sys.argv[3]), rtol=1e-5); print(json.dumps([float(o), [float(x) for x in e]]))")
+    out = subprocess.run([sys.executable, "-c", code, ws, patch or "-", str(hi)],
+                         capture_output=True, text=True)
+    if out.returncode:
+        return {"error": out.stderr.strip().splitlines()[-1]}
+    o, e = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"observed": o, "expected": sorted(e)}
+
+
+def bench_real(args) -> dict:
+    """Real likelihoods end to end, surrogate against exact, one case after the other."""
+    import likeflow
+    from likeflow.inference import (bayesian_upper_limit, cls_limits, profile, upper_limit)
+    from likeflow.likelihoods.pyhf_target import PyhfTarget
+    from likeflow.samples import mcmc_record, read_samples
+
+    results = {}
+    for case in args.real_cases:
+        region, scale = REAL_CASES[case]
+        ws, patch = real_workspace(args, region, scale)
+        pre = os.path.join(args.workdir, f"real_{case}")
+        res = {"region": region, "signal_scale": scale, "patch": args.real_patch}
+        for kind, extra in (("obs", []), ("asimov", ["--asimov"])):
+            h5 = f"{pre}_{kind}.h5"
+            if not (args.reuse and os.path.exists(h5)):
+                cmd = ["generate", "pyhf", ws, "-n", str(args.real_n), "-o", h5, *extra]
+                res[f"generate_{kind}_s"], _ = _cli(cmd + (["--patch", patch] if patch else []),
+                                                     f"{pre}_{kind}_generate.log")
+            rec = mcmc_record(h5)
+            res[f"mcmc_{kind}"] = {k: rec[k] for k in ("rhat_max", "ess_min", "chains",
+                                                       "draws_per_chain", "converged")}
+        for kind in ("asimov", "obs"):
+            partner = ["--asimov-partner", f"{pre}_asimov.likeflow.h5"] if kind == "obs" else []
+            res[f"fit_{kind}_s"], text = _cli(
+                ["fit", f"{pre}_{kind}.h5", "-o", f"{pre}_{kind}.likeflow.h5", "-q", *partner,
+                 *args.real_fit_args], f"{pre}_{kind}_fit.log")
+            res[f"verdict_{kind}"] = [ln for ln in text.splitlines()
+                                      if ln.startswith("verdict:")][-1]
+        sur = likeflow.load(f"{pre}_obs.likeflow.h5")
+        sur_a = likeflow.load(f"{pre}_asimov.likeflow.h5")
+        exact = PyhfTarget(ws, patch=patch)
+        exact_a = PyhfTarget(ws, patch=patch, asimov=True)
+        poi = exact.poi[0]
+        i = exact.names.index(poi)
+        hi = float(exact.bounds[i, 1])
+        grid = np.linspace(0.0, hi, args.real_points)
+        t0 = time.perf_counter()
+        prof_e = profile(exact, poi, grid)
+        lim_e = upper_limit(exact, poi, prof=prof_e)
+        cls_e = cls_limits(exact, exact_a, poi, best=prof_e.best)
+        res["exact_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        prof_s = profile(sur, poi, grid)
+        lim_s = upper_limit(sur, poi, prof=prof_s)
+        res["profile_s"] = time.perf_counter() - t0
+        cred_s = bayesian_upper_limit(sur, poi)
+        t0 = time.perf_counter()
+        cls_s = cls_limits(sur, sur_a, poi, best=prof_s.best)
+        res["cls_s"] = time.perf_counter() - t0
+        data = read_samples(f"{pre}_obs.h5")
+        cred_e = float(np.quantile(data.values[:, i], 0.95))
+        keep = prof_e.q < 4
+        diff = np.abs(prof_s.q - prof_e.q)[keep]
+        res.update({
+            "grid": grid.tolist(), "q_exact": prof_e.q.tolist(), "q_surrogate": prof_s.q.tolist(),
+            "trusted": prof_s.trusted.tolist(),
+            "profile_max_diff_where_exact_q_below_4": float(diff.max()),
+            "untrusted_points": int((~prof_s.trusted).sum()),
+            "best_fit": {"exact": float(prof_e.best.x[i]), "surrogate": float(prof_s.best.x[i])},
+            "profile_limit": {"exact": lim_e.value, "surrogate": lim_s.value},
+            "credible_limit": {"exact_samples": cred_e, "surrogate": cred_s.value},
+            "cls": {"exact": cls_e.to_dict(), "surrogate": cls_s.to_dict(),
+                    "pyhf": _pyhf_cls_numpy(ws, patch, hi)},
+        })
+        for key in ("scan",):
+            res["cls"]["exact"].pop(key)
+            res["cls"]["surrogate"].pop(key)
+
+        def rel(a, b):
+            return None if a is None or b is None else a / b - 1
+
+        rows = [["R-hat max obs / asimov", f"{res['mcmc_obs']['rhat_max']:.4f} / "
+                 f"{res['mcmc_asimov']['rhat_max']:.4f}"],
+                ["ESS min obs / asimov", f"{res['mcmc_obs']['ess_min']:.0f} / "
+                 f"{res['mcmc_asimov']['ess_min']:.0f}"],
+                ["generate obs / asimov (s)", f"{res.get('generate_obs_s', float('nan')):.0f} / "
+                 f"{res.get('generate_asimov_s', float('nan')):.0f}"],
+                ["fit obs / asimov (s)", f"{res['fit_obs_s']:.0f} / {res['fit_asimov_s']:.0f}"],
+                ["verdict obs", res["verdict_obs"]], ["verdict asimov", res["verdict_asimov"]],
+                ["best fit exact / surrogate", f"{prof_e.best.x[i]:.4f} / {prof_s.best.x[i]:.4f}"],
+                ["profile: max |dq| where exact q < 4", f"{diff.max():.3f}"],
+                ["untrusted profile points", res["untrusted_points"]],
+                ["profile limit exact / surrogate (rel)", f"{lim_e.value} / {lim_s.value} "
+                 f"({rel(lim_s.value, lim_e.value)})"],
+                ["credible 95% exact samples / surrogate (rel)",
+                 f"{cred_e:.4f} / {cred_s.value:.4f} ({cred_s.value / cred_e - 1:+.4f})"],
+                ["CLs observed exact / surrogate / pyhf", f"{cls_e.observed} / {cls_s.observed} / "
+                 f"{res['cls']['pyhf'].get('observed')}"],
+                ["CLs expected exact", cls_e.expected], ["CLs expected surrogate", cls_s.expected],
+                ["CLs expected pyhf", res["cls"]["pyhf"].get("expected")],
+                ["exact / surrogate profile+limit / CLs (s)",
+                 f"{res['exact_s']:.0f} / {res['profile_s']:.0f} / {res['cls_s']:.0f}"]]
+        table(f"real likelihood {case}: {region}, patch {args.real_patch}, signal x{scale:g}, "
+              f"{exact.dim} parameters", ["figure", "value"], rows)
+        results[case] = res
+    return results
+
+
 BENCHES = {"throughput": bench_throughput, "sampling": bench_sampling, "quality": bench_quality,
-           "scaling": bench_scaling, "memory": bench_memory, "bounded": bench_bounded}
+           "scaling": bench_scaling, "memory": bench_memory, "bounded": bench_bounded,
+           "real": bench_real}
 
 
 def main() -> None:
@@ -361,9 +524,18 @@ def main() -> None:
     ap.add_argument("--big-rows", type=int, default=20_000_000)
     ap.add_argument("--memory-max-samples", type=int, default=500_000)
     ap.add_argument("--bounded-n", type=int, default=200_000)
-    ap.add_argument("--bounded-thin", type=int, default=10)
     ap.add_argument("--bounded-train", default="{}",
                     help="TrainConfig fields as JSON for the bounded benchmark's fit")
+    ap.add_argument("--atlas", default=os.path.join(os.path.dirname(__file__), "..", "..",
+                                                    "shared", "data", "atlas-sbottom"),
+                    help="folder of the ATLAS sbottom workspaces (real)")
+    ap.add_argument("--real-cases", nargs="+", default=list(REAL_CASES), choices=REAL_CASES)
+    ap.add_argument("--real-patch", default="1300_205_60")
+    ap.add_argument("--real-n", type=int, default=200_000)
+    ap.add_argument("--real-points", type=int, default=21, help="profile grid points (real)")
+    ap.add_argument("--real-fit-args", nargs="*", default=[],
+                    help="extra 'likeflow fit' options of the real benchmark")
+    ap.add_argument("--reuse", action="store_true", help="reuse generated sample files")
     ap.add_argument("--workdir", default=".")
     args = ap.parse_args()
     names = list(BENCHES) if "all" in args.benches else args.benches
