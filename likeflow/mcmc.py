@@ -10,7 +10,8 @@ that bounded parameters never step outside their bounds:
    the unbounded coordinates). Real likelihoods (pyhf) have strongly correlated nuisance
    parameters; a diagonal metric makes NUTS build deep trees and mix slowly;
 2. draws with the adapted step size and metric, in blocks (progress, bounded graph size),
-   thinned. The log density each draw already has is kept, not recomputed.
+   thinned. The log density each draw already has is kept, not recomputed. R-hat and ESS are
+   computed on every draw (the output keeps every thin-th; ESS is capped at the output's size).
 
 How many chains and draws: :func:`plan` chooses them from ``n`` (long chains matter more than
 many: at least 1000 draws per chain, thinned down to ``n`` samples in all). Diagnostics are the
@@ -217,11 +218,12 @@ def run_mcmc(target, n: int, config: MCMCConfig | None = None,
     kernel = make_kernel(bij, step, 0)
     out, lps, accepts, leaps = [], [], [], []
     k = 0
-    block = runner(kernel, bij, cfg.block * thin, trace_every=thin)
+    # every draw is traced (diagnostics use them all); the output keeps every thin-th
+    block = runner(kernel, bij, cfg.block * thin)
     t_draws = time.perf_counter()
-    while sum(len(o) for o in out) < kept:
-        m = min(cfg.block, kept - sum(len(o) for o in out))
-        go = block if m == cfg.block else runner(kernel, bij, m * thin, trace_every=thin)
+    while sum(len(o) for o in out) // thin < kept:
+        m = min(cfg.block, kept - sum(len(o) for o in out) // thin)
+        go = block if m == cfg.block else runner(kernel, bij, m * thin)
         d, (a, _, lp, lf) = go(state, seeds[len(fractions) + k])
         state = d[-1]
         out.append(d.numpy())
@@ -229,18 +231,21 @@ def run_mcmc(target, n: int, config: MCMCConfig | None = None,
         accepts.append(float(tf.reduce_mean(tf.cast(a, tf.float64))))
         leaps.append(float(tf.reduce_mean(tf.cast(lf, tf.float64))))
         k += 1
-        done = sum(len(o) for o in out)
+        done = sum(len(o) for o in out) // thin
         # the first block includes tracing: the estimate improves as blocks accumulate
         left = (time.perf_counter() - t_draws) / done * (kept - done)
         say(f"draws {done}/{kept} per chain (x{n_chains} chains, thin {thin}), acceptance "
             f"{accepts[-1]:.2f}, {time.perf_counter() - t0:.0f} s, about {left:.0f} s left")
-    chains = np.concatenate(out)                                   # (draws, chains, D)
-    rhat = tfp.mcmc.potential_scale_reduction(chains, independent_chain_ndims=1,
+    every = np.concatenate(out)                                    # (draws * thin, chains, D)
+    rhat = tfp.mcmc.potential_scale_reduction(every, independent_chain_ndims=1,
                                               split_chains=True).numpy()
-    ess = _quietly(lambda: tfp.mcmc.effective_sample_size(chains, cross_chain_dims=1).numpy())
+    ess = _quietly(lambda: tfp.mcmc.effective_sample_size(every, cross_chain_dims=1).numpy())
+    ess = np.minimum(ess, n)  # the output holds n draws
+    chains = every[thin - 1::thin]
+    lp_kept = np.concatenate(lps)[thin - 1::thin]
     # chain-major: the rows of a chain are contiguous and in draw order
     samples = np.transpose(chains, (1, 0, 2)).reshape(-1, dim)[:n]
-    lp = np.transpose(np.concatenate(lps), (1, 0)).reshape(-1)[:n]
+    lp = np.transpose(lp_kept, (1, 0)).reshape(-1)[:n]
     chain_of = np.repeat(np.arange(n_chains), kept)[:n]
     return MCMCResult(samples=samples, log_prob=lp, chain=chain_of, rhat=np.asarray(rhat),
                       ess=np.asarray(ess), step_size=float(step),
