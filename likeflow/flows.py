@@ -62,10 +62,10 @@ ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu")
 
 BOUND_MAPS = ("probit", "sigmoid")
 # The probit map is evaluated no further than this many standard deviations from its centre:
-# within Phi(-5) = 2.9e-7 of the range from a bound, a density that reaches the bound is held
+# within Phi(-3.5) = 2.3e-4 of the range from a bound, a density that reaches the bound is held
 # at its value there instead of being extrapolated from the flow's tail (where 1% of error in
 # the tail's width is 0.5 nats at 10 sigma).
-PROBIT_MAX = 5.0
+PROBIT_MAX = 3.5
 # At most this many reflected parameters (log_prob evaluates the flow 2^k times).
 MAX_REFLECTIONS = 3
 # Reflect at a bound when the density there is at least this fraction of the marginal's peak.
@@ -716,7 +716,8 @@ def _flow_class():
             lp = self.distribution.log_prob(tf.concat(images, axis=0))
             # an image on or beyond the edge of the flow's range carries no density (and its
             # value there may be NaN): only the images strictly inside count
-            ok = tf.concat([self._in_range(img) for img in images], axis=0)
+            ok = tf.concat([tf.ones(tf.shape(x)[:-1], tf.bool)]  # the point itself counts
+                           + [self._in_range(img) for img in images[1:]], axis=0)
             lp = tf.where(ok & ~tf.math.is_nan(lp), lp, tf.constant(-np.inf, lp.dtype))
             return tf.reduce_logsumexp(tf.reshape(lp, [len(images), -1]), axis=0)
 

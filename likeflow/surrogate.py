@@ -142,6 +142,7 @@ class Surrogate:
                 images.append(m)
         fb = self.config.flow_bounds_array()
         ok = np.array([np.all((img > fb[:, 0]) & (img < fb[:, 1]), axis=1) for img in images])
+        ok[0] = True  # the point itself (its bounds are checked where it is evaluated)
         return images, ok
 
     def unfold(self, x, *, seed: int = 0) -> np.ndarray:
