@@ -20,6 +20,8 @@ import numpy as np
 
 from ._version import __version__
 from .errors import LikeflowError
+from .fileio import check_output_folder, check_outputs, write_text
+from .interrupts import sigterm_as_interrupt
 from .samples import ReadOptions, SampleSet, mcmc_record, read_samples
 
 
@@ -28,7 +30,8 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with sigterm_as_interrupt():  # a killed command ends like Ctrl-C: exit 130
+                return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except LikeflowError as e:
@@ -321,6 +324,19 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, seed, run_va
     flow_cfg = {k: opts[k] for k in FLOW_OPTIONS}
     train_cfg = TrainConfig(**{k: opts[k] for k in TRAIN_OPTIONS}, seed=seed)
     out = output or default_output(samples)
+    folder = report_dir or default_report(out)
+    check_outputs([out, log_path], inputs=[samples, config_file, asimov_partner])
+    if run_validation:
+        check_output_folder(folder)
+    if resume:
+        from click.core import ParameterSource
+        given = [k for k in FLOW_OPTIONS
+                 if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"--resume continues the stored fit with its own flow; "
+                                   f"{', '.join('--' + k.replace('_', '-') for k in given)} "
+                                   "cannot change it (start a new fit instead)")
+        flow_cfg = _stored_flow(out)
     device = tf_devices()
     s = read_samples(samples, dataclasses.replace(read_opts, seed=seed))
     _echo_dropped(s)
@@ -333,10 +349,15 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, seed, run_va
                f"({flow_cfg['layers']} layers, hidden {list(flow_cfg['hidden'])}) on {device}", err=True)
     printer = EpochPrinter(log_path, quiet)
     try:
-        sur = fit_api(s, flow_config=flow_cfg, train_config=train_cfg,
+        sur = fit_api(s, flow_config=None if resume else flow_cfg, train_config=train_cfg,
                       split=SplitSpec(seed=seed), read_options=dataclasses.replace(read_opts,
                                                                                   seed=seed),
                       out=out, resume=resume, progress=printer)
+    except KeyboardInterrupt:
+        if os.path.exists(out):
+            click.echo(f"interrupted after training: the trained surrogate is saved in {out} "
+                       "(not validated: run 'likeflow validate')", err=True)
+        raise
     finally:
         printer.close()
     sur.training["data"]["file"] = os.path.abspath(samples)
@@ -346,11 +367,16 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, seed, run_va
     result = None
     if run_validation:
         from .report import validate as validate_api
-        test, _ = sur.held_out(s)
-        result = validate_api(sur, test, seed=seed)
-        sur.validation = result.summary()
-        folder = report_dir or default_report(out)
-        result.write(folder, training=sur.training)
+        try:
+            test, _ = sur.held_out(s)
+            result = validate_api(sur, test, seed=seed)
+            sur.validation = result.summary()
+            result.write(folder, training=sur.training)
+        except KeyboardInterrupt:
+            sur.save(out)
+            click.echo(f"interrupted during validation: the trained surrogate is saved in {out}"
+                       " without its validation (run 'likeflow validate')", err=True)
+            raise
         click.echo(result.table())
         click.echo(f"report: {os.path.join(folder, 'index.html')}")
     sur.save(out)
@@ -395,13 +421,46 @@ def _merge_config_file(ctx, path, opts, seed):
         if given:
             continue
         if key == "seed":
-            seed = int(value)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise LikeflowError(f"{path}: 'seed' must be an integer, not {value!r:.40}")
+            seed = value
         elif key == "hidden":
-            opts[key] = tuple(int(v) for v in (value if isinstance(value, list) else
-                                               str(value).split(",")))
+            items = value if isinstance(value, list) else str(value).split(",")
+            if not all(isinstance(v, int) and not isinstance(v, bool) or
+                       isinstance(v, str) and v.strip().isdigit() for v in items):
+                raise LikeflowError(f"{path}: 'hidden' must be a list of integers (or "
+                                    f"\"64,64\"), not {value!r:.40}")
+            opts[key] = tuple(int(v) for v in items)
         else:
-            opts[key] = value
+            opts[key] = _config_value(ctx, path, key, value)
     return opts, seed
+
+
+def _config_value(ctx, path: str, key: str, value):
+    """A --config value checked as strictly as the option itself (no 2.5 for an integer)."""
+    param = next(p for p in ctx.command.params if p.name == key)
+    kind = param.type
+    if value is None and param.default is None:
+        return None
+    ok = (isinstance(value, int) if isinstance(kind, click.types.IntParamType) else
+          isinstance(value, (int, float)) if isinstance(kind, click.types.FloatParamType) else
+          isinstance(value, str))
+    if not ok or isinstance(value, bool):
+        raise LikeflowError(f"{path}: '{key}' must be {kind.name}, not {value!r:.40}")
+    try:
+        return kind.convert(value, param, ctx)
+    except click.BadParameter as e:
+        raise LikeflowError(f"{path}: '{key}': {e.message}") from None
+
+
+def _stored_flow(out: str) -> dict:
+    """The flow options of the surrogate a --resume continues (for the opening line)."""
+    from .surrogate import load
+    if not os.path.exists(out):
+        raise LikeflowError(f"--resume: no surrogate at {out} to continue")
+    tf_devices()
+    c = load(out).config
+    return {"flow": c.flow, "layers": c.layers, "hidden": c.hidden}
 
 
 def _load_surrogate(path: str):
@@ -450,11 +509,10 @@ def sample(surrogate, n, output, seed):
     Example:
       likeflow sample toy.likeflow.h5 -n 1000000 -o fresh.h5
     """
-    from .samples import write_samples
+    check_outputs([output], inputs=[surrogate])
     sur = _load_surrogate(surrogate)
     t0 = time.perf_counter()
-    s = sur.sample_set(n, seed=seed)
-    write_samples(output, s)
+    sur.sample_to_file(output, n, seed=seed)
     click.echo(f"wrote {n} samples of {sur.dim} parameters to {output} "
                f"({time.perf_counter() - t0:.1f} s)")
 
@@ -473,6 +531,7 @@ def eval_(surrogate, points, output, read_opts):
     order); otherwise they must be in the surrogate's order. Points outside the bounds get -inf.
     """
     from .samples import write_samples
+    check_outputs([output], inputs=[surrogate, points])
     sur = _load_surrogate(surrogate)
     s = read_samples(points, read_opts, check=False)
     x = _columns_for(sur, s, points)
@@ -525,10 +584,21 @@ def validate(surrogate, samples, n, report_dir, as_json, no_plots, seed, read_op
     """
     from .report import validate as validate_api
 
+    check_output_folder(report_dir)
     sur = _load_surrogate(surrogate)
     if read_opts == ReadOptions():
-        read_opts = ReadOptions.from_dict(sur.training.get("data", {}).get("read_options", {}))
-    s = read_samples(samples, read_opts)
+        stored = sur.training.get("data", {}).get("read_options", {})
+        try:
+            read_opts = ReadOptions.from_dict(stored)
+            s = read_samples(samples, read_opts)
+        except (LikeflowError, TypeError, ValueError) as e:
+            if isinstance(e, LikeflowError) and "--burn" not in str(e):
+                raise
+            raise LikeflowError(f"{surrogate}: the read options stored with the surrogate "
+                                f"({stored}) cannot be used ({e}); give the read options "
+                                "(--layout, --dataset, --burn, --thin) yourself") from None
+    else:
+        s = read_samples(samples, read_opts)
     _echo_dropped(s)
     x = _columns_for(sur, s, samples)
     if x is not s.values:
@@ -665,14 +735,21 @@ def profile_cmd(surrogate, poi, patch, asimov_path, value_range, points, cl, plo
                             upper_limit)
 
     ref = _read_compare(compare) if compare else None
-    for out_path in (json_path, plot_path):
-        _check_writable(out_path)
+    check_outputs([json_path, plot_path], inputs=[surrogate, patch, asimov_path, compare])
+    if plot_path:
+        check_plot_format(plot_path)
     target, partner, kind = _profile_target(surrogate, patch, asimov_path)
     poi = poi or (target.poi[0] if target.poi else None)
     if poi is None:
         raise LikeflowError(f"{surrogate}: no POI recorded; name one with --poi")
     dens = as_density(target, seed=seed)
     i = dens.index(poi)
+    if value_range is not None:  # before any optimisation: a range outside the bounds is moot
+        lo, hi = dens.bounds[i]
+        if not (np.isfinite(value_range).all() and lo <= value_range[0]
+                and value_range[1] <= hi):
+            raise LikeflowError(f"--range {value_range[0]:g}:{value_range[1]:g}: {poi} must "
+                                f"stay finite and inside its bounds [{lo:g}, {hi:g}]")
     t0 = time.perf_counter()
     best = best_fit(dens, seed=seed)
     grid = np.linspace(*value_range, points) if value_range else None
@@ -715,12 +792,11 @@ def profile_cmd(surrogate, poi, patch, asimov_path, value_range, points, cl, plo
     click.echo(f"({time.perf_counter() - t0:.1f} s)")
     if json_path:
         from .jsonutil import strict_json
-        with open(json_path, "w") as f:
-            json.dump(strict_json({
-                "profile": prof.to_dict(), "upper_limit": limit.to_dict(),
-                "bayesian_upper_limit": bayes.to_dict() if bayes else None,
-                "cls": cls.to_dict() if cls else None, "source": surrogate, "kind": kind}),
-                f, indent=1)
+        write_text(json_path, json.dumps(strict_json({
+            "profile": prof.to_dict(), "upper_limit": limit.to_dict(),
+            "bayesian_upper_limit": bayes.to_dict() if bayes else None,
+            "cls": cls.to_dict() if cls else None, "source": surrogate, "kind": kind}),
+            indent=1))
     if plot_path:
         from .plots import profile_plot
         curves = [(kind, prof.values, prof.q, prof.trusted)]
@@ -739,15 +815,16 @@ def profile_cmd(surrogate, poi, patch, asimov_path, value_range, points, cl, plo
         click.echo(f"plot: {plot_path}")
 
 
-def _check_writable(path: str | None) -> None:
-    """Fail before any work when an output cannot be written (missing folder, read-only)."""
-    if not path:
-        return
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    if not os.path.isdir(folder):
-        raise LikeflowError(f"{path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise LikeflowError(f"{path}: the folder {folder} is not writable")
+def check_plot_format(path: str) -> None:
+    """A plot's file type must be one matplotlib writes (checked before any work)."""
+    ext = os.path.splitext(path)[1].lstrip(".").lower()
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.backend_bases import FigureCanvasBase
+    known = FigureCanvasBase.get_supported_filetypes()
+    if ext not in known:
+        raise LikeflowError(f"{path}: cannot write a plot of type '{ext or '(none)'}'; use one "
+                            f"of {', '.join(sorted(known))}")
 
 
 # --- combine, marginal -------------------------------------------------------------------------
@@ -788,6 +865,7 @@ def combine(surrogates, n, output, normal_prior, chains, warmup, kernel, seed,
     from .mcmc import MCMCConfig
     from .samples import write_samples
 
+    check_outputs([output], inputs=surrogates)
     surs = [_load_surrogate(p) for p in surrogates]
     joint = Combination(surs, shared_priors={k: "normal" for k in normal_prior})
     click.echo(f"joint density of {len(surs)} surrogates: {len(joint.names)} parameters, "
@@ -823,6 +901,10 @@ def marginal(surrogate, params, output, n, seed, quiet):
     """
     from .inference import marginal as marginal_api
 
+    dup = sorted({p for p in params if params.count(p) > 1})
+    if dup:
+        raise click.BadParameter(f"{', '.join(dup)} named twice", param_hint="--params")
+    check_outputs([output], inputs=[surrogate])
     sur = _load_surrogate(surrogate)
     printer = EpochPrinter(None, quiet)
     m = marginal_api(sur, params, n=n, seed=seed, progress=printer)
@@ -898,6 +980,7 @@ def generate(target, workspace, n, output, dim, components, patch, seed, use_mcm
           -n 200000 -o regionC.h5
       likeflow generate pyhf BkgOnly.json --patch patch.json --asimov -n 200000 -o asimov.h5
     """
+    check_outputs([output], inputs=[workspace, patch])
     tf_devices()
     from .likelihoods import make_target
     from .mcmc import MCMCConfig, run_mcmc
@@ -959,6 +1042,8 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import logging
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    from .fileio import guard_reads
+    guard_reads()  # a damaged HDF5 file that hangs its reader ends in one line, exit 2
     cli(prog_name="likeflow")
 
 

@@ -55,21 +55,37 @@ from typing import Sequence
 import numpy as np
 
 from .errors import LikeflowError
+from .jsonutil import check_types
 
 FLOWS = ("maf", "realnvp", "ansf", "cnsf")
 PERMUTATIONS = ("reverse", "random", "rotate")
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu")
 
 BOUND_MAPS = ("probit", "sigmoid")
-# The probit map is evaluated no further than this many standard deviations from its centre:
-# within Phi(-3.5) = 2.3e-4 of the range from a bound, a density that reaches the bound is held
-# at its value there instead of being extrapolated from the flow's tail (where 1% of error in
-# the tail's width is 0.5 nats at 10 sigma).
-PROBIT_MAX = 3.5
+# log_prob evaluates the probit map no further than this many standard deviations from its
+# centre: within Phi(-2) = 2.3% of the range from a bound the data reach (and that is not
+# reflected), the density is held at its value there instead of being read from the flow's
+# tail. Measured on a real ATLAS likelihood (RegionC, signal strength flat on [0, 10]): the
+# flow's conditional densities narrow in its tail, and the profile rose by 1.4 (exact: 0.003)
+# over the last 3.5% of the range with a hold at 3.5 sigma; with the hold at 2 sigma it is
+# within 0.12 everywhere. Sampling and the latent maps use the exact map.
+PROBIT_MAX = 2.0
+# Training and the latent maps clip the probit map only this far out (a hold in training would
+# pile the training points near a bound onto one point of the base space).
+PROBIT_TRAIN_MAX = 7.0
 # At most this many reflected parameters (log_prob evaluates the flow 2^k times).
 MAX_REFLECTIONS = 3
 # Reflect at a bound when the density there is at least this fraction of the marginal's peak.
 REFLECT_MIN_RATIO = 0.1
+
+# Size limits of a flow (a config read from a file is checked against them before anything is
+# allocated): far above any practical surrogate, far below what exhausts a machine.
+MAX_DIM = 20_000
+MAX_LAYERS = 100
+MAX_HIDDEN_UNITS = 8192     # per hidden layer
+MAX_HIDDEN_LAYERS = 16      # per conditioner
+MAX_BINS = 512
+MAX_WEIGHTS = 200_000_000   # trainable numbers in all
 
 # Minimum bin size and slope of the splines: keeps the spline invertible in float32.
 _MIN_BIN = 1e-3
@@ -134,6 +150,7 @@ class FlowConfig:
     marginal_spline: bool = False
 
     def __post_init__(self) -> None:
+        self._check_types_and_sizes()
         self.hidden = tuple(int(h) for h in self.hidden)
         d = self.dim
         if not self.names:
@@ -149,6 +166,38 @@ class FlowConfig:
         if not self.permutations:
             self.permutations = make_permutations(self.permutation, d, self.layers, self.seed)
         self.validate()
+
+    def _check_types_and_sizes(self) -> None:
+        """Types and size limits first: a config from a file may be hostile, and the
+        permutations and the flow are allocated from these numbers."""
+        check_types(self, {"dim": "int", "flow": "str", "layers": "int", "hidden": "ints",
+                           "bins": "int", "spline_range": "float", "permutation": "str",
+                           "activation": "str", "log_scale_clamp": "float", "dtype": "str",
+                           "seed": "int", "names": "strs", "poi": "strs", "shift": "floats",
+                           "scale": "floats", "softclip": "floats", "bound_map": "str",
+                           "marginal_spline": "bool"}, "flow config")
+        for key in ("bounds", "permutations", "reflect"):
+            v = getattr(self, key)
+            if not isinstance(v, list) or not all(isinstance(x, (list, tuple)) for x in v):
+                raise LikeflowError(f"flow config: '{key}' must be a list of lists")
+        for pair in self.bounds:
+            if len(pair) != 2 or not all(b is None or _is_number(b) for b in pair):
+                raise LikeflowError(f"flow config: bounds entry {pair!r:.60} is not [lo, hi] "
+                                    "(numbers, or null for none)")
+        limits = (("dim", self.dim, MAX_DIM), ("layers", self.layers, MAX_LAYERS),
+                  ("bins", self.bins, MAX_BINS),
+                  ("hidden layers", len(self.hidden), MAX_HIDDEN_LAYERS),
+                  ("hidden units", max(self.hidden, default=0), MAX_HIDDEN_UNITS))
+        for what, value, top in limits:
+            if value > top:
+                raise LikeflowError(f"flow config: {what} {value} is above likeflow's limit "
+                                    f"{top}")
+        if self.dim >= 1 and self.layers >= 1 and self.hidden and min(self.hidden) >= 1 \
+                and self.bins >= 2:
+            n = sum(int(np.prod(shape)) for shape in expected_weight_shapes(self))
+            if n > MAX_WEIGHTS:
+                raise LikeflowError(f"flow config: {n} trainable numbers, above likeflow's "
+                                    f"limit {MAX_WEIGHTS}")
 
     def validate(self) -> None:
         """Raise :class:`LikeflowError` for a config no flow can be built from."""
@@ -168,8 +217,13 @@ class FlowConfig:
             bad(f"a coupling flow ({self.flow}) needs at least 2 dimensions; use maf or ansf")
         if self.layers < 1 or not self.hidden or min(self.hidden) < 1:
             bad("layers and hidden units must be positive")
-        if self.bins < 2 or self.spline_range <= 0:
-            bad("bins must be >= 2 and spline_range > 0")
+        if self.bins < 2 or not 0 < self.spline_range <= 1e3:
+            bad("bins must be >= 2 and spline_range in (0, 1000]")
+        if not 0 < self.log_scale_clamp <= 50:
+            bad("log_scale_clamp must be in (0, 50]")
+        if any(abs(v) > 1e30 for v in self.shift) or any(not 1e-30 < v < 1e30
+                                                           for v in self.scale):
+            bad("shift and scale must lie within +-1e30 (scale above 1e-30)")
         for key in ("names", "bounds", "shift", "scale", "softclip"):
             if len(getattr(self, key)) != self.dim:
                 bad(f"'{key}' has {len(getattr(self, key))} entries for dim {self.dim}")
@@ -329,6 +383,30 @@ def make_permutations(kind: str, dim: int, layers: int, seed: int) -> list[list[
     raise LikeflowError(f"flow config: unknown permutation '{kind}'")
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def expected_weight_shapes(config: FlowConfig) -> list[tuple[int, ...]]:
+    """The shapes of the flow's trainable variables, from the config alone (no TensorFlow, no
+    allocation): a kernel and a bias per dense layer of each conditioner, and the marginal
+    spline's parameters. A surrogate file's weights are checked against these before the flow
+    is built. The order is not the flow's variable order (compare sorted)."""
+    d, hidden = config.dim, list(config.hidden)
+    n_params = 2 if config.flow in ("maf", "realnvp") else 3 * config.bins - 1
+    if config.flow in ("maf", "ansf"):
+        sizes = [d, *hidden, d * n_params]
+    else:
+        sizes = [d // 2, *hidden, (d - d // 2) * n_params]
+    layer = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layer += [(a, b), (b,)]
+    shapes = layer * config.layers
+    if config.marginal_spline:
+        shapes.append((d, 3 * config.bins - 1))
+    return shapes
+
+
 def expected_variable_count(config: FlowConfig) -> int:
     """Trainable variables the architecture implies: a kernel and a bias per dense layer, and
     the marginal spline's parameters."""
@@ -452,9 +530,31 @@ def bound_bijector(bounds: np.ndarray, shift=None, scale=None, dtype: str = "flo
                                     probit=bound_map == "probit", softclip=softclip)
 
 
+def release_trace_caches() -> None:
+    """Empty TFP's bijector caches (one per bijector class, shared by all instances).
+
+    In a traced function they hold the graph's tensors, and through them every graph ever
+    traced and the variables it captured: about 7 MB per surrogate loaded and evaluated.
+    Entries are only of use within one trace, so they are dropped after each."""
+    _, tfp, _ = _tf()
+    todo = [tfp.bijectors.Bijector]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        cache = cls.__dict__.get("_cache")
+        if cache is not None:
+            cache.clear()
+
+
 def build_flow(config: FlowConfig):
     """The :class:`Flow` (a ``tf.Module``) that ``config`` describes, with its variables built."""
-    return _flow_class()(config)
+    flow = _flow_class()(config)
+    # building runs many one-off eager ops on new variables; TensorFlow caches a kernel for
+    # each (about 0.2 MB per MADE, never freed): a loop over hundreds of surrogates would grow
+    # without bound. The cache is only a speed-up; what is used again is rebuilt
+    from tensorflow.python.eager import context
+    context.context().clear_kernel_cache()
+    return flow
 
 
 _FLOW_CLASS = None
@@ -471,10 +571,12 @@ def _flow_class():
     class Preprocess(tfb.Bijector):
         """Standardised unbounded space -> physical parameters, keeping all mass inside bounds."""
 
-        def __init__(self, bounds, shift, scale, dtype, probit: bool = False, softclip=None):
+        def __init__(self, bounds, shift, scale, dtype, probit: bool = False, softclip=None,
+                     probit_max: float = PROBIT_MAX):
             super().__init__(forward_min_event_ndims=1, validate_args=False, dtype=dtype,
                              name="preprocess")
             self._probit = bool(probit)
+            self._phi_min = float(0.5 * math.erfc(probit_max / math.sqrt(2.0)))
             softclip = np.zeros(len(shift)) if softclip is None else np.asarray(softclip, float)
             b = np.asarray(bounds, dtype=np.float64)
             lo, hi = b[:, 0], b[:, 1]
@@ -523,7 +625,7 @@ def _flow_class():
 
         def _inverse(self, x):
             if self._probit:  # from the nearer bound, for precision in float32
-                t_min = tf.constant(_PHI_MIN, dtype=x.dtype)
+                t_min = tf.constant(self._phi_min, dtype=x.dtype)
                 t_lo = tf.clip_by_value((x - self._lo) / self._width, t_min, 0.5)
                 t_hi = tf.clip_by_value((self._hi - x) / self._width, t_min, 0.5)
                 t_lo, t_hi = tf.where(self._both, t_lo, 0.5), tf.where(self._both, t_hi, 0.5)
@@ -615,8 +717,6 @@ def _flow_class():
         def _is_increasing(self):  # noqa: D401 - TFP's hook
             return True
 
-    _PHI_MIN = float(0.5 * math.erfc(PROBIT_MAX / math.sqrt(2.0)))
-
     def _ndtr(v):
         return 0.5 * tf.math.erfc(-v / math.sqrt(2.0))
 
@@ -636,6 +736,9 @@ def _flow_class():
 
     class Flow(tf.Module):
         """A normalizing flow: ``log_prob`` in physical coordinates, ``sample``, latent maps."""
+
+        # built lazily, holding the same bijectors: not tracked, so the variable order stays
+        _TF_MODULE_IGNORED_PROPERTIES = tf.Module._TF_MODULE_IGNORED_PROPERTIES | {"_exact"}
 
         def __init__(self, config: FlowConfig):
             super().__init__(name=f"likeflow_{config.flow}")
@@ -710,12 +813,44 @@ def _flow_class():
             With reflected parameters, the fold: the log of the sum of the flow's density at
             ``x`` and at its mirror images across the reflected bounds.
             """
+            return self._fold(self.distribution.log_prob, x)
+
+        def train_log_prob(self, x):
+            """The log density training maximises: the flow's own, without the hold of the
+            probit map (:data:`PROBIT_MAX`): held, the training points near a bound would all
+            map to one point of the base space and the flow would learn a spike there. Points
+            are clipped only at :data:`PROBIT_TRAIN_MAX` sigma."""
+            if not self.preprocess._probit:
+                return self.log_prob(x)
+            unheld, inner = self._exact_parts()
+
+            def lp(y):
+                return (inner.log_prob(unheld.inverse(y))
+                        + unheld.inverse_log_det_jacobian(y, event_ndims=1))
+
+            return self._fold(lp, x)
+
+        def _exact_parts(self):
+            """The probit map without the hold, and the flow inside it (same variables)."""
+            if "_exact" not in self.__dict__:
+                c = self.config
+                with tf.init_scope():  # eager constants, usable from every traced function
+                    unheld = Preprocess(c.flow_bounds_array(), c.shift, c.scale, self.dtype,
+                                        probit=True, softclip=c.softclip,
+                                        probit_max=PROBIT_TRAIN_MAX)
+                    inner = tfd.TransformedDistribution(
+                        self.base, tfb.Chain(list(reversed(self._forward_order[:-1]))))
+                self._exact = (unheld, inner)
+            return self._exact
+
+        def _fold(self, lp_fn, x):
             if not self._reflect:
-                return self.distribution.log_prob(x)
+                return lp_fn(x)
             images = self.images(x)
-            lp = self.distribution.log_prob(tf.concat(images, axis=0))
-            # an image on or beyond the edge of the flow's range carries no density (and its
-            # value there may be NaN): only the images strictly inside count
+            lp = lp_fn(tf.concat(images, axis=0))
+            # an image beyond the edge of the flow's range carries no density; one on the edge
+            # does (the image of a point on the bound that is not reflected: the density is
+            # held there, finite), else the fold would halve the density at that bound
             ok = tf.concat([tf.ones(tf.shape(x)[:-1], tf.bool)]  # the point itself counts
                            + [self._in_range(img) for img in images[1:]], axis=0)
             lp = tf.where(ok & ~tf.math.is_nan(lp), lp, tf.constant(-np.inf, lp.dtype))
@@ -731,12 +866,12 @@ def _flow_class():
             return images
 
         def _in_range(self, y):
-            """Whether points lie inside the flow's (extended) range in the reflected
-            dimensions."""
+            """Whether points lie in the flow's (extended) range, edges included, in the
+            reflected dimensions."""
             inside = tf.ones(tf.shape(y)[:-1], tf.bool)
             for i in sorted({i for i, _, _ in self._reflect}):
                 lo, hi = self._flow_range[i]
-                inside &= (y[..., i] > lo) & (y[..., i] < hi)
+                inside &= (y[..., i] >= lo) & (y[..., i] <= hi)
             return inside
 
         def unfolded_log_prob(self, x):
@@ -757,8 +892,12 @@ def _flow_class():
             return self.from_latent(self.base.sample(n, seed=seed))
 
         def to_latent(self, x):
-            """Physical points -> base space (standard normal if the flow is perfect)."""
-            return self.bijector.inverse(x)
+            """Physical points -> base space (standard normal if the flow is perfect): the
+            exact inverse of sampling (no hold of the probit map)."""
+            if not self.preprocess._probit:
+                return self.bijector.inverse(x)
+            unheld, inner = self._exact_parts()
+            return inner.bijector.inverse(unheld.inverse(x))
 
         def from_latent(self, z):
             """Base space -> physical points (folded at reflected bounds).

@@ -523,6 +523,12 @@ def cls_limits(obs, asimov, poi: str, *, cl: float = 0.95, seed: int = 0,
             c, bd = cls_values(qo, qa)
             return float((c if row is None else bd[row])[0] - alpha)
 
+        fa, fb = f(a), f(b)
+        if fa * fb > 0:
+            # one-point optima differ from the grid's by the optimiser's tolerance, which can
+            # move a crossing near a grid point to the other side: interpolate the grid there
+            va = vals[j - 1] if j > 0 else 1.0
+            return float(a + (b - a) * (va - alpha) / (va - vals[j]))
         return float(optimize.brentq(f, a, b, xtol=1e-5 * (hi - start)))
 
     observed = solve(None)

@@ -19,6 +19,12 @@ def _plt():
     return plt
 
 
+def _text(name: str) -> str:
+    """A parameter name drawn as written: '$' would start matplotlib's math mode (and a name
+    like '$\\notacommand$' would fail to draw)."""
+    return str(name).replace("$", r"\$")
+
+
 def validation_plots(result, folder: str, *, training: dict | None = None) -> list[str]:
     """Write every plot of a :class:`~likeflow.report.ValidationResult`; return the file names."""
     files = [marginals(result, os.path.join(folder, "marginals.png")),
@@ -57,7 +63,7 @@ def marginals(result, path: str) -> str:
         ax.hist(model[:, i], bins=bins, histtype="step", color=MODEL_COLOR, density=True,
                 linewidth=1.2)
         flagged = result.names[i] in result.flagged
-        ax.set_title(result.names[i], fontsize=7, color="#c00" if flagged else "black")
+        ax.set_title(_text(result.names[i]), fontsize=7, color="#c00" if flagged else "black")
         ax.tick_params(labelsize=5)
         ax.set_yticks([])
     fig.legend(["test data", "surrogate"], loc="upper right", fontsize=8)
@@ -107,9 +113,9 @@ def corner(result, path: str, k: int = 5) -> str:
                     else:
                         ax.contour(xc, yc, h.T, levels=levels, colors=[color], linewidths=1)
             if r == n - 1:
-                ax.set_xlabel(result.names[j], fontsize=8)
+                ax.set_xlabel(_text(result.names[j]), fontsize=8)
             if c == 0 and r > 0:
-                ax.set_ylabel(result.names[i], fontsize=8)
+                ax.set_ylabel(_text(result.names[i]), fontsize=8)
             ax.tick_params(labelsize=6)
     fig.suptitle("test data (filled) vs surrogate (lines): 68% and 95% regions", fontsize=9)
     fig.tight_layout()
@@ -137,8 +143,8 @@ def correlation_difference(result, path: str) -> str:
     im = ax.imshow(diff, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
     fig.colorbar(im, ax=ax, label="corr(surrogate) - corr(test)")
     if d <= 20:
-        ax.set_xticks(range(d), result.names, rotation=90, fontsize=7)
-        ax.set_yticks(range(d), result.names, fontsize=7)
+        ax.set_xticks(range(d), [_text(n) for n in result.names], rotation=90, fontsize=7)
+        ax.set_yticks(range(d), [_text(n) for n in result.names], fontsize=7)
     ax.set_title(f"correlation difference (Frobenius {result.model['corr_frobenius']:.3f}, "
                  f"floor {result.floor['corr_frobenius']:.3f})", fontsize=9)
     fig.tight_layout()
@@ -213,7 +219,7 @@ def profile_plot(curves: list[tuple], path: str, *, poi: str,
         trusted = curve[3] if len(curve) > 3 and curve[3] is not None else None
         x, q = np.asarray(x), np.asarray(q)
         ok = np.isfinite(q)
-        ax.plot(x[ok], q[ok], label=label, **style)
+        ax.plot(x[ok], q[ok], label=_text(label), **style)
         if trusted is not None and not np.all(trusted):
             bad = ok & ~np.asarray(trusted)
             ax.plot(x[bad], q[bad], "x", color="#c00", ms=8, mew=2,
@@ -229,7 +235,7 @@ def profile_plot(curves: list[tuple], path: str, *, poi: str,
     for (label, value), color in zip(limits, ("#c00", "#a0a", "#0a0", "#555")):
         ax.axvline(value, color=color, lw=1.2, label=f"{label}: {value:.3f}")
     ax.set_ylim(0, ymax)
-    ax.set_xlabel(poi, fontsize=12)
+    ax.set_xlabel(_text(poi), fontsize=12)
     ax.set_ylabel(r"$-2\,\Delta \ln L$", fontsize=12)
     ax.legend(fontsize=8, loc="upper left", frameon=False)
     fig.tight_layout()

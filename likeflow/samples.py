@@ -34,15 +34,14 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import h5py
 import numpy as np
 
-from .errors import SampleFileError
+from .errors import LikeflowError, SampleFileError
+from .fileio import atomic_h5, check_memory, check_stored, open_h5
 
 __all__ = [
     "SampleSet",
@@ -60,6 +59,11 @@ BLOCK_ROWS = 1 << 16
 # ``chain``: the MCMC chain of each row (rows of a chain contiguous, in draw order); a split
 # keeps whole blocks of each chain apart (:func:`split_indices`)
 OPTIONAL_COLUMNS = ("log_prob", "log_likelihood", "log_prior", "weights", "chain")
+
+
+# Values beyond this magnitude cannot be standardised in float32 (their spread overflows); a
+# parameter that large must be rescaled by the user.
+MAX_ABS_VALUE = 1e30
 
 
 def min_samples(dim: int) -> int:
@@ -223,6 +227,11 @@ class SampleSet:
             raise SampleFileError(path, "zero variance (constant) in parameter(s) "
                                   f"{_short_list([self.names[i] for i in flat])}: fix them "
                                   "or leave them out", "samples")
+        huge = np.flatnonzero(np.abs(v).max(axis=0) > MAX_ABS_VALUE)
+        if huge.size:
+            raise SampleFileError(path, f"values beyond +-{MAX_ABS_VALUE:g} in parameter(s) "
+                                  f"{_short_list([self.names[i] for i in huge])}: rescale "
+                                  "them (a flow works in float32)", "samples")
         lo, hi = self.bounds[:, 0], self.bounds[:, 1]
         outside = (v < lo) | (v > hi)
         if outside.any():
@@ -240,6 +249,17 @@ class SampleSet:
                                       "weights")
             if not w.sum() > 0:
                 raise SampleFileError(path, "all weights are zero", "weights")
+            # scaled to a largest weight of 1: weights of 1e39 are fine in float64, inf in
+            # float32 (the flows' dtype)
+            w = w / w.max()
+            ess = float(w.sum() ** 2 / np.sum(w ** 2))
+            if ess < need:
+                raise SampleFileError(path, f"the weights leave an effective sample size of "
+                                      f"{ess:.1f} ({int((w > 0).sum())} non-zero weights); at "
+                                      f"least {need} are needed for {d} parameters", "weights")
+            if out is self:
+                out = self.subset(np.arange(n))
+            out.weights = w
         return out
 
     def summary(self) -> dict:
@@ -316,8 +336,8 @@ def read_samples(path: str | os.PathLike, options: ReadOptions | None = None, *,
     if opts.max_samples is not None and opts.max_samples < 1:
         raise SampleFileError(path, f"max_samples must be positive, got {opts.max_samples}")
     with _open(path) as f:
-        layout = opts.layout if opts.layout != "auto" else _detect_layout(path, f, opts)
         try:
+            layout = opts.layout if opts.layout != "auto" else _detect_layout(path, f, opts)
             if layout == "likeflow":
                 s = _read_likeflow(path, f, opts)
             elif layout == "array":
@@ -326,10 +346,10 @@ def read_samples(path: str | os.PathLike, options: ReadOptions | None = None, *,
                 s = _read_emcee(path, f, opts)
             else:
                 raise SampleFileError(path, f"unknown layout '{layout}' (likeflow, array, emcee)")
-        except (OSError, RuntimeError, KeyError) as e:
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
             if isinstance(e, SampleFileError):
                 raise
-            raise SampleFileError(path, f"damaged or truncated data ({_first_line(e)})") from None
+            raise SampleFileError(path, f"damaged or unreadable ({_first_line(e)})") from None
     s.origin = Origin(os.path.realpath(os.fspath(path)), s.origin.n, s.origin.rows,
                       dataclasses.replace(opts, layout=layout).to_dict())
     return s.check(path, drop_nonfinite=opts.drop_nonfinite, minimum=minimum) if check else s
@@ -339,9 +359,9 @@ def mcmc_record(path: str | os.PathLike) -> dict | None:
     """The MCMC record a sample file carries (kernel, R-hat, ESS, acceptance, step size, ...),
     as written by ``likeflow generate`` or ``combine``; None if there is none."""
     try:
-        with h5py.File(path, "r") as f:
+        with open_h5(path) as f:
             raw = f.attrs.get("mcmc")
-    except OSError:
+    except (LikeflowError, OSError, RuntimeError):
         return None
     if raw is None:
         return None
@@ -352,13 +372,42 @@ def mcmc_record(path: str | os.PathLike) -> dict | None:
     return rec if isinstance(rec, dict) else None
 
 
+def write_sample_stream(path: str | os.PathLike, blocks, *, n: int, names: list[str],
+                        poi: list[str], bounds: np.ndarray) -> None:
+    """Write ``n`` samples arriving as ``(values, log_prob)`` blocks in likeflow's layout,
+    without holding more than one block (atomically, the free space checked first)."""
+    d = len(names)
+    with atomic_h5(path, size_hint=8 * n * (d + 1)) as f:
+        chunks = (max(1, min(n, BLOCK_ROWS)), d)
+        xs = f.create_dataset("samples", shape=(n, d), dtype="f8", chunks=chunks if n else None)
+        lps = f.create_dataset("log_prob", shape=(n,), dtype="f8",
+                               chunks=chunks[:1] if n else None)
+        i = 0
+        for x, lp in blocks:
+            xs[i:i + len(x)] = x
+            lps[i:i + len(x)] = lp
+            i += len(x)
+        if i != n:
+            raise RuntimeError(f"{i} samples arrived for {n}")
+        _write_meta(f, names, poi, bounds)
+
+
+def _write_meta(f: h5py.File, names, poi, bounds) -> None:
+    f.attrs["parameter_names"] = np.array(names, dtype=h5py.string_dtype())
+    f.attrs["poi"] = np.array(poi, dtype=h5py.string_dtype())
+    f.attrs["bounds"] = bounds
+    from ._version import __version__
+    f.attrs["likeflow_version"] = __version__
+
+
 def write_samples(path: str | os.PathLike, s: SampleSet, *, compression: str | None = "gzip",
                   attrs: dict | None = None) -> None:
     """Write ``s`` in likeflow's layout, atomically (a temp file in the same folder, then rename).
 
     ``attrs`` adds root attributes (e.g. MCMC diagnostics); values must be HDF5-storable.
     """
-    with atomic_h5(path) as f:
+    cols = sum(getattr(s, c) is not None for c in OPTIONAL_COLUMNS)
+    with atomic_h5(path, size_hint=s.values.nbytes + cols * 8 * s.n) as f:
         kw = dict(compression=compression) if compression else {}
         chunks = (min(s.n, BLOCK_ROWS), s.dim) if s.n else None
         values = s.values
@@ -369,39 +418,9 @@ def write_samples(path: str | os.PathLike, s: SampleSet, *, compression: str | N
             c = getattr(s, col)
             if c is not None:
                 f.create_dataset(col, data=c, **kw)
-        f.attrs["parameter_names"] = np.array(s.names, dtype=h5py.string_dtype())
-        f.attrs["poi"] = np.array(s.poi, dtype=h5py.string_dtype())
-        f.attrs["bounds"] = s.bounds
-        from ._version import __version__
-        f.attrs["likeflow_version"] = __version__
+        _write_meta(f, s.names, s.poi, s.bounds)
         for k, v in (attrs or {}).items():
             f.attrs[k] = v
-
-
-@contextmanager
-def atomic_h5(path: str | os.PathLike):
-    """An HDF5 file opened for writing that appears at ``path`` only when whole.
-
-    It is written as a temp file in the same folder and renamed into place on success (the
-    rename is atomic), removed on any error or interrupt; a crash never leaves half a file.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise SampleFileError(path, f"cannot write: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp", dir=folder)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            yield f
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a result file is the user's usual
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 @dataclass(frozen=True)
@@ -458,21 +477,7 @@ def split_indices(n: int, *, seed: int, validation: float = 0.1, test: float = 0
 # --- reading ------------------------------------------------------------------------------------
 
 def _open(path) -> h5py.File:
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise SampleFileError(path, "no such file")
-    if os.path.isdir(path):
-        raise SampleFileError(path, "is a folder, not an HDF5 file")
-    try:
-        is_h5 = h5py.is_hdf5(path)
-    except OSError as e:
-        raise SampleFileError(path, f"cannot be read ({_first_line(e)})") from None
-    if not is_h5:
-        raise SampleFileError(path, "not an HDF5 file")
-    try:
-        return h5py.File(path, "r")
-    except OSError as e:
-        raise SampleFileError(path, f"damaged or truncated HDF5 file ({_first_line(e)})") from None
+    return open_h5(path, SampleFileError)
 
 
 def _detect_layout(path, f: h5py.File, opts: ReadOptions) -> str:
@@ -500,6 +505,7 @@ def _dataset(path, f: h5py.File, name: str, ndim: Sequence[int]) -> h5py.Dataset
     if not (np.issubdtype(ds.dtype, np.integer) or np.issubdtype(ds.dtype, np.floating)) \
             or np.issubdtype(ds.dtype, np.bool_):
         raise SampleFileError(path, f"is not numeric (dtype {ds.dtype})", name)
+    check_stored(path, ds, SampleFileError)
     return ds
 
 
@@ -526,7 +532,10 @@ def _gather(ds: h5py.Dataset, rows: np.ndarray | None, n: int, step: int = 1,
     """
     ks = np.arange(n) if rows is None else rows
     raw = start + step * ks
-    out = np.empty((len(ks),) + ds.shape[1 + (inner is not None):], dtype=np.float64)
+    shape = (len(ks),) + ds.shape[1 + (inner is not None):]
+    check_memory(ds.file.filename, ds.name.lstrip("/"), 8 * np.prod(shape, dtype=np.float64),
+                 SampleFileError)
+    out = np.empty(shape, dtype=np.float64)
     row_size = int(np.prod(ds.shape[1:], dtype=np.int64)) or 1
     block = max(1, (BLOCK_ROWS * 64) // row_size)  # about 4M numbers (32 MB) per block
     i = 0
@@ -547,7 +556,11 @@ def _attr_list(obj, key: str) -> list[str] | None:
     v = obj.attrs[key]
     if isinstance(v, (str, bytes)):
         v = [v]
-    return [x.decode() if isinstance(x, bytes) else str(x) for x in np.atleast_1d(v)]
+    try:
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in np.atleast_1d(v)]
+    except UnicodeDecodeError:
+        raise SampleFileError(obj.file.filename, f"attribute '{key}' holds text that is not "
+                              "UTF-8") from None
 
 
 def _meta(path, f, obj, d: int) -> dict:
@@ -556,7 +569,11 @@ def _meta(path, f, obj, d: int) -> dict:
     bounds = None
     src = obj if "bounds" in obj.attrs else (f if "bounds" in f.attrs else None)
     if src is not None:
-        bounds = np.asarray(src.attrs["bounds"], dtype=np.float64)
+        try:
+            bounds = np.asarray(src.attrs["bounds"], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise SampleFileError(path, "attribute 'bounds' must hold numbers (D x 2, +-inf "
+                                  "for none)") from None
         if bounds.shape != (d, 2):
             raise SampleFileError(path, f"attribute 'bounds' must have shape ({d}, 2), got "
                                   f"{bounds.shape}")
@@ -608,7 +625,14 @@ def _read_emcee(path, f, opts: ReadOptions) -> SampleSet:
     ds = _dataset(path, f, name, (3,))
     steps, walkers, d = ds.shape
     group = ds.parent
-    filled = int(group.attrs.get("iteration", steps))  # emcee preallocates; 'iteration' is filled
+    try:  # emcee preallocates; 'iteration' is filled
+        filled = int(np.asarray(group.attrs.get("iteration", steps)).item())
+    except (TypeError, ValueError):
+        raise SampleFileError(path, "attribute 'iteration' of the emcee backend is not a "
+                              "number", name) from None
+    if filled < 0:
+        raise SampleFileError(path, f"attribute 'iteration' of the emcee backend is {filled}",
+                              name)
     filled = min(filled, steps)
     if opts.burn >= filled:
         raise SampleFileError(path, f"burn-in {opts.burn} leaves nothing of {filled} steps", name)

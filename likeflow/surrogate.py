@@ -26,11 +26,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
-import signal
 import time
-from contextlib import contextmanager
 from typing import Callable
 
 import h5py
@@ -38,9 +37,13 @@ import numpy as np
 
 from ._version import __version__
 from .errors import LikeflowError, SurrogateFileError
-from .flows import FlowConfig, build_flow, expected_variable_count
+from .fileio import COMPLETE_ATTR, atomic_h5, check_stored, open_h5
+from .flows import (FlowConfig, build_flow, expected_variable_count, expected_weight_shapes,
+                    release_trace_caches)
+from .interrupts import sigterm_as_interrupt
 from .jsonutil import strict_json
-from .samples import ReadOptions, SampleSet, atomic_h5, file_rows, read_samples, split_indices
+from .samples import (ReadOptions, SampleSet, file_rows, read_samples, split_indices,
+                      write_sample_stream)
 from .training import TrainConfig, TrainResult, train
 
 FORMAT = "likeflow-surrogate"
@@ -51,6 +54,11 @@ FORMAT_VERSION = 1
 # point than 65536 with XLA on a 2-core EPYC).
 EVAL_BATCH = 16384
 SAMPLE_BATCH = 16384
+# A surrogate evaluates through plain graphs until it has seen this many points, then with XLA
+# (see _Compiled: XLA compilations are never freed).
+XLA_AFTER_POINTS = 100_000
+# Rows per block when samples are streamed to a file (``sample_to_file``).
+SAMPLE_STREAM_BLOCK = 16 * SAMPLE_BATCH
 
 
 class Surrogate:
@@ -69,6 +77,7 @@ class Surrogate:
         self.config: FlowConfig = flow.config
         self.training = training or {}
         self.validation = validation or {}
+        self.path: str | None = None  # the file it was loaded from
         d, dtype = self.config.dim, flow.dtype
         self._bounds = self.config.bounds_array()
         self._log_prob = _Compiled(flow.log_prob, d, dtype, EVAL_BATCH)
@@ -141,7 +150,7 @@ class Surrogate:
                 m[:, i] = 2 * point - m[:, i]
                 images.append(m)
         fb = self.config.flow_bounds_array()
-        ok = np.array([np.all((img > fb[:, 0]) & (img < fb[:, 1]), axis=1) for img in images])
+        ok = np.array([np.all((img >= fb[:, 0]) & (img <= fb[:, 1]), axis=1) for img in images])
         ok[0] = True  # the point itself (its bounds are checked where it is evaluated)
         return images, ok
 
@@ -190,21 +199,56 @@ class Surrogate:
 
     def sample(self, n: int, *, seed: int = 0) -> np.ndarray:
         """``n`` fresh samples (n, D); the same ``seed`` gives the same samples, also after load."""
-        n = int(n)
-        if n < 0:
-            raise LikeflowError(f"cannot draw {n} samples")
+        n = self._count(n)
         out = np.empty((n, self.dim))
+        i = 0
+        for x in self.sample_blocks(n, seed=seed):
+            out[i:i + len(x)] = x
+            i += len(x)
+        return out
+
+    def sample_blocks(self, n: int, *, seed: int = 0, block: int = SAMPLE_BATCH):
+        """The samples of :meth:`sample` as consecutive blocks of about ``block`` rows (a
+        multiple of the batch), for streaming: memory stays bounded whatever ``n``."""
+        n = self._count(n)
+        per = max(1, block // SAMPLE_BATCH)
+        out = []
         for k, i in enumerate(range(0, n, SAMPLE_BATCH)):
             m = min(SAMPLE_BATCH, n - i)
             s = np.array([seed % (2 ** 31), k], dtype=np.int32)
-            out[i:i + m] = self._from_latent(self._base_sample(np.int32(m), s).numpy())
-        return out
+            out.append(self._from_latent(self._base_sample(np.int32(m), s).numpy()))
+            if len(out) == per:
+                yield np.concatenate(out).astype(np.float64)
+                out = []
+        if out:
+            yield np.concatenate(out).astype(np.float64)
+
+    @staticmethod
+    def _count(n) -> int:
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise LikeflowError(f"cannot draw {n!r} samples: give a non-negative integer")
+        return int(n)
 
     def sample_set(self, n: int, *, seed: int = 0) -> SampleSet:
         """``n`` samples with their surrogate ``log_prob``, names, POIs and bounds."""
         x = self.sample(n, seed=seed)
         return SampleSet(x, names=self.names, poi=self.poi, bounds=self.bounds,
                          log_prob=self.log_prob(x))
+
+    def sample_to_file(self, path: str | os.PathLike, n: int, *, seed: int = 0) -> None:
+        """Write ``n`` samples with their ``log_prob`` to a sample file, streamed block by block
+        (memory bounded for any ``n``; the same samples as :meth:`sample` with this seed)."""
+        n = self._count(n)
+        def checked(x):
+            if not np.isfinite(x).all():
+                raise LikeflowError(f"{self.path or 'the surrogate'}: draws NaN or inf "
+                                    "samples: the file is damaged or its training diverged")
+            return x, self.log_prob(x)
+
+        blocks = (checked(x) for x in self.sample_blocks(n, seed=seed,
+                                                         block=SAMPLE_STREAM_BLOCK))
+        write_sample_stream(path, blocks, n=n, names=self.names, poi=self.poi,
+                            bounds=self.bounds)
 
     def held_out(self, samples: SampleSet) -> tuple[SampleSet, list[str]]:
         """The rows of ``samples`` that training never saw, and notes on how they were chosen.
@@ -266,8 +310,13 @@ class Surrogate:
             f.create_dataset("validation", data=json.dumps(strict_json(self.validation)))
             g = f.create_group("weights")
             for i, v in enumerate(self.flow.trainable_variables):
-                ds = g.create_dataset(f"{i:04d}", data=v.numpy())
+                w = v.numpy()
+                if not np.isfinite(w).all():
+                    raise LikeflowError(f"{path}: not written: weight {v.name} holds NaN or "
+                                        "inf (a diverged fit)")
+                ds = g.create_dataset(f"{i:04d}", data=w)
                 ds.attrs["name"] = v.name
+                ds.attrs["sha256"] = _checksum(w)
 
 
 def load(path: str | os.PathLike) -> Surrogate:
@@ -276,12 +325,8 @@ def load(path: str | os.PathLike) -> Surrogate:
     Raises :class:`SurrogateFileError` for a missing, foreign, damaged or newer-format file.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise SurrogateFileError(path, "no such file")
-    if not h5py.is_hdf5(path):
-        raise SurrogateFileError(path, "not an HDF5 file, so not a likeflow surrogate")
     try:
-        with h5py.File(path, "r") as f:
+        with open_h5(path, SurrogateFileError) as f:
             if f.attrs.get("format") != FORMAT:
                 what = "a likeflow sample file" if "samples" in f else "an HDF5 file"
                 raise SurrogateFileError(path, f"is {what}, not a likeflow surrogate "
@@ -290,17 +335,22 @@ def load(path: str | os.PathLike) -> Surrogate:
             if version > FORMAT_VERSION:
                 raise SurrogateFileError(path, f"format version {version} is newer than this "
                                          f"likeflow ({__version__}) reads; upgrade likeflow")
+            if f.attrs.get(COMPLETE_ATTR, 1) != 1:
+                raise SurrogateFileError(path, "incomplete: the file is still being written "
+                                         "(or its writer died)")
             for key in ("config", "training", "validation", "weights"):
                 if key not in f:
                     raise SurrogateFileError(path, f"damaged: '{key}' is missing")
             config = FlowConfig.from_json(_text(f["config"][()]))
             training = json.loads(_text(f["training"][()]))
             validation = json.loads(_text(f["validation"][()]))
-            g = f["weights"]
-            weights = [g[k][()] for k in sorted(g)]
+            if not isinstance(training, dict) or not isinstance(validation, dict):
+                raise SurrogateFileError(path, "damaged: 'training' and 'validation' must be "
+                                         "JSON objects")
+            weights = _read_weights(path, f["weights"], config)
     except SurrogateFileError:
         raise
-    except (OSError, KeyError, ValueError, TypeError) as e:
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
         msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise SurrogateFileError(path, f"damaged surrogate file ({msg})") from None
     except LikeflowError as e:
@@ -315,7 +365,46 @@ def load(path: str | os.PathLike) -> Surrogate:
             raise SurrogateFileError(path, f"damaged: weight of shape {w.shape} for variable "
                                      f"{v.name} of shape {tuple(v.shape)}")
         v.assign(w)
-    return Surrogate(flow, training, validation)
+    sur = Surrogate(flow, training, validation)
+    sur.path = path
+    return sur
+
+
+def _checksum(w: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(w).tobytes()).hexdigest()
+
+
+def _read_weights(path: str, g, config: FlowConfig) -> list[np.ndarray]:
+    """The weight arrays of a file, checked before anything is built: their shapes against
+    the config's (read from the headers, so a hostile config or dataset allocates nothing),
+    their checksums (files since checksums were written) and their values (finite)."""
+    if not isinstance(g, h5py.Group):
+        raise SurrogateFileError(path, "damaged: 'weights' is not a group")
+    keys = sorted(g)
+    if any(not isinstance(g[k], h5py.Dataset) for k in keys):
+        raise SurrogateFileError(path, "damaged: 'weights' holds something other than arrays")
+    got = sorted(tuple(g[k].shape or ()) for k in keys)
+    want = sorted(expected_weight_shapes(config))
+    if got != want:
+        raise SurrogateFileError(path, f"damaged: the weights ({len(got)} arrays, "
+                                 f"{sum(int(np.prod(s)) for s in got)} numbers) do not match "
+                                 f"the config ({len(want)} arrays, "
+                                 f"{sum(int(np.prod(s)) for s in want)} numbers)")
+    out = []
+    for k in keys:
+        ds = g[k]
+        if ds.dtype.kind != "f":
+            raise SurrogateFileError(path, f"damaged: weight {k} is not floating point")
+        check_stored(path, ds, SurrogateFileError)
+        w = ds[()]
+        digest = ds.attrs.get("sha256")
+        if digest is not None and _text(digest) != _checksum(w):
+            raise SurrogateFileError(path, f"damaged: weight {k} ({_text(ds.attrs.get('name', k))}) "
+                                     "fails its checksum: the file was altered or corrupted")
+        if not np.isfinite(w).all():
+            raise SurrogateFileError(path, f"damaged: weight {k} holds NaN or inf")
+        out.append(w)
+    return out
 
 
 def is_surrogate_file(path: str | os.PathLike) -> bool:
@@ -384,6 +473,10 @@ def fit(samples: SampleSet | str | os.PathLike, *, flow_config: dict | None = No
     parts = split_of(samples, split)
     tr, va, te = (samples.subset(parts.train), samples.subset(parts.validation),
                   samples.subset(parts.test))
+    for part, name in ((tr, "training"), (va, "validation"), (te, "test")):
+        if part.weights is not None and not part.weights.sum() > 0:
+            raise LikeflowError(f"{path or '<samples>'}: the weights of the {part.n} {name} "
+                                "rows are all zero: the weight is on too few rows to split")
     data = {"file": path, "fingerprint": samples.fingerprint(), "n": samples.n,
             "read_options": read_options.to_dict(), "split": dataclasses.asdict(split),
             "split_kind": "chain blocks" if samples.chain is not None else "random rows",
@@ -425,17 +518,27 @@ def fit(samples: SampleSet | str | os.PathLike, *, flow_config: dict | None = No
             Surrogate(flow, record(result)).save(out)
             last_save[0] = time.monotonic()
 
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         result = train(flow, tr.values, va.values, train_w=tr.weights, val_w=va.weights,
                        config=tcfg, progress=progress, on_best=checkpoint, previous=previous)
-    training = record(result)
-    surrogate = Surrogate(flow, training)
-    training["support"] = support_of(surrogate, tr.values)
-    training["test_log_prob"] = float(_weighted_mean(surrogate.log_prob(te.values), te.weights))
-    if te.log_prob is not None:
-        training["test_log_prob_target"] = float(_weighted_mean(te.log_prob, te.weights))
-    if out is not None:
-        surrogate.save(out)
+        training = record(result)
+        surrogate = Surrogate(flow, training)
+        try:
+            training["support"] = support_of(surrogate, tr.values)
+            training["test_log_prob"] = float(_weighted_mean(surrogate.log_prob(te.values),
+                                                             te.weights))
+            if te.log_prob is not None:
+                training["test_log_prob_target"] = float(_weighted_mean(te.log_prob, te.weights))
+        except KeyboardInterrupt:
+            # interrupted after training: keep the trained flow (without its support region
+            # and test figures; '--resume' or 'validate' completes them)
+            if out is not None:
+                result.stopped = "interrupted"
+                training["result"] = result.to_dict()
+                surrogate.save(out)
+            raise
+        if out is not None:
+            surrogate.save(out)
     return surrogate
 
 
@@ -462,23 +565,33 @@ def _weighted_mean(x: np.ndarray, w: np.ndarray | None) -> float:
 
 
 class _Compiled:
-    """A flow method on numpy batches: XLA-compiled on a few fixed shapes, plain graph if not.
+    """A flow method on numpy batches: a plain graph at first, XLA-compiled once the surrogate
+    has evaluated enough points for it to pay.
 
     XLA fuses the many small operations of a flow (4-5x faster sampling, 1.5x faster log_prob
     on the CPU here) but compiles once per input shape, so batches are padded up to a power of
-    two (at least 64, at most ``batch``). If XLA cannot compile on a platform, the plain graph
-    gives the same numbers more slowly.
+    two (at least 64, at most ``batch``), and TensorFlow keeps every XLA compilation for the
+    life of the process (about 20 MB per surrogate): a loop over hundreds of surrogates that
+    each evaluate a few points would grow without bound. So XLA starts after
+    :data:`XLA_AFTER_POINTS` points. If XLA cannot compile on a platform, the plain graph gives
+    the same numbers more slowly.
     """
 
     def __init__(self, fn, dim: int, dtype, batch: int):
         import tensorflow as tf
 
-        self._xla = tf.function(fn, jit_compile=True)
-        self._plain = tf.function(fn, input_signature=[tf.TensorSpec([None, dim], dtype)])
+        self._xla = tf.function(fn, jit_compile=True, autograph=False)
+        self._plain = tf.function(fn, input_signature=[tf.TensorSpec([None, dim], dtype)],
+                                  autograph=False)
         self.batch = batch
         self.use_xla = True
+        self.points = 0
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.points += len(x)
+        if not (self.use_xla and self.points >= XLA_AFTER_POINTS):
+            out = self._traced(self._plain, x)
+            return out
         parts = []
         for i in range(0, len(x), self.batch):
             xb = x[i:i + self.batch]
@@ -488,7 +601,18 @@ class _Compiled:
                 xb = np.concatenate([xb, np.repeat(xb[:1], size - m, axis=0)])
             parts.append(self._run(xb)[:m])
         if not parts:
-            return self._run(x)
+            return self._traced(self._plain, x)
+        return np.concatenate(parts)
+
+    def _traced(self, fn, x: np.ndarray) -> np.ndarray:
+        """``fn`` on ``x`` in batches; TFP's bijector caches are emptied after a new trace
+        (they would keep every traced graph alive)."""
+        before = fn.experimental_get_tracing_count()
+        parts = [fn(x[i:i + self.batch]).numpy() for i in range(0, len(x), self.batch)]
+        if fn.experimental_get_tracing_count() != before:
+            release_trace_caches()
+        if not parts:
+            return fn(x).numpy()
         return np.concatenate(parts)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
@@ -496,33 +620,16 @@ class _Compiled:
 
         if self.use_xla and len(x):
             try:
-                return self._xla(x).numpy()
+                return self._traced(self._xla, x)
             except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
                     tf.errors.InternalError):
                 self.use_xla = False
-        return self._plain(x).numpy()
+        return self._traced(self._plain, x)
 
 
 def _seed_everything(seed: int) -> None:
     import tf_keras
     tf_keras.utils.set_random_seed(seed)
-
-
-@contextmanager
-def _sigterm_as_interrupt():
-    """Inside, SIGTERM raises KeyboardInterrupt, so a killed fit ends like a Ctrl-C: saved."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _text(x) -> str:

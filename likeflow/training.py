@@ -39,6 +39,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import LikeflowError
+from .jsonutil import check_types
 
 
 @dataclass
@@ -82,6 +83,19 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_types(self, {"schedule": "str", "cosine_steps": "int", "epochs": "int",
+                           "batch_size": "int", "learning_rate": "float",
+                           "min_learning_rate": "float", "lr_patience": "int",
+                           "lr_factor": "float", "patience": "int", "min_delta": "float",
+                           "clip_norm": "float", "max_time": "float?", "max_rollbacks": "int",
+                           "jit_compile": "bool?", "seed": "int"}, "training")
+        if self.max_time is not None and not self.max_time > 0:
+            raise LikeflowError(f"training: max_time must be positive seconds (or null), not "
+                                f"{self.max_time}")
+        if not (self.clip_norm > 0 and self.min_learning_rate >= 0 and self.min_delta >= 0
+                and self.max_rollbacks >= 0):
+            raise LikeflowError("training: clip_norm must be > 0; min_learning_rate, min_delta "
+                                "and max_rollbacks >= 0")
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.lr_patience < 1:
             raise LikeflowError("training: epochs, batch size and patiences must be positive")
         if self.schedule not in ("cosine", "plateau"):
@@ -169,6 +183,9 @@ def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray |
     n_train = train_x.shape[0]
     batch = min(cfg.batch_size, n_train)
     x_tr = tf.constant(train_x, dtype=dtype)
+    # relative weights: scaled to a largest weight of 1 (1e39 is inf in float32)
+    train_w = None if train_w is None else train_w / np.max(train_w)
+    val_w = None if val_w is None else val_w / np.max(val_w)
     w_tr = tf.constant(np.ones(n_train) if train_w is None else train_w, dtype=dtype)
 
     result = previous if previous is not None else TrainResult(learning_rate=cfg.learning_rate)
@@ -187,7 +204,7 @@ def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray |
         x = tf.gather(x_tr, idx)
         w = tf.gather(w_tr, idx)
         with tf.GradientTape() as tape:
-            loss = -tf.reduce_sum(w * flow.log_prob(x)) / tf.reduce_sum(w)
+            loss = -tf.reduce_sum(w * flow.train_log_prob(x)) / tf.reduce_sum(w)
         grads = tape.gradient(loss, variables)
         grads, _ = tf.clip_by_global_norm(grads, cfg.clip_norm)
         finite = tf.math.is_finite(loss) & tf.reduce_all(
@@ -326,7 +343,7 @@ def make_mean_loss(flow, x: np.ndarray, w: np.ndarray | None, batch: int = 8192)
 
     @tf.function(reduce_retracing=True)
     def weighted_sum(xb, wb):
-        return -tf.reduce_sum(wb * flow.log_prob(xb))
+        return -tf.reduce_sum(wb * flow.train_log_prob(xb))
 
     def mean_loss() -> float:
         return float(sum(float(weighted_sum(xb, wb)) for xb, wb in zip(xs, ws))) / total_w

@@ -95,7 +95,7 @@ def test_no_training_rows_in_the_test_split(fitted):
     ("foreign", "not a likeflow surrogate"),
     ("newer", "newer than this likeflow"),
     ("no_weights", "'weights' is missing"),
-    ("wrong_shape", "weight of shape"),
+    ("wrong_shape", "do not match the config"),
     ("bad_config", "damaged surrogate file"),
     ("text", "not an HDF5 file"),
     ("missing", "no such file"),
