@@ -395,10 +395,27 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, seed, run_va
         if verdict != "PASS":
             click.echo(f"likeflow: the surrogate did not PASS validation ({verdict}): read the "
                        f"reasons above and the report before using it", err=True)
+            hint = overfitting_hint(res)
+            if hint:
+                click.echo(f"likeflow: {hint}", err=True)
     if res["stopped"] == "interrupted":
         click.echo("interrupted: the best surrogate so far is saved; continue with --resume",
                    err=True)
         sys.exit(130)
+
+
+def overfitting_hint(result: dict) -> str | None:
+    """A line of advice when the validation loss stopped improving in the first half of
+    training while the training loss kept falling (measured on RegionB: best epoch 3 of 8 at
+    the default learning rate, WARN; with --lr 1e-3 the best epoch was the last, PASS)."""
+    hist, best = result.get("history", []), result.get("best_epoch", -1)
+    if len(hist) < 4 or best < 0 or best + 1 > len(hist) // 2:
+        return None
+    if not hist[-1]["train_loss"] < hist[best]["train_loss"] - 0.02:
+        return None
+    return (f"the validation loss stopped improving at epoch {best + 1} of {len(hist)} while "
+            "the training loss kept falling (overfitting): a refit with a lower learning rate "
+            "(--lr 1e-3) or with more samples may PASS")
 
 
 def _merge_config_file(ctx, path, opts, seed):

@@ -209,3 +209,19 @@ def test_real_subprocess(likeflow_file):
     bad = subprocess.run([sys.executable, "-m", "likeflow", "info", "/nonexistent.h5"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_overfitting_hint():
+    from likeflow.cli import overfitting_hint
+
+    def hist(train, val):
+        return [{"train_loss": t, "val_loss": v} for t, v in zip(train, val)]
+
+    over = {"history": hist([74.5, 74.37, 74.35, 74.33, 74.31, 74.28, 74.25, 74.24],
+                            [74.40, 74.389, 74.388, 74.399, 74.388, 74.396, 74.399, 74.399]),
+            "best_epoch": 2}
+    assert "--lr 1e-3" in overfitting_hint(over)
+    fine = dict(over, best_epoch=7)
+    assert overfitting_hint(fine) is None
+    flat = {"history": hist([74.3] * 8, [74.4] * 8), "best_epoch": 1}
+    assert overfitting_hint(flat) is None
