@@ -330,13 +330,19 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, seed, run_va
         check_output_folder(folder)
     if resume:
         from click.core import ParameterSource
-        given = [k for k in FLOW_OPTIONS
-                 if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE]
-        if given:
-            raise click.UsageError(f"--resume continues the stored fit with its own flow; "
-                                   f"{', '.join('--' + k.replace('_', '-') for k in given)} "
-                                   "cannot change it (start a new fit instead)")
-        flow_cfg = _stored_flow(out)
+        stored = _stored_flow(out)
+        # options given again with their stored values are fine; another value is refused
+        changed = [k for k in FLOW_OPTIONS
+                   if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE
+                   and k in stored and tuple(np.atleast_1d(opts[k])) !=
+                   tuple(np.atleast_1d(stored[k]))]
+        if changed:
+            raise click.UsageError(
+                "--resume continues the stored fit with its own flow ("
+                + ", ".join(f"{k} {stored[k]}" for k in changed) + "); "
+                + ", ".join("--" + k.replace("_", "-") for k in changed)
+                + " cannot change it (start a new fit instead)")
+        flow_cfg = stored
     device = tf_devices()
     s = read_samples(samples, dataclasses.replace(read_opts, seed=seed))
     _echo_dropped(s)
@@ -477,7 +483,7 @@ def _stored_flow(out: str) -> dict:
         raise LikeflowError(f"--resume: no surrogate at {out} to continue")
     tf_devices()
     c = load(out).config
-    return {"flow": c.flow, "layers": c.layers, "hidden": c.hidden}
+    return {k: getattr(c, k) for k in FLOW_OPTIONS if k != "reflect"}
 
 
 def _load_surrogate(path: str):
