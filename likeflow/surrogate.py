@@ -521,9 +521,9 @@ def fit(samples: SampleSet | str | os.PathLike, *, flow_config: dict | None = No
     with sigterm_as_interrupt():
         result = train(flow, tr.values, va.values, train_w=tr.weights, val_w=va.weights,
                        config=tcfg, progress=progress, on_best=checkpoint, previous=previous)
-        training = record(result)
-        surrogate = Surrogate(flow, training)
         try:
+            training = record(result)
+            surrogate = Surrogate(flow, training)
             training["support"] = support_of(surrogate, tr.values)
             training["test_log_prob"] = float(_weighted_mean(surrogate.log_prob(te.values),
                                                              te.weights))
@@ -534,8 +534,7 @@ def fit(samples: SampleSet | str | os.PathLike, *, flow_config: dict | None = No
             # and test figures; '--resume' or 'validate' completes them)
             if out is not None:
                 result.stopped = "interrupted"
-                training["result"] = result.to_dict()
-                surrogate.save(out)
+                Surrogate(flow, record(result)).save(out)
             raise
         if out is not None:
             surrogate.save(out)

@@ -311,7 +311,12 @@ def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray |
                 break
     except KeyboardInterrupt:
         result.stopped = "interrupted"
-    restore(variables, best)
+    while True:  # the best weights go back even if a signal arrives meanwhile
+        try:
+            restore(variables, best)
+            break
+        except KeyboardInterrupt:
+            result.stopped = "interrupted"
     result.elapsed = time.perf_counter() - t_start
     return result
 
