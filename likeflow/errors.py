@@ -14,8 +14,9 @@ class LikeflowError(Exception):
     exit_code = 2
 
 
-class SampleFileError(LikeflowError):
-    """A sample file cannot be read or fails an input check."""
+class FileError(LikeflowError):
+    """A file (and, where it matters, one of its datasets) that cannot be used: the message is
+    ``path[: dataset 'name']: problem``."""
 
     def __init__(self, path, problem: str, dataset: str | None = None):
         where = f"{path}" if dataset is None else f"{path}: dataset '{dataset}'"
@@ -25,10 +26,13 @@ class SampleFileError(LikeflowError):
         self.problem = problem
 
 
-class SurrogateFileError(LikeflowError):
+class SampleFileError(FileError):
+    """A sample file cannot be read or fails an input check."""
+
+
+class SurrogateFileError(FileError):
     """A surrogate file is missing, foreign, damaged or of an unsupported version."""
 
-    def __init__(self, path, problem: str):
-        super().__init__(f"{path}: {problem}")
-        self.path = str(path)
-        self.problem = problem
+
+class FileIOError(FileError):
+    """A file cannot be read or written (missing folder, permissions, full disk, lock)."""

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 import h5py
 import numpy as np
 
-from .errors import LikeflowError
+from .errors import FileError, FileIOError, LikeflowError
 
 # Files up to this size are built in memory and written with Python I/O.
 MEMORY_WRITE_MAX = 512 * 2 ** 20
@@ -39,10 +39,6 @@ MAX_COMPRESSION_RATIO = 100.0
 # Datasets declared this small are never refused on their compression ratio.
 RATIO_CHECK_MIN_BYTES = 64 * 2 ** 20
 COMPLETE_ATTR = "likeflow_complete"
-
-
-class FileIOError(LikeflowError):
-    """A file cannot be read or written (missing folder, permissions, full disk, lock)."""
 
 
 def _first_line(e: BaseException) -> str:
@@ -97,9 +93,9 @@ def _fsync_folder(folder: str) -> None:
 def _output_folder(path: str) -> str:
     folder = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(folder):
-        raise FileIOError(f"{path}: cannot write: the folder {folder} does not exist")
+        raise FileIOError(path, f"cannot write: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
-        raise FileIOError(f"{path}: cannot write: the folder {folder} is not writable")
+        raise FileIOError(path, f"cannot write: the folder {folder} is not writable")
     return folder
 
 
@@ -114,12 +110,12 @@ def atomic_h5(path: str | os.PathLike, *, size_hint: int | None = None):
     path = os.fspath(path)
     folder = _output_folder(path)
     if os.path.isdir(path):
-        raise FileIOError(f"{path}: cannot write: it is a folder")
+        raise FileIOError(path, "cannot write: it is a folder")
     if size_hint is not None and size_hint > MEMORY_WRITE_MAX:
         need = int(size_hint * 1.05) + 2 ** 20
         have = free_bytes(folder)
         if have < need:
-            raise FileIOError(f"{path}: cannot write: about {need / 2**30:.2f} GB needed, "
+            raise FileIOError(path, f"cannot write: about {need / 2**30:.2f} GB needed, "
                               f"{have / 2**30:.2f} GB free on its disk")
         fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp", dir=folder)
         os.close(fd)
@@ -134,7 +130,7 @@ def atomic_h5(path: str | os.PathLike, *, size_hint: int | None = None):
         except BaseException as e:
             _remove(tmp)
             if isinstance(e, (OSError, RuntimeError)) and not isinstance(e, LikeflowError):
-                raise FileIOError(f"{path}: cannot write ({describe_os_error(e)})") from None
+                raise FileIOError(path, f"cannot write ({describe_os_error(e)})") from None
             raise
         return
     buf = io.BytesIO()
@@ -150,7 +146,7 @@ def write_bytes(path: str, data, *, folder: str | None = None) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp", dir=folder)
     except OSError as e:
-        raise FileIOError(f"{path}: cannot write ({describe_os_error(e)})") from None
+        raise FileIOError(path, f"cannot write ({describe_os_error(e)})") from None
     try:
         with os.fdopen(fd, "wb") as g:
             g.write(data)
@@ -160,7 +156,7 @@ def write_bytes(path: str, data, *, folder: str | None = None) -> None:
     except BaseException as e:
         _remove(tmp)
         if isinstance(e, OSError):
-            raise FileIOError(f"{path}: cannot write ({describe_os_error(e)})") from None
+            raise FileIOError(path, f"cannot write ({describe_os_error(e)})") from None
         raise
 
 
@@ -187,16 +183,13 @@ def _remove(tmp: str) -> None:
 def open_h5(path: str | os.PathLike, error=FileIOError) -> h5py.File:
     """Open an HDF5 file for reading, with a clear error for every way that fails.
 
-    ``error`` is the exception class, called with ``(path, problem)`` when it takes two
-    arguments (:class:`~likeflow.errors.SampleFileError`) or a message.
+    ``error`` is the :class:`~likeflow.errors.FileError` class raised (sample, surrogate or
+    plain I/O error).
     """
     path = os.fspath(path)
 
-    def fail(problem: str):
-        try:
-            return error(path, problem)
-        except TypeError:
-            return error(f"{path}: {problem}")
+    def fail(problem: str) -> FileError:
+        return error(path, problem)
 
     if not os.path.exists(path):
         raise fail("no such file")
@@ -231,11 +224,8 @@ def check_stored(path: str, ds: h5py.Dataset, error) -> None:
     """
     name = ds.name.lstrip("/")
 
-    def fail(problem):
-        try:
-            return error(path, problem, name)
-        except TypeError:
-            return error(f"{path}: dataset '{name}': {problem}")
+    def fail(problem: str) -> FileError:
+        return error(path, problem, name)
 
     shape = ds.shape or ()
     declared = int(np.prod(shape, dtype=np.float64) * ds.dtype.itemsize)
@@ -265,10 +255,7 @@ def check_memory(path: str, name: str, nbytes: float, error) -> None:
     if nbytes > 0.8 * have:
         msg = (f"reading it needs about {_size(nbytes)} of memory, {_size(have)} are "
                "available: read a subsample with --max-samples")
-        try:
-            raise error(path, msg, name)
-        except TypeError:
-            raise error(f"{path}: dataset '{name}': {msg}") from None
+        raise error(path, msg, name)
 
 
 def _size(b: float) -> str:
@@ -297,17 +284,16 @@ def check_outputs(outputs, inputs=()) -> None:
     for i, out in enumerate(outs):
         for inp in ins:
             if same_file(out, inp):
-                raise FileIOError(f"{out}: the output is also an input of this command; "
+                raise FileIOError(out, "the output is also an input of this command; "
                                   "writing it would destroy the input: choose another name")
         for other in outs[:i]:
             if same_file(out, other):
-                raise FileIOError(f"{out}: given as two different outputs")
-        folder = _output_folder(out)
+                raise FileIOError(out, "given as two different outputs")
+        _output_folder(out)
         if os.path.isdir(out):
-            raise FileIOError(f"{out}: cannot write: it is a folder")
+            raise FileIOError(out, "cannot write: it is a folder")
         if os.path.exists(out) and not os.access(out, os.W_OK):
-            raise FileIOError(f"{out}: cannot write: the file is read-only")
-        del folder
+            raise FileIOError(out, "cannot write: the file is read-only")
 
 
 def check_output_folder(path: str | None) -> None:
@@ -316,12 +302,12 @@ def check_output_folder(path: str | None) -> None:
         return
     path = os.fspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
-        raise FileIOError(f"{path}: cannot write the report: a file of that name exists")
+        raise FileIOError(path, "cannot write the report: a file of that name exists")
     target = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(target):
-        raise FileIOError(f"{path}: cannot write the report: the folder {target} does not exist")
+        raise FileIOError(path, f"cannot write the report: the folder {target} does not exist")
     if not os.access(target, os.W_OK):
-        raise FileIOError(f"{path}: cannot write the report: {target} is not writable")
+        raise FileIOError(path, f"cannot write the report: {target} is not writable")
 
 
 # The command line probes every HDF5 file it reads in a forked child first (probe_h5): set by
@@ -340,7 +326,7 @@ def probe_h5(path, error) -> None:
     files up to :data:`PROBE_DATA_BYTES`. A damaged file can make the HDF5 library loop forever
     or crash inside its C code, where no Python exception reaches; the child takes that risk,
     and a child that hangs (killed after a few seconds) or dies is a damaged file: ``error``
-    (called as in :func:`open_h5`). POSIX only, and only when :func:`guard_reads` is on."""
+    (a :class:`~likeflow.errors.FileError` class). POSIX only, and only when :func:`guard_reads` is on."""
     if not _PROBE["on"] or not hasattr(os, "fork") or not os.path.isfile(path):
         return
     small = os.path.getsize(path) <= PROBE_DATA_BYTES
@@ -378,9 +364,6 @@ def probe_h5(path, error) -> None:
         return
     if done:
         problem = "damaged HDF5 file (the HDF5 library crashed reading it)"
-    try:
-        raise error(path, problem)
-    except TypeError:
-        raise error(f"{path}: {problem}") from None
+    raise error(path, problem)
 
 

@@ -408,9 +408,9 @@ def expected_weight_shapes(config: FlowConfig) -> list[tuple[int, ...]]:
 
 
 def expected_variable_count(config: FlowConfig) -> int:
-    """Trainable variables the architecture implies: a kernel and a bias per dense layer, and
-    the marginal spline's parameters."""
-    return config.layers * 2 * (len(config.hidden) + 1) + int(config.marginal_spline)
+    """Trainable variables the architecture implies (one per shape of
+    :func:`expected_weight_shapes`)."""
+    return len(expected_weight_shapes(config))
 
 
 def bound_maps(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:

@@ -249,17 +249,13 @@ class SampleSet:
                                       "weights")
             if not w.sum() > 0:
                 raise SampleFileError(path, "all weights are zero", "weights")
-            # scaled to a largest weight of 1: weights of 1e39 are fine in float64, inf in
-            # float32 (the flows' dtype)
-            w = w / w.max()
-            ess = float(w.sum() ** 2 / np.sum(w ** 2))
+            # scale-free (training uses the weights relative to the largest)
+            rel = w / w.max()
+            ess = float(rel.sum() ** 2 / np.sum(rel ** 2))
             if ess < need:
                 raise SampleFileError(path, f"the weights leave an effective sample size of "
                                       f"{ess:.1f} ({int((w > 0).sum())} non-zero weights); at "
                                       f"least {need} are needed for {d} parameters", "weights")
-            if out is self:
-                out = self.subset(np.arange(n))
-            out.weights = w
         return out
 
     def summary(self) -> dict:

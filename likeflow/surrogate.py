@@ -589,8 +589,7 @@ class _Compiled:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         self.points += len(x)
         if not (self.use_xla and self.points >= XLA_AFTER_POINTS):
-            out = self._traced(self._plain, x)
-            return out
+            return self._traced(self._plain, x)
         parts = []
         for i in range(0, len(x), self.batch):
             xb = x[i:i + self.batch]

@@ -32,6 +32,16 @@ def _truncate(src: str, dst: str, rng) -> None:
     open(dst, "wb").write(data[:int(rng.integers(0, len(data)))])
 
 
+def _damage_bytes(kind: str, good: str, dst: str, rng) -> str:
+    """The byte-level damages every file kind gets: bits flipped or truncation."""
+    if kind == "flip":
+        m = int(rng.integers(1, 40))
+        _flip(good, dst, rng, m)
+        return f"{m} bits flipped"
+    _truncate(good, dst, rng)
+    return "truncated"
+
+
 WRONG = ["x", -1, 10 ** 9, None, [1, 2], {"a": 1}, 1.5, True, 1e308, "inf"]
 
 
@@ -42,13 +52,8 @@ def sample_cases(good: str, folder: str, rng, n: int) -> list[tuple[str, str]]:
         p = os.path.join(folder, f"s{k}.h5")
         kind = ["flip", "flip", "truncate", "delete", "attr", "values"][k % 6]
         shutil.copy(good, p)
-        if kind == "flip":
-            m = int(rng.integers(1, 40))
-            _flip(good, p, rng, m)
-            what = f"{m} bits flipped"
-        elif kind == "truncate":
-            _truncate(good, p, rng)
-            what = "truncated"
+        if kind in ("flip", "truncate"):
+            what = _damage_bytes(kind, good, p, rng)
         elif kind == "delete":
             name = ["samples", "log_prob"][int(rng.integers(0, 2))]
             with h5py.File(p, "a") as f:
@@ -79,13 +84,8 @@ def surrogate_cases(good: str, folder: str, rng, n: int) -> list[tuple[str, str]
         p = os.path.join(folder, f"m{k}.likeflow.h5")
         kind = ["flip", "flip", "truncate", "delete", "config", "config", "json"][k % 7]
         shutil.copy(good, p)
-        if kind == "flip":
-            m = int(rng.integers(1, 40))
-            _flip(good, p, rng, m)
-            what = f"{m} bits flipped"
-        elif kind == "truncate":
-            _truncate(good, p, rng)
-            what = "truncated"
+        if kind in ("flip", "truncate"):
+            what = _damage_bytes(kind, good, p, rng)
         elif kind == "delete":
             name = ["config", "training", "validation", "weights/0000", "weights"][
                 int(rng.integers(0, 5))]

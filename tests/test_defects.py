@@ -8,6 +8,7 @@ import errno
 import gc
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -204,8 +205,7 @@ def test_a_really_full_disk(work, tmp_path):
 def test_a_hostile_config_is_refused_before_anything_is_built(work, tmp_path, change, message):
     folder, x, s = work
     bad_file = tmp_path / "bad.likeflow.h5"
-    with open(s, "rb") as f, open(bad_file, "wb") as g:
-        g.write(f.read())
+    shutil.copyfile(s, bad_file)
     with h5py.File(bad_file, "a") as f:
         cfg = json.loads(f["config"][()])
         cfg.update(change)
@@ -308,15 +308,10 @@ def test_huge_weights_train_like_unit_weights(tmp_path):
 
 
 # 9 ------------------------------------------------------------------------------------------
-def _copy(src, dst):
-    with open(src, "rb") as f, open(dst, "wb") as g:
-        g.write(f.read())
-
-
 def test_a_flipped_bit_in_a_weight_fails_its_checksum(work, tmp_path):
     folder, x, s = work
     p = tmp_path / "flip.likeflow.h5"
-    _copy(s, p)
+    shutil.copyfile(s, p)
     with h5py.File(p, "a") as f:
         w = f["weights/0000"][()]
         raw = w.view(np.uint32).copy()
@@ -330,7 +325,7 @@ def test_a_flipped_bit_in_a_weight_fails_its_checksum(work, tmp_path):
 def test_a_nan_weight_is_refused(work, tmp_path):
     folder, x, s = work
     p = tmp_path / "nan.likeflow.h5"
-    _copy(s, p)
+    shutil.copyfile(s, p)
     with h5py.File(p, "a") as f:
         w = f["weights/0001"][()]
         w.flat[0] = np.nan
@@ -431,7 +426,7 @@ def test_huge_values_are_named_in_info_and_fit(tmp_path):
 def test_validate_with_damaged_stored_read_options(work, tmp_path):
     folder, x, s = work
     p = tmp_path / "ro.likeflow.h5"
-    _copy(s, p)
+    shutil.copyfile(s, p)
     with h5py.File(p, "a") as f:
         tr = json.loads(f["training"][()])
         tr["data"]["read_options"] = {"thin": 0, "burn": -3}
