@@ -1,12 +1,23 @@
 """likeflow: normalizing-flow surrogates of high-dimensional likelihoods known only as samples.
 
-    >>> import likeflow
-    >>> s = likeflow.load("samples.likeflow.h5")       # doctest: +SKIP
-    >>> s.log_prob(x); s.sample(10**6)                  # doctest: +SKIP
+The public API is this namespace; the command line is a thin layer over it. A session:
 
-The sample-file functions need only numpy and h5py; everything that touches a flow imports
-TensorFlow on first use, so ``likeflow info`` and the metrics stay fast and work without the
-``[tf]`` extra.
+    >>> import numpy as np, likeflow
+    >>> x = np.random.default_rng(0).normal(size=(3000, 2))
+    >>> sur = likeflow.fit(x, bounds={"x0": (-8, 8)}, seed=0,
+    ...                    flow_config={"layers": 2, "hidden": (16,)},
+    ...                    train_config=likeflow.TrainConfig(epochs=3))
+    >>> sur.log_prob([[0.0, 0.0]]).shape
+    (1,)
+    >>> sur.sample(5, seed=1).shape
+    (5, 2)
+    >>> result = likeflow.validate(sur, x[:400])
+    >>> result.verdict()[0] in ("PASS", "WARN", "FAIL")
+    True
+
+Sample files, configs and metrics need only numpy and h5py; everything that touches a flow
+imports TensorFlow on first use (quietly: set ``LIKEFLOW_TF_LOGS=1`` to see its logs), so
+``likeflow info`` stays fast and ``import likeflow`` does not import TensorFlow.
 """
 
 from __future__ import annotations
@@ -14,35 +25,50 @@ from __future__ import annotations
 import importlib
 
 from ._version import __version__
+from .bounds import as_bounds
 from .errors import LikeflowError, SampleFileError, SurrogateFileError
-from .samples import ReadOptions, SampleSet, read_samples, split_indices, write_samples
+from .fileio import check_output_folder, check_outputs, guard_reads
+from .interrupts import sigterm_as_interrupt
+from .flows import ACTIVATIONS, FLOWS, PERMUTATIONS, FlowConfig
+from .likelihoods import TARGETS, CorrelatedGaussian, GaussianMixture, LHCToy, make_target
+from .mcmc import MCMCConfig
+from .progress import EpochProgress
+from .samples import (ReadOptions, SampleSet, SplitSpec, as_sample_set, mcmc_record,
+                      read_samples, split_indices, write_samples)
+from .training import TrainConfig
 
-# name -> module for the parts that import TensorFlow (loaded on first access)
+# name -> module for the parts that import TensorFlow or matplotlib (loaded on first access)
 _LAZY = {
-    "FlowConfig": "flows",
-    "build_flow": "flows",
-    "TrainConfig": "training",
-    "train": "training",
-    "Surrogate": "surrogate",
+    "fit": "fitting",
+    "fit_summary": "fitting",
+    "marginal": "fitting",
     "load": "surrogate",
-    "fit": "surrogate",
+    "Surrogate": "surrogate",
+    "build_flow": "tf_flows",
+    "train": "training",
     "validate": "report",
     "ValidationResult": "report",
-    "best_fit": "inference",
     "profile": "inference",
+    "ProfileResult": "inference",
+    "read_reference": "inference",
+    "best_fit": "inference",
     "upper_limit": "inference",
+    "cls_limits": "inference",
+    "generate": "generating",
+    "combine": "combination",
+    "Combination": "combination",
+    "PyhfTarget": "likelihoods.pyhf_target",
+    "device": "tfsetup",
+    "check_plot_format": "plots",
 }
 
 __all__ = [
-    "__version__",
-    "LikeflowError",
-    "SampleFileError",
-    "SurrogateFileError",
-    "ReadOptions",
-    "SampleSet",
-    "read_samples",
-    "write_samples",
-    "split_indices",
+    "__version__", "LikeflowError", "SampleFileError", "SurrogateFileError",
+    "ReadOptions", "SampleSet", "SplitSpec", "as_sample_set", "read_samples", "write_samples",
+    "split_indices", "mcmc_record", "as_bounds", "check_outputs", "check_output_folder", "guard_reads",
+    "sigterm_as_interrupt",
+    "FlowConfig", "FLOWS", "PERMUTATIONS", "ACTIVATIONS", "TrainConfig", "MCMCConfig", "EpochProgress",
+    "TARGETS", "make_target", "LHCToy", "CorrelatedGaussian", "GaussianMixture",
     *_LAZY,
 ]
 

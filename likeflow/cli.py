@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import json
 import os
 import sys
@@ -18,11 +19,9 @@ import traceback
 import click
 import numpy as np
 
-from ._version import __version__
+import likeflow
+
 from .errors import LikeflowError
-from .fileio import check_output_folder, check_outputs, write_text
-from .interrupts import sigterm_as_interrupt
-from .samples import ReadOptions, SampleSet, mcmc_record, read_samples
 
 
 class _Group(click.Group):
@@ -30,7 +29,7 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            with sigterm_as_interrupt():  # a killed command ends like Ctrl-C: exit 130
+            with likeflow.sigterm_as_interrupt():  # a killed command ends like Ctrl-C: exit 130
                 return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
@@ -54,7 +53,7 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
                                            "max_content_width": 100})
-@click.version_option(__version__, "--version", "-V", prog_name="likeflow")
+@click.version_option(likeflow.__version__, "--version", "-V", prog_name="likeflow")
 @click.option("--debug", is_flag=True, help="Show the full traceback of any error.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
@@ -74,6 +73,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if debug:  # TensorFlow's own start-up and log lines too
+        os.environ.setdefault("LIKEFLOW_TF_LOGS", "1")
 
 
 def read_options(func):
@@ -99,7 +100,7 @@ def read_options(func):
     @functools.wraps(func)
     def wrapper(*args, dataset, log_prob_dataset, layout, burn, thin, max_samples,
                 drop_nonfinite, **kwargs):
-        kwargs["read_opts"] = ReadOptions(layout=layout, dataset=dataset,
+        kwargs["read_opts"] = likeflow.ReadOptions(layout=layout, dataset=dataset,
                                           log_prob_dataset=log_prob_dataset, burn=burn,
                                           thin=thin, max_samples=max_samples,
                                           drop_nonfinite=drop_nonfinite)
@@ -140,29 +141,30 @@ def _fmt_bound(b) -> str:
 @click.argument("file", type=click.Path(dir_okay=False))
 @read_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def info(file: str, read_opts: ReadOptions, as_json: bool) -> None:
+def info(file: str, read_opts, as_json: bool) -> None:
     """What is in a sample FILE: N, D, names, POIs, bounds and per-parameter statistics.
 
     The file is checked as 'fit' would check it (NaN rows, constant columns, bounds, ...), so a
     clean 'info' means the file is ready to fit.
     """
-    s = read_samples(file, read_opts)
+    s = likeflow.read_samples(file, read_opts)
     _echo_dropped(s)
-    summary = s.summary()
-    summary["file"] = file
+    summary = dict(s.summary(), file=file, mcmc=likeflow.mcmc_record(file))
     if as_json:
-        summary["mcmc"] = mcmc_record(file)
         click.echo(json.dumps(summary, indent=1))
         return
     click.echo(f"{file}: {summary['n']} samples of {summary['dim']} parameters")
     click.echo(f"POI: {', '.join(summary['poi']) or '(none)'}")
     click.echo(f"datasets: samples{''.join(', ' + d for d in summary['datasets'])}")
-    rec = mcmc_record(file)
-    if rec is not None:
-        click.echo(_mcmc_line(rec))
-    width = max(9, max(len(p["name"]) for p in summary["parameters"]))
+    if summary["mcmc"] is not None:
+        click.echo(_mcmc_line(summary["mcmc"]))
+    _parameter_table(summary["parameters"])
+
+
+def _parameter_table(parameters: list[dict]) -> None:
+    width = max(9, max(len(p["name"]) for p in parameters))
     click.echo(f"{'parameter':<{width}}  {'mean':>11} {'std':>11} {'min':>11} {'max':>11}  bounds")
-    for p in summary["parameters"]:
+    for p in parameters:
         star = "*" if p["poi"] else " "
         lo, hi = p["bounds"]
         click.echo(f"{p['name']:<{width}}{star} {p['mean']:11.4g} {p['std']:11.4g} "
@@ -170,7 +172,16 @@ def info(file: str, read_opts: ReadOptions, as_json: bool) -> None:
 
 
 
-# --- fit, sample, eval ------------------------------------------------------------------------
+# --- defaults: read from the API, never written twice -------------------------------------------
+
+def _default(func, name: str):
+    """The default of ``func``'s keyword ``name``: the CLI shows and uses the API's."""
+    return inspect.signature(func).parameters[name].default
+
+
+_FLOW = {f.name: f.default for f in dataclasses.fields(likeflow.FlowConfig)}
+_TRAIN = likeflow.TrainConfig()
+_MCMC = likeflow.MCMCConfig()
 
 FLOW_OPTIONS = ("flow", "layers", "hidden", "bins", "spline_range", "permutation", "activation",
                 "dtype", "reflect")
@@ -180,8 +191,7 @@ TRAIN_OPTIONS = ("schedule", "cosine_steps", "epochs", "batch_size", "learning_r
 
 def default_output(samples_path: str) -> str:
     """samples.h5 -> samples.likeflow.h5 (beside the input)."""
-    root, ext = os.path.splitext(samples_path)
-    return root + ".likeflow.h5"
+    return os.path.splitext(samples_path)[0] + ".likeflow.h5"
 
 
 def default_report(surrogate_path: str) -> str:
@@ -190,44 +200,13 @@ def default_report(surrogate_path: str) -> str:
     return root + "-report"
 
 
-class EpochPrinter:
-    """One line per epoch on stderr, with the time per epoch and an estimate of the time left."""
-
-    def __init__(self, log_path: str | None, quiet: bool):
-        self.log = open(log_path, "a") if log_path else None
-        self.quiet = quiet
-
-    def __call__(self, r: dict) -> None:
-        if self.log:
-            self.log.write(json.dumps(r) + "\n")
-            self.log.flush()
-        if self.quiet:
-            return
-        done = r["epoch"] + 1
-        per_epoch = r["elapsed"] / max(1, done)
-        left = per_epoch * (r["epochs"] - done)
-        mark = "*" if r["best_epoch"] == r["epoch"] else " "
-        click.echo(f"epoch {done:4d}/{r['epochs']}  train {r['train_loss']:10.4f}  "
-                   f"val {r['val_loss']:10.4f}{mark} lr {r['lr']:.1e}  {r['time']:5.1f} s  "
-                   f"<= {_duration(left)} left", err=True)
-
-    def close(self) -> None:
-        if self.log:
-            self.log.close()
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+def _warn(message: str) -> None:
+    click.echo(f"likeflow: {message}", err=True)
 
 
 def _parse_hidden(ctx, param, value):
-    if value is None:
-        return None
+    if value is None or isinstance(value, tuple):
+        return value
     try:
         units = tuple(int(v) for v in value.replace("x", ",").split(",") if v.strip())
     except ValueError:
@@ -241,26 +220,28 @@ def _parse_hidden(ctx, param, value):
 @click.argument("samples", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Surrogate file to write [default: SAMPLES with .likeflow.h5].")
-@click.option("--flow", type=click.Choice(["maf", "realnvp", "ansf", "cnsf"]), default="maf",
+@click.option("--flow", type=click.Choice(likeflow.FLOWS), default=_FLOW["flow"],
               show_default=True,
               help="maf: masked autoregressive (fast density); realnvp: affine coupling (fast "
                    "sampling); ansf/cnsf: autoregressive/coupling neural splines (most flexible).")
-@click.option("--layers", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--layers", type=click.IntRange(min=1), default=_FLOW["layers"], show_default=True,
               help="Number of flow layers.")
-@click.option("--hidden", callback=_parse_hidden, default="64,64", show_default=True,
-              help="Hidden units per layer of each conditioner network.")
-@click.option("--bins", type=click.IntRange(min=2), default=8, show_default=True,
+@click.option("--hidden", callback=_parse_hidden, default=",".join(map(str, _FLOW["hidden"])),
+              show_default=True, help="Hidden units per layer of each conditioner network.")
+@click.option("--bins", type=click.IntRange(min=2), default=_FLOW["bins"], show_default=True,
               help="Spline bins (ansf, cnsf).")
-@click.option("--spline-range", type=click.FloatRange(min=0, min_open=True), default=5.0,
-              show_default=True, help="The splines act on [-B, B] (standardised units).")
-@click.option("--permutation", type=click.Choice(["reverse", "random", "rotate"]),
-              default="reverse", show_default=True, help="Permutation between layers.")
-@click.option("--activation", type=click.Choice(["relu", "tanh", "elu", "gelu", "silu"]),
-              default="relu", show_default=True)
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+@click.option("--spline-range", type=click.FloatRange(min=0, min_open=True),
+              default=_FLOW["spline_range"], show_default=True,
+              help="The splines act on [-B, B] (standardised units).")
+@click.option("--permutation", type=click.Choice(likeflow.PERMUTATIONS),
+              default=_FLOW["permutation"], show_default=True,
+              help="Permutation between layers.")
+@click.option("--activation", type=click.Choice(likeflow.ACTIVATIONS),
+              default=_FLOW["activation"], show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default=_FLOW["dtype"],
               show_default=True)
-@click.option("--reflect", type=click.Choice(["auto", "none"]), default="auto",
-              show_default=True,
+@click.option("--reflect", type=click.Choice(["auto", "none"]),
+              default=_default(likeflow.FlowConfig.from_data, "reflect"), show_default=True,
               help="Parameters whose samples pile up at a bound (a signal strength with its "
                    "best fit at 0): auto models them mirrored across the bound and folds back, "
                    "so the density at the bound is finite and right; none maps every bound "
@@ -268,23 +249,26 @@ def _parse_hidden(ctx, param, value):
 @click.option("--asimov-partner", type=click.Path(dir_okay=False), default=None,
               help="Record this surrogate of the background-only Asimov likelihood as the "
                    "partner of the one being fitted: 'likeflow profile' then adds CLs limits.")
-@click.option("--schedule", type=click.Choice(["cosine", "plateau"]), default="cosine",
+@click.option("--schedule", type=click.Choice(["cosine", "plateau"]), default=_TRAIN.schedule,
               show_default=True,
               help="Learning rate: a cosine decay over --cosine-steps optimizer steps, or "
                    "halving whenever the validation loss stalls (plateau, until --patience).")
-@click.option("--cosine-steps", type=click.IntRange(min=1), default=1200, show_default=True,
+@click.option("--cosine-steps", type=click.IntRange(min=1), default=_TRAIN.cosine_steps,
+              show_default=True,
               help="Length of the cosine decay in optimizer steps (rounded to whole "
                    "epochs): 3 epochs of 400k samples at batch 1024, 172 of 8k.")
-@click.option("--epochs", type=click.IntRange(min=1), default=300, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=_TRAIN.epochs, show_default=True,
               help="Most epochs; the schedule or early stopping usually ends sooner.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=_TRAIN.batch_size,
+              show_default=True)
 @click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True),
-              default=5e-3, show_default=True, help="Initial (peak) learning rate (Adam).")
-@click.option("--patience", type=click.IntRange(min=1), default=6, show_default=True,
-              help="Epochs without validation improvement before stopping.")
-@click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=None,
+              default=_TRAIN.learning_rate, show_default=True,
+              help="Initial (peak) learning rate (Adam).")
+@click.option("--patience", type=click.IntRange(min=1), default=_TRAIN.patience,
+              show_default=True, help="Epochs without validation improvement before stopping.")
+@click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=_TRAIN.max_time,
               help="Stop training after this many seconds.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=int, default=_default(likeflow.fit, "seed"), show_default=True,
               help="Seeds the split, the weights and the shuffling: same seed, same surrogate.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               default=None, help="JSON file of any of the options above (keys as in --help, "
@@ -294,14 +278,15 @@ def _parse_hidden(ctx, param, value):
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None,
               help="Append every epoch's record as a JSON line to this file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
-@click.option("--validate/--no-validate", "run_validation", default=True, show_default=True,
+@click.option("--validate/--no-validate", "run_validation",
+              default=_default(likeflow.fit, "validate"), show_default=True,
               help="Validate on the test split at the end; the summary goes into the surrogate "
                    "file and the full report into --report.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Folder of the validation report [default: OUTPUT with -report].")
 @read_options
 @click.pass_context
-def fit(ctx, samples, output, config_file, resume, log_path, quiet, seed, run_validation,
+def fit(ctx, samples, output, config_file, resume, log_path, quiet, run_validation,
         report_dir, asimov_partner, read_opts, **opts):
     """Train a normalizing-flow surrogate of the SAMPLES file.
 
@@ -316,115 +301,48 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, seed, run_va
       likeflow fit samples.h5 --flow ansf --layers 6 --hidden 256,256 -o ansf.likeflow.h5
       likeflow fit chain.h5 --layout emcee --burn 1000 --thin 10 --max-samples 500000
     """
-    from .surrogate import SplitSpec, fit as fit_api
-    from .training import TrainConfig
-
     if config_file:
-        opts, seed = _merge_config_file(ctx, config_file, opts, seed)
-    flow_cfg = {k: opts[k] for k in FLOW_OPTIONS}
-    train_cfg = TrainConfig(**{k: opts[k] for k in TRAIN_OPTIONS}, seed=seed)
+        opts = _merge_config_file(ctx, config_file, opts)
     out = output or default_output(samples)
-    folder = report_dir or default_report(out)
-    check_outputs([out, log_path], inputs=[samples, config_file, asimov_partner])
-    if run_validation:
-        check_output_folder(folder)
-    if resume:
-        from click.core import ParameterSource
-        stored = _stored_flow(out)
-        # options given again with their stored values are fine; another value is refused
-        changed = [k for k in FLOW_OPTIONS
-                   if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE
-                   and k in stored and tuple(np.atleast_1d(opts[k])) !=
-                   tuple(np.atleast_1d(stored[k]))]
-        if changed:
-            raise click.UsageError(
-                "--resume continues the stored fit with its own flow ("
-                + ", ".join(f"{k} {stored[k]}" for k in changed) + "); "
-                + ", ".join("--" + k.replace("_", "-") for k in changed)
-                + " cannot change it (start a new fit instead)")
-        flow_cfg = stored
-    device = tf_devices()
-    s = read_samples(samples, dataclasses.replace(read_opts, seed=seed))
-    _echo_dropped(s)
-    rec = mcmc_record(samples)
-    if rec is not None and rec.get("converged") is False:
-        click.echo("likeflow: WARNING: these samples come from MCMC chains that did NOT converge "
-                   f"({_mcmc_line(rec)}); the surrogate can only be as good as its samples",
-                   err=True)
-    click.echo(f"{samples}: {s.n} samples of {s.dim} parameters; fitting {flow_cfg['flow']} "
-               f"({flow_cfg['layers']} layers, hidden {list(flow_cfg['hidden'])}) on {device}", err=True)
-    printer = EpochPrinter(log_path, quiet)
-    try:
-        sur = fit_api(s, flow_config=None if resume else flow_cfg, train_config=train_cfg,
-                      split=SplitSpec(seed=seed), read_options=dataclasses.replace(read_opts,
-                                                                                  seed=seed),
-                      out=out, resume=resume, progress=printer)
-    except KeyboardInterrupt:
-        if os.path.exists(out):
-            click.echo(f"interrupted after training: the trained surrogate is saved in {out} "
-                       "(not validated: run 'likeflow validate')", err=True)
-        raise
-    finally:
-        printer.close()
-    sur.training["data"]["file"] = os.path.abspath(samples)
-    if asimov_partner:
-        sur.training["asimov_partner"] = os.path.relpath(
-            os.path.abspath(asimov_partner), os.path.dirname(os.path.abspath(out)))
-    result = None
-    if run_validation:
-        from .report import validate as validate_api
+    likeflow.check_outputs([out, log_path], inputs=[samples, config_file, asimov_partner])
+    report = (report_dir or default_report(out)) if run_validation else None
+    given = [k for k in FLOW_OPTIONS if not resume or _on_command_line(ctx, k)]
+    with likeflow.EpochProgress(log=log_path, quiet=quiet, max_time=opts["max_time"]) as bar:
         try:
-            test, _ = sur.held_out(s)
-            result = validate_api(sur, test, seed=seed)
-            sur.validation = result.summary()
-            result.write(folder, training=sur.training)
+            sur = likeflow.fit(
+                samples, out=out, seed=opts["seed"], flow_config={k: opts[k] for k in given},
+                train_config=likeflow.TrainConfig(**{k: opts[k] for k in TRAIN_OPTIONS}),
+                read_options=read_opts, validate=run_validation, report=report,
+                resume=resume, asimov_partner=asimov_partner, progress=bar,
+                messages=lambda m: click.echo(m, err=True))
         except KeyboardInterrupt:
-            sur.save(out)
-            click.echo(f"interrupted during validation: the trained surrogate is saved in {out}"
-                       " without its validation (run 'likeflow validate')", err=True)
+            if os.path.exists(out):
+                _warn(f"interrupted after training: the trained surrogate is saved in {out} "
+                      "(not validated: run 'likeflow validate')")
             raise
-        click.echo(result.table())
-        click.echo(f"report: {os.path.join(folder, 'index.html')}")
-    sur.save(out)
-    res = sur.training["result"]
-    click.echo(f"stopped: {res['stopped']} after {len(res['history'])} epochs "
-               f"({_duration(res['elapsed'])}); best epoch {res['best_epoch'] + 1}, "
-               f"validation loss {res['best_val_loss']:.4f}")
-    line = f"test log-likelihood per sample: surrogate {sur.training['test_log_prob']:.4f}"
-    if "test_log_prob_target" in sur.training:
-        line += f" (target density, unnormalised: {sur.training['test_log_prob_target']:.4f})"
-    click.echo(line)
-    click.echo(f"wrote {out}")
+    _print_fit(sur, out, report)
+
+
+def _print_fit(sur, out: str, report: str | None) -> None:
+    result = getattr(sur, "validation_result", None)
     if result is not None:
-        verdict, _ = result.verdict()
-        click.echo(result.verdict_line())
-        if verdict != "PASS":
-            click.echo(f"likeflow: the surrogate did not PASS validation ({verdict}): read the "
-                       f"reasons above and the report before using it", err=True)
-            hint = overfitting_hint(res)
-            if hint:
-                click.echo(f"likeflow: {hint}", err=True)
-    if res["stopped"] == "interrupted":
-        click.echo("interrupted: the best surrogate so far is saved; continue with --resume",
-                   err=True)
+        click.echo(result.table())
+        click.echo(f"report: {os.path.join(report, 'index.html')}")
+    lines, warnings = likeflow.fit_summary(sur)
+    click.echo("\n".join(lines[:2] + [f"wrote {out}"] + lines[2:]))
+    for w in warnings:
+        _warn(w)
+    if sur.training["result"]["stopped"] == "interrupted":
         sys.exit(130)
 
 
-def overfitting_hint(result: dict) -> str | None:
-    """A line of advice when the validation loss stopped improving in the first half of
-    training while the training loss kept falling (measured on RegionB: best epoch 3 of 8 at
-    the default learning rate, WARN; with --lr 1e-3 the best epoch was the last, PASS)."""
-    hist, best = result.get("history", []), result.get("best_epoch", -1)
-    if len(hist) < 4 or best < 0 or best + 1 > len(hist) // 2:
-        return None
-    if not hist[-1]["train_loss"] < hist[best]["train_loss"] - 0.02:
-        return None
-    return (f"the validation loss stopped improving at epoch {best + 1} of {len(hist)} while "
-            "the training loss kept falling (overfitting): a refit with a lower learning rate "
-            "(--lr 1e-3) or with more samples may PASS")
+def _on_command_line(ctx, name: str) -> bool:
+    from click.core import ParameterSource
+    return ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
 
 
-def _merge_config_file(ctx, path, opts, seed):
+def _merge_config_file(ctx, path, opts):
+    """``opts`` with the values of a --config JSON file where the command line gave none."""
     try:
         with open(path) as f:
             conf = json.load(f)
@@ -436,31 +354,23 @@ def _merge_config_file(ctx, path, opts, seed):
     unknown = sorted(set(conf) - known)
     if unknown:
         raise LikeflowError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
-    from click.core import ParameterSource
     opts = dict(opts)
     for key, value in conf.items():
         key = "learning_rate" if key == "lr" else key
-        given = ctx.get_parameter_source(key) == ParameterSource.COMMANDLINE
-        if given:
-            continue
-        if key == "seed":
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise LikeflowError(f"{path}: 'seed' must be an integer, not {value!r:.40}")
-            seed = value
-        elif key == "hidden":
-            items = value if isinstance(value, list) else str(value).split(",")
-            if not all(isinstance(v, int) and not isinstance(v, bool) or
-                       isinstance(v, str) and v.strip().isdigit() for v in items):
-                raise LikeflowError(f"{path}: 'hidden' must be a list of integers (or "
-                                    f"\"64,64\"), not {value!r:.40}")
-            opts[key] = tuple(int(v) for v in items)
-        else:
+        if not _on_command_line(ctx, key):
             opts[key] = _config_value(ctx, path, key, value)
-    return opts, seed
+    return opts
 
 
 def _config_value(ctx, path: str, key: str, value):
     """A --config value checked as strictly as the option itself (no 2.5 for an integer)."""
+    if key == "hidden":
+        items = value if isinstance(value, list) else str(value).split(",")
+        if not all(isinstance(v, int) and not isinstance(v, bool) or
+                   isinstance(v, str) and v.strip().isdigit() for v in items):
+            raise LikeflowError(f"{path}: 'hidden' must be a list of integers (or "
+                                f"\"64,64\"), not {value!r:.40}")
+        return tuple(int(v) for v in items)
     param = next(p for p in ctx.command.params if p.name == key)
     kind = param.type
     if value is None and param.default is None:
@@ -476,55 +386,13 @@ def _config_value(ctx, path: str, key: str, value):
         raise LikeflowError(f"{path}: '{key}': {e.message}") from None
 
 
-def _stored_flow(out: str) -> dict:
-    """The flow options of the surrogate a --resume continues (for the opening line)."""
-    from .surrogate import load
-    if not os.path.exists(out):
-        raise LikeflowError(f"--resume: no surrogate at {out} to continue")
-    tf_devices()
-    c = load(out).config
-    return {k: getattr(c, k) for k in FLOW_OPTIONS if k != "reflect"}
-
-
-def _load_surrogate(path: str):
-    tf_devices()
-    from .surrogate import load
-    return load(path)
-
-
-def tf_devices() -> str:
-    """Import TensorFlow with its C++ start-up lines hidden; say which device computes.
-
-    TensorFlow writes CUDA probing messages to file descriptor 2 before its logging is set up,
-    where no environment variable reaches them; a terminal user gets one clear line instead.
-    With --debug they are left alone.
-    """
-    ctx = click.get_current_context(silent=True)
-    debug = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("debug"))
-    saved = None
-    if not debug:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        os.close(devnull)
-    try:
-        import tensorflow as tf
-        gpus = tf.config.list_physical_devices("GPU")
-    finally:
-        if saved is not None:
-            os.dup2(saved, 2)
-            os.close(saved)
-    return f"GPU ({', '.join(g.name for g in gpus)})" if gpus else "CPU"
-
-
 @cli.command()
 @click.argument("surrogate", type=click.Path(dir_okay=False))
 @click.option("-n", "n", type=click.IntRange(min=1), required=True, help="Number of samples.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
               help="Sample file to write (likeflow layout, with the surrogate's log_prob).")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Same seed, same samples (on the same machine).")
+@click.option("--seed", type=int, default=None,
+              help="Same seed, same samples (on the same machine) [default: fresh draws].")
 def sample(surrogate, n, output, seed):
     """Draw N fresh samples from a SURROGATE into a sample file.
 
@@ -532,8 +400,8 @@ def sample(surrogate, n, output, seed):
     Example:
       likeflow sample toy.likeflow.h5 -n 1000000 -o fresh.h5
     """
-    check_outputs([output], inputs=[surrogate])
-    sur = _load_surrogate(surrogate)
+    likeflow.check_outputs([output], inputs=[surrogate])
+    sur = likeflow.load(surrogate)
     t0 = time.perf_counter()
     sur.sample_to_file(output, n, seed=seed)
     click.echo(f"wrote {n} samples of {sur.dim} parameters to {output} "
@@ -553,32 +421,16 @@ def eval_(surrogate, points, output, read_opts):
     Columns are matched to the surrogate's parameters by name when the file names them (any
     order); otherwise they must be in the surrogate's order. Points outside the bounds get -inf.
     """
-    from .samples import write_samples
-    check_outputs([output], inputs=[surrogate, points])
-    sur = _load_surrogate(surrogate)
-    s = read_samples(points, read_opts, check=False)
-    x = _columns_for(sur, s, points)
-    lp = sur.log_prob(x)
+    likeflow.check_outputs([output], inputs=[surrogate, points])
+    sur = likeflow.load(surrogate)
+    s = sur.columns_of(likeflow.read_samples(points, read_opts, check=False), points)
+    lp = sur.log_prob(s.values)
     if output:
-        write_samples(output, SampleSet(x, names=sur.names, poi=sur.poi, log_prob=lp))
+        likeflow.write_samples(output, likeflow.SampleSet(s.values, names=sur.names,
+                                                          poi=sur.poi, log_prob=lp))
         click.echo(f"wrote {len(lp)} log-densities to {output}")
     else:
         click.echo("\n".join(f"{v:.10g}" for v in lp))
-
-
-def _columns_for(sur, s: SampleSet, path: str) -> np.ndarray:
-    default = [f"x{i}" for i in range(s.dim)]
-    if s.names == default:
-        if s.dim != sur.dim:
-            raise LikeflowError(f"{path}: {s.dim} columns but the surrogate has {sur.dim} "
-                                "parameters")
-        return s.values
-    missing = [n for n in sur.names if n not in s.names]
-    if missing:
-        raise LikeflowError(f"{path}: parameters {missing[:8]} of the surrogate are not in the "
-                            f"file (it has {s.names[:8]}...)")
-    return s.values[:, [s.names.index(n) for n in sur.names]]
-
 
 
 @cli.command()
@@ -590,7 +442,7 @@ def _columns_for(sur, s: SampleSet, path: str) -> np.ndarray:
               help="Write metrics.json, plots and index.html into this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print every metric as JSON.")
 @click.option("--no-plots", is_flag=True, help="With --report: metrics.json and index.html only.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=_default(likeflow.validate, "seed"), show_default=True)
 @read_options
 def validate(surrogate, samples, n, report_dir, as_json, no_plots, seed, read_opts):
     """How close a SURROGATE is to held-out SAMPLES, next to the noise floor.
@@ -605,38 +457,15 @@ def validate(surrogate, samples, n, report_dir, as_json, no_plots, seed, read_op
       likeflow validate toy.likeflow.h5 toy.h5 --report toy-report
       likeflow validate toy.likeflow.h5 fresh_mcmc.h5 -n 100000 --json > metrics.json
     """
-    from .report import validate as validate_api
-
-    check_output_folder(report_dir)
-    sur = _load_surrogate(surrogate)
-    if read_opts == ReadOptions():
-        stored = sur.training.get("data", {}).get("read_options", {})
-        try:
-            read_opts = ReadOptions.from_dict(stored)
-            s = read_samples(samples, read_opts)
-        except (LikeflowError, TypeError, ValueError) as e:
-            if isinstance(e, LikeflowError) and "--burn" not in str(e):
-                raise
-            raise LikeflowError(f"{surrogate}: the read options stored with the surrogate "
-                                f"({stored}) cannot be used ({e}); give the read options "
-                                "(--layout, --dataset, --burn, --thin) yourself") from None
-    else:
-        s = read_samples(samples, read_opts)
-    _echo_dropped(s)
-    x = _columns_for(sur, s, samples)
-    if x is not s.values:
-        s = SampleSet(x, names=sur.names, poi=sur.poi, bounds=sur.bounds, log_prob=s.log_prob,
-                      weights=s.weights, origin=s.origin)
-    test, notes = sur.held_out(s)
-    result = validate_api(sur, test, n=n, seed=seed, notes=notes)
+    given = None if read_opts == likeflow.ReadOptions() else read_opts
+    result = likeflow.validate(surrogate, samples, n=n, seed=seed, read_options=given,
+                               report=report_dir, plots=not no_plots)
     if as_json:
-        from .jsonutil import strict_json
-        click.echo(json.dumps(strict_json(result.to_dict())))
+        click.echo(result.to_json())
     else:
         click.echo(result.table())
         click.echo(f"({result.elapsed:.1f} s)")
     if report_dir:
-        result.write(report_dir, training=sur.training, plots=not no_plots)
         click.echo(f"report: {os.path.join(report_dir, 'index.html')}", err=as_json)
 
 
@@ -654,64 +483,6 @@ def _parse_range(ctx, param, value):
     return a, b
 
 
-def _read_compare(path: str) -> dict:
-    """A reference profile for --compare: likeflow's --json output or a plain
-    ``{"grid": [...], "q": [...]}`` (optionally ``upper_limit``, ``cls``), checked up front."""
-    try:
-        with open(path) as f:
-            ref = json.load(f)
-    except (OSError, ValueError) as e:
-        raise LikeflowError(f"{path}: cannot read the --compare file "
-                            f"({str(e).splitlines()[0]})") from None
-    if not isinstance(ref, dict):
-        raise LikeflowError(f"{path}: --compare needs a JSON object")
-    prof = ref.get("profile", ref)
-    xs = prof.get("values", prof.get("grid")) if isinstance(prof, dict) else None
-    qs = prof.get("q") if isinstance(prof, dict) else None
-    try:
-        xs, qs = np.asarray(xs, dtype=float), np.asarray(qs, dtype=float)
-    except (TypeError, ValueError):
-        xs = qs = None
-    if xs is None or qs is None or xs.ndim != 1 or xs.shape != qs.shape or len(xs) < 2:
-        raise LikeflowError(f"{path}: --compare needs 'grid' (or 'values') and 'q': two lists "
-                            "of numbers of the same length (at least 2)")
-    order = np.argsort(xs)
-    out = {"values": xs[order], "q": qs[order]}
-    lim = ref.get("upper_limit")
-    if isinstance(lim, dict):
-        lim = lim.get("value")
-    if isinstance(lim, (int, float)):
-        out["upper_limit"] = float(lim)
-    bay = ref.get("bayesian_upper_limit")
-    if isinstance(bay, dict):
-        bay = bay.get("value")
-    if isinstance(bay, (int, float)):
-        out["bayesian_upper_limit"] = float(bay)
-    cls = ref.get("cls")
-    if isinstance(cls, dict) and isinstance(cls.get("observed"), (int, float)):
-        out["cls"] = cls
-    return out
-
-
-def _profile_target(path: str, patch: str | None, asimov: str | None):
-    """(density, Asimov partner or None, kind) for a surrogate file or a pyhf workspace."""
-    if path.endswith(".json"):
-        from .likelihoods.pyhf_target import PyhfTarget
-        obs = PyhfTarget(path, patch=patch)
-        return obs, PyhfTarget(path, patch=patch, asimov=True), "exact (pyhf)"
-    if patch:
-        raise click.UsageError("--patch is for pyhf workspaces (.json)")
-    sur = _load_surrogate(path)
-    partner = asimov or sur.training.get("asimov_partner")
-    if partner and not asimov and not os.path.isabs(partner):
-        partner = os.path.join(os.path.dirname(os.path.abspath(path)), partner)
-    part = _load_surrogate(partner) if partner else None
-    if part is not None and (part.names != sur.names):
-        raise LikeflowError(f"{partner}: the Asimov partner has other parameters than {path} "
-                            f"({part.dim} vs {sur.dim}, or other names)")
-    return sur, part, "surrogate"
-
-
 @cli.command("profile")
 @click.argument("surrogate", type=click.Path(dir_okay=False, exists=True))
 @click.option("--poi", default=None, help="Parameter to profile [default: the file's first POI].")
@@ -722,8 +493,10 @@ def _profile_target(path: str, patch: str | None, asimov: str | None):
               "--asimov' samples): adds CLs limits [default: the partner the file names].")
 @click.option("--range", "value_range", callback=_parse_range, default=None,
               help="START:STOP of the grid [default: best fit -2/+4 marginal std, in bounds].")
-@click.option("--points", type=click.IntRange(min=3), default=25, show_default=True)
-@click.option("--cl", type=click.FloatRange(0.5, 0.9999), default=0.95, show_default=True,
+@click.option("--points", type=click.IntRange(min=3),
+              default=_default(likeflow.profile, "points"), show_default=True)
+@click.option("--cl", type=click.FloatRange(0.5, 0.9999),
+              default=_default(likeflow.profile, "cl"), show_default=True,
               help="Confidence / credibility level of the upper limits.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write the profile plot here (PNG or PDF).")
@@ -732,9 +505,10 @@ def _profile_target(path: str, patch: str | None, asimov: str | None):
                    "output or a plain JSON {\"grid\": [...], \"q\": [...]}.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the profile and limits as JSON.")
-@click.option("--samples", "n_samples", type=click.IntRange(min=1000), default=200_000,
-              show_default=True, help="Surrogate samples behind the Bayesian limit.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--samples", "n_samples", type=click.IntRange(min=1000),
+              default=_default(likeflow.profile, "bayesian_samples"), show_default=True,
+              help="Surrogate samples behind the Bayesian limit.")
+@click.option("--seed", type=int, default=_default(likeflow.profile, "seed"), show_default=True)
 def profile_cmd(surrogate, poi, patch, asimov_path, value_range, points, cl, plot_path, compare,
                 json_path, n_samples, seed):
     """Profile likelihood of a parameter, its best fit and upper limits.
@@ -747,107 +521,27 @@ def profile_cmd(surrogate, poi, patch, asimov_path, value_range, points, cl, plo
     A surrogate is optimised only inside its training range; points where the optimum lies
     outside it are marked "untrusted" in the table, the JSON and the plot.
 
-    
+    \b
     Examples:
       likeflow profile toy.likeflow.h5 --poi mu --range -0.5:2 --plot mu.png \\
           --compare data/lhc_toy_95d_reference.json
       likeflow profile BkgOnly.json --patch patch.json --json exact.json
       likeflow profile obs.likeflow.h5 --asimov asimov.likeflow.h5 --compare exact.json
     """
-    from .inference import (as_density, bayesian_upper_limit, best_fit, cls_limits, profile,
-                            upper_limit)
-
-    ref = _read_compare(compare) if compare else None
-    check_outputs([json_path, plot_path], inputs=[surrogate, patch, asimov_path, compare])
+    ref = likeflow.read_reference(compare) if compare else None
+    likeflow.check_outputs([json_path, plot_path], inputs=[surrogate, patch, asimov_path,
+                                                            compare])
     if plot_path:
-        check_plot_format(plot_path)
-    target, partner, kind = _profile_target(surrogate, patch, asimov_path)
-    poi = poi or (target.poi[0] if target.poi else None)
-    if poi is None:
-        raise LikeflowError(f"{surrogate}: no POI recorded; name one with --poi")
-    dens = as_density(target, seed=seed)
-    i = dens.index(poi)
-    if value_range is not None:  # before any optimisation: a range outside the bounds is moot
-        lo, hi = dens.bounds[i]
-        if not (np.isfinite(value_range).all() and lo <= value_range[0]
-                and value_range[1] <= hi):
-            raise LikeflowError(f"--range {value_range[0]:g}:{value_range[1]:g}: {poi} must "
-                                f"stay finite and inside its bounds [{lo:g}, {hi:g}]")
-    t0 = time.perf_counter()
-    best = best_fit(dens, seed=seed)
-    grid = np.linspace(*value_range, points) if value_range else None
-    prof = profile(dens, poi, grid, seed=seed, best=best, points=points)
-    best = prof.best
-    limit = upper_limit(dens, poi, cl=cl, prof=prof, seed=seed)
-    bayes = (bayesian_upper_limit(dens, poi, cl=cl, n=n_samples, seed=seed)
-             if dens.sampler is not None else None)
-    cls = (cls_limits(dens, partner, poi, cl=cl, seed=seed, best=best)
-           if partner is not None else None)
-    ref_q = (np.interp(prof.values, ref["values"], ref["q"], left=np.nan, right=np.nan)
-             if ref else None)
-    click.echo(f"{kind}; best fit: {poi} = {best.x[i]:.5g} (log density {best.log_prob:.4f})"
-               + ("" if best.trusted else f"  UNTRUSTED: {best.note}"))
-    click.echo(f"{poi:>10} {'-2 dlogL':>10}" + (f" {'compare':>10} {'diff':>8}" if ref else ""))
-    for j, (v, q) in enumerate(zip(prof.values, prof.q)):
-        line = f"{v:10.4f} {q:10.4f}"
-        if ref:
-            line += f" {ref_q[j]:10.4f} {q - ref_q[j]:8.4f}"
-        if not prof.trusted[j]:
-            line += f"  (untrusted: {prof.notes[j]})"
-        elif not prof.converged[j]:
-            line += "  (not converged)"
-        click.echo(line)
-    for lim in (limit, bayes):
-        if lim is not None:
-            val = "none" if lim.value is None else f"{lim.value:.4f}"
-            click.echo(f"{cl:.0%} upper limit on {poi}: {val}  [{lim.method}]"
-                       + ("" if lim.trusted else f"  UNTRUSTED: {lim.note}"))
-    if cls is not None:
-        fmt = lambda v: "none" if v is None else f"{v:.4f}"  # noqa: E731
-        click.echo(f"{cl:.0%} CLs upper limit on {poi}: observed {fmt(cls.observed)}, expected "
-                   f"{fmt(cls.expected[2])} (-2..+2 sigma: "
-                   f"{', '.join(fmt(v) for v in cls.expected)})  [{cls.method}]")
-    if ref and "upper_limit" in ref:
-        click.echo(f"compare: upper limit {ref['upper_limit']:.4f}"
-                   + (f", Bayesian {ref['bayesian_upper_limit']:.4f}"
-                      if "bayesian_upper_limit" in ref else "")
-                   + (f", CLs observed {ref['cls']['observed']:.4f}" if "cls" in ref else ""))
-    click.echo(f"({time.perf_counter() - t0:.1f} s)")
+        likeflow.check_plot_format(plot_path)
+    result = likeflow.profile(surrogate, poi, points=points, value_range=value_range, cl=cl,
+                              asimov=asimov_path, patch=patch, bayesian_samples=n_samples,
+                              seed=seed)
+    click.echo(result.table(ref))
     if json_path:
-        from .jsonutil import strict_json
-        write_text(json_path, json.dumps(strict_json({
-            "profile": prof.to_dict(), "upper_limit": limit.to_dict(),
-            "bayesian_upper_limit": bayes.to_dict() if bayes else None,
-            "cls": cls.to_dict() if cls else None, "source": surrogate, "kind": kind}),
-            indent=1))
+        result.write_json(json_path)
     if plot_path:
-        from .plots import profile_plot
-        curves = [(kind, prof.values, prof.q, prof.trusted)]
-        if ref:
-            curves.insert(0, (f"reference ({os.path.basename(compare)})", ref["values"],
-                              ref["q"], None))
-        limits = [(f"{cl:.0%} CL limit (asymptotic)", limit.value)]
-        if bayes is not None:
-            limits.append((f"{cl:.0%} credible limit", bayes.value))
-        if cls is not None:
-            limits.append((f"{cl:.0%} CLs limit (observed)", cls.observed))
-        from scipy import stats as _stats
-        profile_plot(curves, plot_path, poi=poi,
-                     limits=[(n, v) for n, v in limits if v is not None],
-                     q_limit=float(_stats.norm.ppf(cl) ** 2))
+        result.plot(plot_path, ref)
         click.echo(f"plot: {plot_path}")
-
-
-def check_plot_format(path: str) -> None:
-    """A plot's file type must be one matplotlib writes (checked before any work)."""
-    ext = os.path.splitext(path)[1].lstrip(".").lower()
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib.backend_bases import FigureCanvasBase
-    known = FigureCanvasBase.get_supported_filetypes()
-    if ext not in known:
-        raise LikeflowError(f"{path}: cannot write a plot of type '{ext or '(none)'}'; use one "
-                            f"of {', '.join(sorted(known))}")
 
 
 # --- combine, marginal -------------------------------------------------------------------------
@@ -868,8 +562,9 @@ def _names_list(ctx, param, value):
                    "counted once, not once per surrogate. Others are taken as flat.")
 @click.option("--chains", type=click.IntRange(min=2), default=128, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=100), default=600, show_default=True)
-@click.option("--kernel", type=click.Choice(["nuts", "hmc"]), default="nuts", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--kernel", type=click.Choice(["nuts", "hmc"]), default=_MCMC.kernel,
+              show_default=True)
+@click.option("--seed", type=int, default=_MCMC.seed, show_default=True)
 @click.option("--allow-unconverged", is_flag=True, help="Exit 0 even if R-hat fails.")
 def combine(surrogates, n, output, normal_prior, chains, warmup, kernel, seed,
             allow_unconverged):
@@ -884,25 +579,13 @@ def combine(surrogates, n, output, normal_prior, chains, warmup, kernel, seed,
     Example:
       likeflow combine atlas.likeflow.h5 cms.likeflow.h5 -n 200000 -o joint.h5
     """
-    from .combine import Combination
-    from .mcmc import MCMCConfig
-    from .samples import write_samples
-
-    check_outputs([output], inputs=surrogates)
-    surs = [_load_surrogate(p) for p in surrogates]
-    joint = Combination(surs, shared_priors={k: "normal" for k in normal_prior})
-    click.echo(f"joint density of {len(surs)} surrogates: {len(joint.names)} parameters, "
-               f"shared: {', '.join(joint.shared) or '(none)'}", err=True)
-    s, diag = joint.sample_set(n, config=MCMCConfig(chains=chains, warmup=warmup, seed=seed,
-                                                    kernel=kernel),
-                               progress=lambda m: click.echo(m, err=True))
-    write_samples(output, s, attrs={"target": json.dumps(joint.describe()),
-                                    "mcmc": json.dumps(diag),
-                                    "sources": json.dumps(list(surrogates))})
+    config = likeflow.MCMCConfig(chains=chains, warmup=warmup, seed=seed, kernel=kernel)
+    s, diag = likeflow.combine(surrogates, n, out=output, normal_prior=normal_prior,
+                               config=config, progress=lambda m: click.echo(m, err=True))
     click.echo(f"wrote {s.n} samples of {s.dim} parameters to {output}; R-hat max "
                f"{diag['rhat_max']:.4f}")
     if not diag["converged"] and not allow_unconverged:
-        click.echo("likeflow: warning: MCMC NOT CONVERGED (R-hat >= 1.01)", err=True)
+        _warn("warning: MCMC NOT CONVERGED (R-hat >= 1.01)")
         sys.exit(3)
 
 
@@ -912,9 +595,10 @@ def combine(surrogates, n, output, normal_prior, chains, warmup, kernel, seed,
               help="Comma-separated parameters to keep, e.g. mu or mu,delta_jes.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
               help="Surrogate file of the marginal.")
-@click.option("-n", "n", type=click.IntRange(min=1000), default=200_000, show_default=True,
+@click.option("-n", "n", type=click.IntRange(min=1000),
+              default=_default(likeflow.marginal, "n"), show_default=True,
               help="Surrogate samples the marginal flow is fitted to.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=_default(likeflow.marginal, "seed"), show_default=True)
 @click.option("-q", "--quiet", is_flag=True)
 def marginal(surrogate, params, output, n, seed, quiet):
     """A surrogate of the marginal density of some parameters (nuisances integrated out).
@@ -922,16 +606,10 @@ def marginal(surrogate, params, output, n, seed, quiet):
     Fits a small flow to surrogate samples of --params: the nuisance-free likelihood, itself a
     surrogate file that 'profile', 'sample' and 'eval' take.
     """
-    from .inference import marginal as marginal_api
-
-    dup = sorted({p for p in params if params.count(p) > 1})
-    if dup:
-        raise click.BadParameter(f"{', '.join(dup)} named twice", param_hint="--params")
-    check_outputs([output], inputs=[surrogate])
-    sur = _load_surrogate(surrogate)
-    printer = EpochPrinter(None, quiet)
-    m = marginal_api(sur, params, n=n, seed=seed, progress=printer)
-    m.save(output)
+    likeflow.check_outputs([output], inputs=[surrogate])
+    with likeflow.EpochProgress(quiet=quiet) as bar:
+        m = likeflow.marginal(likeflow.load(surrogate), params, n=n, seed=seed, out=output,
+                              progress=bar)
     click.echo(f"wrote the marginal of {', '.join(params)} to {output} (test log-likelihood "
                f"{m.training['test_log_prob']:.4f})")
 
@@ -939,30 +617,31 @@ def marginal(surrogate, params, output, n, seed, quiet):
 # --- generate ---------------------------------------------------------------------------------
 
 @cli.command()
-@click.argument("target", type=click.Choice(["lhc-toy", "gaussian", "mixture", "pyhf"]))
+@click.argument("target", type=click.Choice(likeflow.TARGETS))
 @click.argument("workspace", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("-n", "n", type=click.IntRange(min=1), required=True, help="Number of samples.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
               help="Sample file to write.")
-@click.option("--dim", type=click.IntRange(min=1), default=10, show_default=True,
-              help="gaussian, mixture: number of dimensions.")
-@click.option("--components", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--dim", type=click.IntRange(min=1), default=_default(likeflow.generate, "dim"),
+              show_default=True, help="gaussian, mixture: number of dimensions.")
+@click.option("--components", type=click.IntRange(min=1),
+              default=_default(likeflow.generate, "components"), show_default=True,
               help="mixture: number of Gaussian components.")
 @click.option("--patch", type=click.Path(exists=True, dir_okay=False), default=None,
               help="pyhf: a JSON patch applied to the WORKSPACE (e.g. a signal hypothesis).")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=int, default=_default(likeflow.generate, "seed"), show_default=True,
               help="Seeds the target's random construction (gaussian, mixture) and the sampler.")
 @click.option("--mcmc/--exact", "use_mcmc", default=None,
               help="gaussian, mixture: sample by MCMC instead of exactly (exact is the default "
                    "where it exists).")
-@click.option("--chains", type=click.IntRange(min=2), default=None,
+@click.option("--chains", type=click.IntRange(min=2), default=_MCMC.chains,
               help="MCMC: parallel chains [default: from -n, 4 to 32; long chains beat many].")
-@click.option("--warmup", type=click.IntRange(min=100), default=1000, show_default=True,
+@click.option("--warmup", type=click.IntRange(min=100), default=_MCMC.warmup, show_default=True,
               help="MCMC: adaptation steps per chain, discarded.")
-@click.option("--thin", type=click.IntRange(min=1), default=None,
+@click.option("--thin", type=click.IntRange(min=1), default=_MCMC.thin,
               help="MCMC: keep every THIN-th draw [default: so that every chain draws at least "
                    "1000 times].")
-@click.option("--kernel", type=click.Choice(["nuts", "hmc", "rwm"]), default="nuts",
+@click.option("--kernel", type=click.Choice(["nuts", "hmc", "rwm"]), default=_MCMC.kernel,
               show_default=True, help="MCMC kernel (rwm: random-walk Metropolis, no gradients).")
 @click.option("--poi", default=None, help="pyhf: the parameter of interest [default: the "
               "measurement's].")
@@ -1003,70 +682,27 @@ def generate(target, workspace, n, output, dim, components, patch, seed, use_mcm
           -n 200000 -o regionC.h5
       likeflow generate pyhf BkgOnly.json --patch patch.json --asimov -n 200000 -o asimov.h5
     """
-    check_outputs([output], inputs=[workspace, patch])
-    tf_devices()
-    from .likelihoods import make_target
-    from .mcmc import MCMCConfig, run_mcmc
-    from .samples import write_samples
-
-    if target == "pyhf" and workspace is None:
-        raise click.UsageError("pyhf needs a WORKSPACE file")
-    if target != "pyhf" and workspace is not None:
-        raise click.UsageError(f"{target} takes no WORKSPACE argument")
-    if target != "pyhf" and (asimov or poi or patch):
-        raise click.UsageError("--patch, --poi and --asimov are for pyhf targets")
-    t = make_target(target, dim=dim, components=components, seed=seed, workspace=workspace,
-                    patch=patch, poi=poi, asimov=asimov)
-    t0 = time.perf_counter()
-    attrs = {"target": json.dumps(t.describe())}
-    exact = None if use_mcmc else t.sample(n, seed=seed)
-    result = None
-    chain = None
-    if exact is None:
-        cfg = MCMCConfig(chains=chains, warmup=warmup, thin=thin, kernel=kernel, seed=seed,
-                         jit_compile=xla)
-        result = run_mcmc(t, n, cfg, progress=lambda m: click.echo(m, err=True))
-        x, chain = result.samples, result.chain
-        diag = result.diagnostics()
-        attrs["mcmc"] = json.dumps(diag)
-        click.echo(f"R-hat max {diag['rhat_max']:.4f} ({diag['rhat_worst_parameter']}), ESS min "
-                   f"{diag['ess_min']:.0f} ({diag['ess_min_parameter']}), median "
-                   f"{diag['ess_median']:.0f}; {diag['kernel']}, acceptance "
-                   f"{diag['accept_rate']:.2f}, step size {diag['step_size']:.3g}", err=True)
-    else:
-        x = exact
-        attrs["sampler"] = "exact"
-    if as_float32 or result is None:
-        if as_float32:
-            x = x.astype(np.float32).astype(np.float64)
-        ev = t.evaluate(x)
-    else:  # the chain's own log densities: no second pass over the target
-        prior = t.evaluate_prior(x)
-        ev = {"log_prob": result.log_prob, "log_prior": prior,
-              "log_likelihood": result.log_prob - prior}
-    s = SampleSet(x, names=t.names, poi=t.poi, bounds=t.bounds, log_prob=ev["log_prob"],
-                  log_likelihood=ev["log_likelihood"], log_prior=ev["log_prior"], chain=chain)
-    write_samples(output, s, attrs=attrs)
-    click.echo(f"wrote {s.n} samples of {s.dim} parameters to {output} "
-               f"({_duration(time.perf_counter() - t0)})")
-    if result is not None and not result.converged:
-        msg = (f"MCMC NOT CONVERGED: R-hat {result.rhat.max():.4f} >= "
-               f"{result.config.rhat_max} for {int((result.rhat >= result.config.rhat_max).sum())}"
-               " parameters; run longer (-n), with more --warmup or --thin")
-        click.echo(f"likeflow: warning: {msg}", err=True)
+    mcmc = likeflow.MCMCConfig(chains=chains, warmup=warmup, thin=thin, kernel=kernel,
+                               jit_compile=xla)
+    method = {None: "auto", True: "mcmc", False: "exact"}[use_mcmc]
+    g = likeflow.generate(target, n, out=output, seed=seed, method=method, mcmc=mcmc,
+                          float32=as_float32, dim=dim, components=components,
+                          workspace=workspace, patch=patch, poi=poi, asimov=asimov,
+                          progress=lambda m: click.echo(m, err=True))
+    if g.diagnostics:
+        click.echo(g.summary(), err=True)
+    click.echo(f"wrote {g.samples.n} samples of {g.samples.dim} parameters to {output} "
+               f"({g.elapsed:.0f} s)")
+    if not g.converged:
+        _warn(f"warning: MCMC NOT CONVERGED: R-hat {g.diagnostics['rhat_max']:.4f} >= "
+              f"{mcmc.rhat_max}; run longer (-n), with more --warmup or --thin")
         if not allow_unconverged:
             sys.exit(3)
 
 
 def main() -> None:
     """Console-script entry point."""
-    # TensorFlow's C++ start-up chatter (CUDA probing, CPU features) and its Python warnings
-    # (retracing, AutoGraph) are noise on a terminal; errors still show
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import logging
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    from .fileio import guard_reads
-    guard_reads()  # a damaged HDF5 file that hangs its reader ends in one line, exit 2
+    likeflow.guard_reads()  # a damaged HDF5 file that hangs its reader ends in one line, exit 2
     cli(prog_name="likeflow")
 
 

@@ -39,6 +39,7 @@ Example:
     >>> import numpy as np
     >>> x = np.random.default_rng(0).normal(size=(1000, 3))
     >>> cfg = FlowConfig.from_data(x, flow="maf", layers=2, hidden=(16, 16))
+    >>> from likeflow.tf_flows import build_flow
     >>> flow = build_flow(cfg)
     >>> flow.log_prob(x[:5].astype("float32")).shape
     TensorShape([5])
@@ -54,29 +55,26 @@ from typing import Sequence
 
 import numpy as np
 
+from .bounds import (BOUND_MAPS, MAX_REFLECTIONS, PROBIT_MAX, PROBIT_TRAIN_MAX,  # noqa: F401
+                     bound_maps, bound_reflections, bounds_from_json, bounds_to_json,
+                     flow_bounds, unbounded_coordinates)
 from .errors import LikeflowError
 from .jsonutil import check_types
 
-FLOWS = ("maf", "realnvp", "ansf", "cnsf")
+# A flow is two orthogonal choices: the conditioner (autoregressive: a MADE; coupling: an MLP on
+# half the dimensions) and the transformer (affine: shift and soft-clamped log scale; spline: a
+# rational-quadratic spline). The four names are the four combinations.
+ARCHITECTURES = {
+    "maf": ("autoregressive", "affine"),
+    "realnvp": ("coupling", "affine"),
+    "ansf": ("autoregressive", "spline"),
+    "cnsf": ("coupling", "spline"),
+}
+FLOWS = tuple(ARCHITECTURES)
+CONDITIONERS = ("autoregressive", "coupling")
+TRANSFORMERS = ("affine", "spline")
 PERMUTATIONS = ("reverse", "random", "rotate")
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu")
-
-BOUND_MAPS = ("probit", "sigmoid")
-# log_prob evaluates the probit map no further than this many standard deviations from its
-# centre: within Phi(-2) = 2.3% of the range from a bound the data reach (and that is not
-# reflected), the density is held at its value there instead of being read from the flow's
-# tail. Measured on a real ATLAS likelihood (RegionC, signal strength flat on [0, 10]): the
-# flow's conditional densities narrow in its tail, and the profile rose by 1.4 (exact: 0.003)
-# over the last 3.5% of the range with a hold at 3.5 sigma; with the hold at 2 sigma it is
-# within 0.12 everywhere. Sampling and the latent maps use the exact map.
-PROBIT_MAX = 2.0
-# Training and the latent maps clip the probit map only this far out (a hold in training would
-# pile the training points near a bound onto one point of the base space).
-PROBIT_TRAIN_MAX = 7.0
-# At most this many reflected parameters (log_prob evaluates the flow 2^k times).
-MAX_REFLECTIONS = 3
-# Reflect at a bound when the density there is at least this fraction of the marginal's peak.
-REFLECT_MIN_RATIO = 0.1
 
 # Size limits of a flow (a config read from a file is checked against them before anything is
 # allocated): far above any practical surrogate, far below what exhausts a machine.
@@ -193,7 +191,7 @@ class FlowConfig:
                 raise LikeflowError(f"flow config: {what} {value} is above likeflow's limit "
                                     f"{top}")
         if self.dim >= 1 and self.layers >= 1 and self.hidden and min(self.hidden) >= 1 \
-                and self.bins >= 2:
+                and self.bins >= 2 and self.flow in FLOWS:
             n = sum(int(np.prod(shape)) for shape in expected_weight_shapes(self))
             if n > MAX_WEIGHTS:
                 raise LikeflowError(f"flow config: {n} trainable numbers, above likeflow's "
@@ -213,7 +211,7 @@ class FlowConfig:
             bad(f"dtype must be float32 or float64, not '{self.dtype}'")
         if self.dim < 1:
             bad("dim must be at least 1")
-        if self.flow in ("realnvp", "cnsf") and self.dim < 2:
+        if self.flow in FLOWS and self.conditioner == "coupling" and self.dim < 2:
             bad(f"a coupling flow ({self.flow}) needs at least 2 dimensions; use maf or ansf")
         if self.layers < 1 or not self.hidden or min(self.hidden) < 1:
             bad("layers and hidden units must be positive")
@@ -261,7 +259,7 @@ class FlowConfig:
         any other field (``flow``, ``layers``, ``hidden``, ...).
         """
         if marginal_spline is None:
-            marginal_spline = hyper.get("flow", "maf") in ("maf", "realnvp")
+            marginal_spline = ARCHITECTURES.get(hyper.get("flow", "maf"), ("", ""))[1] == "affine"
         values = np.asarray(values, dtype=np.float64)
         d = values.shape[1]
         b = np.tile([-np.inf, np.inf], (d, 1)) if bounds is None else np.asarray(bounds, float)
@@ -290,16 +288,31 @@ class FlowConfig:
             std = np.sqrt(np.average((u - mean) ** 2, axis=0, weights=weights))
         std = np.where(std > 0, std, 1.0)
         return cls(dim=d, names=list(names) if names is not None else [],
-                   poi=list(poi), bounds=[[_none_if_inf(lo), _none_if_inf(hi)] for lo, hi in b],
+                   poi=list(poi), bounds=bounds_to_json(b),
                    shift=[float(m) for m in mean], scale=[float(s) for s in std],
                    reflect=reflect, bound_map=bound_map,
                    softclip=[float(c) for c in softclip],
                    marginal_spline=bool(marginal_spline), **hyper)
 
+    @property
+    def conditioner(self) -> str:
+        """``autoregressive`` (maf, ansf) or ``coupling`` (realnvp, cnsf)."""
+        return ARCHITECTURES[self.flow][0]
+
+    @property
+    def transformer(self) -> str:
+        """``affine`` (maf, realnvp) or ``spline`` (ansf, cnsf)."""
+        return ARCHITECTURES[self.flow][1]
+
+    @property
+    def params_per_dimension(self) -> int:
+        """Conditioner outputs per transformed dimension: shift and log scale, or the spline's
+        K widths, K heights and K - 1 interior slopes."""
+        return 2 if self.transformer == "affine" else 3 * self.bins - 1
+
     def bounds_array(self) -> np.ndarray:
         """(D, 2) bounds with +-inf for none."""
-        return np.array([[-np.inf if lo is None else lo, np.inf if hi is None else hi]
-                         for lo, hi in self.bounds], dtype=np.float64)
+        return bounds_from_json(self.bounds)
 
     def flow_bounds_array(self) -> np.ndarray:
         """(D, 2) bounds of the flow's own range: the physical bounds, extended past each
@@ -325,45 +338,6 @@ class FlowConfig:
     @classmethod
     def from_json(cls, text: str) -> "FlowConfig":
         return cls.from_dict(json.loads(text))
-
-
-def flow_bounds(bounds: np.ndarray, reflect) -> np.ndarray:
-    """The bounds of the flow's range: ``bounds`` with each reflected bound pushed out by the
-    range's width (mirror of the other bound), or removed when the other bound is infinite."""
-    out = np.array(bounds, dtype=np.float64)
-    for i, point in reflect:
-        lo, hi = bounds[i]
-        if point == lo:
-            out[i, 0] = 2 * lo - hi if np.isfinite(hi) else -np.inf
-        else:
-            out[i, 1] = 2 * hi - lo if np.isfinite(lo) else np.inf
-    return out
-
-
-def bound_reflections(values: np.ndarray, bounds: np.ndarray) -> list[list[float]]:
-    """``[dimension, bound]`` pairs where the data pile up at a bound.
-
-    A bound qualifies when the density of the data within a tenth of a standard deviation of it
-    is at least :data:`REFLECT_MIN_RATIO` of the marginal's peak density (histogram of the same
-    bin width). Of a parameter, the bound with the larger ratio (reflecting both bounds of a
-    posterior flat over its range only moves the problem to the edges of the extended range);
-    the other one is a probit bound, held at :data:`PROBIT_MAX`. Of all, the
-    :data:`MAX_REFLECTIONS` largest ratios.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    found = []
-    for i in range(values.shape[1]):
-        lo, hi = bounds[i]
-        if not (np.isfinite(lo) or np.isfinite(hi)):
-            continue
-        ratios = _edge_ratios(values[:, i], lo, hi)
-        if ratios is None:
-            continue
-        k = int(np.argmax(ratios))
-        if ratios[k] >= REFLECT_MIN_RATIO:
-            found.append((ratios[k], i, float((lo, hi)[k])))
-    found.sort(reverse=True)
-    return [[i, point] for _, i, point in sorted(found[:MAX_REFLECTIONS], key=lambda t: t[1:])]
 
 
 def make_permutations(kind: str, dim: int, layers: int, seed: int) -> list[list[int]]:
@@ -393,8 +367,8 @@ def expected_weight_shapes(config: FlowConfig) -> list[tuple[int, ...]]:
     spline's parameters. A surrogate file's weights are checked against these before the flow
     is built. The order is not the flow's variable order (compare sorted)."""
     d, hidden = config.dim, list(config.hidden)
-    n_params = 2 if config.flow in ("maf", "realnvp") else 3 * config.bins - 1
-    if config.flow in ("maf", "ansf"):
+    n_params = config.params_per_dimension
+    if config.conditioner == "autoregressive":
         sizes = [d, *hidden, d * n_params]
     else:
         sizes = [d // 2, *hidden, (d - d // 2) * n_params]
@@ -413,74 +387,6 @@ def expected_variable_count(config: FlowConfig) -> int:
     return len(expected_weight_shapes(config))
 
 
-def bound_maps(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """Per parameter, the soft-clip scale for two-sided bounds the data stay away from (the
-    density within a tenth of a standard deviation of either bound below 1% of the peak): half
-    the data's standard deviation, so that the map bends only within about one standard
-    deviation of a bound. 0 (probit) where the data reach a bound, and for parameters without
-    two bounds."""
-    out = np.zeros(values.shape[1])
-    for i in range(values.shape[1]):
-        lo, hi = bounds[i]
-        if np.isfinite(lo) and np.isfinite(hi):
-            ratios = _edge_ratios(values[:, i], lo, hi)
-            if ratios is not None and max(ratios) < 0.01:
-                out[i] = 0.5 * float(np.std(values[:, i]))
-    return out
-
-
-def _edge_ratios(x: np.ndarray, lo: float, hi: float) -> tuple[float, float] | None:
-    """Density of ``x`` within a tenth of a standard deviation of each bound, over the peak
-    density (histogram of the same bin width); None where it cannot be told."""
-    sd = float(np.std(x))
-    if sd == 0 or len(x) < 100:
-        return None
-    h = 0.1 * sd
-    if np.isfinite(lo) and np.isfinite(hi):
-        h = min(h, 0.05 * (hi - lo))
-    edges = np.arange(x.min(), x.max() + h, h)
-    if len(edges) < 3:
-        return None
-    peak = np.histogram(x, edges)[0].max() / (len(x) * h)
-    at_lo = float(np.mean(x < lo + h)) / h / peak if np.isfinite(lo) else 0.0
-    at_hi = float(np.mean(x > hi - h)) / h / peak if np.isfinite(hi) else 0.0
-    return at_lo, at_hi
-
-
-def unbounded_coordinates(values: np.ndarray, bounds: np.ndarray,
-                          bound_map: str = "sigmoid", softclip=None) -> np.ndarray:
-    """The bound maps of :class:`Preprocess`, inverted, in numpy (for the standardisation)."""
-    from scipy import special
-
-    lo, hi = bounds[:, 0], bounds[:, 1]
-    v = np.array(values, dtype=np.float64)
-    both = np.isfinite(lo) & np.isfinite(hi)
-    lower = np.isfinite(lo) & ~np.isfinite(hi)
-    upper = ~np.isfinite(lo) & np.isfinite(hi)
-    tiny = np.finfo(np.float64).tiny
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.clip((v - lo) / (hi - lo), 1e-12, 1 - 1e-12)
-        if bound_map == "probit":  # from the nearer bound, for precision
-            t_hi = np.clip((hi - v) / (hi - lo), 1e-12, 1 - 1e-12)
-            inner = np.where(t < 0.5, special.ndtri(t), -special.ndtri(t_hi))
-        else:
-            inner = np.log(t) - np.log1p(-t)
-        v = np.where(both, inner, v)
-        if softclip is not None and np.any(np.asarray(softclip) > 0):
-            c = np.where(np.asarray(softclip) > 0, softclip, 1.0)
-            soft = both & (np.asarray(softclip) > 0)
-            a = np.clip((values - lo) / c, 1e-300, None)
-            b = np.clip((values - hi) / c, None, -1e-300)
-            # lo + c softplus^-1((x-lo)/c) - c log(1 - exp((x-hi)/c))
-            inv = lo + c * (a + np.log(-np.expm1(-a))) - c * np.log(-np.expm1(b))
-            v = np.where(soft, inv, v)
-        d_lo = np.maximum(v - lo, tiny) if lower.any() else v
-        v = np.where(lower, d_lo + np.log(-np.expm1(-d_lo)), v)
-        d_hi = np.maximum(hi - values, tiny) if upper.any() else v
-        v = np.where(upper, d_hi + np.log(-np.expm1(-d_hi)), v)
-    return v
-
-
 def _padded_schedule(final: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """For each step k < dim, the units with ``final == k`` as a (dim, width) index array padded
     with unit 0, and a 0/1 array marking the real entries (the padding contributes nothing)."""
@@ -492,515 +398,3 @@ def _padded_schedule(final: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarra
         idx[k, :len(g)] = g
         ok[k, :len(g)] = 1.0
     return idx, ok
-
-
-def _none_if_inf(x: float) -> float | None:
-    return None if not np.isfinite(x) else float(x)
-
-
-# --- TensorFlow part -------------------------------------------------------------------------
-# Imported lazily so that configs, metrics and sample files work without TensorFlow installed.
-
-def _tf():
-    try:
-        import tensorflow as tf
-        import tensorflow_probability as tfp
-        import tf_keras
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise LikeflowError("flows need TensorFlow: pip install 'likeflow[tf]' "
-                            f"({e})") from None
-    return tf, tfp, tf_keras
-
-
-def bound_bijector(bounds: np.ndarray, shift=None, scale=None, dtype: str = "float64", *,
-                   bound_map: str = "sigmoid", softclip=None):
-    """The one bound map of the package: unbounded, standardised ``u`` -> physical ``x``.
-
-    ``x = map(shift + scale * u)`` with the probit or sigmoid / softplus maps of
-    :class:`Preprocess` (``bounds`` (D, 2), +-inf for none). MCMC samples and inference
-    optimises in ``u``, so no step ever leaves the bounds; the flows end with the same map.
-    """
-    tf, _, _ = _tf()
-    bounds = np.asarray(bounds, dtype=np.float64)
-    d = len(bounds)
-    shift = np.zeros(d) if shift is None else np.asarray(shift, dtype=np.float64)
-    scale = np.ones(d) if scale is None else np.asarray(scale, dtype=np.float64)
-    softclip = np.zeros(d) if softclip is None else np.asarray(softclip, dtype=np.float64)
-    return _flow_class().Preprocess(bounds, shift, scale, tf.as_dtype(dtype),
-                                    probit=bound_map == "probit", softclip=softclip)
-
-
-def release_trace_caches() -> None:
-    """Empty TFP's bijector caches (one per bijector class, shared by all instances).
-
-    In a traced function they hold the graph's tensors, and through them every graph ever
-    traced and the variables it captured: about 7 MB per surrogate loaded and evaluated.
-    Entries are only of use within one trace, so they are dropped after each."""
-    _, tfp, _ = _tf()
-    todo = [tfp.bijectors.Bijector]
-    while todo:
-        cls = todo.pop()
-        todo += cls.__subclasses__()
-        cache = cls.__dict__.get("_cache")
-        if cache is not None:
-            cache.clear()
-
-
-def build_flow(config: FlowConfig):
-    """The :class:`Flow` (a ``tf.Module``) that ``config`` describes, with its variables built."""
-    flow = _flow_class()(config)
-    # building runs many one-off eager ops on new variables; TensorFlow caches a kernel for
-    # each (about 0.2 MB per MADE, never freed): a loop over hundreds of surrogates would grow
-    # without bound. The cache is only a speed-up; what is used again is rebuilt
-    from tensorflow.python.eager import context
-    context.context().clear_kernel_cache()
-    return flow
-
-
-_FLOW_CLASS = None
-
-
-def _flow_class():
-    """Define the TF classes on first use (they subclass TF types)."""
-    global _FLOW_CLASS  # noqa: PLW0603 - a cache of a class definition, not state
-    if _FLOW_CLASS is not None:
-        return _FLOW_CLASS
-    tf, tfp, tf_keras = _tf()
-    tfb, tfd = tfp.bijectors, tfp.distributions
-
-    class Preprocess(tfb.Bijector):
-        """Standardised unbounded space -> physical parameters, keeping all mass inside bounds."""
-
-        def __init__(self, bounds, shift, scale, dtype, probit: bool = False, softclip=None,
-                     probit_max: float = PROBIT_MAX):
-            super().__init__(forward_min_event_ndims=1, validate_args=False, dtype=dtype,
-                             name="preprocess")
-            self._probit = bool(probit)
-            self._phi_min = float(0.5 * math.erfc(probit_max / math.sqrt(2.0)))
-            softclip = np.zeros(len(shift)) if softclip is None else np.asarray(softclip, float)
-            b = np.asarray(bounds, dtype=np.float64)
-            lo, hi = b[:, 0], b[:, 1]
-            fin_lo, fin_hi = np.isfinite(lo), np.isfinite(hi)
-            c = lambda a: tf.constant(a, dtype=dtype)  # noqa: E731
-            self._both = tf.constant(fin_lo & fin_hi)
-            self._lower = tf.constant(fin_lo & ~fin_hi)
-            self._upper = tf.constant(~fin_lo & fin_hi)
-            # finite stand-ins where a bound is absent, so that no branch of a tf.where sees inf
-            lo_s, hi_s = np.where(fin_lo, lo, 0.0), np.where(fin_hi, hi, 1.0)
-            width = np.where(fin_lo & fin_hi, hi_s - lo_s, 1.0)
-            self._lo, self._hi, self._width = c(lo_s), c(hi_s), c(width)
-            self._log_width = c(np.where(fin_lo & fin_hi, np.log(width), 0.0))
-            self._shift = c(shift)
-            self._scale = c(scale)
-            self._log_scale_sum = c(np.sum(np.log(scale)))
-            self._eps = c(np.finfo(dtype.as_numpy_dtype).eps)
-            soft = (softclip > 0) & fin_lo & fin_hi
-            self._any_soft = bool(soft.any())
-            self._soft = tf.constant(soft)
-            self._c = c(np.where(soft, softclip, 1.0))
-            # log(1 - exp(-(hi - lo)/c)): a constant of the soft clip's log-derivative
-            self._soft_k = c(np.where(soft, np.log(-np.expm1(-(hi_s - lo_s) / np.where(
-                soft, softclip, 1.0))), 0.0))
-            self._tiny = c(np.finfo(dtype.as_numpy_dtype).tiny)
-
-        def _forward(self, u):
-            v = self._shift + self._scale * u
-            if self._probit:  # from the nearer bound: Phi(v) = erfc(-v / sqrt 2) / 2
-                inner = tf.where(v < 0, self._lo + self._width * _ndtr(v),
-                                 self._hi - self._width * _ndtr(-v))
-            else:
-                inner = self._lo + self._width * tf.sigmoid(v)
-            x = tf.where(self._both, inner, v)
-            if self._any_soft:
-                soft = (self._lo + self._c * tf.nn.softplus((v - self._lo) / self._c)
-                        - self._c * tf.nn.softplus((v - self._hi) / self._c))
-                x = tf.where(self._soft, soft, x)
-            x = tf.where(self._lower, self._lo + tf.nn.softplus(v), x)
-            x = tf.where(self._upper, self._hi - tf.nn.softplus(v), x)
-            # rounding must never put a sample outside its bounds
-            inf = tf.constant(np.inf, dtype=x.dtype)
-            lo = tf.where(self._both | self._lower, self._lo, -inf)
-            hi = tf.where(self._both | self._upper, self._hi, inf)
-            return tf.clip_by_value(x, lo, hi)
-
-        def _inverse(self, x):
-            if self._probit:  # from the nearer bound, for precision in float32
-                t_min = tf.constant(self._phi_min, dtype=x.dtype)
-                t_lo = tf.clip_by_value((x - self._lo) / self._width, t_min, 0.5)
-                t_hi = tf.clip_by_value((self._hi - x) / self._width, t_min, 0.5)
-                t_lo, t_hi = tf.where(self._both, t_lo, 0.5), tf.where(self._both, t_hi, 0.5)
-                inner = tf.where(t_lo < 0.5, tf.math.ndtri(t_lo), -tf.math.ndtri(t_hi))
-            else:
-                t = tf.clip_by_value((x - self._lo) / self._width, self._eps, 1 - self._eps)
-                t = tf.where(self._both, t, 0.5)
-                inner = tf.math.log(t) - tf.math.log1p(-t)
-            v = tf.where(self._both, inner, x)
-            if self._any_soft:
-                a = tf.maximum((x - self._lo) / self._c, self._tiny)
-                b = tf.minimum((x - self._hi) / self._c, -self._tiny)
-                a = tf.where(self._soft, a, 1.0)
-                b = tf.where(self._soft, b, -1.0)
-                inv = (self._lo + self._c * tfp.math.softplus_inverse(a)
-                       - self._c * tfp.math.log1mexp(-b))
-                v = tf.where(self._soft, inv, v)
-            d_lo = tf.where(self._lower, tf.maximum(x - self._lo, self._tiny), 1.0)
-            v = tf.where(self._lower, tfp.math.softplus_inverse(d_lo), v)
-            d_hi = tf.where(self._upper, tf.maximum(self._hi - x, self._tiny), 1.0)
-            v = tf.where(self._upper, tfp.math.softplus_inverse(d_hi), v)
-            return (v - self._shift) / self._scale
-
-        def _forward_log_det_jacobian(self, u):
-            v = self._shift + self._scale * u
-            if self._probit:
-                both = self._log_width - 0.5 * tf.square(v) - 0.5 * math.log(2 * math.pi)
-            else:
-                both = self._log_width + tf.math.log_sigmoid(v) + tf.math.log_sigmoid(-v)
-            one = tf.math.log_sigmoid(v)
-            ldj = tf.where(self._both, both, tf.where(self._lower | self._upper, one,
-                                                      tf.zeros_like(v)))
-            if self._any_soft:
-                # dx/dv = sigmoid(a) - sigmoid(b), a - b = (hi - lo)/c: stable in logs
-                a, b = (v - self._lo) / self._c, (v - self._hi) / self._c
-                soft = -b + self._soft_k - tf.nn.softplus(-a) - tf.nn.softplus(-b)
-                ldj = tf.where(self._soft, soft, ldj)
-            return tf.reduce_sum(ldj, axis=-1) + self._log_scale_sum
-
-    class MLP(tf.Module):
-        """Dense tf_keras layers: the coupling conditioner (input half -> parameters)."""
-
-        def __init__(self, in_dim, out_dim, hidden, activation, dtype, seed, name):
-            super().__init__(name=name)
-            init = lambda s: tf_keras.initializers.GlorotUniform(seed=s)  # noqa: E731
-            self.hidden_layers = [
-                tf_keras.layers.Dense(h, activation=activation, dtype=dtype,
-                                      kernel_initializer=init(seed + i))
-                for i, h in enumerate(hidden)]
-            # a small output layer starts every coupling close to the identity
-            self.out = tf_keras.layers.Dense(
-                out_dim, dtype=dtype,
-                kernel_initializer=tf_keras.initializers.VarianceScaling(
-                    0.01, seed=seed + len(hidden)))
-            self.in_dim = in_dim
-
-        def __call__(self, x):
-            for layer in self.hidden_layers:
-                x = layer(x)
-            return self.out(x)
-
-    class MarginalSpline(tfb.Bijector):
-        """An elementwise rational-quadratic spline per dimension, its parameters a variable
-        of shape (D, 3K - 1): the spline is rebuilt from the variable on every call."""
-
-        def __init__(self, params, bins, bound):
-            super().__init__(forward_min_event_ndims=1, validate_args=False,
-                             dtype=params.dtype, name="marginal_spline")
-            self.params = params
-            self._bins, self._bound = bins, bound
-
-        def _spline(self):
-            return spline(self.params, self._bins, self._bound)
-
-        def _forward(self, x):
-            return self._spline().forward(x)
-
-        def _inverse(self, y):
-            return self._spline().inverse(y)
-
-        def _forward_log_det_jacobian(self, x):
-            return tf.reduce_sum(self._spline().forward_log_det_jacobian(x, event_ndims=0),
-                                 axis=-1)
-
-        def _inverse_log_det_jacobian(self, y):
-            return tf.reduce_sum(self._spline().inverse_log_det_jacobian(y, event_ndims=0),
-                                 axis=-1)
-
-        def _is_increasing(self):  # noqa: D401 - TFP's hook
-            return True
-
-    def _ndtr(v):
-        return 0.5 * tf.math.erfc(-v / math.sqrt(2.0))
-
-    def affine(params, clamp):
-        shift, raw = params[..., 0], params[..., 1]
-        log_scale = clamp * tf.tanh(raw / clamp)
-        return tfb.Chain([tfb.Shift(shift), tfb.Scale(log_scale=log_scale)])
-
-    def spline(params, bins, bound):
-        k = bins
-        w, h, s = params[..., :k], params[..., k:2 * k], params[..., 2 * k:]
-        widths = (tf.nn.softmax(w, axis=-1) * (1 - k * _MIN_BIN) + _MIN_BIN) * (2 * bound)
-        heights = (tf.nn.softmax(h, axis=-1) * (1 - k * _MIN_BIN) + _MIN_BIN) * (2 * bound)
-        # softplus(s + log(e - 1)) is 1 at s = 0: a fresh spline is the identity
-        slopes = tf.nn.softplus(s + math.log(math.e - 1)) + _MIN_SLOPE
-        return tfb.RationalQuadraticSpline(widths, heights, slopes, range_min=-bound)
-
-    class Flow(tf.Module):
-        """A normalizing flow: ``log_prob`` in physical coordinates, ``sample``, latent maps."""
-
-        # built lazily, holding the same bijectors: not tracked, so the variable order stays
-        _TF_MODULE_IGNORED_PROPERTIES = tf.Module._TF_MODULE_IGNORED_PROPERTIES | {"_exact"}
-
-        def __init__(self, config: FlowConfig):
-            super().__init__(name=f"likeflow_{config.flow}")
-            self.config = config
-            dtype = tf.as_dtype(config.dtype)
-            self.dtype = dtype
-            d = config.dim
-            n_params = 2 if config.flow in ("maf", "realnvp") else 3 * config.bins - 1
-            make_transform = (
-                (lambda p: affine(p, config.log_scale_clamp)) if n_params == 2
-                else (lambda p: spline(p, config.bins, config.spline_range)))
-            self.conditioners = []
-            transforms = []
-            for i in range(config.layers):
-                seed = config.seed * 1000 + 10 * i
-                if config.flow in ("maf", "ansf"):
-                    made = tfb.AutoregressiveNetwork(
-                        params=n_params, event_shape=[d], hidden_units=list(config.hidden),
-                        activation=config.activation, dtype=dtype,
-                        kernel_initializer=tf_keras.initializers.GlorotUniform(seed=seed),
-                        name=f"made_{i}")
-                    self.conditioners.append(made)
-                    transforms.append(tfb.MaskedAutoregressiveFlow(
-                        bijector_fn=_made_bijector_fn(made, make_transform), name=f"maf_{i}"))
-                else:
-                    n_masked = d // 2
-                    mlp = MLP(n_masked, (d - n_masked) * n_params, config.hidden,
-                              config.activation, dtype, seed, name=f"coupling_{i}")
-                    self.conditioners.append(mlp)
-                    transforms.append(tfb.RealNVP(
-                        num_masked=n_masked,
-                        bijector_fn=_coupling_bijector_fn(mlp, n_params, make_transform),
-                        name=f"coupling_{i}"))
-            forward_order = []
-            made_positions = []  # where each MADE's bijector sits in forward_order
-            for i, t in enumerate(transforms):
-                if config.flow in ("maf", "ansf"):
-                    made_positions.append(len(forward_order))
-                forward_order.append(t)
-                if i < len(config.permutations):
-                    forward_order.append(tfb.Permute(config.permutations[i], name=f"perm_{i}"))
-            if config.marginal_spline:
-                # zeros: uniform bins and unit slopes, the identity
-                forward_order.append(MarginalSpline(
-                    tf.Variable(tf.zeros([d, 3 * config.bins - 1], dtype=dtype),
-                                name="marginal_spline"), config.bins, config.spline_range))
-            self.preprocess = Preprocess(config.flow_bounds_array(), config.shift, config.scale,
-                                         dtype, probit=config.bound_map == "probit",
-                                         softclip=config.softclip)
-            forward_order.append(self.preprocess)
-            self._forward_order = forward_order
-            # positions only (ints): a second reference to the MADEs would be tracked by
-            # tf.Module and reorder the flow's variables
-            self._made_positions = tuple(made_positions)
-            self._make_transform = make_transform
-            # tfb.Chain applies its last element first in the forward (sampling) direction
-            self.bijector = tfb.Chain(list(reversed(forward_order)), name="chain")
-            self.base = tfd.MultivariateNormalDiag(loc=tf.zeros([d], dtype=dtype))
-            self.distribution = tfd.TransformedDistribution(self.base, self.bijector)
-            # reflections: dimension, bound, and +1 for a lower bound (-1 for an upper one)
-            lows = config.bounds_array()[:, 0]
-            self._reflect = [(int(i), float(v), 1.0 if v == lows[int(i)] else -1.0)
-                             for i, v in config.reflect]
-            self._flow_range = {int(i): tuple(float(b) for b in config.flow_bounds_array()[int(i)])
-                                for i, _ in config.reflect}
-            self.distribution.log_prob(tf.zeros([1, d], dtype=dtype) + self.preprocess.forward(
-                tf.zeros([1, d], dtype=dtype)))  # build every layer's variables
-
-        def log_prob(self, x):
-            """Log density at physical points ``x`` of shape (n, D).
-
-            With reflected parameters, the fold: the log of the sum of the flow's density at
-            ``x`` and at its mirror images across the reflected bounds.
-            """
-            return self._fold(self.distribution.log_prob, x)
-
-        def train_log_prob(self, x):
-            """The log density training maximises: the flow's own, without the hold of the
-            probit map (:data:`PROBIT_MAX`): held, the training points near a bound would all
-            map to one point of the base space and the flow would learn a spike there. Points
-            are clipped only at :data:`PROBIT_TRAIN_MAX` sigma."""
-            if not self.preprocess._probit:
-                return self.log_prob(x)
-            unheld, inner = self._exact_parts()
-
-            def lp(y):
-                return (inner.log_prob(unheld.inverse(y))
-                        + unheld.inverse_log_det_jacobian(y, event_ndims=1))
-
-            return self._fold(lp, x)
-
-        def _exact_parts(self):
-            """The probit map without the hold, and the flow inside it (same variables)."""
-            if "_exact" not in self.__dict__:
-                c = self.config
-                with tf.init_scope():  # eager constants, usable from every traced function
-                    unheld = Preprocess(c.flow_bounds_array(), c.shift, c.scale, self.dtype,
-                                        probit=True, softclip=c.softclip,
-                                        probit_max=PROBIT_TRAIN_MAX)
-                    inner = tfd.TransformedDistribution(
-                        self.base, tfb.Chain(list(reversed(self._forward_order[:-1]))))
-                self._exact = (unheld, inner)
-            return self._exact
-
-        def _fold(self, lp_fn, x):
-            if not self._reflect:
-                return lp_fn(x)
-            images = self.images(x)
-            lp = lp_fn(tf.concat(images, axis=0))
-            # an image beyond the edge of the flow's range carries no density; one on the edge
-            # does (the image of a point on the bound that is not reflected: the density is
-            # held there, finite), else the fold would halve the density at that bound
-            ok = tf.concat([tf.ones(tf.shape(x)[:-1], tf.bool)]  # the point itself counts
-                           + [self._in_range(img) for img in images[1:]], axis=0)
-            lp = tf.where(ok & ~tf.math.is_nan(lp), lp, tf.constant(-np.inf, lp.dtype))
-            return tf.reduce_logsumexp(tf.reshape(lp, [len(images), -1]), axis=0)
-
-        def images(self, x):
-            """``x`` and its mirror images across the reflected bounds (2^k tensors; those
-            beyond the flow's range carry no density, see :meth:`_in_range`)."""
-            images = [x]
-            for i, point, _ in self._reflect:
-                hot = tf.one_hot(i, self.config.dim, dtype=x.dtype)
-                images += [img + hot * (2 * point - 2 * img[..., i:i + 1]) for img in images]
-            return images
-
-        def _in_range(self, y):
-            """Whether points lie in the flow's (extended) range, edges included, in the
-            reflected dimensions."""
-            inside = tf.ones(tf.shape(y)[:-1], tf.bool)
-            for i in sorted({i for i, _, _ in self._reflect}):
-                lo, hi = self._flow_range[i]
-                inside &= (y[..., i] >= lo) & (y[..., i] <= hi)
-            return inside
-
-        def unfolded_log_prob(self, x):
-            """The flow's own density on its extended range (no fold)."""
-            return self.distribution.log_prob(x)
-
-        def fold(self, y):
-            """Points of the flow's extended range -> the physical range (mirror images of
-            points beyond a reflected bound)."""
-            for i, point, side in self._reflect:
-                hot = tf.one_hot(i, self.config.dim, dtype=y.dtype)
-                yi = y[..., i:i + 1]
-                y = y + hot * (point + side * tf.abs(yi - point) - yi)
-            return y
-
-        def sample(self, n, seed):
-            """``n`` physical samples; ``seed`` is a stateless (2,) int seed."""
-            return self.from_latent(self.base.sample(n, seed=seed))
-
-        def to_latent(self, x):
-            """Physical points -> base space (standard normal if the flow is perfect): the
-            exact inverse of sampling (no hold of the probit map)."""
-            if not self.preprocess._probit:
-                return self.bijector.inverse(x)
-            unheld, inner = self._exact_parts()
-            return inner.bijector.inverse(unheld.inverse(x))
-
-        def from_latent(self, z):
-            """Base space -> physical points (folded at reflected bounds).
-
-            The MADE layers use :func:`_made_forward` (one network pass in total instead of D),
-            everything else its bijector's ``forward``.
-            """
-            made_layers = dict(zip(self._made_positions, self.conditioners))
-            for k, b in enumerate(self._forward_order):
-                if k in made_layers:
-                    z = _made_forward(made_layers[k], self._make_transform, z)
-                else:
-                    z = b.forward(z)
-            return self.fold(z)
-
-    def _made_forward(made, make_transform, z):
-        """MAF's sequential direction (latent -> data) in one pass of the MADE network in total.
-
-        TFP's ``MaskedAutoregressiveFlow.forward`` re-runs the whole network once per dimension:
-        D full passes, which makes sampling a 95-dim MAF ~50x slower than its density. But a
-        hidden unit of degree c depends only on x_1..x_c, so it is final as soon as x_c is known,
-        and it never needs recomputing. Step k (0-based) therefore: adds x_{k-1} to the first
-        layer's accumulators (rank one), pushes the units that just became final into the next
-        layer's accumulators, and computes only dimension k's output parameters from the last
-        hidden layer (the masked kernel ignores units not final yet). The hidden layers cost
-        one network evaluation in all; only the order of the sums differs from ``made(x)``, so
-        the result agrees to rounding.
-        """
-        plan = _made_plan(made)
-        d, p = plan["dim"], plan["params"]
-        dense = plan["dense"]
-        # made's own Activation layers, not the bare function: TFP builds them without a dtype,
-        # so a float64 MADE computes its activations in float32 (the default Keras policy).
-        # Calling the layers themselves keeps sampling consistent with log_prob to rounding.
-        acts = [lambda x, layer=layer: tf.cast(layer(x), z.dtype) for layer in plan["acts"]]
-        n = tf.shape(z)[0]
-        kernels = [layer.kernel * tf.constant(m, dtype=z.dtype)
-                   for layer, m in zip(dense, made._masks)]
-        biases = [layer.bias if layer.bias is not None else tf.zeros(layer.units, z.dtype)
-                  for layer in dense]
-        accs = tuple(tf.broadcast_to(b, [n, b.shape[0]]) for b in biases[:-1])
-        ys = tf.TensorArray(z.dtype, size=d, element_shape=tf.TensorShape([None]))
-        sched = [(tf.constant(idx), tf.constant(ok, dtype=z.dtype)) for idx, ok in plan["steps"]]
-
-        out_kernel = tf.reshape(kernels[-1], [-1, d, p])  # hidden -> (dimension, parameter)
-        out_bias = tf.reshape(biases[-1], [d, p])
-
-        def step(k, y_prev, ys, accs):
-            accs = list(accs)
-            # the first layer sees the inputs directly: a rank-one update with the newest one
-            accs[0] = accs[0] + (tf.cast(k > 0, z.dtype) * y_prev[:, None]
-                                 * kernels[0][tf.maximum(k - 1, 0)][None, :])
-            for layer in range(1, len(accs)):
-                idx, ok = sched[layer - 1][0][k], sched[layer - 1][1][k]
-                h = acts[layer - 1](tf.gather(accs[layer - 1], idx, axis=1))
-                w = tf.gather(kernels[layer], idx) * ok[:, None]
-                # a sum of a few outer products: TF's matmul is slow for inner sizes this small
-                accs[layer] = accs[layer] + tf.reduce_sum(h[:, :, None] * w[None], axis=1)
-            # the output layer only for dimension k (the masked kernel ignores unfinished units)
-            params = tf.matmul(acts[-1](accs[-1]), out_kernel[:, k]) + out_bias[k]
-            y_k = make_transform(params[:, None, :]).forward(z[:, k:k + 1])[:, 0]
-            return k + 1, y_k, ys.write(k, y_k), tuple(accs)
-
-        _, _, ys, _ = tf.while_loop(
-            lambda k, *_: k < d, step, (tf.constant(0), tf.zeros([n], z.dtype), ys, accs))
-        return tf.transpose(ys.stack())
-
-    def _made_plan(made):
-        """MADE's layers, and per step k and layer the (padded) indices of the hidden units that
-        become final at that step."""
-        dense = [layer for layer in made._network.layers
-                 if isinstance(layer, tf_keras.layers.Dense)]
-        order = np.asarray(made._input_order)
-        if not np.array_equal(order, np.arange(1, len(order) + 1)):
-            raise ValueError("the fast MADE pass assumes the left-to-right input order")
-        done = order  # when each unit of the previous layer becomes final (its degree)
-        steps = []
-        for mask in made._masks[:-1]:
-            m = np.asarray(mask, dtype=bool)
-            # a unit is final once every unit feeding it is
-            final = np.array([done[m[:, j]].max() if m[:, j].any() else 0
-                              for j in range(m.shape[1])])
-            steps.append(_padded_schedule(final, len(order)))
-            done = final
-        acts = [layer for layer in made._network.layers
-                if isinstance(layer, tf_keras.layers.Activation)]
-        if len(acts) != len(dense) - 1:
-            raise ValueError("unexpected MADE layout: one activation per hidden layer expected")
-        # not cached on ``made``: Keras would track the layers a second time, which reorders
-        # the flow's variables (and the weights of saved files); this runs once per trace.
-        return {"dense": dense, "acts": acts, "steps": steps, "dim": len(order),
-                "params": made.params}
-
-    def _made_bijector_fn(made, make_transform):
-        return lambda y, **kw: make_transform(made(y))
-
-    def _coupling_bijector_fn(mlp, n_params, make_transform):
-        def fn(x0, output_units, **kw):
-            p = mlp(x0)
-            p = tf.reshape(p, tf.concat([tf.shape(x0)[:-1], [output_units, n_params]], 0))
-            return make_transform(p)
-        return fn
-
-    Flow.Preprocess = Preprocess
-    _FLOW_CLASS = Flow
-    return Flow

@@ -28,13 +28,14 @@ Example:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import optimize, stats
 
+from .bounds import unbounded_coordinates
 from .errors import LikeflowError
-from .flows import bound_bijector, unbounded_coordinates
 
 # a free parameter this close to its support box (in tanh units) is pressed against it
 _EDGE = 1e-3
@@ -72,7 +73,7 @@ class Density:
 
 def as_density(obj, *, n_candidates: int = 20000, seed: int = 0) -> Density:
     """A :class:`Density` view of a ``Surrogate`` or a ``likelihoods.Target``."""
-    import tensorflow as tf
+    from .tfsetup import tf
 
     if isinstance(obj, Density):
         return obj
@@ -96,7 +97,8 @@ def as_density(obj, *, n_candidates: int = 20000, seed: int = 0) -> Density:
     if cand is None:
         cand = obj.initial_points(min(n_candidates, 4096), seed=seed)
     return Density(list(obj.names), list(obj.poi), np.asarray(obj.bounds, float), obj.log_prob,
-                   np.asarray(cand, float), sampler=None, kind=getattr(obj, "name", "target"))
+                   np.asarray(cand, float), sampler=None,
+                   kind=f"exact ({getattr(obj, 'name', 'target')})")
 
 
 @dataclass
@@ -125,7 +127,7 @@ def maximize(obj, starts: np.ndarray, *, fixed: dict[int, np.ndarray] | None = N
     Returns:
         The best :class:`Maximum` over the starts when ``fixed`` is None, else one per start.
     """
-    import tensorflow as tf
+    from .tfsetup import tf
 
     dens = as_density(obj)
     starts = np.atleast_2d(np.asarray(starts, dtype=np.float64)).copy()
@@ -164,11 +166,12 @@ class _Space:
     ``u = c + h * tanh(w)`` inside a surrogate's support box (``u = w`` for exact targets)."""
 
     def __init__(self, dens: Density):
-        import tensorflow as tf
+        from .tfsetup import tf
 
         u = unbounded_coordinates(dens.candidates[:4000], dens.bounds)
         shift, scale = u.mean(axis=0), u.std(axis=0)
         scale = np.where(scale > 0, scale, 1.0)
+        from .tf_flows import bound_bijector
         self.bij = bound_bijector(dens.bounds, shift, scale, "float64")
         self.shift, self.scale = shift, scale
         sup = dens.support
@@ -180,18 +183,18 @@ class _Space:
             self._c, self._h = tf.constant(self.c), tf.constant(self.h)
 
     def u_of_w(self, w):
-        import tensorflow as tf
+        from .tfsetup import tf
         return self._c + self._h * tf.tanh(w) if self.boxed else w
 
     def to_x_tf(self, w):
         return self.bij.forward(self.u_of_w(w))
 
     def to_x(self, w: np.ndarray) -> np.ndarray:
-        import tensorflow as tf
+        from .tfsetup import tf
         return self.to_x_tf(tf.constant(w)).numpy()
 
     def to_w(self, x: np.ndarray) -> np.ndarray:
-        import tensorflow as tf
+        from .tfsetup import tf
         u = self.bij.inverse(tf.constant(x)).numpy()
         if not self.boxed:
             return u
@@ -241,8 +244,8 @@ def _compiled_lbfgs(dens: Density, space: _Space, mask: tuple, k: int, tolerance
     Cached on the density: a profile or a limit search calls it many times. Shapes are static
     (pyhf targets evaluate a fixed number of points per compiled call).
     """
-    import tensorflow as tf
-    import tensorflow_probability as tfp
+    from .tfsetup import tf
+    from .tfsetup import tfp
 
     key = (mask, k, tolerance, max_iterations)
     cache = dens.__dict__.setdefault("_lbfgs", {})
@@ -299,6 +302,7 @@ class Profile:
     trusted: np.ndarray
     notes: list[str]
     kind: str = "surrogate"
+    best_index: int = -1        # the POI's column
 
     def to_dict(self) -> dict:
         return {"poi": self.poi, "values": self.values.tolist(), "q": self.q.tolist(),
@@ -325,10 +329,10 @@ def default_grid(obj, poi: str, *, points: int = 25, best: Maximum | None = None
     return np.linspace(a, b, points)
 
 
-def profile(obj, poi: str, values=None, *, seed: int = 0, best: Maximum | None = None,
-            points: int = 25) -> Profile:
+def scan(obj, poi: str, values=None, *, seed: int = 0, best: Maximum | None = None,
+         points: int = 25) -> Profile:
     """Profile ``poi`` over ``values`` (default: :func:`default_grid`): at each, maximise over
-    all other parameters.
+    all other parameters. (:func:`profile` adds the best fit and the upper limits.)
 
     Each grid point starts from the global best fit with the POI set to the value and from the
     best candidate sample near that value; the better trusted optimum is kept.
@@ -371,7 +375,7 @@ def profile(obj, poi: str, values=None, *, seed: int = 0, best: Maximum | None =
         j = int(np.argmax(pool))
         best = chosen[j]
     return Profile(poi=poi, values=values, q=-2 * (maxima - best.log_prob), log_prob=maxima,
-                   best=best, nuisances=np.array([c.x for c in chosen]),
+                   best=best, best_index=i, nuisances=np.array([c.x for c in chosen]),
                    converged=np.array([c.converged for c in chosen]), trusted=trusted,
                    notes=[c.note for c in chosen], kind=dens.kind)
 
@@ -565,42 +569,225 @@ def bayesian_upper_limit(obj, poi: str, *, cl: float = 0.95, n: int = 200_000,
 
 
 def _log_prob_np(dens: Density, x: np.ndarray, batch: int = 65536) -> np.ndarray:
-    import tensorflow as tf
+    from .tfsetup import tf
 
+    from .batching import map_batches
     fn = tf.function(dens.log_prob_tf)
-    return np.concatenate([fn(tf.constant(x[i:i + batch], tf.float64)).numpy()
-                           for i in range(0, len(x), batch)])
+    return map_batches(lambda b: fn(tf.constant(b, tf.float64)).numpy(), x, batch)
 
 
-def marginal(surrogate, names, *, n: int = 200_000, seed: int = 0,
-             flow_config: dict | None = None, train_config=None, progress=None):
-    """A surrogate of the marginal density of ``names``: a small flow fitted to samples of them.
+# --- the whole analysis of one parameter: what 'likeflow profile' prints -----------------------
 
-    The nuisance-free likelihood of the margarine papers: draw ``n`` samples of the full
-    surrogate, keep the columns ``names``, and fit a new flow (default: a MAF of 4 layers of
-    [64, 64]) with the same bounds. The result is a :class:`~likeflow.surrogate.Surrogate` of
-    its own, saved and loaded like any other.
+DEFAULT_POINTS = 25
+
+
+@dataclass
+class ProfileResult:
+    """A profile with its best fit and upper limits, each naming its method.
+
+    ``upper_limit`` is the asymptotic profile-likelihood limit; ``bayesian_upper_limit`` the
+    credible limit from samples (surrogates); ``cls`` the CLs limits (with an Asimov partner).
+    The profile's own fields (``values``, ``q``, ``best``, ``trusted``, ...) read through.
     """
-    from .samples import SampleSet
-    from .surrogate import fit
-    from .training import TrainConfig
 
-    names = list(names)
-    if not names:
-        raise LikeflowError("marginal: name at least one parameter")
-    unknown = [p for p in names if p not in surrogate.names]
-    if unknown:
-        raise LikeflowError(f"marginal: unknown parameters {unknown}; the parameters are "
-                            f"{', '.join(surrogate.names[:10])}...")
-    cols = [surrogate.names.index(p) for p in names]
-    x = surrogate.sample(n, seed=seed)[:, cols]
-    s = SampleSet(x, names=names, poi=[p for p in surrogate.poi if p in names],
-                  bounds=surrogate.bounds[cols])
-    hyper = {"flow": "maf", "layers": 4, "hidden": (64, 64)}
-    if len(names) < 2:
-        hyper["flow"] = "maf"
-    hyper.update(flow_config or {})
-    sur = fit(s, flow_config=hyper, train_config=train_config or TrainConfig(seed=seed),
-              progress=progress)
-    sur.training["marginal_of"] = {"parameters": names, "n_samples": n}
-    return sur
+    profile: Profile
+    cl: float
+    source: str
+    upper_limit: UpperLimit | None = None
+    bayesian_upper_limit: UpperLimit | None = None
+    cls: CLsLimits | None = None
+    elapsed: float = 0.0
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name == "profile":
+            raise AttributeError(name)
+        return getattr(self.profile, name)
+
+    def to_dict(self) -> dict:
+        return {"profile": self.profile.to_dict(),
+                "upper_limit": self.upper_limit.to_dict() if self.upper_limit else None,
+                "bayesian_upper_limit": (self.bayesian_upper_limit.to_dict()
+                                         if self.bayesian_upper_limit else None),
+                "cls": self.cls.to_dict() if self.cls else None, "source": self.source,
+                "kind": self.profile.kind}
+
+    def write_json(self, path: str | os.PathLike) -> None:
+        """The profile and limits as a JSON file (written atomically)."""
+        import json
+
+        from .fileio import write_text
+        from .jsonutil import strict_json
+        write_text(path, json.dumps(strict_json(self.to_dict()), indent=1))
+
+    def table(self, reference: dict | None = None) -> str:
+        """The profile and limits as text; with a :func:`read_reference` profile beside it."""
+        p, poi = self.profile, self.profile.poi
+        i = p.best_index
+        ref_q = (np.interp(p.values, reference["values"], reference["q"], left=np.nan,
+                           right=np.nan) if reference else None)
+        lines = [f"{p.kind}; best fit: {poi} = {p.best.x[i]:.5g} (log density "
+                 f"{p.best.log_prob:.4f})" + ("" if p.best.trusted
+                                              else f"  UNTRUSTED: {p.best.note}"),
+                 f"{poi:>10} {'-2 dlogL':>10}" + (f" {'compare':>10} {'diff':>8}"
+                                                  if reference else "")]
+        for j, (v, q) in enumerate(zip(p.values, p.q)):
+            line = f"{v:10.4f} {q:10.4f}"
+            if reference:
+                line += f" {ref_q[j]:10.4f} {q - ref_q[j]:8.4f}"
+            if not p.trusted[j]:
+                line += f"  (untrusted: {p.notes[j]})"
+            elif not p.converged[j]:
+                line += "  (not converged)"
+            lines.append(line)
+        for lim in (self.upper_limit, self.bayesian_upper_limit):
+            if lim is not None:
+                val = "none" if lim.value is None else f"{lim.value:.4f}"
+                lines.append(f"{self.cl:.0%} upper limit on {poi}: {val}  [{lim.method}]"
+                             + ("" if lim.trusted else f"  UNTRUSTED: {lim.note}"))
+        if self.cls is not None:
+            fmt = lambda v: "none" if v is None else f"{v:.4f}"  # noqa: E731
+            c = self.cls
+            lines.append(f"{self.cl:.0%} CLs upper limit on {poi}: observed {fmt(c.observed)}, "
+                         f"expected {fmt(c.expected[2])} (-2..+2 sigma: "
+                         f"{', '.join(fmt(v) for v in c.expected)})  [{c.method}]")
+        if reference and "upper_limit" in reference:
+            lines.append(f"compare: upper limit {reference['upper_limit']:.4f}"
+                         + (f", Bayesian {reference['bayesian_upper_limit']:.4f}"
+                            if "bayesian_upper_limit" in reference else "")
+                         + (f", CLs observed {reference['cls']['observed']:.4f}"
+                            if "cls" in reference else ""))
+        lines.append(f"({self.elapsed:.1f} s)")
+        return "\n".join(lines)
+
+    def plot(self, path: str | os.PathLike, reference: dict | None = None) -> None:
+        """The profile (and the reference's), the limits and the threshold, as PNG or PDF."""
+        from .plots import profile_plot
+        p, cl = self.profile, self.cl
+        curves = [(p.kind, p.values, p.q, p.trusted)]
+        if reference:
+            curves.insert(0, (f"reference ({reference.get('name', 'compare')})",
+                              reference["values"], reference["q"], None))
+        limits = [(f"{cl:.0%} CL limit (asymptotic)", self.upper_limit),
+                  (f"{cl:.0%} credible limit", self.bayesian_upper_limit)]
+        limits = [(n, lim.value) for n, lim in limits if lim is not None]
+        if self.cls is not None:
+            limits.append((f"{cl:.0%} CLs limit (observed)", self.cls.observed))
+        profile_plot(curves, path, poi=p.poi, limits=[(n, v) for n, v in limits if v is not None],
+                     q_limit=float(stats.norm.ppf(cl) ** 2))
+
+
+def profile(target, poi: str | None = None, values=None, *, points: int = DEFAULT_POINTS,
+            value_range: tuple[float, float] | None = None, cl: float = 0.95,
+            limits: bool = True, asimov=None, patch=None, bayesian_samples: int = 200_000,
+            seed: int = 0, best: Maximum | None = None) -> ProfileResult:
+    """Profile likelihood of ``poi``, its best fit and upper limits.
+
+    Args:
+        target: a surrogate, an exact target (:mod:`likeflow.likelihoods`), or a path: a
+            surrogate file, or a pyhf workspace (``.json``, with ``patch``) for the exact
+            answers computed by the same code.
+        poi: the parameter (default: the first POI).
+        values: the grid; by default :func:`default_grid` (``points`` values, best fit -2 to
+            +4 marginal standard deviations inside the bounds), or ``points`` values evenly over
+            ``value_range`` (checked against the bounds before any optimisation).
+        cl: confidence / credibility level of the limits.
+        limits: also compute the limits: the asymptotic profile-likelihood limit (q~), the
+            Bayesian credible limit from ``bayesian_samples`` samples (surrogates) and the CLs
+            limits when an Asimov partner is known (``asimov``, a surrogate or its path; by
+            default the partner a surrogate file records; pyhf workspaces have their own).
+
+    Returns:
+        A :class:`ProfileResult` (``.table()``, ``.to_dict()``, ``.plot(path)``).
+    """
+    import time
+    t0 = time.perf_counter()
+    obj, partner, source = open_target(target, patch=patch, asimov=asimov)
+    dens = as_density(obj, seed=seed)
+    poi = poi or (dens.poi[0] if dens.poi else None)
+    if poi is None:
+        raise LikeflowError(f"{source}: no POI recorded; name one (--poi)")
+    i = dens.index(poi)
+    if values is None and value_range is not None:
+        values = _range_grid(dens, poi, value_range, points)
+    prof = scan(dens, poi, values, seed=seed, best=best, points=points)
+    out = ProfileResult(prof, cl, source)
+    if limits:
+        out.upper_limit = upper_limit(dens, poi, cl=cl, prof=prof, seed=seed)
+        if dens.sampler is not None:
+            out.bayesian_upper_limit = bayesian_upper_limit(dens, poi, cl=cl,
+                                                            n=bayesian_samples, seed=seed)
+        if partner is not None:
+            out.cls = cls_limits(dens, partner, poi, cl=cl, seed=seed, best=prof.best)
+    out.elapsed = time.perf_counter() - t0
+    return out
+
+
+def _range_grid(dens: Density, poi: str, value_range, points: int) -> np.ndarray:
+    lo, hi = dens.bounds[dens.index(poi)]
+    a, b = (float(v) for v in value_range)
+    if not (np.isfinite([a, b]).all() and lo <= a < b <= hi):
+        raise LikeflowError(f"range {a:g}:{b:g}: {poi} must stay finite, increasing and inside "
+                            f"its bounds [{lo:g}, {hi:g}]")
+    return np.linspace(a, b, points)
+
+
+def open_target(target, *, patch=None, asimov=None):
+    """(density object, Asimov partner or None, a name for it) of what :func:`profile` takes."""
+    from .surrogate import Surrogate, load
+    if not isinstance(target, (str, os.PathLike)):
+        if patch is not None:
+            raise LikeflowError("a patch is for pyhf workspaces (.json)")
+        partner = load(asimov) if isinstance(asimov, (str, os.PathLike)) else asimov
+        return target, partner, getattr(target, "path", None) or type(target).__name__
+    path = os.fspath(target)
+    if path.endswith(".json"):
+        from .likelihoods.pyhf_target import PyhfTarget
+        return (PyhfTarget(path, patch=patch), PyhfTarget(path, patch=patch, asimov=True), path)
+    if patch is not None:
+        raise LikeflowError("--patch is for pyhf workspaces (.json)")
+    sur = load(path)
+    partner = asimov if asimov is not None else sur.training.get("asimov_partner")
+    if isinstance(partner, (str, os.PathLike)):
+        if asimov is None and not os.path.isabs(partner):
+            partner = os.path.join(os.path.dirname(os.path.abspath(path)), partner)
+        partner = load(partner)
+    if isinstance(partner, Surrogate) and partner.names != sur.names:
+        raise LikeflowError(f"{partner.path}: the Asimov partner has other parameters than "
+                            f"{path} ({partner.dim} vs {sur.dim}, or other names)")
+    return sur, partner, path
+
+
+def read_reference(path: str | os.PathLike) -> dict:
+    """A reference profile to compare with: a :meth:`ProfileResult.to_dict` JSON or a plain
+    ``{"grid": [...], "q": [...]}`` (optionally ``upper_limit``, ``cls``), checked up front."""
+    import json
+    try:
+        with open(path) as f:
+            ref = json.load(f)
+    except (OSError, ValueError) as e:
+        raise LikeflowError(f"{path}: cannot read the reference profile "
+                            f"(--compare: {str(e).splitlines()[0]})") from None
+    if not isinstance(ref, dict):
+        raise LikeflowError(f"{path}: a reference profile (--compare) is a JSON object")
+    prof = ref.get("profile", ref)
+    xs = prof.get("values", prof.get("grid")) if isinstance(prof, dict) else None
+    qs = prof.get("q") if isinstance(prof, dict) else None
+    try:
+        xs, qs = np.asarray(xs, dtype=float), np.asarray(qs, dtype=float)
+    except (TypeError, ValueError):
+        xs = qs = None
+    if xs is None or qs is None or xs.ndim != 1 or xs.shape != qs.shape or len(xs) < 2:
+        raise LikeflowError(f"{path}: a reference profile (--compare) needs 'grid' (or 'values') "
+                            "and 'q': "
+                            "two lists of numbers of the same length (at least 2)")
+    order = np.argsort(xs)
+    out = {"values": xs[order], "q": qs[order], "name": os.path.basename(os.fspath(path))}
+    for key in ("upper_limit", "bayesian_upper_limit"):
+        lim = ref.get(key)
+        lim = lim.get("value") if isinstance(lim, dict) else lim
+        if isinstance(lim, (int, float)):
+            out[key] = float(lim)
+    cls = ref.get("cls")
+    if isinstance(cls, dict) and isinstance(cls.get("observed"), (int, float)):
+        out["cls"] = cls
+    return out

@@ -1,7 +1,7 @@
 """Sampling a target log density with TFP's MCMC: adapted, vectorised over chains, diagnosed.
 
 :func:`run_mcmc` runs parallel chains of TFP's No-U-Turn sampler (or HMC, or random-walk
-Metropolis) in an unbounded space (the bound map of :func:`likeflow.flows.bound_bijector`), so
+Metropolis) in an unbounded space (the bound map of :func:`likeflow.tf_flows.bound_bijector`), so
 that bounded parameters never step outside their bounds:
 
 1. warm-up in three rounds, each adapting the step size (dual averaging) from where the last
@@ -32,7 +32,6 @@ from typing import Callable
 import numpy as np
 
 from .errors import LikeflowError
-from .flows import bound_bijector
 
 KERNELS = ("nuts", "hmc", "rwm")
 # fewest draws per chain: split R-hat and ESS need chains long against their autocorrelation
@@ -143,8 +142,8 @@ class MCMCResult:
 def run_mcmc(target, n: int, config: MCMCConfig | None = None,
              progress: Callable[[str], None] | None = None) -> MCMCResult:
     """Draw ``n`` samples from ``target`` (see the module docstring for the schedule)."""
-    import tensorflow as tf
-    import tensorflow_probability as tfp
+    from .tfsetup import tf
+    from .tfsetup import tfp
 
     cfg = config or MCMCConfig()
     say = progress or (lambda msg: None)
@@ -258,9 +257,9 @@ def run_mcmc(target, n: int, config: MCMCConfig | None = None,
 def _metric_bijector(points: np.ndarray, bounds: np.ndarray, *, dense: bool):
     """Unbounded whitened space -> physical: the bound map after an affine map fitted to
     ``points`` (their mean and covariance in the bound map's unbounded coordinates)."""
-    import tensorflow_probability as tfp
-
-    from .flows import unbounded_coordinates
+    from .bounds import unbounded_coordinates
+    from .tf_flows import bound_bijector
+    from .tfsetup import tfp
 
     tfb = tfp.bijectors
     u = unbounded_coordinates(points, bounds)
@@ -284,7 +283,7 @@ def _quietly(fn):
     float and says so on every call, which reads like a fault to a user."""
     import logging
 
-    import tensorflow as tf
+    from .tfsetup import tf
 
     logger = tf.get_logger()
     level = logger.level
@@ -309,7 +308,7 @@ def _find(kr, attr: str, required: bool = True):
 
 
 def _step_size_of(kr):
-    import tensorflow as tf
+    from .tfsetup import tf
 
     found = _find(kr, "new_step_size", required=False)
     return found.new_step_size if found is not None else tf.zeros([], tf.float64)
@@ -321,7 +320,7 @@ def _adapted_step(steps, accepts, previous, rwm: bool):
     Gradient kernels take dual averaging's final step size (median over chains); random-walk
     Metropolis rescales its proposal towards an acceptance of about 0.234 (Roberts et al.).
     """
-    import tensorflow as tf
+    from .tfsetup import tf
 
     if not rwm:
         return tf.constant(float(np.median(steps.numpy()[-1])), tf.float64)
@@ -331,7 +330,7 @@ def _adapted_step(steps, accepts, previous, rwm: bool):
 
 def _log_prob_fn(target):
     """The target's log density as a TF function of a (chains, D) float64 tensor."""
-    import tensorflow as tf
+    from .tfsetup import tf
 
     if getattr(target, "has_gradients", True):
         return target.log_prob

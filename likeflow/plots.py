@@ -242,3 +242,16 @@ def profile_plot(curves: list[tuple], path: str, *, poi: str,
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def check_plot_format(path: str | os.PathLike) -> None:
+    """A plot's file type must be one matplotlib writes (checked before any work)."""
+    ext = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.backend_bases import FigureCanvasBase
+    known = FigureCanvasBase.get_supported_filetypes()
+    if ext not in known:
+        from .errors import LikeflowError
+        raise LikeflowError(f"{path}: cannot write a plot of type '{ext or '(none)'}'; use one "
+                            f"of {', '.join(sorted(known))}")

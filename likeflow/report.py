@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import metrics
+from .errors import LikeflowError
 from .jsonutil import strict_json
-from .samples import SampleSet
+from .samples import ReadOptions, SampleSet, as_sample_set, read_samples
 
 
 # a dimension's interval end further off than this many noise floors is flagged
@@ -167,6 +168,10 @@ class ValidationResult:
                 "flagged": self.flagged, "notes": self.notes, "elapsed_s": self.elapsed,
                 "summary": self.summary()}
 
+    def to_json(self) -> str:
+        """Every metric as one line of strict JSON."""
+        return json.dumps(strict_json(self.to_dict()))
+
     def table(self, k: int = 8) -> str:
         """The summary rows, then the worst dimensions by name, as text."""
         lines = [f"validation on {self.n} test points vs {self.n} surrogate samples "
@@ -269,8 +274,59 @@ _CAPTIONS = {
 }
 
 
-def validate(surrogate, test: SampleSet, *, n: int | None = None, seed: int = 0,
-             notes: list[str] | None = None) -> ValidationResult:
+def validate(surrogate, samples, *, n: int | None = None, seed: int = 0,
+             read_options: ReadOptions | None = None, report: str | os.PathLike | None = None,
+             plots: bool = True) -> ValidationResult:
+    """How close a surrogate is to held-out samples, next to the noise floor.
+
+    Args:
+        surrogate: a :class:`~likeflow.surrogate.Surrogate` or its file's path.
+        samples: a sample file's path, a :class:`SampleSet` or an (N, D) array. With the data
+            the surrogate was trained on, only its test rows are used (never training data);
+            anything else is used whole, and the result's notes say so. A file is read with
+            ``read_options``, by default the ones the surrogate was fitted with. Columns are
+            matched to the surrogate's parameters by name where the file names them.
+        n: use at most ``n`` test points (two halves of n/2; the surrogate draws n/2).
+        seed: seeds the subsample, the surrogate's samples and the sliced-W1 directions.
+        report: a folder to write metrics.json, the plots (unless ``plots`` is False) and
+            index.html into.
+
+    Returns:
+        A :class:`ValidationResult`; ``.table()`` prints, ``.verdict()`` judges.
+    """
+    from .fileio import check_output_folder
+    from .surrogate import Surrogate, load
+
+    sur = surrogate if isinstance(surrogate, Surrogate) else load(surrogate)
+    check_output_folder(report)
+    path = os.fspath(samples) if isinstance(samples, (str, os.PathLike)) else "<samples>"
+    s = _read_as_trained(sur, samples, read_options)
+    test, notes = sur.held_out(sur.columns_of(s, path))
+    if s.dropped_nonfinite:
+        notes.append(f"{s.dropped_nonfinite} rows holding NaN or inf were dropped on reading")
+    result = validate_test(sur, test, n=n, seed=seed, notes=notes)
+    if report is not None:
+        result.write(report, training=sur.training, plots=plots)
+    return result
+
+
+def _read_as_trained(sur, samples, read_options: ReadOptions | None) -> SampleSet:
+    """The samples; a file read as given, or as the surrogate's training file was read."""
+    if read_options is not None or not isinstance(samples, (str, os.PathLike)):
+        return as_sample_set(samples, read_options=read_options)
+    try:
+        opts = sur.read_options()
+        return read_samples(samples, opts)
+    except (LikeflowError, TypeError, ValueError) as e:
+        if isinstance(e, LikeflowError) and "--burn" not in str(e):
+            raise
+        raise LikeflowError(f"{sur.path or 'the surrogate'}: the read options stored with the "
+                            f"surrogate cannot be used ({e}); give the read options (--layout, "
+                            "--dataset, --burn, --thin) yourself") from None
+
+
+def validate_test(surrogate, test: SampleSet, *, n: int | None = None, seed: int = 0,
+                  notes: list[str] | None = None) -> ValidationResult:
     """Validate ``surrogate`` on held-out ``test`` samples (never training data).
 
     Args:
@@ -289,7 +345,6 @@ def validate(surrogate, test: SampleSet, *, n: int | None = None, seed: int = 0,
         rows = rows[:n]
     m = len(rows) // 2
     if m < 20:
-        from .errors import LikeflowError
         raise LikeflowError(f"validation needs at least 40 test points, got {len(rows)}")
     half_a, half_b = test.values[rows[:m]], test.values[rows[m:2 * m]]
     model_samples = surrogate.sample(m, seed=seed + 1)

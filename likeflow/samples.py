@@ -428,6 +428,82 @@ class Split:
     test: np.ndarray
 
 
+@dataclass(frozen=True)
+class SplitSpec:
+    """How a sample set is split; stored in the surrogate so validation can rebuild the test rows.
+
+    Samples with a ``chain`` column (MCMC) are split in whole blocks of each chain
+    (``blocks_per_chain`` per chain), others row by row at random.
+    """
+
+    seed: int = 0
+    validation: float = 0.1
+    test: float = 0.1
+    blocks_per_chain: int = 20
+
+    def rows(self, n: int, chain: np.ndarray | None = None) -> "Split":
+        """The train/validation/test rows of ``n`` samples (of these chains) under this spec."""
+        return split_indices(n, seed=self.seed, validation=self.validation, test=self.test,
+                             chain=chain, blocks_per_chain=self.blocks_per_chain)
+
+    def record(self) -> dict:
+        """The fields stored in a surrogate's training record (the seed is stored once, as
+        the fit's ``seed``)."""
+        return {"validation": self.validation, "test": self.test,
+                "blocks_per_chain": self.blocks_per_chain}
+
+    @classmethod
+    def from_record(cls, split: dict, seed: int | None) -> "SplitSpec":
+        """The spec of a stored record; files before the seed was stored once keep it in
+        ``split``."""
+        fields = dict(split)
+        if seed is not None:
+            fields["seed"] = seed
+        return cls(**fields)
+
+
+def split_of(samples: "SampleSet", spec: SplitSpec) -> "Split":
+    """The train/validation/test rows of ``samples`` under ``spec``."""
+    return spec.rows(samples.n, samples.chain)
+
+
+def as_sample_set(data, *, names: Sequence[str] | None = None, poi: Sequence[str] = (),
+                  bounds=None, weights=None, read_options: "ReadOptions | None" = None,
+                  log_prob=None) -> "SampleSet":
+    """A :class:`SampleSet` of what a user gives: a ``SampleSet``, a sample file's path (read
+    with ``read_options``) or an ``(N, D)`` array (with optional ``names``, ``poi``, ``bounds``
+    by name or as a (D, 2) array, ``weights`` and ``log_prob``). Arrays are checked as files
+    are (:meth:`SampleSet.check`)."""
+    if isinstance(data, SampleSet):
+        extra = [k for k, v in (("names", names), ("bounds", bounds), ("weights", weights),
+                                ("log_prob", log_prob)) if v is not None] + (["poi"] if poi else [])
+        if extra:
+            raise LikeflowError(f"{', '.join(extra)}: give them with an array, not with a "
+                                "SampleSet (which has its own)")
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        if any(v is not None for v in (names, bounds, weights, log_prob)) or poi:
+            raise LikeflowError(f"{os.fspath(data)}: names, poi, bounds and weights come from "
+                                "the sample file; give them only with an array")
+        return read_samples(data, read_options or ReadOptions())
+    try:
+        values = np.asarray(data, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise LikeflowError(f"samples must be a SampleSet, a sample file's path or an (N, D) "
+                            f"array of numbers, not {type(data).__name__}") from None
+    if values.ndim == 1:
+        values = values[:, None]
+    if values.ndim != 2:
+        raise LikeflowError(f"samples must be an (N, D) array, not of shape {values.shape}")
+    names = [f"x{i}" for i in range(values.shape[1])] if names is None else list(names)
+    if len(names) != values.shape[1]:
+        raise LikeflowError(f"{len(names)} names for {values.shape[1]} columns")
+    from .bounds import as_bounds
+    s = SampleSet(values, names=names, poi=list(poi), bounds=as_bounds(bounds, names),
+                  weights=weights, log_prob=log_prob)
+    return s.check("<array>")
+
+
 def split_indices(n: int, *, seed: int, validation: float = 0.1, test: float = 0.1,
                   chain: np.ndarray | None = None, blocks_per_chain: int = 20) -> Split:
     """A seeded, disjoint train/validation/test split of ``n`` rows.
@@ -443,7 +519,7 @@ def split_indices(n: int, *, seed: int, validation: float = 0.1, test: float = 0
     least one row.
     """
     if not (0 < validation < 1 and 0 < test < 1 and validation + test < 1):
-        raise ValueError("validation and test fractions must be in (0, 1) and sum below 1")
+        raise LikeflowError("validation and test fractions must be in (0, 1) and sum below 1")
     rng = np.random.default_rng(seed)
     n_test = max(1, int(round(test * n)))
     n_val = max(1, int(round(validation * n)))
@@ -466,7 +542,7 @@ def split_indices(n: int, *, seed: int, validation: float = 0.1, test: float = 0
             counts[part] += len(blocks[k])
     te, va, tr = (np.sort(np.concatenate(p)) if p else np.zeros(0, int) for p in parts)
     if not len(tr) or not len(va):
-        raise ValueError("too few chain blocks for a train/validation/test split")
+        raise LikeflowError("too few chain blocks for a train/validation/test split (fewer chains or more samples per chain)")
     return Split(train=tr, validation=va, test=te)
 
 

@@ -1,4 +1,4 @@
-"""The trained artifact: :class:`Surrogate`, its single-file HDF5 format, and :func:`fit`.
+"""The trained artifact: :class:`Surrogate` and its single-file HDF5 format (:func:`load`).
 
 A surrogate file (``*.likeflow.h5``) holds
 
@@ -29,22 +29,18 @@ import dataclasses
 import hashlib
 import json
 import os
-import time
-from typing import Callable
 
 import h5py
 import numpy as np
 
 from ._version import __version__
+from .batching import batch_slices, map_batches
+from .bounds import mirror_images
 from .errors import LikeflowError, SurrogateFileError
-from .fileio import COMPLETE_ATTR, atomic_h5, check_stored, open_h5
-from .flows import (FlowConfig, build_flow, expected_variable_count, expected_weight_shapes,
-                    release_trace_caches)
-from .interrupts import sigterm_as_interrupt
+from .fileio import COMPLETE_ATTR, atomic_h5, check_outputs, check_stored, open_h5
+from .flows import FlowConfig, expected_variable_count, expected_weight_shapes
 from .jsonutil import strict_json
-from .samples import (ReadOptions, SampleSet, file_rows, read_samples, split_indices,
-                      write_sample_stream)
-from .training import TrainConfig, TrainResult, train
+from .samples import ReadOptions, SampleSet, SplitSpec, file_rows, split_of, write_sample_stream
 
 FORMAT = "likeflow-surrogate"
 FORMAT_VERSION = 1
@@ -71,7 +67,7 @@ class Surrogate:
     """
 
     def __init__(self, flow, training: dict | None = None, validation: dict | None = None):
-        import tensorflow as tf
+        from .tfsetup import tf
 
         self.flow = flow
         self.config: FlowConfig = flow.config
@@ -142,17 +138,8 @@ class Surrogate:
 
     def _images(self, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """``x`` and its mirror images across the reflected bounds, and for each image (rows)
-        whether it lies inside the flow's extended range."""
-        images = [x]
-        for i, point in self.config.reflect:
-            for img in list(images):
-                m = img.copy()
-                m[:, i] = 2 * point - m[:, i]
-                images.append(m)
-        fb = self.config.flow_bounds_array()
-        ok = np.array([np.all((img >= fb[:, 0]) & (img <= fb[:, 1]), axis=1) for img in images])
-        ok[0] = True  # the point itself (its bounds are checked where it is evaluated)
-        return images, ok
+        whether it lies inside the flow's extended range (:func:`likeflow.bounds.mirror_images`)."""
+        return mirror_images(x, self.config.reflect, self.config.flow_bounds_array())
 
     def unfold(self, x, *, seed: int = 0) -> np.ndarray:
         """Physical points moved to one of their mirror images across the reflected bounds,
@@ -197,8 +184,9 @@ class Surrogate:
         sup = self.training.get("support")
         return sup if isinstance(sup, dict) and "lo" in sup else None
 
-    def sample(self, n: int, *, seed: int = 0) -> np.ndarray:
-        """``n`` fresh samples (n, D); the same ``seed`` gives the same samples, also after load."""
+    def sample(self, n: int, *, seed: int | None = None) -> np.ndarray:
+        """``n`` samples (n, D): fresh draws on every call without ``seed``; with one, the same
+        samples every time, also after load."""
         n = self._count(n)
         out = np.empty((n, self.dim))
         i = 0
@@ -207,10 +195,11 @@ class Surrogate:
             i += len(x)
         return out
 
-    def sample_blocks(self, n: int, *, seed: int = 0, block: int = SAMPLE_BATCH):
+    def sample_blocks(self, n: int, *, seed: int | None = None, block: int = SAMPLE_BATCH):
         """The samples of :meth:`sample` as consecutive blocks of about ``block`` rows (a
         multiple of the batch), for streaming: memory stays bounded whatever ``n``."""
         n = self._count(n)
+        seed = fresh_seed() if seed is None else seed
         per = max(1, block // SAMPLE_BATCH)
         out = []
         for k, i in enumerate(range(0, n, SAMPLE_BATCH)):
@@ -229,16 +218,18 @@ class Surrogate:
             raise LikeflowError(f"cannot draw {n!r} samples: give a non-negative integer")
         return int(n)
 
-    def sample_set(self, n: int, *, seed: int = 0) -> SampleSet:
+    def sample_set(self, n: int, *, seed: int | None = None) -> SampleSet:
         """``n`` samples with their surrogate ``log_prob``, names, POIs and bounds."""
         x = self.sample(n, seed=seed)
         return SampleSet(x, names=self.names, poi=self.poi, bounds=self.bounds,
                          log_prob=self.log_prob(x))
 
-    def sample_to_file(self, path: str | os.PathLike, n: int, *, seed: int = 0) -> None:
+    def sample_to_file(self, path: str | os.PathLike, n: int, *,
+                       seed: int | None = None) -> None:
         """Write ``n`` samples with their ``log_prob`` to a sample file, streamed block by block
         (memory bounded for any ``n``; the same samples as :meth:`sample` with this seed)."""
         n = self._count(n)
+        check_outputs([path], inputs=[self.path])
         def checked(x):
             if not np.isfinite(x).all():
                 raise LikeflowError(f"{self.path or 'the surrogate'}: draws NaN or inf "
@@ -259,7 +250,7 @@ class Surrogate:
         """
         data = self.training.get("data", {})
         if data.get("fingerprint") == samples.fingerprint():
-            return samples.subset(split_of(samples, SplitSpec(**data["split"])).test), []
+            return samples.subset(split_of(samples, self.split_spec()).test), []
         used = self._training_rows_of(samples)
         if used is not None:
             keep = ~np.isin(samples.origin.rows, used)
@@ -273,6 +264,39 @@ class Surrogate:
         return samples, ["these samples differ from the data the surrogate was trained on; all "
                          f"{samples.n} rows are used as test data (they must be independent of "
                          "the training data)"]
+
+    def split_spec(self) -> SplitSpec:
+        """The train/validation/test split the surrogate was fitted with."""
+        return SplitSpec.from_record(self.training["data"]["split"], self.training.get("seed"))
+
+    def read_options(self) -> ReadOptions:
+        """How the training file was read (the seed of its subsample is the fit's)."""
+        stored = dict(self.training.get("data", {}).get("read_options", {}))
+        if "seed" in self.training:
+            stored["seed"] = self.training["seed"]
+        return ReadOptions.from_dict(stored)
+
+    def columns_of(self, samples: SampleSet, path: str = "<samples>") -> SampleSet:
+        """``samples`` with their columns in the surrogate's order, matched by name when the
+        file names them (any order, extra columns ignored); unnamed columns (``x0``, ``x1``,
+        ...) must be in the surrogate's order."""
+        default = [f"x{i}" for i in range(samples.dim)]
+        if samples.names == self.names:
+            return samples
+        if samples.names == default:
+            if samples.dim != self.dim:
+                raise LikeflowError(f"{path}: {samples.dim} columns but the surrogate has "
+                                    f"{self.dim} parameters")
+            x = samples.values
+        else:
+            missing = [n for n in self.names if n not in samples.names]
+            if missing:
+                raise LikeflowError(f"{path}: parameters {missing[:8]} of the surrogate are not "
+                                    f"in the file (it has {samples.names[:8]}...)")
+            x = samples.values[:, [samples.names.index(n) for n in self.names]]
+        return SampleSet(x, names=self.names, poi=self.poi, bounds=self.bounds,
+                         log_prob=samples.log_prob, weights=samples.weights,
+                         origin=samples.origin)
 
     def _training_rows_of(self, samples: SampleSet) -> np.ndarray | None:
         """File rows the surrogate trained or early-stopped on, if ``samples`` come from the
@@ -292,13 +316,13 @@ class Surrogate:
             return read  # rows were dropped on reading: leave out everything training read
         if data.get("split_kind") == "chain blocks":
             return read  # the blocks need the chains of the rows read: leave out all of them
-        split = SplitSpec(**data["split"]).rows(len(read))
+        split = self.split_spec().rows(len(read))
         return read[np.concatenate([split.train, split.validation])]
 
     # --- files ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write the surrogate file atomically (temp file in the same folder, then rename)."""
-        import tensorflow as tf
+        from .tfsetup import tf
 
         with atomic_h5(path) as f:
             f.attrs["format"] = FORMAT
@@ -355,6 +379,7 @@ def load(path: str | os.PathLike) -> Surrogate:
         raise SurrogateFileError(path, f"damaged surrogate file ({msg})") from None
     except LikeflowError as e:
         raise SurrogateFileError(path, f"damaged surrogate file ({e})") from None
+    from .tf_flows import build_flow
     flow = build_flow(config)
     variables = flow.trainable_variables
     if len(weights) != len(variables) or len(variables) != expected_variable_count(config):
@@ -407,160 +432,9 @@ def _read_weights(path: str, g, config: FlowConfig) -> list[np.ndarray]:
     return out
 
 
-def is_surrogate_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is an HDF5 file marked as a likeflow surrogate."""
-    try:
-        with h5py.File(path, "r") as f:
-            return f.attrs.get("format") == FORMAT
-    except OSError:
-        return False
-
-
-# --- fitting -----------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class SplitSpec:
-    """How a sample set is split; stored in the surrogate so validation can rebuild the test rows.
-
-    Samples with a ``chain`` column (MCMC) are split in whole blocks of each chain
-    (``blocks_per_chain`` per chain), others row by row at random.
-    """
-
-    seed: int = 0
-    validation: float = 0.1
-    test: float = 0.1
-    blocks_per_chain: int = 20
-
-    def rows(self, n: int, chain: np.ndarray | None = None):
-        """The train/validation/test rows of ``n`` samples (of these chains) under this spec."""
-        return split_indices(n, seed=self.seed, validation=self.validation, test=self.test,
-                             chain=chain, blocks_per_chain=self.blocks_per_chain)
-
-
-def split_of(samples: SampleSet, spec: SplitSpec):
-    """The train/validation/test rows of ``samples`` under ``spec``."""
-    return spec.rows(samples.n, samples.chain)
-
-
-def fit(samples: SampleSet | str | os.PathLike, *, flow_config: dict | None = None,
-        train_config: TrainConfig | None = None, split: SplitSpec = SplitSpec(),
-        read_options: ReadOptions | None = None, out: str | os.PathLike | None = None,
-        resume: bool = False, progress: Callable[[dict], None] | None = None,
-        checkpoint_every: float = 30.0) -> Surrogate:
-    """Train a surrogate of ``samples`` (a :class:`SampleSet` or a sample file path).
-
-    Args:
-        samples: the samples, or the path of a sample file (read with ``read_options``).
-        flow_config: :class:`FlowConfig` fields (``flow``, ``layers``, ``hidden``, ``bins``, ...)
-            other than the data-derived ones.
-        train_config: a :class:`TrainConfig`.
-        split: the seeded train/validation/test split (the test part is never trained on).
-        out: where to write the surrogate; with it, the best weights so far are checkpointed
-            there at most every ``checkpoint_every`` seconds, and Ctrl-C / SIGTERM leaves the
-            best surrogate so far on disk.
-        resume: continue the surrogate at ``out`` (same data, same split) instead of starting anew.
-        progress: called with every epoch's record.
-
-    Returns:
-        The :class:`Surrogate` (its ``training`` record includes the mean test log-likelihood).
-    """
-    path = None
-    if not isinstance(samples, SampleSet):
-        path = os.fspath(samples)
-        samples = read_samples(path, read_options or ReadOptions())
-    read_options = read_options or ReadOptions()
-    tcfg = train_config or TrainConfig()
-    parts = split_of(samples, split)
-    tr, va, te = (samples.subset(parts.train), samples.subset(parts.validation),
-                  samples.subset(parts.test))
-    for part, name in ((tr, "training"), (va, "validation"), (te, "test")):
-        if part.weights is not None and not part.weights.sum() > 0:
-            raise LikeflowError(f"{path or '<samples>'}: the weights of the {part.n} {name} "
-                                "rows are all zero: the weight is on too few rows to split")
-    data = {"file": path, "fingerprint": samples.fingerprint(), "n": samples.n,
-            "read_options": read_options.to_dict(), "split": dataclasses.asdict(split),
-            "split_kind": "chain blocks" if samples.chain is not None else "random rows",
-            "n_train": tr.n, "n_validation": va.n, "n_test": te.n}
-    if samples.origin is not None and samples.origin.file:
-        data.update(file_realpath=samples.origin.file, origin_n=samples.origin.n,
-                    origin_options=samples.origin.options)
-
-    previous = None
-    if resume:
-        if out is None or not os.path.exists(out):
-            raise LikeflowError(f"--resume: no surrogate at {out} to continue")
-        old = load(out)
-        if old.training.get("data", {}).get("fingerprint") != data["fingerprint"]:
-            raise LikeflowError(f"--resume: {out} was trained on other data (or read another "
-                                "way); start a new fit instead")
-        flow = old.flow
-        previous = TrainResult(**{k: v for k, v in old.training.get("result", {}).items()
-                                  if k in {f.name for f in dataclasses.fields(TrainResult)}})
-        tcfg = dataclasses.replace(TrainConfig.from_dict(old.training.get("config", {})),
-                                   epochs=tcfg.epochs)
-    else:
-        hyper = dict(flow_config or {})
-        hyper.setdefault("seed", tcfg.seed)
-        config = FlowConfig.from_data(tr.values, names=samples.names, poi=samples.poi,
-                                      bounds=samples.bounds, weights=tr.weights, **hyper)
-        _seed_everything(config.seed)
-        flow = build_flow(config)
-
-    def record(result: TrainResult) -> dict:
-        return {"config": tcfg.to_dict(), "result": result.to_dict(), "data": data,
-                "likeflow_version": __version__}
-
-    last_save = [time.monotonic()]
-
-    def checkpoint(result: TrainResult) -> None:
-        if out is not None and time.monotonic() - last_save[0] > checkpoint_every:
-            # the flow holds the current weights; they are the best so far (on_best)
-            Surrogate(flow, record(result)).save(out)
-            last_save[0] = time.monotonic()
-
-    with sigterm_as_interrupt():
-        result = train(flow, tr.values, va.values, train_w=tr.weights, val_w=va.weights,
-                       config=tcfg, progress=progress, on_best=checkpoint, previous=previous)
-        try:
-            training = record(result)
-            surrogate = Surrogate(flow, training)
-            training["support"] = support_of(surrogate, tr.values)
-            training["test_log_prob"] = float(_weighted_mean(surrogate.log_prob(te.values),
-                                                             te.weights))
-            if te.log_prob is not None:
-                training["test_log_prob_target"] = float(_weighted_mean(te.log_prob, te.weights))
-        except KeyboardInterrupt:
-            # interrupted after training: keep the trained flow (without its support region
-            # and test figures; '--resume' or 'validate' completes them)
-            if out is not None:
-                result.stopped = "interrupted"
-                Surrogate(flow, record(result)).save(out)
-            raise
-        if out is not None:
-            surrogate.save(out)
-    return surrogate
-
-
-def support_of(surrogate: Surrogate, train_x: np.ndarray) -> dict:
-    """The region the training points cover: their range per parameter and the largest squared
-    latent radius among them (points further out in the base space are extrapolation)."""
-    z = surrogate.to_latent(surrogate.unfold(train_x, seed=0))
-    r2 = np.sum(z ** 2, axis=1)
-    r2 = r2[np.isfinite(r2)]
-    lo, hi = train_x.min(axis=0), train_x.max(axis=0)
-    # a bound the data reach (within a thousandth of the data's spread) is in the region: the
-    # density there is held or folded, not extrapolated
-    b = surrogate.bounds
-    near = 1e-3 * (hi - lo)
-    lo = np.where(np.isfinite(b[:, 0]) & (lo - b[:, 0] <= near), b[:, 0], lo)
-    hi = np.where(np.isfinite(b[:, 1]) & (b[:, 1] - hi <= near), b[:, 1], hi)
-    return {"lo": lo.tolist(), "hi": hi.tolist(),
-            "latent_r2_max": float(r2.max()) if len(r2) else None,
-            "n": int(len(train_x))}
-
-
-def _weighted_mean(x: np.ndarray, w: np.ndarray | None) -> float:
-    return float(np.average(x, weights=w))
+def fresh_seed() -> int:
+    """A seed from the operating system's entropy: fresh draws when no seed is given."""
+    return int(np.random.default_rng().integers(2 ** 31))
 
 
 class _Compiled:
@@ -577,7 +451,7 @@ class _Compiled:
     """
 
     def __init__(self, fn, dim: int, dtype, batch: int):
-        import tensorflow as tf
+        from .tfsetup import tf
 
         self._xla = tf.function(fn, jit_compile=True, autograph=False)
         self._plain = tf.function(fn, input_signature=[tf.TensorSpec([None, dim], dtype)],
@@ -591,8 +465,8 @@ class _Compiled:
         if not (self.use_xla and self.points >= XLA_AFTER_POINTS):
             return self._traced(self._plain, x)
         parts = []
-        for i in range(0, len(x), self.batch):
-            xb = x[i:i + self.batch]
+        for rows in batch_slices(len(x), self.batch):
+            xb = x[rows]
             m = len(xb)
             size = min(self.batch, max(64, 1 << (m - 1).bit_length()))
             if size > m:
@@ -606,15 +480,14 @@ class _Compiled:
         """``fn`` on ``x`` in batches; TFP's bijector caches are emptied after a new trace
         (they would keep every traced graph alive)."""
         before = fn.experimental_get_tracing_count()
-        parts = [fn(x[i:i + self.batch]).numpy() for i in range(0, len(x), self.batch)]
+        out = map_batches(lambda b: fn(b).numpy(), x, self.batch)
         if fn.experimental_get_tracing_count() != before:
+            from .tf_flows import release_trace_caches
             release_trace_caches()
-        if not parts:
-            return fn(x).numpy()
-        return np.concatenate(parts)
+        return out
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        import tensorflow as tf
+        from .tfsetup import tf
 
         if self.use_xla and len(x):
             try:
@@ -623,11 +496,6 @@ class _Compiled:
                     tf.errors.InternalError):
                 self.use_xla = False
         return self._traced(self._plain, x)
-
-
-def _seed_everything(seed: int) -> None:
-    import tf_keras
-    tf_keras.utils.set_random_seed(seed)
 
 
 def _text(x) -> str:

@@ -20,7 +20,8 @@ recorded one: the tests check it). Ctrl-C or SIGTERM ends training the same way,
 
 Example:
     >>> import numpy as np
-    >>> from likeflow.flows import FlowConfig, build_flow
+    >>> from likeflow.flows import FlowConfig
+    >>> from likeflow.tf_flows import build_flow
     >>> x = np.random.default_rng(0).normal(size=(2000, 2))
     >>> flow = build_flow(FlowConfig.from_data(x, layers=2, hidden=(16,)))
     >>> result = train(flow, x[:1600], x[1600:], config=TrainConfig(epochs=3), progress=None)
@@ -63,7 +64,9 @@ class TrainConfig:
         max_time: stop after this many seconds of training (None: no limit).
         max_rollbacks: NaN roll-backs allowed before giving up.
         jit_compile: compile the step with XLA (None: where it helps, see :func:`use_xla`).
-        seed: seeds the shuffling of every epoch.
+
+    The seed of the shuffles is not a training hyperparameter: it is the fit's one seed
+    (:func:`likeflow.fitting.plan_seeds`), given to :func:`train`.
     """
 
     schedule: str = "cosine"
@@ -80,7 +83,6 @@ class TrainConfig:
     max_time: float | None = None
     max_rollbacks: int = 8
     jit_compile: bool | None = None
-    seed: int = 0
 
     def __post_init__(self) -> None:
         check_types(self, {"schedule": "str", "cosine_steps": "int", "epochs": "int",
@@ -88,7 +90,7 @@ class TrainConfig:
                            "min_learning_rate": "float", "lr_patience": "int",
                            "lr_factor": "float", "patience": "int", "min_delta": "float",
                            "clip_norm": "float", "max_time": "float?", "max_rollbacks": "int",
-                           "jit_compile": "bool?", "seed": "int"}, "training")
+                           "jit_compile": "bool?"}, "training")
         if self.max_time is not None and not self.max_time > 0:
             raise LikeflowError(f"training: max_time must be positive seconds (or null), not "
                                 f"{self.max_time}")
@@ -139,7 +141,7 @@ def use_xla(flow) -> bool:
     XLA fuses the many small ops of the affine flows well on CPU and GPU. The spline flows use
     searchsorted and gathers that XLA compiles slowly and gains little from, so they run without.
     """
-    return flow.config.flow in ("maf", "realnvp")
+    return flow.config.transformer == "affine"
 
 
 def snapshot(variables) -> list[np.ndarray]:
@@ -153,7 +155,7 @@ def restore(variables, values: list[np.ndarray]) -> None:
 
 
 def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray | None = None,
-          val_w: np.ndarray | None = None, config: TrainConfig | None = None,
+          val_w: np.ndarray | None = None, config: TrainConfig | None = None, seed: int = 0,
           progress: Callable[[dict], None] | None = None,
           on_best: Callable[[TrainResult], None] | None = None,
           previous: TrainResult | None = None) -> TrainResult:
@@ -164,6 +166,7 @@ def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray |
         train_x, val_x: (N, D) physical training and validation points (disjoint).
         train_w, val_w: optional non-negative weights of the points.
         config: a :class:`TrainConfig`.
+        seed: seeds the shuffle of every epoch.
         progress: called with each epoch's record (a dict) after the epoch.
         on_best: called after each new best epoch, the best weights in place (checkpointing).
         previous: the result of an earlier run to continue (``--resume``): its history, best
@@ -172,14 +175,14 @@ def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray |
     Returns:
         A :class:`TrainResult`; the flow holds the best epoch's weights.
     """
-    import tensorflow as tf
-    import tf_keras
+    from .tfsetup import tf
+    from .tfsetup import tf_keras
 
     cfg = config or TrainConfig()
     dtype = flow.dtype
     variables = list(flow.trainable_variables)
     if not variables:
-        raise RuntimeError("the flow has no trainable variables (untracked layers?)")
+        raise LikeflowError("the flow has no trainable variables (untracked layers?)")
     n_train = train_x.shape[0]
     batch = min(cfg.batch_size, n_train)
     x_tr = tf.constant(train_x, dtype=dtype)
@@ -250,7 +253,7 @@ def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray |
     try:
         for epoch in range(start_epoch, last_epoch):
             t0 = time.perf_counter()
-            perm = np.random.default_rng([cfg.seed, epoch]).permutation(n_train)
+            perm = np.random.default_rng([seed, epoch]).permutation(n_train)
             loss_sum.assign(0.0)
             bad_steps.assign(0)
             idx = tf.constant(perm[:n_steps * batch].reshape(n_steps, batch))
@@ -338,12 +341,13 @@ def make_mean_loss(flow, x: np.ndarray, w: np.ndarray | None, batch: int = 8192)
     Compiled and batched; each call evaluates afresh (no TFP bijector cache across weight
     updates, which eager calls on the same tensor would hit).
     """
-    import tensorflow as tf
+    from .tfsetup import tf
 
     dtype = flow.dtype
-    xs = [tf.constant(x[i:i + batch], dtype=dtype) for i in range(0, len(x), batch)]
-    ws = [tf.constant((np.ones(len(x)) if w is None else w)[i:i + batch], dtype=dtype)
-          for i in range(0, len(x), batch)]
+    from .batching import batch_slices
+    w = np.ones(len(x)) if w is None else w
+    xs = [tf.constant(x[rows], dtype=dtype) for rows in batch_slices(len(x), batch)]
+    ws = [tf.constant(w[rows], dtype=dtype) for rows in batch_slices(len(x), batch)]
     total_w = float(sum(float(tf.reduce_sum(wb)) for wb in ws))
 
     @tf.function(reduce_retracing=True)

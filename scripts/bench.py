@@ -83,7 +83,8 @@ def bench_throughput(args) -> dict:
     import tensorflow_probability as tfp
     import tf_keras
 
-    from likeflow.flows import FlowConfig, build_flow
+    from likeflow.flows import FlowConfig
+    from likeflow.tf_flows import build_flow
     from likeflow.training import TrainConfig, train
 
     d, batch = 95, 512
@@ -138,7 +139,8 @@ def bench_throughput(args) -> dict:
 # --- 2. sampling and log_prob throughput -------------------------------------------------------
 
 def bench_sampling(args) -> dict:
-    from likeflow.flows import FlowConfig, build_flow
+    from likeflow.flows import FlowConfig
+    from likeflow.tf_flows import build_flow
     from likeflow.surrogate import Surrogate
 
     n = args.points
@@ -202,7 +204,7 @@ def bench_quality(args) -> dict:
 def bench_scaling(args) -> dict:
     from likeflow.likelihoods import CorrelatedGaussian
     from likeflow.samples import SampleSet
-    from likeflow.surrogate import fit
+    from likeflow.fitting import fit
     from likeflow.training import TrainConfig
 
     out = {}
@@ -212,7 +214,7 @@ def bench_scaling(args) -> dict:
         x = t.sample(n, seed=1)
         s = SampleSet(x, log_prob=t.evaluate(x)["log_prob"])
         t0 = time.perf_counter()
-        sur = fit(s, train_config=TrainConfig(epochs=args.scaling_epochs))
+        sur = fit(s, validate=False, train_config=TrainConfig(epochs=args.scaling_epochs))
         wall = time.perf_counter() - t0
         hist = sur.training["result"]["history"]
         gap = (sur.training["test_log_prob_target"] - sur.training["test_log_prob"]) / d
@@ -263,12 +265,12 @@ def bench_stream(args) -> dict:
     import h5py
 
     from likeflow.samples import SampleSet
-    from likeflow.surrogate import fit
+    from likeflow.fitting import fit
     from likeflow.training import TrainConfig
 
     sur_path = os.path.join(args.workdir, "bench_stream.likeflow.h5")
     x = np.random.default_rng(0).normal(size=(20_000, 10))
-    fit(SampleSet(x), flow_config={"layers": 5, "hidden": (64, 64)},
+    fit(SampleSet(x), validate=False, flow_config={"layers": 5, "hidden": (64, 64)},
         train_config=TrainConfig(epochs=3), out=sur_path)
     out_path = os.path.join(args.workdir, "bench_stream_samples.h5")
     t0 = time.perf_counter()
@@ -322,7 +324,7 @@ def bench_bounded(args) -> dict:
     from likeflow.mcmc import MCMCConfig, run_mcmc
     from likeflow.report import validate
     from likeflow.samples import SampleSet, write_samples
-    from likeflow.surrogate import fit
+    from likeflow.fitting import fit
     from likeflow.training import TrainConfig
 
     t = PyhfTarget(bounded_workspace())
@@ -334,7 +336,7 @@ def bench_bounded(args) -> dict:
                   log_prob=ev["log_prob"])
     t0 = time.perf_counter()
     write_samples(os.path.join(args.workdir, "bounded.h5"), s)
-    sur = fit(s, train_config=TrainConfig(**json.loads(args.bounded_train)),
+    sur = fit(s, validate=False, train_config=TrainConfig(**json.loads(args.bounded_train)),
               out=os.path.join(args.workdir, "bounded.likeflow.h5"))
     t_fit = time.perf_counter() - t0
     test, _ = sur.held_out(s)
@@ -438,7 +440,7 @@ def _pyhf_cls_numpy(ws: str, patch: str | None, hi: float) -> dict:
 def bench_real(args) -> dict:
     """Real likelihoods end to end, surrogate against exact, one case after the other."""
     import likeflow
-    from likeflow.inference import (bayesian_upper_limit, cls_limits, profile, upper_limit)
+    from likeflow.inference import bayesian_upper_limit, cls_limits, scan, upper_limit
     from likeflow.likelihoods.pyhf_target import PyhfTarget
     from likeflow.samples import mcmc_record, read_samples
 
@@ -480,12 +482,12 @@ def bench_real(args) -> dict:
         hi = float(exact.bounds[i, 1])
         grid = np.linspace(0.0, hi, args.real_points)
         t0 = time.perf_counter()
-        prof_e = profile(exact, poi, grid)
+        prof_e = scan(exact, poi, grid)
         lim_e = upper_limit(exact, poi, prof=prof_e)
         cls_e = cls_limits(exact, exact_a, poi, best=prof_e.best)
         res["exact_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        prof_s = profile(sur, poi, grid)
+        prof_s = scan(sur, poi, grid)
         lim_s = upper_limit(sur, poi, prof=prof_s)
         res["profile_s"] = time.perf_counter() - t0
         cred_s = bayesian_upper_limit(sur, poi)

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 import likeflow
-from likeflow.inference import credible_upper_limit, profile, upper_limit
+from likeflow.inference import credible_upper_limit, scan, upper_limit
 from likeflow.likelihoods import LHCToy
 
 
@@ -31,7 +31,7 @@ def main() -> None:
     grid = np.linspace(float(a), float(b), int(k))
     t0 = time.perf_counter()
     toy = LHCToy()
-    prof = profile(toy, "mu", grid)
+    prof = scan(toy, "mu", grid)
     ul = upper_limit(toy, "mu", prof=prof)
     out = {"target": "lhc_toy_95d", "profile": prof.to_dict(), "upper_limit": ul.to_dict()}
     if args.samples:

@@ -120,7 +120,7 @@ def main() -> None:
     from likeflow.cli import cli
     from likeflow.fileio import guard_reads
     from likeflow.samples import SampleSet, write_samples
-    from likeflow.surrogate import fit
+    from likeflow.fitting import fit
     from likeflow.training import TrainConfig
 
     rng = np.random.default_rng(seed)
@@ -131,7 +131,7 @@ def main() -> None:
                                   bounds=[[-10, 10], [-np.inf, np.inf], [-np.inf, np.inf]],
                                   log_prob=-0.5 * (x ** 2).sum(1)))
     good_sur = os.path.join(folder, "good.likeflow.h5")
-    fit(good, flow_config={"layers": 2, "hidden": (8,)}, train_config=TrainConfig(epochs=1),
+    fit(good, validate=False, flow_config={"layers": 2, "hidden": (8,)}, train_config=TrainConfig(epochs=1),
         out=good_sur)
     runner = CliRunner()
     runner.invoke(cli, ["sample", good_sur, "-n", "5", "-o", os.path.join(folder, "w.h5")])

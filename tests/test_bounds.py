@@ -9,10 +9,11 @@ from scipy import stats
 
 tf = pytest.importorskip("tensorflow")
 
-from likeflow.flows import FlowConfig, bound_reflections, build_flow  # noqa: E402
-from likeflow.inference import profile  # noqa: E402
+from likeflow.flows import FlowConfig, bound_reflections  # noqa: E402
+from likeflow.tf_flows import build_flow  # noqa: E402
+from likeflow.inference import scan  # noqa: E402
 from likeflow.samples import SampleSet, split_indices  # noqa: E402
-from likeflow.surrogate import fit  # noqa: E402
+from likeflow.fitting import fit  # noqa: E402
 from likeflow.training import TrainConfig  # noqa: E402
 
 N = 100000
@@ -44,13 +45,13 @@ def truncated_gaussian_set(seed=0) -> SampleSet:
 @pytest.fixture(scope="module")
 def half_normal():
     s = half_normal_set()
-    return s, fit(s, flow_config=SMALL, train_config=TrainConfig(seed=1))
+    return s, fit(s, validate=False, flow_config=SMALL, seed=1)
 
 
 @pytest.fixture(scope="module")
 def truncated():
     s = truncated_gaussian_set()
-    return s, fit(s, flow_config=SMALL, train_config=TrainConfig(seed=2))
+    return s, fit(s, validate=False, flow_config=SMALL, seed=2)
 
 
 def test_reflection_is_chosen_where_the_data_pile_up():
@@ -122,7 +123,7 @@ def test_profile_that_runs_off_the_data_stops_and_is_marked(half_normal):
     s, sur = half_normal
     top = s.values[:, 0].max()
     grid = np.r_[np.linspace(0, 2, 5), top + 1.0, top + 3.0]
-    prof = profile(sur, "mu", grid)
+    prof = scan(sur, "mu", grid)
     assert prof.trusted[:5].all()
     assert not prof.trusted[5:].any()
     assert all("outside the training range" in n for n in prof.notes[5:])
@@ -138,15 +139,15 @@ def test_profile_that_runs_off_the_data_stops_and_is_marked(half_normal):
 @pytest.mark.slow
 def test_deliberately_bad_surrogate_fails_and_says_why():
     from likeflow.likelihoods import GaussianMixture
-    from likeflow.report import validate
+    from likeflow.report import validate_test
 
     t = GaussianMixture(4, components=3, seed=2)
     x = t.sample(20000, seed=0)
     s = SampleSet(x, names=t.names, log_prob=t.evaluate(x)["log_prob"])
-    sur = fit(s, flow_config={"layers": 2, "hidden": (16,)},
+    sur = fit(s, validate=False, flow_config={"layers": 2, "hidden": (16,)},
               train_config=TrainConfig(epochs=1, learning_rate=1e-4, schedule="plateau"))
     test, _ = sur.held_out(s)
-    res = validate(sur, test, seed=1)
+    res = validate_test(sur, test, seed=1)
     verdict, reasons = res.verdict()
     assert verdict == "FAIL"
     text = " ".join(reasons)
@@ -194,12 +195,12 @@ def test_fit_on_chains_records_the_block_split_and_validates_on_test_blocks():
             v = 0.9 * v + np.sqrt(1 - 0.81) * rng.normal(size=2)
             x[c * per + k] = v
     s = SampleSet(x, chain=np.repeat(np.arange(chains), per))
-    sur = fit(s, flow_config={"layers": 1, "hidden": (8,)}, train_config=TrainConfig(epochs=1))
+    sur = fit(s, validate=False, flow_config={"layers": 1, "hidden": (8,)}, train_config=TrainConfig(epochs=1))
     assert sur.training["data"]["split_kind"] == "chain blocks"
     test, _ = sur.held_out(s)
-    tr = sur.training["data"]["split"]
-    rows = split_indices(s.n, seed=tr["seed"], chain=s.chain,
-                         blocks_per_chain=tr["blocks_per_chain"])
+    spec = sur.split_spec()
+    rows = split_indices(s.n, seed=spec.seed, chain=s.chain,
+                         blocks_per_chain=spec.blocks_per_chain)
     np.testing.assert_array_equal(test.values, s.values[rows.test])
 
 
@@ -207,7 +208,8 @@ def test_soft_clip_is_a_bijection_with_the_right_log_det():
     """A nuisance parameter ~N(0, 1) with bounds +-5 gets the soft clip (identity in the
     bulk); probit where the data reach the bound. Inverse, log-determinant (against autodiff)
     and the numpy inverse agree."""
-    from likeflow.flows import bound_bijector, bound_maps, unbounded_coordinates
+    from likeflow.bounds import bound_maps, unbounded_coordinates
+    from likeflow.tf_flows import bound_bijector
 
     rng = np.random.default_rng(0)
     x = np.c_[rng.normal(size=5000).clip(-4.9, 4.9), rng.uniform(0, 10, 5000)]
@@ -259,7 +261,7 @@ def test_profile_command_marks_untrusted_points_and_refuses_a_foreign_partner(ha
     assert res["profile"]["trusted"][0] and not res["profile"]["trusted"][-1]
     assert (tmp_path / "p.png").exists()
     # an Asimov partner with other parameters: one line, exit 2
-    other = fit(SampleSet(np.random.default_rng(0).normal(size=(2000, 3))),
+    other = fit(SampleSet(np.random.default_rng(0).normal(size=(2000, 3))), validate=False,
                 flow_config={"layers": 1, "hidden": (4,)}, train_config=TrainConfig(epochs=1))
     other.save(tmp_path / "other.likeflow.h5")
     r = CliRunner().invoke(cli, ["profile", str(path), "--asimov",
@@ -289,7 +291,7 @@ def test_flat_posterior_density_is_right_at_both_bounds():
     rng = np.random.default_rng(3)
     x = np.c_[rng.uniform(0, 10, N), rng.normal(size=N)]
     s = SampleSet(x, names=["mu", "theta"], poi=["mu"], bounds=[[0.0, 10.0], [-np.inf, np.inf]])
-    sur = fit(s, flow_config=SMALL, train_config=TrainConfig(seed=4))
+    sur = fit(s, validate=False, flow_config=SMALL, seed=4)
     mu = np.r_[0.0, 1e-6, 0.5, 2.5, 5.0, 7.5, 9.5, 10 - 1e-6, 10.0]
     truth = np.log(0.1) + stats.norm.logpdf(0.0)
     # finite everywhere, within 0.15 nats inside and at both bounds: the reflected one is

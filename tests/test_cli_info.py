@@ -192,7 +192,7 @@ def test_unexpected_fault_exits_1_and_debug_shows_traceback(likeflow_file, monke
     def boom(*a, **k):
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(cli_mod, "read_samples", boom)
+    monkeypatch.setattr(cli_mod.likeflow, "read_samples", boom)
     r = run("info", likeflow_file)
     assert r.exit_code == 1 and "ZeroDivisionError: boom" in r.stderr
     assert "Traceback" not in r.stderr and "--debug" in r.stderr
@@ -212,7 +212,7 @@ def test_real_subprocess(likeflow_file):
 
 
 def test_overfitting_hint():
-    from likeflow.cli import overfitting_hint
+    from likeflow.fitting import overfitting_hint
 
     def hist(train, val):
         return [{"train_loss": t, "val_loss": v} for t, v in zip(train, val)]
@@ -220,8 +220,8 @@ def test_overfitting_hint():
     over = {"history": hist([74.5, 74.37, 74.35, 74.33, 74.31, 74.28, 74.25, 74.24],
                             [74.40, 74.389, 74.388, 74.399, 74.388, 74.396, 74.399, 74.399]),
             "best_epoch": 2}
-    assert "--lr 1e-3" in overfitting_hint(over)
+    assert "--lr 1e-3" in overfitting_hint({"result": over})
     fine = dict(over, best_epoch=7)
-    assert overfitting_hint(fine) is None
+    assert overfitting_hint({"result": fine}) is None
     flat = {"history": hist([74.3] * 8, [74.4] * 8), "best_epoch": 1}
-    assert overfitting_hint(flat) is None
+    assert overfitting_hint({"result": flat}) is None

@@ -11,12 +11,13 @@ from click.testing import CliRunner
 tf = pytest.importorskip("tensorflow")
 
 from likeflow.cli import cli  # noqa: E402
-from likeflow.combine import Combination  # noqa: E402
+from likeflow.combination import Combination  # noqa: E402
 from likeflow.errors import LikeflowError  # noqa: E402
-from likeflow.inference import marginal  # noqa: E402
+from likeflow.fitting import marginal  # noqa: E402
 from likeflow.mcmc import MCMCConfig  # noqa: E402
 from likeflow.samples import SampleSet, read_samples  # noqa: E402
-from likeflow.surrogate import fit, load  # noqa: E402
+from likeflow.fitting import fit  # noqa: E402
+from likeflow.surrogate import load  # noqa: E402
 from likeflow.training import TrainConfig  # noqa: E402
 
 
@@ -31,11 +32,11 @@ def two_measurements(tmp_path_factory):
     folder = tmp_path_factory.mktemp("comb")
     paths = []
     for k, nuis in enumerate(["theta_a", "theta_b"]):
-        fit(measurement(nuis, k), flow_config={"layers": 3, "hidden": (32, 32)},
+        fit(measurement(nuis, k), validate=False, flow_config={"layers": 3, "hidden": (32, 32)},
             # the profile test below compares tails at 2 sigma: the plateau schedule at 1e-3
             # (what these tolerances were set with) anneals further on 16k samples than the
             # cosine, which early stopping ends while the rate is still high
-            train_config=TrainConfig(epochs=25, patience=5, batch_size=256, seed=k,
+            seed=k, train_config=TrainConfig(epochs=25, patience=5, batch_size=256,
                                      schedule="plateau", learning_rate=1e-3),
             out=folder / f"{nuis}.likeflow.h5")
         paths.append(folder / f"{nuis}.likeflow.h5")

@@ -26,7 +26,8 @@ from likeflow.cli import cli  # noqa: E402
 from likeflow.errors import LikeflowError  # noqa: E402
 from likeflow.inference import default_grid  # noqa: E402
 from likeflow.samples import SampleSet, read_samples, write_samples  # noqa: E402
-from likeflow.surrogate import fit, load  # noqa: E402
+from likeflow.fitting import fit  # noqa: E402
+from likeflow.surrogate import load  # noqa: E402
 from likeflow.training import TrainConfig  # noqa: E402
 
 TINY = {"layers": 2, "hidden": (8,)}
@@ -59,7 +60,7 @@ def work(tmp_path_factory):
     samples = folder / "x.h5"
     write_samples(samples, small_set())
     sur = folder / "s.likeflow.h5"
-    fit(str(samples), flow_config=TINY, train_config=TrainConfig(epochs=1), out=sur)
+    fit(str(samples), validate=False, flow_config=TINY, train_config=TrainConfig(epochs=1), out=sur)
     return folder, samples, sur
 
 
@@ -91,7 +92,7 @@ def test_profile_of_a_one_sided_poi(tmp_path):
     x = np.c_[np.abs(rng.normal(1.0, 1.0, 3000)), rng.normal(size=3000)]
     s = SampleSet(x, names=["mu", "t"], poi=["mu"], bounds=[[0, np.inf], [-np.inf, np.inf]])
     path = tmp_path / "one.likeflow.h5"
-    sur = fit(s, flow_config=TINY, train_config=TrainConfig(epochs=2), out=path)
+    sur = fit(s, validate=False, flow_config=TINY, train_config=TrainConfig(epochs=2), out=path)
     grid = default_grid(sur, "mu", points=5)
     assert np.isfinite(grid).all() and grid.min() >= 0 and grid.max() < 20
     bad(run("profile", path, "--range=-10:-5", "--points", "3"), "inside its bounds")
@@ -299,10 +300,10 @@ def test_weights_on_three_rows_are_refused_before_training(tmp_path):
 def test_huge_weights_train_like_unit_weights(tmp_path):
     s = small_set(n=2000, d=2)
     s.weights = np.full(s.n, 1e39)
-    sur = fit(s, flow_config=TINY, train_config=TrainConfig(epochs=3))
+    sur = fit(s, validate=False, flow_config=TINY, train_config=TrainConfig(epochs=3))
     assert np.isfinite(sur.training["result"]["best_val_loss"])
     plain = small_set(n=2000, d=2)
-    ref = fit(plain, flow_config=TINY, train_config=TrainConfig(epochs=3))
+    ref = fit(plain, validate=False, flow_config=TINY, train_config=TrainConfig(epochs=3))
     assert sur.training["result"]["best_val_loss"] == pytest.approx(
         ref.training["result"]["best_val_loss"], abs=1e-3)
 

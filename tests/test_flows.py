@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 tf = pytest.importorskip("tensorflow")
 
 from likeflow.errors import LikeflowError  # noqa: E402
-from likeflow.flows import (FLOWS, FlowConfig, build_flow, expected_variable_count,  # noqa: E402
+from likeflow.flows import (FLOWS, FlowConfig, expected_variable_count,  # noqa: E402
                             make_permutations)
+from likeflow.tf_flows import build_flow  # noqa: E402
 
 D = 4
 BOUNDS = np.array([[-1.0, 5.0], [0.0, np.inf], [-np.inf, np.inf], [-np.inf, 2.0]])

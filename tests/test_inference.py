@@ -9,7 +9,7 @@ tf = pytest.importorskip("tensorflow")
 
 from scipy import stats  # noqa: E402
 
-from likeflow.inference import (best_fit, credible_upper_limit, profile,  # noqa: E402
+from likeflow.inference import (best_fit, credible_upper_limit, scan,  # noqa: E402
                                 upper_limit)
 from likeflow.likelihoods import CorrelatedGaussian  # noqa: E402
 from likeflow.likelihoods.base import Target  # noqa: E402
@@ -25,7 +25,7 @@ def test_best_fit_of_a_gaussian_is_its_mean():
 def test_profile_of_an_exact_gaussian_is_analytic_to_1e4():
     t = CorrelatedGaussian(6, seed=3)
     grid = t.mean[2] + np.linspace(-3, 3, 13) * t.std[2]
-    p = profile(t, "x2", grid)
+    p = scan(t, "x2", grid)
     analytic = (grid - t.mean[2]) ** 2 / t.cov[2, 2]
     np.testing.assert_allclose(p.q, analytic, atol=1e-4)
     # the nuisances at the optimum: the conditional mean

@@ -133,7 +133,7 @@ def _pyhf_q(t, grid):
 
 
 def test_exact_profile_and_best_fit_equal_pyhfs(small_ws):
-    from likeflow.inference import best_fit, profile
+    from likeflow.inference import best_fit, scan
 
     t = PyhfTarget(small_ws)
     i = t.names.index("mu")
@@ -142,9 +142,9 @@ def test_exact_profile_and_best_fit_equal_pyhfs(small_ws):
     assert ours.x[i] == pytest.approx(float(ref[i]), abs=2e-3)  # the deficit: best fit at 0
     assert ours.x[i] < 0.01
     grid = np.linspace(0.0, 3.0, 7)
-    prof = profile(t, "mu", grid)
+    prof = scan(t, "mu", grid)
     np.testing.assert_allclose(prof.q, _pyhf_q(t, grid), atol=0.01)
-    assert prof.trusted.all() and prof.kind == "pyhf"
+    assert prof.trusted.all() and prof.kind == "exact (pyhf)"
 
 
 def _pyhf_limits_numpy(ws_path) -> tuple[float, list[float]]:

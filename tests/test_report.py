@@ -11,9 +11,10 @@ tf = pytest.importorskip("tensorflow")
 
 from likeflow.cli import cli  # noqa: E402
 from likeflow.likelihoods import CorrelatedGaussian, GaussianMixture  # noqa: E402
-from likeflow.report import validate  # noqa: E402
+from likeflow.report import validate_test  # noqa: E402
 from likeflow.samples import SampleSet, write_samples  # noqa: E402
-from likeflow.surrogate import fit, load  # noqa: E402
+from likeflow.fitting import fit  # noqa: E402
+from likeflow.surrogate import load  # noqa: E402
 from likeflow.training import TrainConfig  # noqa: E402
 
 
@@ -25,11 +26,11 @@ def target_set(target, n, seed=0):
 @pytest.mark.slow
 def test_one_epoch_surrogate_of_a_mixture_is_flagged():
     s = target_set(GaussianMixture(4, components=3, seed=2), 20000)
-    sur = fit(s, flow_config={"layers": 2, "hidden": (16,)},
+    sur = fit(s, validate=False, flow_config={"layers": 2, "hidden": (16,)},
               train_config=TrainConfig(epochs=1, learning_rate=1e-4))
     test, notes = sur.held_out(s)
     assert notes == [] and test.n == 2000
-    res = validate(sur, test, seed=1)
+    res = validate_test(sur, test, seed=1)
     assert len(res.flagged) >= 2
     assert res.model["ks_mean_pvalue_batched"] < 0.2 < res.floor["ks_mean_pvalue_batched"]
     assert res.log_prob["pearson"] < 0.99
@@ -39,10 +40,10 @@ def test_one_epoch_surrogate_of_a_mixture_is_flagged():
 @pytest.mark.slow
 def test_well_trained_surrogate_sits_at_the_noise_floor():
     s = target_set(CorrelatedGaussian(4, seed=5), 30000)
-    sur = fit(s, flow_config={"layers": 3, "hidden": (32, 32)},
+    sur = fit(s, validate=False, flow_config={"layers": 3, "hidden": (32, 32)},
               train_config=TrainConfig(epochs=30, patience=5, batch_size=256))
     test, _ = sur.held_out(s)
-    res = validate(sur, test, seed=2)
+    res = validate_test(sur, test, seed=2)
     m, f = res.model, res.floor
     assert res.flagged == []
     assert m["ks_mean_pvalue_batched"] > 0.3

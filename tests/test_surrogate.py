@@ -18,7 +18,9 @@ tf = pytest.importorskip("tensorflow")
 from likeflow.cli import cli  # noqa: E402
 from likeflow.errors import SurrogateFileError  # noqa: E402
 from likeflow.samples import read_samples  # noqa: E402
-from likeflow.surrogate import FORMAT_VERSION, SplitSpec, fit, load, split_of  # noqa: E402
+from likeflow.fitting import fit  # noqa: E402
+from likeflow.samples import SplitSpec, split_of  # noqa: E402
+from likeflow.surrogate import FORMAT_VERSION, load  # noqa: E402
 from likeflow.training import TrainConfig  # noqa: E402
 
 
@@ -34,7 +36,7 @@ def fitted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sur")
     write_samples(folder / "s.h5", s)
     out = folder / "s.likeflow.h5"
-    sur = fit(s, flow_config={"flow": "realnvp", "layers": 3, "hidden": (16, 16)},
+    sur = fit(s, validate=False, flow_config={"flow": "realnvp", "layers": 3, "hidden": (16, 16)},
               train_config=TrainConfig(epochs=3), out=out)
     return sur, out, s, folder
 
@@ -222,11 +224,11 @@ def test_validation_on_the_training_file_read_otherwise_leaves_training_rows_out
     x = np.column_stack([np.arange(3000.0), rng.normal(size=3000)])  # column 0 = file row
     path = tmp_path / "s.h5"
     write_samples(path, SampleSet(x, names=["row", "y"]))
-    sur = fit(path, read_options=ReadOptions(max_samples=1500, seed=2),
+    sur = fit(path, validate=False, read_options=ReadOptions(max_samples=1500), seed=2,
               flow_config={"flow": "realnvp", "layers": 2, "hidden": (8,)},
               train_config=TrainConfig(epochs=1))
     trained = read_samples(path, max_samples=1500, seed=2)
-    parts = split_of(trained, SplitSpec())
+    parts = split_of(trained, SplitSpec(seed=2))  # one seed: the read's and the split's
     seen = set(trained.values[np.concatenate([parts.train, parts.validation]), 0])
     test = set(trained.values[parts.test, 0])
 

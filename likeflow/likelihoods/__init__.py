@@ -13,21 +13,25 @@ from .base import Target
 from .gaussian import CorrelatedGaussian, GaussianMixture
 from .lhc_toy import LHCToy
 
-__all__ = ["Target", "LHCToy", "CorrelatedGaussian", "GaussianMixture", "make_target"]
+__all__ = ["Target", "LHCToy", "CorrelatedGaussian", "GaussianMixture", "make_target", "TARGETS"]
+
+#: the benchmark targets by name
+TARGETS = ("lhc-toy", "gaussian", "mixture", "pyhf")
 
 
-def make_target(name: str, **kw) -> Target:
-    """``lhc-toy``, ``gaussian`` (dim, seed), ``mixture`` (dim, components, seed) or ``pyhf``
-    (workspace, patch, poi, asimov)."""
+def make_target(name: str, *, dim: int = 10, components: int = 3, seed: int = 0,
+                workspace=None, patch=None, poi: str | None = None,
+                asimov: bool = False) -> Target:
+    """A target by name: ``lhc-toy``; ``gaussian`` (dim, seed); ``mixture`` (dim, components,
+    seed); ``pyhf`` (workspace, patch, poi, asimov)."""
     if name in ("lhc-toy", "lhc_toy"):
         return LHCToy()
     if name == "gaussian":
-        return CorrelatedGaussian(kw["dim"], seed=kw.get("seed", 0))
+        return CorrelatedGaussian(dim, seed=seed)
     if name == "mixture":
-        return GaussianMixture(kw["dim"], components=kw.get("components", 3),
-                               seed=kw.get("seed", 0))
+        return GaussianMixture(dim, components=components, seed=seed)
     if name == "pyhf":
         from .pyhf_target import PyhfTarget
-        return PyhfTarget(kw["workspace"], patch=kw.get("patch"), poi=kw.get("poi"),
-                          asimov=bool(kw.get("asimov")))
-    raise ValueError(f"unknown target '{name}'")
+        return PyhfTarget(workspace, patch=patch, poi=poi, asimov=bool(asimov))
+    from ..errors import LikeflowError
+    raise LikeflowError(f"unknown target '{name}' (choose from {', '.join(TARGETS)})")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..batching import map_batches
+
 
 class Target:
     """A log density ``log_prob = log_likelihood + log_prior`` over named, bounded parameters.
@@ -40,7 +42,7 @@ class Target:
 
     def evaluate(self, x: np.ndarray, batch: int = 65536) -> dict[str, np.ndarray]:
         """``log_prob``, ``log_likelihood`` and ``log_prior`` at numpy points (n, D), float64."""
-        import tensorflow as tf
+        from ..tfsetup import tf
 
         x = np.atleast_2d(np.asarray(x, dtype=np.float64))
         fn = self.__dict__.get("_evaluate_fn")
@@ -48,17 +50,14 @@ class Target:
             fn = tf.function(lambda t: (self.log_likelihood(t), self.log_prior(t)),
                              input_signature=[tf.TensorSpec([None, self.dim], tf.float64)])
             self._evaluate_fn = fn
-        ll, lp = [], []
-        for i in range(0, len(x), batch):
-            a, b = fn(tf.constant(x[i:i + batch]))
-            ll.append(a.numpy())
-            lp.append(b.numpy())
-        ll, lp = np.concatenate(ll), np.concatenate(lp)
+        both = map_batches(lambda b: np.stack([v.numpy() for v in fn(tf.constant(b))], axis=1),
+                           x, batch, empty=lambda: np.zeros((0, 2)))
+        ll, lp = both[:, 0], both[:, 1]
         return {"log_prob": ll + lp, "log_likelihood": ll, "log_prior": lp}
 
     def evaluate_prior(self, x: np.ndarray, batch: int = 65536) -> np.ndarray:
         """``log_prior`` alone at numpy points (n, D): cheap, no likelihood evaluation."""
-        import tensorflow as tf
+        from ..tfsetup import tf
 
         x = np.atleast_2d(np.asarray(x, dtype=np.float64))
         fn = self.__dict__.get("_prior_fn")
@@ -66,8 +65,8 @@ class Target:
             fn = tf.function(self.log_prior,
                              input_signature=[tf.TensorSpec([None, self.dim], tf.float64)])
             self._prior_fn = fn
-        return np.concatenate([fn(tf.constant(x[i:i + batch])).numpy()
-                               for i in range(0, len(x), batch)]) if len(x) else np.zeros(0)
+        return map_batches(lambda b: fn(tf.constant(b)).numpy(), x, batch,
+                           empty=lambda: np.zeros(0))
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray | None:
         """Exact samples (n, D), or None where there is no exact sampler (use MCMC)."""

@@ -38,8 +38,8 @@ class CorrelatedGaussian(Target):
     name = "gaussian"
 
     def __init__(self, dim: int, *, seed: int = 0):
-        import tensorflow as tf
-        import tensorflow_probability as tfp
+        from ..tfsetup import tf
+        from ..tfsetup import tfp
 
         rng = np.random.default_rng(seed)
         self.seed = seed
@@ -61,7 +61,7 @@ class CorrelatedGaussian(Target):
         return self._dist.log_prob(x)
 
     def log_prior(self, x):
-        import tensorflow as tf
+        from ..tfsetup import tf
         return tf.zeros_like(x[..., 0])
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
@@ -78,8 +78,8 @@ class GaussianMixture(Target):
     name = "mixture"
 
     def __init__(self, dim: int, *, components: int = 3, seed: int = 0):
-        import tensorflow as tf
-        import tensorflow_probability as tfp
+        from ..tfsetup import tf
+        from ..tfsetup import tfp
 
         tfd = tfp.distributions
         rng = np.random.default_rng(seed)
@@ -105,7 +105,7 @@ class GaussianMixture(Target):
         return self._dist.log_prob(x)
 
     def log_prior(self, x):
-        import tensorflow as tf
+        from ..tfsetup import tf
         return tf.zeros_like(x[..., 0])
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:

@@ -45,7 +45,7 @@ class LHCToy(Target):
     name = "lhc_toy"
 
     def __init__(self):
-        import tensorflow as tf
+        from ..tfsetup import tf
 
         d = load_numbers()
         nb, per = d["n_bins"], d["bins_per_category"]
@@ -79,7 +79,7 @@ class LHCToy(Target):
 
     def expected(self, x):
         """Expected counts nu (..., 90) at parameters x (..., 95)."""
-        import tensorflow as tf
+        from ..tfsetup import tf
 
         mu = x[..., :1]
         d_mc = x[..., 1:91]
@@ -97,7 +97,7 @@ class LHCToy(Target):
             d_mc * self._log_eps1)
 
     def log_likelihood(self, x):
-        import tensorflow as tf
+        from ..tfsetup import tf
 
         nu = self.expected(x)
         positive = tf.reduce_all(nu > 0, axis=-1)
@@ -106,7 +106,7 @@ class LHCToy(Target):
         return tf.where(positive, ll, tf.constant(-np.inf, dtype=ll.dtype))
 
     def log_prior(self, x):
-        import tensorflow as tf
+        from ..tfsetup import tf
 
         mu, deltas = x[..., 0], x[..., 1:]
         gauss = -0.5 * tf.reduce_sum(deltas ** 2, axis=-1) - 0.5 * 94 * math.log(2 * math.pi)
@@ -124,7 +124,7 @@ class LHCToy(Target):
 
 def _shape_factor(d, up, down):
     """Quadratic interpolation for |d| <= 1 and linear extrapolation beyond (see module doc)."""
-    import tensorflow as tf
+    from ..tfsetup import tf
 
     inner = d * (d - 1) / 2 * down - (d - 1) * (d + 1) + d * (d + 1) / 2 * up
     above = (0.5 * (3 * up + down) - 2) * d - 0.5 * (up + down) + 2

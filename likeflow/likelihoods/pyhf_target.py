@@ -44,6 +44,8 @@ def use_tensorflow_backend() -> None:
     """
     import pyhf
 
+    from ..tfsetup import import_tf
+    import_tf()  # quietly, before pyhf's backend imports it
     backend = pyhf.get_backend()[0]
     if backend.name != "tensorflow" or backend.precision != "64b":
         pyhf.set_backend("tensorflow", precision="64b")
@@ -123,7 +125,7 @@ class PyhfTarget(Target):
     # --- TensorFlow ---------------------------------------------------------------------------
     def _compiled(self, batch: int, grad: bool):
         """pyhf's logpdf (and its gradient) for ``batch`` points, one XLA call, traced once."""
-        import tensorflow as tf
+        from ..tfsetup import tf
 
         key = (batch, grad)
         if key in self._traced:
@@ -159,7 +161,7 @@ class PyhfTarget(Target):
 
     def log_likelihood(self, x):
         """pyhf's logpdf at (n, D) float64 points; ``n`` must be known when traced."""
-        import tensorflow as tf
+        from ..tfsetup import tf
 
         x = tf.convert_to_tensor(x, tf.float64)
         n = x.shape[0]
@@ -178,7 +180,7 @@ class PyhfTarget(Target):
         return tf.where(inside & tf.math.is_finite(y), y, tf.constant(-np.inf, tf.float64))
 
     def log_prior(self, x):
-        import tensorflow as tf
+        from ..tfsetup import tf
 
         x = tf.convert_to_tensor(x, tf.float64)
         inside = tf.reduce_all((x >= self.bounds[:, 0]) & (x <= self.bounds[:, 1]), axis=-1)

@@ -20,7 +20,9 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import numpy as np
 
@@ -75,7 +77,7 @@ class Combination(Target):
                 "rule": "sum of log densities, shared priors subtracted K-1 times"}
 
     def log_likelihood(self, x):
-        import tensorflow as tf
+        from .tfsetup import tf
 
         total = 0.0
         for s, cols in zip(self.surrogates, self.columns):
@@ -85,7 +87,7 @@ class Combination(Target):
 
     def log_prior(self, x):
         """Minus the shared priors counted more than once (a constant for flat ones)."""
-        import tensorflow as tf
+        from .tfsetup import tf
 
         out = tf.zeros_like(x[..., 0])
         for n in self.shared:
@@ -117,3 +119,30 @@ class Combination(Target):
                       log_prob=result.log_prob, log_likelihood=result.log_prob - prior,
                       log_prior=prior, chain=result.chain)
         return s, result.diagnostics()
+
+
+def combine(surrogates, n: int, *, out: str | os.PathLike | None = None,
+            normal_prior=(), config=None, progress=None) -> tuple[SampleSet, dict]:
+    """``n`` MCMC samples of the joint density of several surrogates (or their paths) that
+    share parameters by name, with the MCMC diagnostics; written to ``out`` when given.
+
+    ``normal_prior`` names the shared parameters whose prior is a unit Gaussian (counted once);
+    the others are taken as flat. ``config`` is an :class:`~likeflow.mcmc.MCMCConfig`.
+    """
+    from .fileio import check_outputs
+    from .samples import write_samples
+    from .surrogate import load
+
+    paths = [os.fspath(s) for s in surrogates if isinstance(s, (str, os.PathLike))]
+    check_outputs([out], inputs=paths)
+    surs = [load(s) if isinstance(s, (str, os.PathLike)) else s for s in surrogates]
+    joint = Combination(surs, shared_priors={k: "normal" for k in normal_prior})
+    if progress is not None:
+        progress(f"joint density of {len(surs)} surrogates: {len(joint.names)} parameters, "
+                 f"shared: {', '.join(joint.shared) or '(none)'}")
+    s, diag = joint.sample_set(n, config=config, progress=progress)
+    if out is not None:
+        write_samples(out, s, attrs={"target": json.dumps(joint.describe()),
+                                     "mcmc": json.dumps(diag),
+                                     "sources": json.dumps([sur.path for sur in surs])})
+    return s, diag

@@ -1,0 +1,380 @@
+"""Fitting: samples in, a validated surrogate (and its file) out. :func:`fit` and :func:`marginal`.
+
+The orchestration lives here, apart from the artifact (:mod:`likeflow.surrogate`, its file
+format) and the uses (:mod:`likeflow.inference`, :mod:`likeflow.report`), none of which import
+this module. :func:`fit` runs named steps:
+
+1. :func:`~likeflow.samples.as_sample_set`: a path, an array or a ``SampleSet``;
+2. :func:`plan_seeds`: the one ``seed`` fans out to the split, the subsample of the file, the
+   flow's initialisation and permutations, the shuffles and the validation;
+3. the split (never trained on: the test part), the flow (new, or the stored one with
+   ``resume``), :func:`~likeflow.training.train` with checkpoints and Ctrl-C / SIGTERM saves;
+4. :func:`finish_training`: the support region and the test log-likelihood;
+5. :func:`~likeflow.report.validate_test` on the test part, the report folder;
+6. one write of the surrogate file.
+
+Example:
+    >>> import numpy as np, likeflow
+    >>> x = np.random.default_rng(0).normal(size=(2000, 2))
+    >>> sur = likeflow.fit(x, bounds={"x0": (-10, None)}, seed=1,
+    ...                    flow_config={"layers": 2, "hidden": (16,)},
+    ...                    train_config=likeflow.TrainConfig(epochs=2))
+    >>> sur.dim, sur.names
+    (2, ['x0', 'x1'])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Callable
+
+import numpy as np
+
+from ._version import __version__
+from .errors import LikeflowError
+from .fileio import check_output_folder, check_outputs
+from .flows import FlowConfig
+from .interrupts import sigterm_as_interrupt
+from .samples import ReadOptions, SampleSet, SplitSpec, as_sample_set, mcmc_record, split_of
+from .surrogate import Surrogate, load
+from .training import TrainConfig, TrainResult, train
+
+#: flow of :func:`marginal` unless told otherwise: small, the marginal has few dimensions
+MARGINAL_FLOW = {"flow": "maf", "layers": 4, "hidden": (64, 64)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Seeds:
+    """What the one ``seed`` of a fit seeds; :func:`plan_seeds` is the only place it fans out."""
+
+    split: SplitSpec
+    read: int       # the seeded subsample of a file (--max-samples)
+    flow: int       # the weights' initialisation and random permutations
+    shuffle: int    # the order of the training rows in every epoch
+    validation: int
+
+
+def plan_seeds(seed: int, split: SplitSpec | None = None) -> Seeds:
+    """Fan ``seed`` out to every random choice of a fit (the same seed through the CLI and the
+    API gives the same surrogate, bit for bit)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise LikeflowError(f"seed must be an integer, not {seed!r:.40}")
+    seed = int(seed)
+    split = dataclasses.replace(split or SplitSpec(), seed=seed)
+    return Seeds(split=split, read=seed, flow=seed, shuffle=seed, validation=seed)
+
+
+def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
+        flow_config: dict | None = None, train_config: TrainConfig | None = None,
+        names=None, poi=(), bounds=None, weights=None,
+        read_options: ReadOptions | None = None, split: SplitSpec | None = None,
+        validate: bool = True, report: str | os.PathLike | None = None,
+        resume: bool = False, asimov_partner: str | os.PathLike | None = None,
+        progress: Callable[[dict], None] | None = None,
+        messages: Callable[[str], None] | None = None,
+        checkpoint_every: float = 30.0) -> Surrogate:
+    """Train a surrogate of ``samples``, validate it on held-out rows and write it once.
+
+    Args:
+        samples: a sample file's path, a :class:`SampleSet`, or an ``(N, D)`` array.
+        out: the surrogate file to write (none: the surrogate is only returned). During
+            training the best weights so far are checkpointed there at most every
+            ``checkpoint_every`` seconds; Ctrl-C / SIGTERM leaves the best surrogate on disk.
+        seed: seeds everything (:func:`plan_seeds`): same seed, same surrogate.
+        flow_config: :class:`~likeflow.flows.FlowConfig` fields (``flow``, ``layers``,
+            ``hidden``, ``bins``, ``spline_range``, ``permutation``, ``activation``, ``dtype``,
+            ``reflect``) other than the data-derived ones; defaults are the FlowConfig's.
+        train_config: a :class:`~likeflow.training.TrainConfig` (default: its defaults).
+        names, poi, bounds, weights: with an array: the parameter names, the parameters of
+            interest, bounds as ``{"mu": (0, None)}`` or a (D, 2) array (None for no bound),
+            and per-row weights.
+        read_options: how to read a sample file (:class:`ReadOptions`; its seed is ``seed``).
+        split: validation and test fractions (:class:`SplitSpec`; its seed is ``seed``).
+        validate: validate on the test part; the summary goes into the file.
+        report: a folder for the full validation report (metrics.json, plots, index.html).
+        resume: continue the surrogate at ``out`` (same data, same split).
+        asimov_partner: a surrogate of the background-only Asimov likelihood, recorded as this
+            one's partner (``profile`` then adds CLs limits).
+        progress: called with every epoch's record (a dict).
+        messages: called with lines worth telling a user (warnings, what is being fitted).
+
+    Returns:
+        The :class:`Surrogate`; ``sur.validation_result`` holds the
+        :class:`~likeflow.report.ValidationResult` when validated.
+    """
+    say = messages or (lambda m: None)
+    path = os.fspath(samples) if isinstance(samples, (str, os.PathLike)) else None
+    old = _stored_fit(out) if resume else None
+    if old is not None:  # a resumed fit keeps its own seed: the same split, the same shuffles
+        seed = old.training.get("seed", old.config.seed)
+    seeds = plan_seeds(seed, split)
+    if flow_config and "seed" in flow_config:
+        raise LikeflowError("give the seed as fit(seed=...), not in flow_config: one seed "
+                            "seeds everything")
+    check_outputs([out], inputs=[path, asimov_partner])
+    if validate and report is not None:
+        check_output_folder(report)
+    read_options = dataclasses.replace(read_options or ReadOptions(), seed=seeds.read)
+    s = as_sample_set(samples, names=names, poi=poi, bounds=bounds, weights=weights,
+                      read_options=read_options)
+    _say_about_input(s, path, say)
+    parts = _split(s, seeds.split, path)
+    data = _data_record(s, path, read_options, seeds.split, parts)
+    tcfg = train_config or TrainConfig()
+    if old is not None:
+        _check_same_flow(old, flow_config)
+        flow, previous, tcfg = _resumed(old, out, data, tcfg)
+    else:
+        config = FlowConfig.from_data(parts[0].values, names=s.names, poi=s.poi, bounds=s.bounds,
+                                      weights=parts[0].weights, seed=seeds.flow,
+                                      **(flow_config or {}))
+        from .tf_flows import build_flow
+        _seed_everything(seeds.flow)
+        flow, previous = build_flow(config), None
+    c = flow.config
+    from .tfsetup import device
+    say(f"{path or '<samples>'}: {s.n} samples of {s.dim} parameters; fitting {c.flow} "
+        f"({c.layers} layers, hidden {list(c.hidden)}) on {device()}")
+    record = {"seed": seeds.flow, "config": tcfg.to_dict(), "data": data,
+              "likeflow_version": __version__}
+    if asimov_partner is not None:
+        record["asimov_partner"] = _relative_to(asimov_partner, out)
+    with sigterm_as_interrupt():
+        result = _train(flow, parts, tcfg, seeds, record, out, previous, progress,
+                        checkpoint_every)
+        sur = None
+        try:
+            sur = finish_training(flow, dict(record, result=result.to_dict()), parts)
+            if validate:
+                _validate(sur, parts[2], seeds, report)
+        except KeyboardInterrupt:
+            # interrupted after training: keep the trained flow (without what was not done;
+            # '--resume' or 'validate' completes it)
+            if out is not None:
+                if sur is None:
+                    result.stopped = "interrupted"
+                    sur = Surrogate(flow, dict(record, result=result.to_dict()))
+                sur.save(out)
+            raise
+        if out is not None:
+            sur.save(out)
+    return sur
+
+
+def _say_about_input(s: SampleSet, path: str | None, say) -> None:
+    if s.dropped_nonfinite:
+        say(f"dropped {s.dropped_nonfinite} rows holding NaN or inf")
+    rec = mcmc_record(path) if path else None
+    if rec is not None and rec.get("converged") is False:
+        say("WARNING: these samples come from MCMC chains that did NOT converge (R-hat "
+            f"{rec.get('rhat_max', float('nan')):.4f}); the surrogate can only be as good as "
+            "its samples")
+
+
+def _split(s: SampleSet, spec: SplitSpec, path: str | None):
+    """(train, validation, test) parts of ``s``; each must carry weight."""
+    rows = split_of(s, spec)
+    parts = (s.subset(rows.train), s.subset(rows.validation), s.subset(rows.test))
+    for part, name in zip(parts, ("training", "validation", "test")):
+        if part.weights is not None and not part.weights.sum() > 0:
+            raise LikeflowError(f"{path or '<samples>'}: the weights of the {part.n} {name} "
+                                "rows are all zero: the weight is on too few rows to split")
+    return parts
+
+
+def _data_record(s: SampleSet, path: str | None, read_options: ReadOptions, spec: SplitSpec,
+                 parts) -> dict:
+    """What the surrogate file records of its data: enough to rebuild the test rows."""
+    opts = read_options.to_dict()
+    opts.pop("seed")  # stored once, as the fit's seed
+    data = {"file": os.path.abspath(path) if path else None, "fingerprint": s.fingerprint(),
+            "n": s.n, "read_options": opts, "split": spec.record(),
+            "split_kind": "chain blocks" if s.chain is not None else "random rows",
+            "n_train": parts[0].n, "n_validation": parts[1].n, "n_test": parts[2].n}
+    if s.origin is not None and s.origin.file:
+        data.update(file_realpath=s.origin.file, origin_n=s.origin.n,
+                    origin_options=s.origin.options)
+    return data
+
+
+def _stored_fit(out) -> Surrogate:
+    """The surrogate a ``resume`` continues."""
+    if out is None or not os.path.exists(out):
+        raise LikeflowError(f"--resume: no surrogate at {out} to continue")
+    return load(out)
+
+
+def _check_same_flow(old: Surrogate, flow_config: dict | None) -> None:
+    """A resumed fit continues the stored flow: options given again with their stored values
+    are fine, another value is refused."""
+    stored = old.config
+    changed = [k for k, v in (flow_config or {}).items()
+               if k != "reflect" and hasattr(stored, k)
+               and tuple(np.atleast_1d(v)) != tuple(np.atleast_1d(getattr(stored, k)))]
+    if changed:
+        raise LikeflowError(
+            "--resume continues the stored fit with its own flow ("
+            + ", ".join(f"{k} {getattr(stored, k)}" for k in changed) + "); "
+            + ", ".join("--" + k.replace("_", "-") for k in changed)
+            + " cannot change it (start a new fit instead)")
+
+
+def _resumed(old: Surrogate, out, data: dict, tcfg: TrainConfig):
+    """The stored flow, its training so far and its training config (``epochs`` from
+    ``tcfg``) of the fit a ``resume`` continues."""
+    if old.training.get("data", {}).get("fingerprint") != data["fingerprint"]:
+        raise LikeflowError(f"--resume: {out} was trained on other data (or read another "
+                            "way); start a new fit instead")
+    known = {f.name for f in dataclasses.fields(TrainResult)}
+    previous = TrainResult(**{k: v for k, v in old.training.get("result", {}).items()
+                              if k in known})
+    stored = TrainConfig.from_dict(old.training.get("config", {}))
+    return old.flow, previous, dataclasses.replace(stored, epochs=tcfg.epochs)
+
+
+def _train(flow, parts, tcfg: TrainConfig, seeds: Seeds, record: dict, out, previous,
+           progress, checkpoint_every: float) -> TrainResult:
+    """:func:`train` with the best weights checkpointed to ``out`` every so often."""
+    last_save = [time.monotonic()]
+
+    def checkpoint(result: TrainResult) -> None:
+        if out is not None and time.monotonic() - last_save[0] > checkpoint_every:
+            # the flow holds the current weights; they are the best so far (on_best)
+            Surrogate(flow, dict(record, result=result.to_dict())).save(out)
+            last_save[0] = time.monotonic()
+
+    tr, va, _ = parts
+    return train(flow, tr.values, va.values, train_w=tr.weights, val_w=va.weights,
+                 config=tcfg, seed=seeds.shuffle, progress=progress, on_best=checkpoint,
+                 previous=previous)
+
+
+def finish_training(flow, training: dict, parts) -> Surrogate:
+    """The trained surrogate with its support region and test log-likelihood recorded."""
+    tr, _, te = parts
+    sur = Surrogate(flow, training)
+    training["support"] = support_of(sur, tr.values)
+    training["test_log_prob"] = float(np.average(sur.log_prob(te.values), weights=te.weights))
+    if te.log_prob is not None:
+        training["test_log_prob_target"] = float(np.average(te.log_prob, weights=te.weights))
+    return sur
+
+
+def _validate(sur: Surrogate, test: SampleSet, seeds: Seeds, report) -> None:
+    from .report import validate_test
+    result = validate_test(sur, test, seed=seeds.validation)
+    sur.validation = result.summary()
+    sur.validation_result = result
+    if report is not None:
+        result.write(report, training=sur.training)
+
+
+def support_of(surrogate: Surrogate, train_x: np.ndarray) -> dict:
+    """The region the training points cover: their range per parameter and the largest squared
+    latent radius among them (points further out in the base space are extrapolation)."""
+    z = surrogate.to_latent(surrogate.unfold(train_x, seed=0))
+    r2 = np.sum(z ** 2, axis=1)
+    r2 = r2[np.isfinite(r2)]
+    lo, hi = train_x.min(axis=0), train_x.max(axis=0)
+    # a bound the data reach (within a thousandth of the data's spread) is in the region: the
+    # density there is held or folded, not extrapolated
+    b = surrogate.bounds
+    near = 1e-3 * (hi - lo)
+    lo = np.where(np.isfinite(b[:, 0]) & (lo - b[:, 0] <= near), b[:, 0], lo)
+    hi = np.where(np.isfinite(b[:, 1]) & (b[:, 1] - hi <= near), b[:, 1], hi)
+    return {"lo": lo.tolist(), "hi": hi.tolist(),
+            "latent_r2_max": float(r2.max()) if len(r2) else None,
+            "n": int(len(train_x))}
+
+
+def fit_summary(sur: Surrogate) -> tuple[list[str], list[str]]:
+    """What a finished fit has to say: lines of results, and lines of warnings (a verdict
+    other than PASS, an overfitting hint, an interrupted fit)."""
+    res = sur.training["result"]
+    out = [f"stopped: {res['stopped']} after {len(res['history'])} epochs "
+           f"({res['elapsed']:.0f} s); best epoch {res['best_epoch'] + 1}, validation loss "
+           f"{res['best_val_loss']:.4f}"]
+    if "test_log_prob" in sur.training:
+        line = f"test log-likelihood per sample: surrogate {sur.training['test_log_prob']:.4f}"
+        if "test_log_prob_target" in sur.training:
+            line += (f" (target density, unnormalised: "
+                     f"{sur.training['test_log_prob_target']:.4f})")
+        out.append(line)
+    warn = []
+    result = getattr(sur, "validation_result", None)
+    if result is not None:
+        verdict, _ = result.verdict()
+        out.append(result.verdict_line())
+        if verdict != "PASS":
+            warn.append(f"the surrogate did not PASS validation ({verdict}): read the reasons "
+                        "above and the report before using it")
+            hint = overfitting_hint(sur.training)
+            if hint:
+                warn.append(hint)
+    if res["stopped"] == "interrupted":
+        warn.append("interrupted: the best surrogate so far is saved; continue with --resume")
+    return out, warn
+
+
+def overfitting_hint(training: dict) -> str | None:
+    """A line of advice when the validation loss stopped improving in the first half of
+    training while the training loss kept falling (measured on RegionB: best epoch 3 of 8 at
+    the default learning rate, WARN; with --lr 1e-3 the best epoch was the last, PASS)."""
+    result = training.get("result", {})
+    hist, best = result.get("history", []), result.get("best_epoch", -1)
+    if len(hist) < 4 or best < 0 or best + 1 > len(hist) // 2:
+        return None
+    if not hist[-1]["train_loss"] < hist[best]["train_loss"] - 0.02:
+        return None
+    return (f"the validation loss stopped improving at epoch {best + 1} of {len(hist)} while "
+            "the training loss kept falling (overfitting): a refit with a lower learning rate "
+            "(--lr 1e-3) or with more samples may PASS")
+
+
+def marginal(surrogate: Surrogate, names, *, n: int = 200_000, seed: int = 0,
+             flow_config: dict | None = None, train_config: TrainConfig | None = None,
+             out: str | os.PathLike | None = None,
+             progress: Callable[[dict], None] | None = None) -> Surrogate:
+    """A surrogate of the marginal density of ``names``: a small flow fitted to samples of them.
+
+    The nuisance-free likelihood of the margarine papers: draw ``n`` samples of the full
+    surrogate, keep the columns ``names``, and fit a new flow (default :data:`MARGINAL_FLOW`)
+    with the same bounds. The result is a :class:`Surrogate` of its own (written to ``out``
+    when given), saved and loaded like any other.
+    """
+    names = list(names)
+    if not names:
+        raise LikeflowError("marginal: name at least one parameter")
+    dup = sorted({p for p in names if names.count(p) > 1})
+    if dup:
+        raise LikeflowError(f"marginal: {', '.join(dup)} named twice")
+    unknown = [p for p in names if p not in surrogate.names]
+    if unknown:
+        raise LikeflowError(f"marginal: unknown parameters {unknown}; the parameters are "
+                            f"{', '.join(surrogate.names[:10])}...")
+    check_outputs([out], inputs=[surrogate.path])
+    cols = [surrogate.names.index(p) for p in names]
+    x = surrogate.sample(n, seed=seed)[:, cols]
+    s = SampleSet(x, names=names, poi=[p for p in surrogate.poi if p in names],
+                  bounds=surrogate.bounds[cols])
+    sur = fit(s, flow_config={**MARGINAL_FLOW, **(flow_config or {})}, seed=seed,
+              train_config=train_config, validate=False, progress=progress)
+    sur.training["marginal_of"] = {"parameters": names, "n_samples": n,
+                                   "source": surrogate.path}
+    if out is not None:
+        sur.save(out)
+    return sur
+
+
+def _relative_to(partner, out) -> str:
+    """The partner's path as recorded: relative to the surrogate's folder (files move
+    together), absolute when there is no output file."""
+    partner = os.path.abspath(partner)
+    return os.path.relpath(partner, os.path.dirname(os.path.abspath(out))) if out else partner
+
+
+def _seed_everything(seed: int) -> None:
+    from .tfsetup import tf_keras
+    tf_keras.utils.set_random_seed(seed)

@@ -1,0 +1,530 @@
+"""The TensorFlow side of the flows: the bijectors and the :class:`Flow` module.
+
+Everything here subclasses TensorFlow / TFP types, so this module imports TensorFlow at the top;
+:mod:`likeflow.flows` (configs, no TensorFlow) imports it only when a flow is built. One class or
+function per concept:
+
+- :class:`Preprocess`: the bound map (standardised unbounded space -> physical parameters), also
+  what inference and MCMC move in (:func:`bound_bijector`);
+- :func:`affine`, :func:`spline`: the two transformers; :func:`made_conditioner`,
+  :class:`MLP`: the two conditioners (autoregressive, coupling);
+- :class:`MarginalSpline`: the elementwise spline next to the data;
+- :class:`Flow`: the chain, ``log_prob`` with folds at reflected bounds, sampling through the
+  one-pass MADE (:func:`_made_forward`); :func:`build_flow` builds one from its config.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .tfsetup import import_tf
+
+tf, tfp, tf_keras = import_tf()
+tfb, tfd = tfp.bijectors, tfp.distributions
+
+from .flows import (_MIN_BIN, _MIN_SLOPE, PROBIT_MAX, PROBIT_TRAIN_MAX,  # noqa: E402
+                    FlowConfig, _padded_schedule)
+
+
+class Preprocess(tfb.Bijector):
+    """Standardised unbounded space -> physical parameters, keeping all mass inside bounds."""
+
+    def __init__(self, bounds, shift, scale, dtype, probit: bool = False, softclip=None,
+                 probit_max: float = PROBIT_MAX):
+        super().__init__(forward_min_event_ndims=1, validate_args=False, dtype=dtype,
+                         name="preprocess")
+        self._probit = bool(probit)
+        self._phi_min = float(0.5 * math.erfc(probit_max / math.sqrt(2.0)))
+        softclip = np.zeros(len(shift)) if softclip is None else np.asarray(softclip, float)
+        b = np.asarray(bounds, dtype=np.float64)
+        lo, hi = b[:, 0], b[:, 1]
+        fin_lo, fin_hi = np.isfinite(lo), np.isfinite(hi)
+        c = lambda a: tf.constant(a, dtype=dtype)  # noqa: E731
+        self._both = tf.constant(fin_lo & fin_hi)
+        self._lower = tf.constant(fin_lo & ~fin_hi)
+        self._upper = tf.constant(~fin_lo & fin_hi)
+        # finite stand-ins where a bound is absent, so that no branch of a tf.where sees inf
+        lo_s, hi_s = np.where(fin_lo, lo, 0.0), np.where(fin_hi, hi, 1.0)
+        width = np.where(fin_lo & fin_hi, hi_s - lo_s, 1.0)
+        self._lo, self._hi, self._width = c(lo_s), c(hi_s), c(width)
+        self._log_width = c(np.where(fin_lo & fin_hi, np.log(width), 0.0))
+        self._shift = c(shift)
+        self._scale = c(scale)
+        self._log_scale_sum = c(np.sum(np.log(scale)))
+        self._eps = c(np.finfo(dtype.as_numpy_dtype).eps)
+        soft = (softclip > 0) & fin_lo & fin_hi
+        self._any_soft = bool(soft.any())
+        self._soft = tf.constant(soft)
+        self._c = c(np.where(soft, softclip, 1.0))
+        # log(1 - exp(-(hi - lo)/c)): a constant of the soft clip's log-derivative
+        self._soft_k = c(np.where(soft, np.log(-np.expm1(-(hi_s - lo_s) / np.where(
+            soft, softclip, 1.0))), 0.0))
+        self._tiny = c(np.finfo(dtype.as_numpy_dtype).tiny)
+
+    def _forward(self, u):
+        v = self._shift + self._scale * u
+        if self._probit:  # from the nearer bound: Phi(v) = erfc(-v / sqrt 2) / 2
+            inner = tf.where(v < 0, self._lo + self._width * _ndtr(v),
+                             self._hi - self._width * _ndtr(-v))
+        else:
+            inner = self._lo + self._width * tf.sigmoid(v)
+        x = tf.where(self._both, inner, v)
+        if self._any_soft:
+            soft = (self._lo + self._c * tf.nn.softplus((v - self._lo) / self._c)
+                    - self._c * tf.nn.softplus((v - self._hi) / self._c))
+            x = tf.where(self._soft, soft, x)
+        x = tf.where(self._lower, self._lo + tf.nn.softplus(v), x)
+        x = tf.where(self._upper, self._hi - tf.nn.softplus(v), x)
+        # rounding must never put a sample outside its bounds
+        inf = tf.constant(np.inf, dtype=x.dtype)
+        lo = tf.where(self._both | self._lower, self._lo, -inf)
+        hi = tf.where(self._both | self._upper, self._hi, inf)
+        return tf.clip_by_value(x, lo, hi)
+
+    def _inverse(self, x):
+        if self._probit:  # from the nearer bound, for precision in float32
+            t_min = tf.constant(self._phi_min, dtype=x.dtype)
+            t_lo = tf.clip_by_value((x - self._lo) / self._width, t_min, 0.5)
+            t_hi = tf.clip_by_value((self._hi - x) / self._width, t_min, 0.5)
+            t_lo, t_hi = tf.where(self._both, t_lo, 0.5), tf.where(self._both, t_hi, 0.5)
+            inner = tf.where(t_lo < 0.5, tf.math.ndtri(t_lo), -tf.math.ndtri(t_hi))
+        else:
+            t = tf.clip_by_value((x - self._lo) / self._width, self._eps, 1 - self._eps)
+            t = tf.where(self._both, t, 0.5)
+            inner = tf.math.log(t) - tf.math.log1p(-t)
+        v = tf.where(self._both, inner, x)
+        if self._any_soft:
+            a = tf.maximum((x - self._lo) / self._c, self._tiny)
+            b = tf.minimum((x - self._hi) / self._c, -self._tiny)
+            a = tf.where(self._soft, a, 1.0)
+            b = tf.where(self._soft, b, -1.0)
+            inv = (self._lo + self._c * tfp.math.softplus_inverse(a)
+                   - self._c * tfp.math.log1mexp(-b))
+            v = tf.where(self._soft, inv, v)
+        d_lo = tf.where(self._lower, tf.maximum(x - self._lo, self._tiny), 1.0)
+        v = tf.where(self._lower, tfp.math.softplus_inverse(d_lo), v)
+        d_hi = tf.where(self._upper, tf.maximum(self._hi - x, self._tiny), 1.0)
+        v = tf.where(self._upper, tfp.math.softplus_inverse(d_hi), v)
+        return (v - self._shift) / self._scale
+
+    def _forward_log_det_jacobian(self, u):
+        v = self._shift + self._scale * u
+        if self._probit:
+            both = self._log_width - 0.5 * tf.square(v) - 0.5 * math.log(2 * math.pi)
+        else:
+            both = self._log_width + tf.math.log_sigmoid(v) + tf.math.log_sigmoid(-v)
+        one = tf.math.log_sigmoid(v)
+        ldj = tf.where(self._both, both, tf.where(self._lower | self._upper, one,
+                                                  tf.zeros_like(v)))
+        if self._any_soft:
+            # dx/dv = sigmoid(a) - sigmoid(b), a - b = (hi - lo)/c: stable in logs
+            a, b = (v - self._lo) / self._c, (v - self._hi) / self._c
+            soft = -b + self._soft_k - tf.nn.softplus(-a) - tf.nn.softplus(-b)
+            ldj = tf.where(self._soft, soft, ldj)
+        return tf.reduce_sum(ldj, axis=-1) + self._log_scale_sum
+
+
+class MLP(tf.Module):
+    """Dense tf_keras layers: the coupling conditioner (input half -> parameters)."""
+
+    def __init__(self, out_dim, hidden, activation, dtype, seed, name):
+        super().__init__(name=name)
+        init = lambda s: tf_keras.initializers.GlorotUniform(seed=s)  # noqa: E731
+        self.hidden_layers = [
+            tf_keras.layers.Dense(h, activation=activation, dtype=dtype,
+                                  kernel_initializer=init(seed + i))
+            for i, h in enumerate(hidden)]
+        # a small output layer starts every coupling close to the identity
+        self.out = tf_keras.layers.Dense(
+            out_dim, dtype=dtype,
+            kernel_initializer=tf_keras.initializers.VarianceScaling(
+                0.01, seed=seed + len(hidden)))
+
+    def __call__(self, x):
+        for layer in self.hidden_layers:
+            x = layer(x)
+        return self.out(x)
+
+
+class MarginalSpline(tfb.Bijector):
+    """An elementwise rational-quadratic spline per dimension, its parameters a variable
+    of shape (D, 3K - 1): the spline is rebuilt from the variable on every call."""
+
+    def __init__(self, params, bins, bound):
+        super().__init__(forward_min_event_ndims=1, validate_args=False,
+                         dtype=params.dtype, name="marginal_spline")
+        self.params = params
+        self._bins, self._bound = bins, bound
+
+    def _spline(self):
+        return spline(self.params, self._bins, self._bound)
+
+    def _forward(self, x):
+        return self._spline().forward(x)
+
+    def _inverse(self, y):
+        return self._spline().inverse(y)
+
+    def _forward_log_det_jacobian(self, x):
+        return tf.reduce_sum(self._spline().forward_log_det_jacobian(x, event_ndims=0),
+                             axis=-1)
+
+    def _inverse_log_det_jacobian(self, y):
+        return tf.reduce_sum(self._spline().inverse_log_det_jacobian(y, event_ndims=0),
+                             axis=-1)
+
+    def _is_increasing(self):  # noqa: D401 - TFP's hook
+        return True
+
+
+def _ndtr(v):
+    return 0.5 * tf.math.erfc(-v / math.sqrt(2.0))
+
+
+def affine(params, clamp):
+    shift, raw = params[..., 0], params[..., 1]
+    log_scale = clamp * tf.tanh(raw / clamp)
+    return tfb.Chain([tfb.Shift(shift), tfb.Scale(log_scale=log_scale)])
+
+
+def spline(params, bins, bound):
+    k = bins
+    w, h, s = params[..., :k], params[..., k:2 * k], params[..., 2 * k:]
+    widths = (tf.nn.softmax(w, axis=-1) * (1 - k * _MIN_BIN) + _MIN_BIN) * (2 * bound)
+    heights = (tf.nn.softmax(h, axis=-1) * (1 - k * _MIN_BIN) + _MIN_BIN) * (2 * bound)
+    # softplus(s + log(e - 1)) is 1 at s = 0: a fresh spline is the identity
+    slopes = tf.nn.softplus(s + math.log(math.e - 1)) + _MIN_SLOPE
+    return tfb.RationalQuadraticSpline(widths, heights, slopes, range_min=-bound)
+
+
+def transformer(config: FlowConfig):
+    """The config's transformer: parameters (..., P) -> an elementwise bijector."""
+    if config.transformer == "affine":
+        return lambda p: affine(p, config.log_scale_clamp)
+    return lambda p: spline(p, config.bins, config.spline_range)
+
+
+def made_conditioner(config: FlowConfig, dtype, seed: int, name: str):
+    """The autoregressive conditioner: a MADE from all D inputs to P parameters each."""
+    return tfb.AutoregressiveNetwork(
+        params=config.params_per_dimension, event_shape=[config.dim],
+        hidden_units=list(config.hidden), activation=config.activation, dtype=dtype,
+        kernel_initializer=tf_keras.initializers.GlorotUniform(seed=seed), name=name)
+
+
+def coupling_conditioner(config: FlowConfig, dtype, seed: int, name: str):
+    """The coupling conditioner: an MLP from the first D // 2 inputs to P parameters for each
+    of the others."""
+    d = config.dim
+    return MLP((d - d // 2) * config.params_per_dimension, config.hidden, config.activation,
+               dtype, seed, name=name)
+
+
+class Flow(tf.Module):
+    """A normalizing flow: ``log_prob`` in physical coordinates, ``sample``, latent maps."""
+
+    # built lazily, holding the same bijectors: not tracked, so the variable order stays
+    _TF_MODULE_IGNORED_PROPERTIES = tf.Module._TF_MODULE_IGNORED_PROPERTIES | {"_exact"}
+
+    def __init__(self, config: FlowConfig):
+        super().__init__(name=f"likeflow_{config.flow}")
+        self.config = config
+        dtype = tf.as_dtype(config.dtype)
+        self.dtype = dtype
+        d = config.dim
+        make_transform = transformer(config)
+        autoregressive = config.conditioner == "autoregressive"
+        self.conditioners = []
+        transforms = []
+        for i in range(config.layers):
+            seed = config.seed * 1000 + 10 * i
+            if autoregressive:
+                made = made_conditioner(config, dtype, seed, name=f"made_{i}")
+                transforms.append(tfb.MaskedAutoregressiveFlow(
+                    bijector_fn=_made_bijector_fn(made, make_transform), name=f"maf_{i}"))
+                self.conditioners.append(made)
+            else:
+                mlp = coupling_conditioner(config, dtype, seed, name=f"coupling_{i}")
+                transforms.append(tfb.RealNVP(
+                    num_masked=config.dim // 2,
+                    bijector_fn=_coupling_bijector_fn(mlp, config.params_per_dimension,
+                                                      make_transform),
+                    name=f"coupling_{i}"))
+                self.conditioners.append(mlp)
+        forward_order = []
+        made_positions = []  # where each MADE's bijector sits in forward_order
+        for i, t in enumerate(transforms):
+            if autoregressive:
+                made_positions.append(len(forward_order))
+            forward_order.append(t)
+            if i < len(config.permutations):
+                forward_order.append(tfb.Permute(config.permutations[i], name=f"perm_{i}"))
+        if config.marginal_spline:
+            # zeros: uniform bins and unit slopes, the identity
+            forward_order.append(MarginalSpline(
+                tf.Variable(tf.zeros([d, 3 * config.bins - 1], dtype=dtype),
+                            name="marginal_spline"), config.bins, config.spline_range))
+        self.preprocess = Preprocess(config.flow_bounds_array(), config.shift, config.scale,
+                                     dtype, probit=config.bound_map == "probit",
+                                     softclip=config.softclip)
+        forward_order.append(self.preprocess)
+        self._forward_order = forward_order
+        # positions only (ints): a second reference to the MADEs would be tracked by
+        # tf.Module and reorder the flow's variables
+        self._made_positions = tuple(made_positions)
+        self._make_transform = make_transform
+        # tfb.Chain applies its last element first in the forward (sampling) direction
+        self.bijector = tfb.Chain(list(reversed(forward_order)), name="chain")
+        self.base = tfd.MultivariateNormalDiag(loc=tf.zeros([d], dtype=dtype))
+        self.distribution = tfd.TransformedDistribution(self.base, self.bijector)
+        # reflections: dimension, bound, and +1 for a lower bound (-1 for an upper one)
+        lows = config.bounds_array()[:, 0]
+        self._reflect = [(int(i), float(v), 1.0 if v == lows[int(i)] else -1.0)
+                         for i, v in config.reflect]
+        self._flow_range = {int(i): tuple(float(b) for b in config.flow_bounds_array()[int(i)])
+                            for i, _ in config.reflect}
+        self.distribution.log_prob(tf.zeros([1, d], dtype=dtype) + self.preprocess.forward(
+            tf.zeros([1, d], dtype=dtype)))  # build every layer's variables
+
+    def log_prob(self, x):
+        """Log density at physical points ``x`` of shape (n, D).
+
+        With reflected parameters, the fold: the log of the sum of the flow's density at
+        ``x`` and at its mirror images across the reflected bounds.
+        """
+        return self._fold(self.distribution.log_prob, x)
+
+    def train_log_prob(self, x):
+        """The log density training maximises: the flow's own, without the hold of the
+        probit map (:data:`PROBIT_MAX`): held, the training points near a bound would all
+        map to one point of the base space and the flow would learn a spike there. Points
+        are clipped only at :data:`PROBIT_TRAIN_MAX` sigma."""
+        if not self.preprocess._probit:
+            return self.log_prob(x)
+        unheld, inner = self._exact_parts()
+
+        def lp(y):
+            return (inner.log_prob(unheld.inverse(y))
+                    + unheld.inverse_log_det_jacobian(y, event_ndims=1))
+
+        return self._fold(lp, x)
+
+    def _exact_parts(self):
+        """The probit map without the hold, and the flow inside it (same variables)."""
+        if "_exact" not in self.__dict__:
+            c = self.config
+            with tf.init_scope():  # eager constants, usable from every traced function
+                unheld = Preprocess(c.flow_bounds_array(), c.shift, c.scale, self.dtype,
+                                    probit=True, softclip=c.softclip,
+                                    probit_max=PROBIT_TRAIN_MAX)
+                inner = tfd.TransformedDistribution(
+                    self.base, tfb.Chain(list(reversed(self._forward_order[:-1]))))
+            self._exact = (unheld, inner)
+        return self._exact
+
+    def _fold(self, lp_fn, x):
+        if not self._reflect:
+            return lp_fn(x)
+        images = self.images(x)
+        lp = lp_fn(tf.concat(images, axis=0))
+        # an image beyond the edge of the flow's range carries no density; one on the edge
+        # does (the image of a point on the bound that is not reflected: the density is
+        # held there, finite), else the fold would halve the density at that bound
+        ok = tf.concat([tf.ones(tf.shape(x)[:-1], tf.bool)]  # the point itself counts
+                       + [self._in_range(img) for img in images[1:]], axis=0)
+        lp = tf.where(ok & ~tf.math.is_nan(lp), lp, tf.constant(-np.inf, lp.dtype))
+        return tf.reduce_logsumexp(tf.reshape(lp, [len(images), -1]), axis=0)
+
+    def images(self, x):
+        """``x`` and its mirror images across the reflected bounds (2^k tensors; those
+        beyond the flow's range carry no density, see :meth:`_in_range`)."""
+        images = [x]
+        for i, point, _ in self._reflect:
+            hot = tf.one_hot(i, self.config.dim, dtype=x.dtype)
+            images += [img + hot * (2 * point - 2 * img[..., i:i + 1]) for img in images]
+        return images
+
+    def _in_range(self, y):
+        """Whether points lie in the flow's (extended) range, edges included, in the
+        reflected dimensions."""
+        inside = tf.ones(tf.shape(y)[:-1], tf.bool)
+        for i in sorted({i for i, _, _ in self._reflect}):
+            lo, hi = self._flow_range[i]
+            inside &= (y[..., i] >= lo) & (y[..., i] <= hi)
+        return inside
+
+    def unfolded_log_prob(self, x):
+        """The flow's own density on its extended range (no fold)."""
+        return self.distribution.log_prob(x)
+
+    def fold(self, y):
+        """Points of the flow's extended range -> the physical range (mirror images of
+        points beyond a reflected bound)."""
+        for i, point, side in self._reflect:
+            hot = tf.one_hot(i, self.config.dim, dtype=y.dtype)
+            yi = y[..., i:i + 1]
+            y = y + hot * (point + side * tf.abs(yi - point) - yi)
+        return y
+
+    def sample(self, n, seed):
+        """``n`` physical samples; ``seed`` is a stateless (2,) int seed."""
+        return self.from_latent(self.base.sample(n, seed=seed))
+
+    def to_latent(self, x):
+        """Physical points -> base space (standard normal if the flow is perfect): the
+        exact inverse of sampling (no hold of the probit map)."""
+        if not self.preprocess._probit:
+            return self.bijector.inverse(x)
+        unheld, inner = self._exact_parts()
+        return inner.bijector.inverse(unheld.inverse(x))
+
+    def from_latent(self, z):
+        """Base space -> physical points (folded at reflected bounds).
+
+        The MADE layers use :func:`_made_forward` (one network pass in total instead of D),
+        everything else its bijector's ``forward``.
+        """
+        made_layers = dict(zip(self._made_positions, self.conditioners))
+        for k, b in enumerate(self._forward_order):
+            if k in made_layers:
+                z = _made_forward(made_layers[k], self._make_transform, z)
+            else:
+                z = b.forward(z)
+        return self.fold(z)
+
+
+def _made_forward(made, make_transform, z):
+    """MAF's sequential direction (latent -> data) in one pass of the MADE network in total.
+
+    TFP's ``MaskedAutoregressiveFlow.forward`` re-runs the whole network once per dimension:
+    D full passes, which makes sampling a 95-dim MAF ~50x slower than its density. But a
+    hidden unit of degree c depends only on x_1..x_c, so it is final as soon as x_c is known,
+    and it never needs recomputing. Step k (0-based) therefore: adds x_{k-1} to the first
+    layer's accumulators (rank one), pushes the units that just became final into the next
+    layer's accumulators, and computes only dimension k's output parameters from the last
+    hidden layer (the masked kernel ignores units not final yet). The hidden layers cost
+    one network evaluation in all; only the order of the sums differs from ``made(x)``, so
+    the result agrees to rounding.
+    """
+    plan = _made_plan(made)
+    d, p = plan["dim"], plan["params"]
+    dense = plan["dense"]
+    # made's own Activation layers, not the bare function: TFP builds them without a dtype,
+    # so a float64 MADE computes its activations in float32 (the default Keras policy).
+    # Calling the layers themselves keeps sampling consistent with log_prob to rounding.
+    acts = [lambda x, layer=layer: tf.cast(layer(x), z.dtype) for layer in plan["acts"]]
+    n = tf.shape(z)[0]
+    kernels = [layer.kernel * tf.constant(m, dtype=z.dtype)
+               for layer, m in zip(dense, made._masks)]
+    biases = [layer.bias if layer.bias is not None else tf.zeros(layer.units, z.dtype)
+              for layer in dense]
+    accs = tuple(tf.broadcast_to(b, [n, b.shape[0]]) for b in biases[:-1])
+    ys = tf.TensorArray(z.dtype, size=d, element_shape=tf.TensorShape([None]))
+    sched = [(tf.constant(idx), tf.constant(ok, dtype=z.dtype)) for idx, ok in plan["steps"]]
+
+    out_kernel = tf.reshape(kernels[-1], [-1, d, p])  # hidden -> (dimension, parameter)
+    out_bias = tf.reshape(biases[-1], [d, p])
+
+    def step(k, y_prev, ys, accs):
+        accs = list(accs)
+        # the first layer sees the inputs directly: a rank-one update with the newest one
+        accs[0] = accs[0] + (tf.cast(k > 0, z.dtype) * y_prev[:, None]
+                             * kernels[0][tf.maximum(k - 1, 0)][None, :])
+        for layer in range(1, len(accs)):
+            idx, ok = sched[layer - 1][0][k], sched[layer - 1][1][k]
+            h = acts[layer - 1](tf.gather(accs[layer - 1], idx, axis=1))
+            w = tf.gather(kernels[layer], idx) * ok[:, None]
+            # a sum of a few outer products: TF's matmul is slow for inner sizes this small
+            accs[layer] = accs[layer] + tf.reduce_sum(h[:, :, None] * w[None], axis=1)
+        # the output layer only for dimension k (the masked kernel ignores unfinished units)
+        params = tf.matmul(acts[-1](accs[-1]), out_kernel[:, k]) + out_bias[k]
+        y_k = make_transform(params[:, None, :]).forward(z[:, k:k + 1])[:, 0]
+        return k + 1, y_k, ys.write(k, y_k), tuple(accs)
+
+    _, _, ys, _ = tf.while_loop(
+        lambda k, *_: k < d, step, (tf.constant(0), tf.zeros([n], z.dtype), ys, accs))
+    return tf.transpose(ys.stack())
+
+
+def _made_plan(made):
+    """MADE's layers, and per step k and layer the (padded) indices of the hidden units that
+    become final at that step."""
+    dense = [layer for layer in made._network.layers
+             if isinstance(layer, tf_keras.layers.Dense)]
+    order = np.asarray(made._input_order)
+    if not np.array_equal(order, np.arange(1, len(order) + 1)):
+        raise ValueError("the fast MADE pass assumes the left-to-right input order")
+    done = order  # when each unit of the previous layer becomes final (its degree)
+    steps = []
+    for mask in made._masks[:-1]:
+        m = np.asarray(mask, dtype=bool)
+        # a unit is final once every unit feeding it is
+        final = np.array([done[m[:, j]].max() if m[:, j].any() else 0
+                          for j in range(m.shape[1])])
+        steps.append(_padded_schedule(final, len(order)))
+        done = final
+    acts = [layer for layer in made._network.layers
+            if isinstance(layer, tf_keras.layers.Activation)]
+    if len(acts) != len(dense) - 1:
+        raise ValueError("unexpected MADE layout: one activation per hidden layer expected")
+    # not cached on ``made``: Keras would track the layers a second time, which reorders
+    # the flow's variables (and the weights of saved files); this runs once per trace.
+    return {"dense": dense, "acts": acts, "steps": steps, "dim": len(order),
+            "params": made.params}
+
+
+def _made_bijector_fn(made, make_transform):
+    return lambda y, **kw: make_transform(made(y))
+
+
+def _coupling_bijector_fn(mlp, n_params, make_transform):
+    def fn(x0, output_units, **kw):
+        p = mlp(x0)
+        p = tf.reshape(p, tf.concat([tf.shape(x0)[:-1], [output_units, n_params]], 0))
+        return make_transform(p)
+    return fn
+
+
+def bound_bijector(bounds: np.ndarray, shift=None, scale=None, dtype: str = "float64", *,
+                   bound_map: str = "sigmoid", softclip=None):
+    """The bound map as a TFP bijector: unbounded, standardised ``u`` -> physical ``x``.
+
+    ``x = map(shift + scale * u)`` (``bounds`` (D, 2), +-inf for none). MCMC samples and
+    inference optimises in ``u``; the flows end with the same map.
+    """
+    bounds = np.asarray(bounds, dtype=np.float64)
+    d = len(bounds)
+    shift = np.zeros(d) if shift is None else np.asarray(shift, dtype=np.float64)
+    scale = np.ones(d) if scale is None else np.asarray(scale, dtype=np.float64)
+    softclip = np.zeros(d) if softclip is None else np.asarray(softclip, dtype=np.float64)
+    return Preprocess(bounds, shift, scale, tf.as_dtype(dtype), probit=bound_map == "probit",
+                      softclip=softclip)
+
+
+def build_flow(config: FlowConfig):
+    """The :class:`~likeflow.tf_flows.Flow` (a ``tf.Module``) that ``config`` describes, with
+    its variables built."""
+    flow = Flow(config)
+    # building runs many one-off eager ops on new variables; TensorFlow caches a kernel for
+    # each (about 0.2 MB per MADE, never freed): a loop over hundreds of surrogates would grow
+    # without bound. The cache is only a speed-up; what is used again is rebuilt
+    from tensorflow.python.eager import context
+    context.context().clear_kernel_cache()
+    return flow
+
+
+def release_trace_caches() -> None:
+    """Empty TFP's bijector caches (one per bijector class, shared by all instances).
+
+    In a traced function they hold the graph's tensors, and through them every graph ever
+    traced and the variables it captured: about 7 MB per surrogate loaded and evaluated.
+    Entries are only of use within one trace, so they are dropped after each."""
+    todo = [tfp.bijectors.Bijector]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        cache = cls.__dict__.get("_cache")
+        if cache is not None:
+            cache.clear()
