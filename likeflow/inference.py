@@ -32,7 +32,6 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import optimize, stats
 
 from .bounds import unbounded_coordinates
 from .errors import LikeflowError
@@ -293,6 +292,7 @@ class Profile:
     """
 
     poi: str
+    index: int                  # the POI's column in ``best.x`` and ``nuisances``
     values: np.ndarray
     q: np.ndarray               # -2 (max log L at the value - global max log L)
     log_prob: np.ndarray        # max log L at each value
@@ -302,7 +302,6 @@ class Profile:
     trusted: np.ndarray
     notes: list[str]
     kind: str = "surrogate"
-    best_index: int = -1        # the POI's column
 
     def to_dict(self) -> dict:
         return {"poi": self.poi, "values": self.values.tolist(), "q": self.q.tolist(),
@@ -374,8 +373,8 @@ def scan(obj, poi: str, values=None, *, seed: int = 0, best: Maximum | None = No
     if pool.max() > best.log_prob + 1e-9 or (not best.trusted and np.isfinite(pool.max())):
         j = int(np.argmax(pool))
         best = chosen[j]
-    return Profile(poi=poi, values=values, q=-2 * (maxima - best.log_prob), log_prob=maxima,
-                   best=best, best_index=i, nuisances=np.array([c.x for c in chosen]),
+    return Profile(poi=poi, index=i, values=values, q=-2 * (maxima - best.log_prob), log_prob=maxima,
+                   best=best, nuisances=np.array([c.x for c in chosen]),
                    converged=np.array([c.converged for c in chosen]), trusted=trusted,
                    notes=[c.note for c in chosen], kind=dens.kind)
 
@@ -409,6 +408,8 @@ def upper_limit(obj, poi: str, *, cl: float = 0.95, seed: int = 0,
     Phi^-1(cl)^2 (2.71 at 95%) above the best fit (or above 0). The best fit is the profile's
     (``prof.best``) when a profile is given: the same best fit everywhere.
     """
+    from scipy import optimize, stats
+
     dens = as_density(obj, seed=seed)
     i = dens.index(poi)
     best = best or (prof.best if prof is not None else best_fit(dens, seed=seed))
@@ -466,6 +467,7 @@ class CLsLimits:
 def cls_values(q_obs: np.ndarray, q_asimov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Observed CLs and the expected CLs band (-2..+2 sigma, rows) from q~_mu and q_mu,A, as
     pyhf's asymptotic calculator computes them (its default 'normal' base distribution)."""
+    from scipy import stats
     q_obs, q_a = np.maximum(q_obs, 0.0), np.maximum(q_asimov, 1e-300)
     sq, sqa = np.sqrt(q_obs), np.sqrt(q_a)
     t = np.where(sq <= sqa, sq - sqa, (q_obs - q_a) / (2 * sqa))
@@ -484,6 +486,8 @@ def cls_limits(obs, asimov, poi: str, *, cl: float = 0.95, seed: int = 0,
     found on a grid over the POI's range and refined by Brent's method. ``best`` is the best
     fit of ``obs`` when known (a profile's), so that every limit uses the same one.
     """
+    from scipy import optimize
+
     d_obs, d_a = as_density(obs, seed=seed), as_density(asimov, seed=seed)
     i = d_obs.index(poi)
     if d_a.names != d_obs.names:
@@ -622,7 +626,7 @@ class ProfileResult:
     def table(self, reference: dict | None = None) -> str:
         """The profile and limits as text; with a :func:`read_reference` profile beside it."""
         p, poi = self.profile, self.profile.poi
-        i = p.best_index
+        i = p.index
         ref_q = (np.interp(p.values, reference["values"], reference["q"], left=np.nan,
                            right=np.nan) if reference else None)
         lines = [f"{p.kind}; best fit: {poi} = {p.best.x[i]:.5g} (log density "
@@ -661,6 +665,8 @@ class ProfileResult:
 
     def plot(self, path: str | os.PathLike, reference: dict | None = None) -> None:
         """The profile (and the reference's), the limits and the threshold, as PNG or PDF."""
+        from scipy import stats
+
         from .plots import profile_plot
         p, cl = self.profile, self.cl
         curves = [(p.kind, p.values, p.q, p.trusted)]
@@ -706,7 +712,6 @@ def profile(target, poi: str | None = None, values=None, *, points: int = DEFAUL
     poi = poi or (dens.poi[0] if dens.poi else None)
     if poi is None:
         raise LikeflowError(f"{source}: no POI recorded; name one (--poi)")
-    i = dens.index(poi)
     if values is None and value_range is not None:
         values = _range_grid(dens, poi, value_range, points)
     prof = scan(dens, poi, values, seed=seed, best=best, points=points)

@@ -14,7 +14,6 @@ Both have exact samplers and exact, normalised log densities (flat prior: ``log_
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 from .base import Target
 
@@ -23,6 +22,7 @@ def random_correlation(dim: int, rng: np.random.Generator) -> np.ndarray:
     """A random correlation matrix with seeded eigenvalues (gamma(2), rescaled to sum to dim)."""
     if dim == 1:
         return np.ones((1, 1))
+    from scipy import stats  # here, not at import: scipy.stats costs half a second of start-up
     eig = rng.gamma(2.0, size=dim)
     eig = eig * dim / eig.sum()
     eig[-1] = dim - eig[:-1].sum()  # the sum must be dim to rounding, in 1000 dims too
