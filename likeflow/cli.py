@@ -324,7 +324,7 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, run_validati
 
 
 def _print_fit(sur, out: str, report: str | None) -> None:
-    result = getattr(sur, "validation_result", None)
+    result = sur.validation_result
     if result is not None:
         click.echo(result.table())
         click.echo(f"report: {os.path.join(report, 'index.html')}")

@@ -37,6 +37,7 @@ from .errors import LikeflowError
 from .fileio import check_output_folder, check_outputs
 from .flows import FlowConfig
 from .interrupts import sigterm_as_interrupt
+from .progress import duration
 from .samples import ReadOptions, SampleSet, SplitSpec, as_sample_set, mcmc_record, split_of
 from .surrogate import Surrogate, load
 from .training import TrainConfig, TrainResult, train
@@ -294,7 +295,7 @@ def fit_summary(sur: Surrogate) -> tuple[list[str], list[str]]:
     other than PASS, an overfitting hint, an interrupted fit)."""
     res = sur.training["result"]
     out = [f"stopped: {res['stopped']} after {len(res['history'])} epochs "
-           f"({res['elapsed']:.0f} s); best epoch {res['best_epoch'] + 1}, validation loss "
+           f"({duration(res['elapsed'])}); best epoch {res['best_epoch'] + 1}, validation loss "
            f"{res['best_val_loss']:.4f}"]
     if "test_log_prob" in sur.training:
         line = f"test log-likelihood per sample: surrogate {sur.training['test_log_prob']:.4f}"
@@ -303,7 +304,7 @@ def fit_summary(sur: Surrogate) -> tuple[list[str], list[str]]:
                      f"{sur.training['test_log_prob_target']:.4f})")
         out.append(line)
     warn = []
-    result = getattr(sur, "validation_result", None)
+    result = sur.validation_result
     if result is not None:
         verdict, _ = result.verdict()
         out.append(result.verdict_line())

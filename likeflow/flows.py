@@ -55,9 +55,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .bounds import (BOUND_MAPS, MAX_REFLECTIONS, PROBIT_MAX, PROBIT_TRAIN_MAX,  # noqa: F401
-                     bound_maps, bound_reflections, bounds_from_json, bounds_to_json,
-                     flow_bounds, unbounded_coordinates)
+from .bounds import (BOUND_MAPS, MAX_REFLECTIONS, bound_maps, bound_reflections,
+                     bounds_from_json, bounds_to_json, flow_bounds, unbounded_coordinates)
 from .errors import LikeflowError
 from .jsonutil import check_types
 
@@ -85,9 +84,6 @@ MAX_HIDDEN_LAYERS = 16      # per conditioner
 MAX_BINS = 512
 MAX_WEIGHTS = 200_000_000   # trainable numbers in all
 
-# Minimum bin size and slope of the splines: keeps the spline invertible in float32.
-_MIN_BIN = 1e-3
-_MIN_SLOPE = 1e-3
 
 
 @dataclass
@@ -385,16 +381,3 @@ def expected_variable_count(config: FlowConfig) -> int:
     """Trainable variables the architecture implies (one per shape of
     :func:`expected_weight_shapes`)."""
     return len(expected_weight_shapes(config))
-
-
-def _padded_schedule(final: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each step k < dim, the units with ``final == k`` as a (dim, width) index array padded
-    with unit 0, and a 0/1 array marking the real entries (the padding contributes nothing)."""
-    groups = [np.flatnonzero(final == k) for k in range(dim)]
-    width = max(1, max(len(g) for g in groups))
-    idx = np.zeros((dim, width), dtype=np.int32)
-    ok = np.zeros((dim, width))
-    for k, g in enumerate(groups):
-        idx[k, :len(g)] = g
-        ok[k, :len(g)] = 1.0
-    return idx, ok

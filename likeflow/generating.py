@@ -117,7 +117,5 @@ def _target(target, *, dim, components, seed, workspace, patch, poi, asimov):
         raise LikeflowError(f"{target} takes no workspace")
     if target != "pyhf" and (asimov or poi or patch):
         raise LikeflowError("patch, poi and asimov are for pyhf targets")
-    from .tfsetup import import_tf
-    import_tf()
     return make_target(target, dim=dim, components=components, seed=seed, workspace=workspace,
                        patch=patch, poi=poi, asimov=asimov)

@@ -12,7 +12,8 @@ import os
 import sys
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """``seconds`` as a person reads them: 42s, 3m07s, 2h05m."""
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds}s"
@@ -65,7 +66,7 @@ class EpochProgress:
             return
         print(f"epoch {done:4d}/{r['epochs']}  train {r['train_loss']:10.4f}  "
               f"val {r['val_loss']:10.4f}{mark} lr {r['lr']:.1e}  {r['time']:5.1f} s  "
-              f"<= {_duration(left)} left", file=self.stream, flush=True)
+              f"<= {duration(left)} left", file=self.stream, flush=True)
 
     def _update_bar(self, r: dict, done: int, mark: str) -> None:
         if self.bar is None:

@@ -40,6 +40,7 @@ from typing import Sequence
 import h5py
 import numpy as np
 
+from .bounds import as_bounds, bounds_to_json
 from .errors import LikeflowError, SampleFileError
 from .fileio import atomic_h5, check_memory, check_stored, open_h5
 
@@ -267,6 +268,7 @@ class SampleSet:
         else:
             mean = np.average(v, axis=0, weights=w)
             std = np.sqrt(np.average((v - mean) ** 2, axis=0, weights=w))
+        bounds = bounds_to_json(self.bounds)
         params = []
         for i, name in enumerate(self.names):
             params.append({
@@ -274,7 +276,7 @@ class SampleSet:
                 "poi": name in self.poi,
                 "mean": float(mean[i]), "std": float(std[i]),
                 "min": float(v[:, i].min()), "max": float(v[:, i].max()),
-                "bounds": [_json_float(self.bounds[i, 0]), _json_float(self.bounds[i, 1])],
+                "bounds": bounds[i],
             })
         return {
             "n": self.n,
@@ -498,7 +500,6 @@ def as_sample_set(data, *, names: Sequence[str] | None = None, poi: Sequence[str
     names = [f"x{i}" for i in range(values.shape[1])] if names is None else list(names)
     if len(names) != values.shape[1]:
         raise LikeflowError(f"{len(names)} names for {values.shape[1]} columns")
-    from .bounds import as_bounds
     s = SampleSet(values, names=names, poi=list(poi), bounds=as_bounds(bounds, names),
                   weights=weights, log_prob=log_prob)
     return s.check("<array>")
@@ -747,7 +748,3 @@ def _short_list(xs: Sequence[str], k: int = 8) -> str:
 
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
-def _json_float(x: float):
-    return None if not np.isfinite(x) else float(x)

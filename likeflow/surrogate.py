@@ -74,6 +74,8 @@ class Surrogate:
         self.training = training or {}
         self.validation = validation or {}
         self.path: str | None = None  # the file it was loaded from
+        # the full validation of a fresh fit (its summary is ``validation``); not stored
+        self.validation_result = None
         d, dtype = self.config.dim, flow.dtype
         self._bounds = self.config.bounds_array()
         self._log_prob = _Compiled(flow.log_prob, d, dtype, EVAL_BATCH)
@@ -202,8 +204,8 @@ class Surrogate:
         seed = fresh_seed() if seed is None else seed
         per = max(1, block // SAMPLE_BATCH)
         out = []
-        for k, i in enumerate(range(0, n, SAMPLE_BATCH)):
-            m = min(SAMPLE_BATCH, n - i)
+        for k, rows in enumerate(batch_slices(n, SAMPLE_BATCH)):
+            m = rows.stop - rows.start
             s = np.array([seed % (2 ** 31), k], dtype=np.int32)
             out.append(self._from_latent(self._base_sample(np.int32(m), s).numpy()))
             if len(out) == per:

@@ -24,8 +24,25 @@ from .tfsetup import import_tf
 tf, tfp, tf_keras = import_tf()
 tfb, tfd = tfp.bijectors, tfp.distributions
 
-from .flows import (_MIN_BIN, _MIN_SLOPE, PROBIT_MAX, PROBIT_TRAIN_MAX,  # noqa: E402
-                    FlowConfig, _padded_schedule)
+from .bounds import PROBIT_MAX, PROBIT_TRAIN_MAX  # noqa: E402
+from .flows import FlowConfig  # noqa: E402
+
+# Minimum bin size and slope of the splines: keeps the spline invertible in float32.
+_MIN_BIN = 1e-3
+_MIN_SLOPE = 1e-3
+
+
+def _padded_schedule(final: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each step k < dim, the units with ``final == k`` as a (dim, width) index array padded
+    with unit 0, and a 0/1 array marking the real entries (the padding contributes nothing)."""
+    groups = [np.flatnonzero(final == k) for k in range(dim)]
+    width = max(1, max(len(g) for g in groups))
+    idx = np.zeros((dim, width), dtype=np.int32)
+    ok = np.zeros((dim, width))
+    for k, g in enumerate(groups):
+        idx[k, :len(g)] = g
+        ok[k, :len(g)] = 1.0
+    return idx, ok
 
 
 class Preprocess(tfb.Bijector):
