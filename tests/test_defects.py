@@ -309,15 +309,30 @@ def test_huge_weights_train_like_unit_weights(tmp_path):
 
 
 # 9 ------------------------------------------------------------------------------------------
+def _with_weight_changed(surrogate, copy, key: str, change, *, keep_checksum: bool = True):
+    """A copy of a surrogate file whose weight ``key`` is ``change(weight)``."""
+    shutil.copyfile(surrogate, copy)
+    with h5py.File(copy, "a") as f:
+        f[key][...] = change(f[key][()])
+        if not keep_checksum:
+            del f[key].attrs["sha256"]
+    return copy
+
+
+def _flip_bit(w):
+    raw = w.view(np.uint32).copy()
+    raw.flat[3] ^= 1 << 7
+    return raw.view(w.dtype)
+
+
+def _nan_first(w):
+    w.flat[0] = np.nan
+    return w
+
+
 def test_a_flipped_bit_in_a_weight_fails_its_checksum(work, tmp_path):
     folder, x, s = work
-    p = tmp_path / "flip.likeflow.h5"
-    shutil.copyfile(s, p)
-    with h5py.File(p, "a") as f:
-        w = f["weights/0000"][()]
-        raw = w.view(np.uint32).copy()
-        raw.flat[3] ^= 1 << 7
-        f["weights/0000"][...] = raw.view(w.dtype)
+    p = _with_weight_changed(s, tmp_path / "flip.likeflow.h5", "weights/0000", _flip_bit)
     with pytest.raises(LikeflowError, match="checksum"):
         load(p)
     bad(run("sample", p, "-n", "5", "-o", tmp_path / "o.h5"), "checksum")
@@ -325,13 +340,8 @@ def test_a_flipped_bit_in_a_weight_fails_its_checksum(work, tmp_path):
 
 def test_a_nan_weight_is_refused(work, tmp_path):
     folder, x, s = work
-    p = tmp_path / "nan.likeflow.h5"
-    shutil.copyfile(s, p)
-    with h5py.File(p, "a") as f:
-        w = f["weights/0001"][()]
-        w.flat[0] = np.nan
-        f["weights/0001"][...] = w
-        del f["weights/0001"].attrs["sha256"]
+    p = _with_weight_changed(s, tmp_path / "nan.likeflow.h5", "weights/0001", _nan_first,
+                             keep_checksum=False)
     bad(run("sample", p, "-n", "5", "-o", tmp_path / "o.h5"), "NaN")
 
 
