@@ -175,138 +175,43 @@ def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray |
     Returns:
         A :class:`TrainResult`; the flow holds the best epoch's weights.
     """
-    from .tfsetup import tf
     from .tfsetup import tf_keras
 
     cfg = config or TrainConfig()
-    dtype = flow.dtype
     variables = list(flow.trainable_variables)
     if not variables:
         raise LikeflowError("the flow has no trainable variables (untracked layers?)")
-    n_train = train_x.shape[0]
-    batch = min(cfg.batch_size, n_train)
-    x_tr = tf.constant(train_x, dtype=dtype)
     # relative weights: scaled to a largest weight of 1 (1e39 is inf in float32)
     train_w = None if train_w is None else train_w / np.max(train_w)
     val_w = None if val_w is None else val_w / np.max(val_w)
-    w_tr = tf.constant(np.ones(n_train) if train_w is None else train_w, dtype=dtype)
-
     result = previous if previous is not None else TrainResult(learning_rate=cfg.learning_rate)
-    start_epoch = len(result.history)
-    lr0 = result.learning_rate or cfg.learning_rate
-    optimizer = tf_keras.optimizers.Adam(learning_rate=lr0)
+    optimizer = tf_keras.optimizers.Adam(learning_rate=result.learning_rate or cfg.learning_rate)
     optimizer.build(variables)
-    jit = use_xla(flow) if cfg.jit_compile is None else cfg.jit_compile
-
-    # running sums of one epoch, kept on the device so that steps never wait for the host
-    loss_sum = tf.Variable(0.0, dtype=dtype, trainable=False)
-    bad_steps = tf.Variable(0, dtype=tf.int32, trainable=False)
-
-    @tf.function(jit_compile=jit)
-    def loss_and_grads(idx):
-        x = tf.gather(x_tr, idx)
-        w = tf.gather(w_tr, idx)
-        with tf.GradientTape() as tape:
-            loss = -tf.reduce_sum(w * flow.train_log_prob(x)) / tf.reduce_sum(w)
-        grads = tape.gradient(loss, variables)
-        grads, _ = tf.clip_by_global_norm(grads, cfg.clip_norm)
-        finite = tf.math.is_finite(loss) & tf.reduce_all(
-            tf.stack([tf.reduce_all(tf.math.is_finite(g)) for g in grads]))
-        return loss, grads, finite
-
-    @tf.function
-    def step(idx, lr):
-        loss, grads, finite = loss_and_grads(idx)
-        optimizer.learning_rate.assign(lr)
-
-        def update():
-            optimizer.apply_gradients(zip(grads, variables))
-            loss_sum.assign_add(loss)
-            return tf.constant(0)
-
-        def skip():
-            bad_steps.assign_add(1)
-            return tf.constant(0)
-
-        tf.cond(finite, update, skip)
-
-    val_loss_fn = make_mean_loss(flow, val_x, val_w)
-
-    best = snapshot(variables)
-    last_good = best
+    steps = _Steps(flow, variables, optimizer, train_x, train_w, cfg)
+    val_loss = make_mean_loss(flow, val_x, val_w)
+    loop = _Loop(variables, snapshot(variables))
     if previous is None or not math.isfinite(result.best_val_loss):
-        result.best_val_loss = val_loss_fn()
-        result.best_epoch = start_epoch - 1
-    since_best = _epochs_since_best(result)
-    since_lr = 0
+        result.best_val_loss = val_loss()
+        result.best_epoch = len(result.history) - 1
+    loop.since_best = _epochs_since_best(result)
+    plan = _plan(cfg, len(train_x))
+    loop.lr_scale = _resumed_lr_scale(cfg, result, plan, resumed=previous is not None)
+    result.stopped = "schedule_done" if plan.cosine else "max_epochs"
     t_start = time.perf_counter() - result.elapsed
-    n_steps = n_train // batch
-    cosine = cfg.schedule == "cosine"
-    result.stopped = "schedule_done" if cosine else "max_epochs"
-    last_epoch = cfg.epochs
-    if cosine:
-        last_epoch = min(cfg.epochs, max(1, round(cfg.cosine_steps / n_steps)))
-    # rollbacks halve the rate; with the cosine they scale the whole rest of the curve
-    lr_scale = 1.0 if not cosine or previous is None else result.learning_rate / max(
-        _cosine(cfg, start_epoch * n_steps, last_epoch * n_steps), cfg.min_learning_rate)
-    lr_scale = min(lr_scale, 1.0)
     try:
-        for epoch in range(start_epoch, last_epoch):
-            t0 = time.perf_counter()
-            perm = np.random.default_rng([seed, epoch]).permutation(n_train)
-            loss_sum.assign(0.0)
-            bad_steps.assign(0)
-            idx = tf.constant(perm[:n_steps * batch].reshape(n_steps, batch))
-            if cosine:
-                total = last_epoch * n_steps
-                lrs = [max(lr_scale * _cosine(cfg, epoch * n_steps + k, total),
-                           cfg.min_learning_rate) for k in range(n_steps)]
-            else:
-                lrs = [float(optimizer.learning_rate.numpy())] * n_steps
-            lrs = tf.constant(lrs, dtype=optimizer.learning_rate.dtype)
-            for k in range(n_steps):
-                step(idx[k], lrs[k])
-            bad = int(bad_steps.numpy())
-            train_loss = float(loss_sum.numpy()) / max(1, n_steps - bad)
-            val_loss = val_loss_fn()
-            lr = float(optimizer.learning_rate.numpy())
-            record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                      "lr": lr, "bad_steps": bad, "time": time.perf_counter() - t0}
-            if not math.isfinite(val_loss) or bad > n_steps // 2:
-                # the weights went somewhere the loss is not finite: back to safety, slower
-                result.rollbacks += 1
-                restore(variables, last_good)
-                lr_scale *= 0.5
-                optimizer.learning_rate.assign(max(lr * 0.5, cfg.min_learning_rate))
-                record["rolled_back"] = True
-                if result.rollbacks > cfg.max_rollbacks:
-                    result.history.append(record)
-                    result.stopped = "diverged"
-                    break
-            else:
-                last_good = snapshot(variables)
-                if val_loss < result.best_val_loss - cfg.min_delta:
-                    result.best_val_loss, result.best_epoch = val_loss, epoch
-                    best = last_good
-                    since_best = since_lr = 0
-                else:
-                    since_best += 1
-                    since_lr += 1
-                    if (not cosine and since_lr >= cfg.lr_patience
-                            and lr > cfg.min_learning_rate):
-                        optimizer.learning_rate.assign(max(lr * cfg.lr_factor,
-                                                           cfg.min_learning_rate))
-                        since_lr = 0
-            result.history.append(record)
+        for epoch in range(len(result.history), plan.last_epoch):
+            record = _run_epoch(steps, plan, loop, epoch, seed, val_loss)
+            if _judge(record, result, loop, plan, optimizer, cfg) == "diverged":
+                break
             result.elapsed = time.perf_counter() - t_start
             result.learning_rate = float(optimizer.learning_rate.numpy())
             if progress is not None:
                 progress(dict(record, best_epoch=result.best_epoch,
-                              best_val_loss=result.best_val_loss, epochs=last_epoch,
+                              best_val_loss=result.best_val_loss, epochs=plan.last_epoch,
                               elapsed=result.elapsed))
             if on_best is not None and result.best_epoch == epoch:
                 on_best(result)
-            if since_best >= cfg.patience:
+            if loop.since_best >= cfg.patience:
                 result.stopped = "early_stopping"
                 break
             if cfg.max_time is not None and result.elapsed > cfg.max_time:
@@ -316,12 +221,166 @@ def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray |
         result.stopped = "interrupted"
     while True:  # the best weights go back even if a signal arrives meanwhile
         try:
-            restore(variables, best)
+            restore(variables, loop.best)
             break
         except KeyboardInterrupt:
             result.stopped = "interrupted"
     result.elapsed = time.perf_counter() - t_start
     return result
+
+
+class _Steps:
+    """The compiled optimizer step on the training rows, with the epoch's running sums (kept
+    on the device, so that steps never wait for the host)."""
+
+    def __init__(self, flow, variables, optimizer, train_x, train_w, cfg: TrainConfig):
+        from .tfsetup import tf
+
+        dtype = flow.dtype
+        self.n_train = train_x.shape[0]
+        x_tr = tf.constant(train_x, dtype=dtype)
+        w_tr = tf.constant(np.ones(self.n_train) if train_w is None else train_w, dtype=dtype)
+        self.optimizer = optimizer
+        self.cfg = cfg
+        self.loss_sum = tf.Variable(0.0, dtype=dtype, trainable=False)
+        self.bad_steps = tf.Variable(0, dtype=tf.int32, trainable=False)
+        jit = use_xla(flow) if cfg.jit_compile is None else cfg.jit_compile
+
+        @tf.function(jit_compile=jit)
+        def loss_and_grads(idx):
+            x = tf.gather(x_tr, idx)
+            w = tf.gather(w_tr, idx)
+            with tf.GradientTape() as tape:
+                loss = -tf.reduce_sum(w * flow.train_log_prob(x)) / tf.reduce_sum(w)
+            grads = tape.gradient(loss, variables)
+            grads, _ = tf.clip_by_global_norm(grads, cfg.clip_norm)
+            finite = tf.math.is_finite(loss) & tf.reduce_all(
+                tf.stack([tf.reduce_all(tf.math.is_finite(g)) for g in grads]))
+            return loss, grads, finite
+
+        @tf.function
+        def step(idx, lr):
+            loss, grads, finite = loss_and_grads(idx)
+            optimizer.learning_rate.assign(lr)
+
+            def update():
+                optimizer.apply_gradients(zip(grads, variables))
+                self.loss_sum.assign_add(loss)
+                return tf.constant(0)
+
+            def skip():
+                self.bad_steps.assign_add(1)
+                return tf.constant(0)
+
+            tf.cond(finite, update, skip)
+
+        self.step = step
+
+
+@dataclass
+class _Plan:
+    """The shape of a run: batch, steps per epoch, the last epoch, the schedule."""
+
+    batch: int
+    n_steps: int
+    last_epoch: int
+    cosine: bool
+
+
+@dataclass
+class _Loop:
+    """What the loop carries from epoch to epoch."""
+
+    variables: list
+    best: list                  # the best weights so far
+    last_good: list | None = None
+    since_best: int = 0
+    since_lr: int = 0
+    lr_scale: float = 1.0       # rollbacks halve it; with the cosine it scales the rest
+
+    def __post_init__(self) -> None:
+        self.last_good = self.best
+
+
+def _plan(cfg: TrainConfig, n_train: int) -> _Plan:
+    """Batches of at most ``n_train`` rows; the cosine ends after about ``cosine_steps``."""
+    batch = min(cfg.batch_size, n_train)
+    n_steps = n_train // batch
+    cosine = cfg.schedule == "cosine"
+    last_epoch = cfg.epochs
+    if cosine:
+        last_epoch = min(cfg.epochs, max(1, round(cfg.cosine_steps / n_steps)))
+    return _Plan(batch, n_steps, last_epoch, cosine)
+
+
+def _resumed_lr_scale(cfg: TrainConfig, result: TrainResult, plan: _Plan, *,
+                      resumed: bool) -> float:
+    """A resumed cosine run continues from the rate it stopped at (rollbacks included)."""
+    if not plan.cosine or not resumed:
+        return 1.0
+    start = len(result.history)
+    return min(1.0, result.learning_rate / max(
+        _cosine(cfg, start * plan.n_steps, plan.last_epoch * plan.n_steps),
+        cfg.min_learning_rate))
+
+
+def _run_epoch(steps: _Steps, plan: _Plan, loop: _Loop, epoch: int, seed: int,
+               val_loss: Callable[[], float]) -> dict:
+    """One seeded pass over the training rows; the epoch's record."""
+    from .tfsetup import tf
+
+    t0 = time.perf_counter()
+    n_steps, batch, optimizer = plan.n_steps, plan.batch, steps.optimizer
+    perm = np.random.default_rng([seed, epoch]).permutation(steps.n_train)
+    steps.loss_sum.assign(0.0)
+    steps.bad_steps.assign(0)
+    idx = tf.constant(perm[:n_steps * batch].reshape(n_steps, batch))
+    if plan.cosine:
+        total = plan.last_epoch * n_steps
+        lrs = [max(loop.lr_scale * _cosine(steps.cfg, epoch * n_steps + k, total),
+                   steps.cfg.min_learning_rate) for k in range(n_steps)]
+    else:
+        lrs = [float(optimizer.learning_rate.numpy())] * n_steps
+    lrs = tf.constant(lrs, dtype=optimizer.learning_rate.dtype)
+    for k in range(n_steps):
+        steps.step(idx[k], lrs[k])
+    bad = int(steps.bad_steps.numpy())
+    return {"epoch": epoch, "train_loss": float(steps.loss_sum.numpy()) / max(1, n_steps - bad),
+            "val_loss": val_loss(), "lr": float(optimizer.learning_rate.numpy()),
+            "bad_steps": bad, "time": time.perf_counter() - t0}
+
+
+def _judge(record: dict, result: TrainResult, loop: _Loop, plan: _Plan, optimizer,
+           cfg: TrainConfig) -> str:
+    """After an epoch: roll back (a loss that is not finite), keep a new best, or count an
+    epoch without improvement (and, with the plateau schedule, lower the rate). Appends the
+    record; returns ``"diverged"`` when the roll-backs are used up."""
+    val_loss, lr, epoch = record["val_loss"], record["lr"], record["epoch"]
+    if not math.isfinite(val_loss) or record["bad_steps"] > plan.n_steps // 2:
+        # the weights went somewhere the loss is not finite: back to safety, slower
+        result.rollbacks += 1
+        restore(loop.variables, loop.last_good)
+        loop.lr_scale *= 0.5
+        optimizer.learning_rate.assign(max(lr * 0.5, cfg.min_learning_rate))
+        record["rolled_back"] = True
+        result.history.append(record)
+        if result.rollbacks > cfg.max_rollbacks:
+            result.stopped = "diverged"
+            return "diverged"
+        return "rolled_back"
+    loop.last_good = snapshot(loop.variables)
+    if val_loss < result.best_val_loss - cfg.min_delta:
+        result.best_val_loss, result.best_epoch = val_loss, epoch
+        loop.best = loop.last_good
+        loop.since_best = loop.since_lr = 0
+    else:
+        loop.since_best += 1
+        loop.since_lr += 1
+        if not plan.cosine and loop.since_lr >= cfg.lr_patience and lr > cfg.min_learning_rate:
+            optimizer.learning_rate.assign(max(lr * cfg.lr_factor, cfg.min_learning_rate))
+            loop.since_lr = 0
+    result.history.append(record)
+    return "improved" if result.best_epoch == epoch else "no_improvement"
 
 
 def _cosine(cfg: TrainConfig, step: int, total: int) -> float:

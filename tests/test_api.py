@@ -197,7 +197,9 @@ def _body_start(lines: list[str]) -> int:
 def test_import_likeflow_is_quiet_and_does_not_import_tensorflow():
     import subprocess
     import sys
-    code = ("import sys, likeflow; assert 'tensorflow' not in sys.modules; "
+    code = ("import sys, likeflow, likeflow.cli; assert 'tensorflow' not in sys.modules; "
+            # the CLI reads its defaults from the API: that must not pull in scipy.stats
+            "assert 'scipy.stats' not in sys.modules, 'slow start-up'; "
             "likeflow.load; import likeflow.tfsetup as t; t.import_tf(); print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, env={**__import__("os").environ, "LIKEFLOW_TF_LOGS": ""})
