@@ -142,88 +142,115 @@ class MCMCResult:
 def run_mcmc(target, n: int, config: MCMCConfig | None = None,
              progress: Callable[[str], None] | None = None) -> MCMCResult:
     """Draw ``n`` samples from ``target`` (see the module docstring for the schedule)."""
-    from .tfsetup import tf
-    from .tfsetup import tfp
+    from .tfsetup import tf, tfp
 
     cfg = config or MCMCConfig()
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
-    dim = target.dim
     n_chains, kept, thin = plan(n, cfg.chains, cfg.thin)
-    kernel_name = cfg.kernel
-    if kernel_name != "rwm" and not getattr(target, "has_gradients", True):
+    if cfg.kernel != "rwm" and not getattr(target, "has_gradients", True):
         raise LikeflowError(f"{getattr(target, 'name', 'this target')} has no TF gradients: "
                             "use kernel='rwm'")
-    rwm = kernel_name == "rwm"
     x0 = np.asarray(target.initial_points(n_chains, seed=cfg.seed), dtype=np.float64)
-    bounds = np.asarray(target.bounds, dtype=np.float64)
     log_prob = _log_prob_fn(target)
-    seed = tf.constant([cfg.seed, 0], dtype=tf.int32)
+    fractions = _WARMUP_ROUNDS["rwm" if cfg.kernel == "rwm" else "gradient"]
+    seeds = tfp.random.split_seed(tf.constant([cfg.seed, 0], dtype=tf.int32),
+                                  len(fractions) + 10_000)
+    state, step, bij = _warm_up(cfg, log_prob, x0, np.asarray(target.bounds, dtype=np.float64),
+                                fractions, seeds, say)
+    draws = _draw(cfg, _kernel(cfg, log_prob, bij, step, 0), bij, state,
+                  seeds[len(fractions):], kept, thin, n_chains, say, t0)
+    return _result(target, n, cfg, draws, step, kept, thin, n_chains, t0)
 
-    def make_kernel(bijector, step_size, adapt_steps):
-        if kernel_name == "nuts":
-            inner = tfp.mcmc.NoUTurnSampler(log_prob, step_size=step_size,
-                                            max_tree_depth=cfg.max_tree_depth)
-        elif kernel_name == "hmc":
-            inner = tfp.mcmc.HamiltonianMonteCarlo(log_prob, step_size=step_size,
-                                                   num_leapfrog_steps=cfg.leapfrog_steps)
-        else:
-            inner = tfp.mcmc.RandomWalkMetropolis(
-                log_prob, new_state_fn=tfp.mcmc.random_walk_normal_fn(scale=step_size))
-        k = tfp.mcmc.TransformedTransitionKernel(inner, bijector)
-        if adapt_steps and not rwm:
-            k = tfp.mcmc.DualAveragingStepSizeAdaptation(
-                k, num_adaptation_steps=adapt_steps, target_accept_prob=cfg.target_accept)
-        return k
 
-    def runner(kernel, bijector, steps, trace_every=1):
-        """``steps`` transitions of ``kernel`` as one compiled function (traced once)."""
-        @tf.function(jit_compile=cfg.jit_compile)
-        def go(state, seed):
-            @tf.autograph.experimental.do_not_convert
-            def trace(_, kr):
-                ttk = _find(kr, "transformed_state")
-                # the chain's own log density in the unbounded space, less the bound map's
-                # Jacobian: the physical log density, without evaluating the target again
-                lp = (_find(kr, "target_log_prob").target_log_prob
-                      - bijector.forward_log_det_jacobian(ttk.transformed_state, event_ndims=1))
-                leap = _find(kr, "leapfrogs_taken", required=False)
-                return (_find(kr, "is_accepted").is_accepted,
-                        _step_size_of(kr), lp,
-                        tf.zeros([], tf.int32) if leap is None else leap.leapfrogs_taken)
-            return tfp.mcmc.sample_chain(
-                num_results=steps // trace_every, current_state=state, kernel=kernel,
-                num_burnin_steps=0, num_steps_between_results=trace_every - 1,
-                trace_fn=trace, seed=seed)
-        return go
+# warm-up rounds as fractions of ``warmup``: a diagonal round from the starting points, then
+# rounds with the metric learned from the previous one (random-walk Metropolis needs more)
+_WARMUP_ROUNDS = {"gradient": (0.15, 0.3, 0.55), "rwm": (0.1, 0.15, 0.2, 0.25, 0.3)}
 
-    # warm-up: a diagonal round from the starting points, then dense metric rounds
-    fractions = (0.15, 0.3, 0.55) if not rwm else (0.1, 0.15, 0.2, 0.25, 0.3)
+
+def _kernel(cfg: MCMCConfig, log_prob, bijector, step_size, adapt_steps: int):
+    """The configured kernel in the unbounded space of ``bijector`` (step size adaptation
+    over ``adapt_steps`` for the gradient kernels)."""
+    from .tfsetup import tfp
+
+    if cfg.kernel == "nuts":
+        inner = tfp.mcmc.NoUTurnSampler(log_prob, step_size=step_size,
+                                        max_tree_depth=cfg.max_tree_depth)
+    elif cfg.kernel == "hmc":
+        inner = tfp.mcmc.HamiltonianMonteCarlo(log_prob, step_size=step_size,
+                                               num_leapfrog_steps=cfg.leapfrog_steps)
+    else:
+        inner = tfp.mcmc.RandomWalkMetropolis(
+            log_prob, new_state_fn=tfp.mcmc.random_walk_normal_fn(scale=step_size))
+    k = tfp.mcmc.TransformedTransitionKernel(inner, bijector)
+    if adapt_steps and cfg.kernel != "rwm":
+        k = tfp.mcmc.DualAveragingStepSizeAdaptation(
+            k, num_adaptation_steps=adapt_steps, target_accept_prob=cfg.target_accept)
+    return k
+
+
+def _runner(cfg: MCMCConfig, kernel, bijector, steps: int, trace_every: int = 1):
+    """``steps`` transitions of ``kernel`` as one compiled function (traced once)."""
+    from .tfsetup import tf, tfp
+
+    @tf.function(jit_compile=cfg.jit_compile)
+    def go(state, seed):
+        @tf.autograph.experimental.do_not_convert
+        def trace(_, kr):
+            ttk = _find(kr, "transformed_state")
+            # the chain's own log density in the unbounded space, less the bound map's
+            # Jacobian: the physical log density, without evaluating the target again
+            lp = (_find(kr, "target_log_prob").target_log_prob
+                  - bijector.forward_log_det_jacobian(ttk.transformed_state, event_ndims=1))
+            leap = _find(kr, "leapfrogs_taken", required=False)
+            return (_find(kr, "is_accepted").is_accepted,
+                    _step_size_of(kr), lp,
+                    tf.zeros([], tf.int32) if leap is None else leap.leapfrogs_taken)
+        return tfp.mcmc.sample_chain(
+            num_results=steps // trace_every, current_state=state, kernel=kernel,
+            num_burnin_steps=0, num_steps_between_results=trace_every - 1,
+            trace_fn=trace, seed=seed)
+    return go
+
+
+def _warm_up(cfg: MCMCConfig, log_prob, x0: np.ndarray, bounds: np.ndarray, fractions,
+             seeds, say):
+    """Rounds that adapt the step size and then the metric: (last state, step, bijector)."""
+    from .tfsetup import tf
+
+    rwm = cfg.kernel == "rwm"
+    dim = x0.shape[1]
     step = tf.constant(2.38 / math.sqrt(dim) if rwm else 0.5 / dim ** 0.25, tf.float64)
     bij = _metric_bijector(x0, bounds, dense=False)
     state = tf.constant(x0)
-    seeds = tfp.random.split_seed(seed, len(fractions) + 10_000)
     for r, frac in enumerate(fractions):
         steps_r = max(50, int(cfg.warmup * frac))
-        say(f"warm-up {r + 1}/{len(fractions)}: {steps_r} steps x {n_chains} chains "
-            f"({kernel_name}), step size {float(step):.3g}")
-        kern = make_kernel(bij, step, int(0.8 * steps_r))
-        draws, (acc, steps, _, _) = runner(kern, bij, steps_r)(state, seeds[r])
+        say(f"warm-up {r + 1}/{len(fractions)}: {steps_r} steps x {len(x0)} chains "
+            f"({cfg.kernel}), step size {float(step):.3g}")
+        kern = _kernel(cfg, log_prob, bij, step, int(0.8 * steps_r))
+        draws, (acc, steps, _, _) = _runner(cfg, kern, bij, steps_r)(state, seeds[r])
         state = draws[-1]
         step = _adapted_step(steps, acc, step, rwm)
         pooled = draws[steps_r // 2:].numpy().reshape(-1, dim)
         bij = _metric_bijector(pooled, bounds, dense=rwm or cfg.metric == "dense")
-    # draws, with a fixed step size and metric, in blocks
-    kernel = make_kernel(bij, step, 0)
+    return state, step, bij
+
+
+def _draw(cfg: MCMCConfig, kernel, bij, state, seeds, kept: int, thin: int, n_chains: int,
+          say, t0: float) -> dict:
+    """The draws with a fixed step size and metric, in blocks of ``cfg.block`` (progress after
+    each). Every draw is traced (the diagnostics use them all); the output keeps every
+    ``thin``-th."""
+    from .tfsetup import tf
+
     out, lps, accepts, leaps = [], [], [], []
-    k = 0
-    # every draw is traced (diagnostics use them all); the output keeps every thin-th
-    block = runner(kernel, bij, cfg.block * thin)
+    block = _runner(cfg, kernel, bij, cfg.block * thin)
     t_draws = time.perf_counter()
+    k = 0
     while sum(len(o) for o in out) // thin < kept:
         m = min(cfg.block, kept - sum(len(o) for o in out) // thin)
-        go = block if m == cfg.block else runner(kernel, bij, m * thin)
-        d, (a, _, lp, lf) = go(state, seeds[len(fractions) + k])
+        go = block if m == cfg.block else _runner(cfg, kernel, bij, m * thin)
+        d, (a, _, lp, lf) = go(state, seeds[k])
         state = d[-1]
         out.append(d.numpy())
         lps.append(lp.numpy())
@@ -235,23 +262,35 @@ def run_mcmc(target, n: int, config: MCMCConfig | None = None,
         left = (time.perf_counter() - t_draws) / done * (kept - done)
         say(f"draws {done}/{kept} per chain (x{n_chains} chains, thin {thin}), acceptance "
             f"{accepts[-1]:.2f}, {time.perf_counter() - t0:.0f} s, about {left:.0f} s left")
-    every = np.concatenate(out)                                    # (draws * thin, chains, D)
+    return {"every": np.concatenate(out), "log_prob": np.concatenate(lps),
+            "accepts": accepts, "leaps": leaps}
+
+
+def _result(target, n: int, cfg: MCMCConfig, draws: dict, step, kept: int, thin: int,
+            n_chains: int, t0: float) -> MCMCResult:
+    """The kept draws chain by chain, with R-hat and ESS of every parameter."""
+    from .tfsetup import tfp
+
+    every = draws["every"]                                         # (draws * thin, chains, D)
     rhat = tfp.mcmc.potential_scale_reduction(every, independent_chain_ndims=1,
                                               split_chains=True).numpy()
     ess = _quietly(lambda: tfp.mcmc.effective_sample_size(every, cross_chain_dims=1).numpy())
     ess = np.minimum(ess, n)  # the output holds n draws
     chains = every[thin - 1::thin]
-    lp_kept = np.concatenate(lps)[thin - 1::thin]
+    lp_kept = draws["log_prob"][thin - 1::thin]
+    dim = every.shape[-1]
     # chain-major: the rows of a chain are contiguous and in draw order
     samples = np.transpose(chains, (1, 0, 2)).reshape(-1, dim)[:n]
     lp = np.transpose(lp_kept, (1, 0)).reshape(-1)[:n]
     chain_of = np.repeat(np.arange(n_chains), kept)[:n]
+    gradient_free = cfg.kernel in ("rwm", "hmc")
     return MCMCResult(samples=samples, log_prob=lp, chain=chain_of, rhat=np.asarray(rhat),
                       ess=np.asarray(ess), step_size=float(step),
-                      accept_rate=float(np.mean(accepts)), elapsed=time.perf_counter() - t0,
-                      config=cfg, kernel=kernel_name, chains=n_chains, draws_per_chain=kept,
-                      thin=thin, names=list(target.names),
-                      tree_size=None if rwm or kernel_name == "hmc" else float(np.mean(leaps)))
+                      accept_rate=float(np.mean(draws["accepts"])),
+                      elapsed=time.perf_counter() - t0, config=cfg, kernel=cfg.kernel,
+                      chains=n_chains, draws_per_chain=kept, thin=thin,
+                      names=list(target.names),
+                      tree_size=None if gradient_free else float(np.mean(draws["leaps"])))
 
 
 def _metric_bijector(points: np.ndarray, bounds: np.ndarray, *, dense: bool):
