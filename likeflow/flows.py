@@ -1,6 +1,8 @@
-"""Flow architectures, all TFP bijectors built from one plain, JSON-serialisable :class:`FlowConfig`.
+"""Flow architectures as one plain, JSON-serialisable :class:`FlowConfig` (no TensorFlow here;
+the bijectors are built from it in :mod:`likeflow.tf_flows`).
 
-Four flows, each a chain ``base N(0, I) -> layer -> permutation -> ... -> layer -> preprocessing``:
+A flow is a conditioner (autoregressive: a MADE; coupling: an MLP on half the dimensions) and a
+transformer (affine or spline); the four names are the four combinations. Each is a chain ``base N(0, I) -> layer -> permutation -> ... -> layer -> preprocessing``:
 
 - ``maf``: masked autoregressive flow; MADE conditioner, affine transform, soft-clamped log scale.
 - ``realnvp``: affine coupling layers; MLP conditioner, soft-clamped log scale.
@@ -9,7 +11,7 @@ Four flows, each a chain ``base N(0, I) -> layer -> permutation -> ... -> layer 
   [-B, B] with identity tails.
 - ``cnsf``: the same spline in coupling layers.
 
-The last bijector of the forward chain, :class:`Preprocess`, maps the flow's standardised,
+The last bijector of the forward chain, :class:`likeflow.tf_flows.Preprocess`, maps the flow's standardised,
 unbounded space to the physical parameters: ``x = lo + (hi - lo) * Phi(m + s * u)`` (the normal
 CDF: ``bound_map="probit"``, the default of new fits) for a parameter bounded on both sides,
 ``lo + softplus(.)`` / ``hi - softplus(.)`` for one bound, ``m + s * u`` for none. The probit
@@ -19,13 +21,14 @@ flows model poorly). A two-sided parameter whose data stay away from both bounds
 parameter ~N(0, 1) with bounds +-5) uses a soft clip instead (``softclip``, a scale per
 parameter): ``x = lo + c softplus((v - lo)/c) - c softplus((v - hi)/c)``, the identity in the
 bulk and bending only within ~c of a bound. Any map that curves inside the data turns a
-Gaussian into a narrow core with wide tails in the flow's coordinates, which flows fit badly. Its Jacobian is part of ``log_prob``, so the density is in the
-coordinates of the sample file and no mass lies outside the bounds.
+Gaussian into a narrow core with wide tails in the flow's coordinates, which flows fit badly.
+Its Jacobian is part of ``log_prob``, so the density is in the coordinates of the sample file
+and no mass lies outside the bounds. The maps and the reflections are in :mod:`likeflow.bounds`.
 
 Densities piled up at a bound (a signal strength whose best fit is 0): such a map sends the
 bound to infinity, where a flow's Gaussian-like tails force the density at the bound to 0 or to
 infinity (a wall, or a spike). For those parameters (``reflect``, chosen from the training data by
-:func:`bound_reflections`) the flow instead models the density mirrored across the bound, on a
+:func:`~likeflow.bounds.bound_reflections`) the flow instead models the density mirrored across the bound, on a
 range that extends past it, and the surrogate's density is the exact fold
 ``p(x) = q(x) + q(2 b - x)``: finite and smooth at the bound, normalised on the physical range,
 sampled by folding ``q``'s samples. With k reflected parameters ``log_prob`` costs 2^k flow

@@ -1,13 +1,15 @@
 """The TensorFlow side of the flows: the bijectors and the :class:`Flow` module.
 
-Everything here subclasses TensorFlow / TFP types, so this module imports TensorFlow at the top;
-:mod:`likeflow.flows` (configs, no TensorFlow) imports it only when a flow is built. One class or
-function per concept:
+Everything here subclasses TensorFlow / TFP types, so this module imports TensorFlow at the top
+(quietly, :mod:`likeflow.tfsetup`); the artifact and the uses import it only when a flow is
+built (:mod:`likeflow.flows` holds the configs and never imports it). The conditioners are
+tf_keras (Keras 2) layers held in a ``tf.Module``: Keras 3 layers would not be tracked and the
+flow would never train. One class or function per concept:
 
 - :class:`Preprocess`: the bound map (standardised unbounded space -> physical parameters), also
   what inference and MCMC move in (:func:`bound_bijector`);
-- :func:`affine`, :func:`spline`: the two transformers; :func:`made_conditioner`,
-  :class:`MLP`: the two conditioners (autoregressive, coupling);
+- :func:`affine`, :func:`spline` (chosen by :func:`transformer`): the two transformers;
+  :func:`made_conditioner`, :func:`coupling_conditioner` (an :class:`MLP`): the two conditioners;
 - :class:`MarginalSpline`: the elementwise spline next to the data;
 - :class:`Flow`: the chain, ``log_prob`` with folds at reflected bounds, sampling through the
   one-pass MADE (:func:`_made_forward`); :func:`build_flow` builds one from its config.
