@@ -214,3 +214,22 @@ def test_the_readme_python_section_runs(tmp_path, monkeypatch):
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {})
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log(monkeypatch, tmp_path):
+    import io
+    import json
+    rec = {"epoch": 0, "epochs": 3, "train_loss": 1.0, "val_loss": 1.1, "best_epoch": 0,
+           "lr": 1e-3, "time": 10.0, "elapsed": 10.0}
+    monkeypatch.setenv("LIKEFLOW_PROGRESS", "lines")
+    out = io.StringIO()
+    with likeflow.EpochProgress(stream=out, max_time=15, log=tmp_path / "log.jsonl") as p:
+        p(rec)
+    assert out.getvalue().startswith("epoch    1/3") and "<= 5s left" in out.getvalue()
+    assert json.loads((tmp_path / "log.jsonl").read_text())["val_loss"] == 1.1
+    monkeypatch.setenv("LIKEFLOW_PROGRESS", "bar")
+    out = io.StringIO()
+    with likeflow.EpochProgress(stream=out) as p:
+        p(rec)
+    assert "1/3" in out.getvalue() and "val 1.1000*" in out.getvalue()
+    assert "\n" not in out.getvalue().rstrip("\n").split("\r")[-1]  # redrawn, not one per line
