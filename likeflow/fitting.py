@@ -16,11 +16,11 @@ this module. :func:`fit` runs named steps:
 Example:
     >>> import numpy as np, likeflow
     >>> x = np.random.default_rng(0).normal(size=(2000, 2))
-    >>> sur = likeflow.fit(x, bounds={"x0": (-10, None)}, seed=1,
+    >>> sur = likeflow.fit(x, bounds={"x0": (-10, None)}, seed=1, validate=False,
     ...                    flow_config={"layers": 2, "hidden": (16,)},
     ...                    train_config=likeflow.TrainConfig(epochs=2))
-    >>> sur.dim, sur.names
-    (2, ['x0', 'x1'])
+    >>> sur.dim, sur.names, sur.training["seed"]
+    (2, ['x0', 'x1'], 1)
 """
 
 from __future__ import annotations
