@@ -28,6 +28,7 @@ tfb, tfd = tfp.bijectors, tfp.distributions
 
 from .bounds import PROBIT_MAX, PROBIT_TRAIN_MAX  # noqa: E402
 from .flows import FlowConfig  # noqa: E402
+from .splines import RationalQuadraticSpline  # noqa: E402
 
 # Minimum bin size and slope of the splines: keeps the spline invertible in float32.
 _MIN_BIN = 1e-3
@@ -215,7 +216,7 @@ def spline(params, bins, bound):
     heights = (tf.nn.softmax(h, axis=-1) * (1 - k * _MIN_BIN) + _MIN_BIN) * (2 * bound)
     # softplus(s + log(e - 1)) is 1 at s = 0: a fresh spline is the identity
     slopes = tf.nn.softplus(s + math.log(math.e - 1)) + _MIN_SLOPE
-    return tfb.RationalQuadraticSpline(widths, heights, slopes, range_min=-bound)
+    return RationalQuadraticSpline(widths, heights, slopes, range_min=-bound)
 
 
 def transformer(config: FlowConfig):
