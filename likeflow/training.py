@@ -63,7 +63,7 @@ class TrainConfig:
         clip_norm: gradients are clipped to this global norm.
         max_time: stop after this many seconds of training (None: no limit).
         max_rollbacks: NaN roll-backs allowed before giving up.
-        jit_compile: compile the step with XLA (None: where it helps, see :func:`use_xla`).
+        jit_compile: compile the steps with XLA (None: yes; False: without XLA).
 
     The seed of the shuffles is not a training hyperparameter: it is the fit's one seed
     (:func:`likeflow.fitting.plan_seeds`), given to :func:`train`.
@@ -130,18 +130,10 @@ class TrainResult:
     elapsed: float = 0.0
     rollbacks: int = 0
     learning_rate: float = 0.0
+    planned_steps: int = 0      # the cosine's length in optimizer steps, as (re-)planned
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def use_xla(flow) -> bool:
-    """Whether to XLA-compile the training step.
-
-    XLA fuses the many small ops of the affine flows well on CPU and GPU. The spline flows use
-    searchsorted and gathers that XLA compiles slowly and gains little from, so they run without.
-    """
-    return flow.config.transformer == "affine"
 
 
 def snapshot(variables) -> list[np.ndarray]:
@@ -197,14 +189,16 @@ def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray |
     plan = _plan(cfg, len(train_x))
     loop.lr_scale = _resumed_lr_scale(cfg, result, plan, resumed=previous is not None)
     result.stopped = "schedule_done" if plan.cosine else "max_epochs"
-    t_start = time.perf_counter() - result.elapsed
+    clock = _Clock(start=time.perf_counter() - result.elapsed, max_time=cfg.max_time)
     try:
-        for epoch in range(len(result.history), plan.last_epoch):
-            record = _run_epoch(steps, plan, loop, epoch, seed, val_loss)
+        epoch = len(result.history)
+        while epoch < plan.last_epoch:
+            record = _run_epoch(steps, plan, loop, epoch, seed, val_loss, clock)
             if _judge(record, result, loop, plan, optimizer, cfg) == "diverged":
                 break
-            result.elapsed = time.perf_counter() - t_start
+            result.elapsed = clock.elapsed()
             result.learning_rate = float(optimizer.learning_rate.numpy())
+            result.planned_steps = plan.total_steps
             if progress is not None:
                 progress(dict(record, best_epoch=result.best_epoch,
                               best_val_loss=result.best_val_loss, epochs=plan.last_epoch,
@@ -214,9 +208,10 @@ def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray |
             if loop.since_best >= cfg.patience:
                 result.stopped = "early_stopping"
                 break
-            if cfg.max_time is not None and result.elapsed > cfg.max_time:
+            if record.get("time_limit"):
                 result.stopped = "time_limit"
                 break
+            epoch += 1
     except KeyboardInterrupt:
         result.stopped = "interrupted"
     while True:  # the best weights go back even if a signal arrives meanwhile
@@ -225,13 +220,23 @@ def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray |
             break
         except KeyboardInterrupt:
             result.stopped = "interrupted"
-    result.elapsed = time.perf_counter() - t_start
+    result.elapsed = clock.elapsed()
     return result
 
 
+# optimizer steps per compiled call: the time limit is checked, and the budget re-planned,
+# between calls (a fraction of a second to a few seconds), the host is idle within one
+_BLOCK = 16
+
+
 class _Steps:
-    """The compiled optimizer step on the training rows, with the epoch's running sums (kept
-    on the device, so that steps never wait for the host)."""
+    """The optimizer steps on the training rows, a block of them in one compiled call, with
+    the epoch's running sums (kept on the device, so that steps never wait for the host).
+
+    One call runs steps ``start`` .. ``stop`` of the epoch's index array in an XLA-compiled
+    loop: loss, gradient, clipping, the finite check and the Adam update fused, with no
+    return to Python between steps (on a CPU the dispatch of a step's few hundred small ops
+    costs as much as the step)."""
 
     def __init__(self, flow, variables, optimizer, train_x, train_w, cfg: TrainConfig):
         from .tfsetup import tf
@@ -244,10 +249,13 @@ class _Steps:
         self.cfg = cfg
         self.loss_sum = tf.Variable(0.0, dtype=dtype, trainable=False)
         self.bad_steps = tf.Variable(0, dtype=tf.int32, trainable=False)
-        jit = use_xla(flow) if cfg.jit_compile is None else cfg.jit_compile
+        self.compiled = False
+        # XLA fuses the flows' many small elementwise ops (bound maps, affine transforms, the
+        # splines of likeflow.splines, written for it) on CPU and GPU: 4x faster spline
+        # training on a 2-core CPU, 1.3x for the MAF (docs/benchmarks.md)
+        jit = cfg.jit_compile is not False
 
-        @tf.function(jit_compile=jit)
-        def loss_and_grads(idx):
+        def one_step(idx, lr):
             x = tf.gather(x_tr, idx)
             w = tf.gather(w_tr, idx)
             with tf.GradientTape() as tape:
@@ -256,14 +264,9 @@ class _Steps:
             grads, _ = tf.clip_by_global_norm(grads, cfg.clip_norm)
             finite = tf.math.is_finite(loss) & tf.reduce_all(
                 tf.stack([tf.reduce_all(tf.math.is_finite(g)) for g in grads]))
-            return loss, grads, finite
-
-        @tf.function
-        def step(idx, lr):
-            loss, grads, finite = loss_and_grads(idx)
-            optimizer.learning_rate.assign(lr)
 
             def update():
+                optimizer.learning_rate.assign(lr)
                 optimizer.apply_gradients(zip(grads, variables))
                 self.loss_sum.assign_add(loss)
                 return tf.constant(0)
@@ -274,17 +277,77 @@ class _Steps:
 
             tf.cond(finite, update, skip)
 
-        self.step = step
+        @tf.function(jit_compile=jit)
+        def run(idx, lrs, start, stop):
+            def body(k):
+                one_step(idx[k], lrs[k])
+                return (k + 1,)
+            tf.while_loop(lambda k: k < stop, body, (start,))
+
+        self._run = run
+
+    def run(self, idx, lrs, start: int, stop: int) -> None:
+        """Steps ``start`` .. ``stop - 1`` of the epoch (rows ``idx[k]``, rate ``lrs[k]``),
+        waiting until they are done."""
+        from .tfsetup import tf
+
+        self._run(idx, lrs, tf.constant(start), tf.constant(stop))
+        self.loss_sum.numpy()   # wait for the device: the clock must see the real time
+        self.compiled = True
 
 
 @dataclass
 class _Plan:
-    """The shape of a run: batch, steps per epoch, the last epoch, the schedule."""
+    """The shape of a run: batch, steps per epoch, the schedule and its length in steps."""
 
     batch: int
     n_steps: int
-    last_epoch: int
+    total_steps: int            # the cosine's length (re-planned within a time budget)
     cosine: bool
+    max_epochs: int
+
+    @property
+    def last_epoch(self) -> int:
+        if not self.cosine:
+            return self.max_epochs
+        return min(self.max_epochs, -(-self.total_steps // self.n_steps))
+
+    def steps_in(self, epoch: int) -> int:
+        """Optimizer steps of ``epoch`` (the cosine's last epoch may be a part of one)."""
+        if not self.cosine:
+            return self.n_steps
+        return max(0, min(self.n_steps, self.total_steps - epoch * self.n_steps))
+
+
+@dataclass
+class _Clock:
+    """Wall time against ``max_time``: the measured cost of an optimizer step and of a
+    validation pass, from which a cosine schedule is re-planned to anneal within the budget
+    (the steps it cannot afford are cut from its length, not from its end)."""
+
+    start: float
+    max_time: float | None
+    step_time: float | None = None
+    val_time: float = 0.0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def over(self) -> bool:
+        return self.max_time is not None and self.elapsed() >= self.max_time
+
+    def measured(self, seconds: float, n_steps: int) -> None:
+        rate = seconds / max(1, n_steps)
+        # smoothed, so that one slow block on a shared machine does not cut the plan short
+        self.step_time = rate if self.step_time is None else 0.7 * self.step_time + 0.3 * rate
+
+    def affordable_steps(self, plan: _Plan, done: int) -> int | None:
+        """Steps that still fit in the budget (None: no budget, or not measured yet)."""
+        if self.max_time is None or self.step_time is None:
+            return None
+        epochs_left = max(1, plan.last_epoch - done // plan.n_steps)
+        left = self.max_time - self.elapsed() - self.val_time * epochs_left
+        return max(0, int(left / self.step_time))
 
 
 @dataclass
@@ -303,14 +366,13 @@ class _Loop:
 
 
 def _plan(cfg: TrainConfig, n_train: int) -> _Plan:
-    """Batches of at most ``n_train`` rows; the cosine ends after about ``cosine_steps``."""
+    """Batches of at most ``n_train`` rows; the cosine ends after about ``cosine_steps``
+    (rounded to whole epochs)."""
     batch = min(cfg.batch_size, n_train)
     n_steps = n_train // batch
     cosine = cfg.schedule == "cosine"
-    last_epoch = cfg.epochs
-    if cosine:
-        last_epoch = min(cfg.epochs, max(1, round(cfg.cosine_steps / n_steps)))
-    return _Plan(batch, n_steps, last_epoch, cosine)
+    epochs = min(cfg.epochs, max(1, round(cfg.cosine_steps / n_steps))) if cosine else cfg.epochs
+    return _Plan(batch, n_steps, epochs * n_steps, cosine, cfg.epochs)
 
 
 def _resumed_lr_scale(cfg: TrainConfig, result: TrainResult, plan: _Plan, *,
@@ -320,34 +382,63 @@ def _resumed_lr_scale(cfg: TrainConfig, result: TrainResult, plan: _Plan, *,
         return 1.0
     start = len(result.history)
     return min(1.0, result.learning_rate / max(
-        _cosine(cfg, start * plan.n_steps, plan.last_epoch * plan.n_steps),
-        cfg.min_learning_rate))
+        _cosine(cfg, start * plan.n_steps, plan.total_steps), cfg.min_learning_rate))
+
+
+def _epoch_rates(steps: _Steps, plan: _Plan, loop: _Loop, epoch: int):
+    """The learning rate of each step of ``epoch`` (the cosine's, or the current one)."""
+    from .tfsetup import tf
+
+    cfg, optimizer, n = steps.cfg, steps.optimizer, plan.n_steps
+    if plan.cosine:
+        lrs = [max(loop.lr_scale * _cosine(cfg, epoch * n + k, plan.total_steps),
+                   cfg.min_learning_rate) for k in range(n)]
+    else:
+        lrs = [float(optimizer.learning_rate.numpy())] * n
+    return tf.constant(lrs, dtype=optimizer.learning_rate.dtype)
 
 
 def _run_epoch(steps: _Steps, plan: _Plan, loop: _Loop, epoch: int, seed: int,
-               val_loss: Callable[[], float]) -> dict:
-    """One seeded pass over the training rows; the epoch's record."""
+               val_loss: Callable[[], float], clock: _Clock) -> dict:
+    """One seeded pass over the training rows, in blocks of compiled steps; the epoch's
+    record. Between blocks: the time limit, and the budget's re-plan of the cosine."""
     from .tfsetup import tf
 
     t0 = time.perf_counter()
-    n_steps, batch, optimizer = plan.n_steps, plan.batch, steps.optimizer
+    batch, optimizer = plan.batch, steps.optimizer
     perm = np.random.default_rng([seed, epoch]).permutation(steps.n_train)
     steps.loss_sum.assign(0.0)
     steps.bad_steps.assign(0)
-    idx = tf.constant(perm[:n_steps * batch].reshape(n_steps, batch))
-    if plan.cosine:
-        total = plan.last_epoch * n_steps
-        lrs = [max(loop.lr_scale * _cosine(steps.cfg, epoch * n_steps + k, total),
-                   steps.cfg.min_learning_rate) for k in range(n_steps)]
-    else:
-        lrs = [float(optimizer.learning_rate.numpy())] * n_steps
-    lrs = tf.constant(lrs, dtype=optimizer.learning_rate.dtype)
-    for k in range(n_steps):
-        steps.step(idx[k], lrs[k])
+    idx = tf.constant(perm[:plan.n_steps * batch].reshape(plan.n_steps, batch))
+    lrs = _epoch_rates(steps, plan, loop, epoch)
+    done, time_limit = 0, False
+    while done < plan.steps_in(epoch):
+        stop = min(done + _BLOCK, plan.steps_in(epoch))
+        measured = steps.compiled   # the first call compiles: not a step's cost
+        t_block = time.perf_counter()
+        steps.run(idx, lrs, done, stop)
+        if measured:
+            clock.measured(time.perf_counter() - t_block, stop - done)
+        done = stop
+        affordable = clock.affordable_steps(plan, epoch * plan.n_steps + done)
+        if affordable is not None and plan.cosine and \
+                epoch * plan.n_steps + done + affordable < plan.total_steps:
+            plan.total_steps = max(epoch * plan.n_steps + done + 1,
+                                   epoch * plan.n_steps + done + affordable)
+            lrs = _epoch_rates(steps, plan, loop, epoch)
+        if clock.over():
+            time_limit = True
+            break
+    t_val = time.perf_counter()
+    loss = val_loss()
+    clock.val_time = time.perf_counter() - t_val
     bad = int(steps.bad_steps.numpy())
-    return {"epoch": epoch, "train_loss": float(steps.loss_sum.numpy()) / max(1, n_steps - bad),
-            "val_loss": val_loss(), "lr": float(optimizer.learning_rate.numpy()),
-            "bad_steps": bad, "time": time.perf_counter() - t0}
+    record = {"epoch": epoch, "train_loss": float(steps.loss_sum.numpy()) / max(1, done - bad),
+              "val_loss": loss, "lr": float(optimizer.learning_rate.numpy()),
+              "bad_steps": bad, "steps": done, "time": time.perf_counter() - t0}
+    if time_limit:
+        record["time_limit"] = True
+    return record
 
 
 def _judge(record: dict, result: TrainResult, loop: _Loop, plan: _Plan, optimizer,
@@ -356,7 +447,7 @@ def _judge(record: dict, result: TrainResult, loop: _Loop, plan: _Plan, optimize
     epoch without improvement (and, with the plateau schedule, lower the rate). Appends the
     record; returns ``"diverged"`` when the roll-backs are used up."""
     val_loss, lr, epoch = record["val_loss"], record["lr"], record["epoch"]
-    if not math.isfinite(val_loss) or record["bad_steps"] > plan.n_steps // 2:
+    if not math.isfinite(val_loss) or record["bad_steps"] > record["steps"] // 2:
         # the weights went somewhere the loss is not finite: back to safety, slower
         result.rollbacks += 1
         restore(loop.variables, loop.last_good)
