@@ -56,6 +56,7 @@ class Density:
     # L-BFGS stops when the gradient norm is below this; a float32 flow's gradient is never
     # below ~1e-5 (rounding), so asking for 1e-10 there only burns max_iterations
     tolerance: float = 1e-10
+    samples: np.ndarray | None = None  # all the draws the candidates are the first of
 
     def candidate_log_prob(self) -> np.ndarray:
         """The log density at the candidates, computed once (best fit and profile both use it)."""
@@ -70,8 +71,13 @@ class Density:
         return self.names.index(name)
 
 
-def as_density(obj, *, n_candidates: int = 20000, seed: int = 0) -> Density:
-    """A :class:`Density` view of a ``Surrogate`` or a ``likelihoods.Target``."""
+def as_density(obj, *, n_candidates: int = 20000, n_samples: int = 0,
+               seed: int = 0) -> Density:
+    """A :class:`Density` view of a ``Surrogate`` or a ``likelihoods.Target``.
+
+    A surrogate is sampled once: ``max(n_candidates, n_samples)`` draws, the first
+    ``n_candidates`` of them the candidates of starting points, all of them ``samples`` (the
+    credible limit's)."""
     from .tfsetup import tf
 
     if isinstance(obj, Density):
@@ -83,12 +89,12 @@ def as_density(obj, *, n_candidates: int = 20000, seed: int = 0) -> Density:
         def lp(x):
             return tf.cast(flow.log_prob(tf.cast(x, dtype)), tf.float64)
 
-        cand = obj.sample(n_candidates, seed=seed)
-        return Density(list(obj.names), list(obj.poi), obj.bounds, lp, cand,
+        draws = obj.sample(max(n_candidates, n_samples), seed=seed)
+        return Density(list(obj.names), list(obj.poi), obj.bounds, lp, draws[:n_candidates],
                        sampler=lambda n, s: obj.sample(n, seed=s), kind="surrogate",
                        tolerance=1e-10 if dtype == tf.float64 else 1e-4,
                        support=getattr(obj, "support", None),
-                       latent_r2=getattr(obj, "latent_r2", None))
+                       latent_r2=getattr(obj, "latent_r2", None), samples=draws)
     if not getattr(obj, "has_gradients", True):
         raise LikeflowError(f"{getattr(obj, 'name', obj)} has no TF gradients; profile a "
                             "surrogate of it instead")
@@ -126,7 +132,6 @@ def maximize(obj, starts: np.ndarray, *, fixed: dict[int, np.ndarray] | None = N
     Returns:
         The best :class:`Maximum` over the starts when ``fixed`` is None, else one per start.
     """
-    from .tfsetup import tf
 
     dens = as_density(obj)
     starts = np.atleast_2d(np.asarray(starts, dtype=np.float64)).copy()
@@ -144,13 +149,17 @@ def maximize(obj, starts: np.ndarray, *, fixed: dict[int, np.ndarray] | None = N
     starts = np.clip(starts, lo + 1e-6 * span, hi - 1e-6 * span)
     tol = dens.tolerance if tolerance is None else tolerance
     space = _space(dens)
-    run = _compiled_lbfgs(dens, space, tuple(mask), k, tol, max_iterations)
-    values_t = tf.constant(values)
-    res = run(tf.constant(space.to_w(starts)), values_t)
-    w = res.position.numpy()
+    # XLA compiles once per batch size (1-2 s for a 95-dim flow; a pyhf target is traced
+    # anew): sizes are padded to a few (copies of the first start, which converge with it)
+    run = _compiled_lbfgs(dens, space, tuple(mask), _padded_size(k), tol, max_iterations)
+    size = _padded_size(k)
+    pad = np.repeat(starts[:1], size - k, axis=0)
+    res = run(space.to_w(np.concatenate([starts, pad])),
+              np.concatenate([values, np.repeat(values[:1], size - k, axis=0)]))
+    w = res.x[:k]
     x = np.where(mask, values, space.to_x(w))
-    lp = -res.objective_value.numpy()
-    ok = res.converged.numpy() & np.isfinite(lp)
+    lp = -res.f[:k]
+    ok = res.converged[:k] & np.isfinite(lp)
     trusted, notes = _trust(dens, space, x, w, mask)
     out = [Maximum(x[i], float(lp[i]), bool(ok[i]), bool(trusted[i]), notes[i]) for i in range(k)]
     if fixed:
@@ -238,37 +247,62 @@ def _trust(dens: Density, space: _Space, x: np.ndarray, w: np.ndarray, mask: np.
 
 def _compiled_lbfgs(dens: Density, space: _Space, mask: tuple, k: int, tolerance: float,
                     max_iterations: int):
-    """L-BFGS on ``dens`` with the dimensions in ``mask`` fixed, for ``k`` starts, traced once.
+    """L-BFGS (:mod:`likeflow.lbfgs`) on ``dens`` with the dimensions in ``mask`` fixed, for
+    ``k`` starts: a function ``(w0, values) -> lbfgs.Result``.
 
-    Cached on the density: a profile or a limit search calls it many times. Shapes are static
-    (pyhf targets evaluate a fixed number of points per compiled call).
+    The value and gradient are one compiled function, traced once per density whatever the
+    mask and (surrogates) the number of starts, and XLA-compiled for surrogates (once per
+    batch size: :func:`_padded_size`); pyhf targets evaluate a fixed number of points per
+    compiled call, so theirs is traced per ``k``. A float32 flow's log density is exact to
+    about 1e-7 relative: its L-BFGS also stops when steps no longer lower it by more.
     """
+    from .lbfgs import minimize
     from .tfsetup import tf
-    from .tfsetup import tfp
 
-    key = (mask, k, tolerance, max_iterations)
-    cache = dens.__dict__.setdefault("_lbfgs", {})
-    if key in cache:
-        return cache[key]
-    mask_t = tf.constant(np.array(mask))
-    spec = tf.TensorSpec([k, len(mask)], tf.float64)
+    dynamic = _dynamic(dens)
+    cache = dens.__dict__.setdefault("_value_and_grad", {})
+    key = None if dynamic else k
+    if key not in cache:
+        d = len(mask)
+        spec = tf.TensorSpec([None if dynamic else k, d], tf.float64)
 
-    @tf.function(input_signature=[spec, spec])
-    def run(w0, values):
-        def value_and_grad(w):
+        @tf.function(input_signature=[spec, spec, tf.TensorSpec([d], tf.bool)],
+                     jit_compile=dynamic)
+        def value_and_grad(w, values, fixed):
             with tf.GradientTape() as tape:
                 tape.watch(w)
-                y = -dens.log_prob_tf(tf.where(mask_t, values, space.to_x_tf(w)))
+                y = -dens.log_prob_tf(tf.where(fixed, values, space.to_x_tf(w)))
             # fixed dimensions do not move
-            return y, tf.where(mask_t, tf.zeros_like(w), tape.gradient(y, w))
+            return y, tf.where(fixed, tf.zeros_like(w), tape.gradient(y, w))
 
-        return tfp.optimizer.lbfgs_minimize(value_and_grad, initial_position=w0,
-                                            tolerance=tolerance, x_tolerance=0.0,
-                                            f_relative_tolerance=0.0,
-                                            max_iterations=max_iterations)
+        cache[key] = value_and_grad
+    vg = cache[key]
+    fixed = tf.constant(np.array(mask))
+    # a float32 flow's log density is exact to ~1e-7 relative, a float64 likelihood's to ~1e-15
+    f_tolerance = 1e-7 if dens.tolerance > 1e-8 else 1e-12
 
-    cache[key] = run
+    def run(w0: np.ndarray, values: np.ndarray):
+        values_t = tf.constant(values)
+
+        def fg(w):
+            y, g = vg(tf.constant(w), values_t, fixed)
+            return y.numpy(), g.numpy()
+
+        return minimize(fg, w0, tolerance=tolerance, max_iterations=max_iterations,
+                        f_tolerance=f_tolerance)
+
     return run
+
+
+def _dynamic(dens: Density) -> bool:
+    """Whether the density takes any number of points per call (surrogates do; pyhf targets
+    are compiled for a fixed number)."""
+    return dens.kind == "surrogate"
+
+
+def _padded_size(k: int) -> int:
+    """The batch size an L-BFGS run of ``k`` starts is padded to: 32, then powers of two."""
+    return max(32, 1 << (k - 1).bit_length())
 
 
 def best_fit(obj, *, starts: int = 16, seed: int = 0) -> Maximum:
@@ -357,8 +391,8 @@ def scan(obj, poi: str, values=None, *, seed: int = 0, best: Maximum | None = No
         near = np.abs(col - v) < width
         pool = np.flatnonzero(near) if near.any() else np.argsort(np.abs(col - v))[:10]
         start2[j] = dens.candidates[pool[np.argmax(lp[pool])]]
-    a = maximize(dens, start1, fixed={i: values})
-    b = maximize(dens, start2, fixed={i: values})
+    both = maximize(dens, np.concatenate([start1, start2]), fixed={i: np.tile(values, 2)})
+    a, b = both[:k], both[k:]
 
     def better(x: Maximum, y: Maximum) -> Maximum:
         if x.trusted != y.trusted:
@@ -406,9 +440,10 @@ def upper_limit(obj, poi: str, *, cl: float = 0.95, seed: int = 0,
     likelihood ratio against the best fit, or against ``poi = 0`` when the best fit is below
     zero (a signal strength cannot be negative); the limit is where q~ reaches
     Phi^-1(cl)^2 (2.71 at 95%) above the best fit (or above 0). The best fit is the profile's
-    (``prof.best``) when a profile is given: the same best fit everywhere.
+    (``prof.best``) when a profile is given: the same best fit everywhere, and its grid
+    brackets the limit; the bracket is then narrowed by batched profiles (:func:`_crossing`).
     """
-    from scipy import optimize, stats
+    from scipy import stats
 
     dens = as_density(obj, seed=seed)
     i = dens.index(poi)
@@ -422,29 +457,102 @@ def upper_limit(obj, poi: str, *, cl: float = 0.95, seed: int = 0,
         ref = best.log_prob
     method = (f"asymptotic one-sided profile likelihood, q~ = {threshold:.3f}"
               + (" (best fit < 0: ratio to 0)" if mu_hat < 0 else ""))
-    last = {}
 
-    def q_minus_threshold(v: float) -> float:
-        m = maximize(dens, best.x[None], fixed={i: np.array([v])})[0]
-        last[v] = m
-        return -2 * (m.log_prob - ref) - threshold
+    def q_minus_threshold(v: np.ndarray) -> np.ndarray:
+        m = maximize(dens, _warm_starts(dens, best, prof, i, v), fixed={i: v})
+        return np.array([-2 * (x.log_prob - ref) for x in m]) - threshold
 
     hi_bound = dens.bounds[i, 1]
-    sd = float(np.std(dens.candidates[:, i])) or 1.0
-    upper = lower + sd
-    while q_minus_threshold(min(upper, hi_bound)) < 0:
-        if upper >= hi_bound:
-            return UpperLimit(None, cl, method + f": none below the bound {hi_bound:g}",
-                              best_fit=mu_hat)
-        upper = lower + 2 * (upper - lower)
-        if upper - lower > 1e3 * sd:
+    bracket = _grid_bracket(prof, lower, ref, threshold) if prof is not None else None
+    if bracket is None:
+        # doubling steps from the lower end, all at once
+        sd = float(np.std(dens.candidates[:, i])) or 1.0
+        tries = np.minimum(lower + sd * 2.0 ** np.arange(11), hi_bound)
+        f = q_minus_threshold(np.unique(tries))
+        above = np.flatnonzero(f >= 0)
+        if not len(above):
+            if tries[-1] >= hi_bound:
+                return UpperLimit(None, cl, method + f": none below the bound {hi_bound:g}",
+                                  best_fit=mu_hat)
             raise LikeflowError(f"no upper limit on {poi} found")
-    upper = min(upper, hi_bound)
-    value = optimize.brentq(q_minus_threshold, lower, upper, xtol=1e-6 * sd)
-    at = maximize(dens, best.x[None], fixed={i: np.array([value])})[0]
+        values = np.concatenate([[lower], np.unique(tries)])
+        fs = np.concatenate([[-threshold], f])
+        bracket = (values[above[0]], values[above[0] + 1], fs[above[0]], fs[above[0] + 1])
+    value = _crossing(q_minus_threshold, *bracket)
+    at = maximize(dens, _warm_starts(dens, best, prof, i, np.array([value])),
+                  fixed={i: np.array([value])})[0]
     return UpperLimit(float(value), cl, method, best_fit=mu_hat,
                       trusted=at.trusted and best.trusted,
                       note=at.note or ("" if best.trusted else f"best fit: {best.note}"))
+
+
+def _grid_bracket(prof: Profile, lower: float, ref: float, threshold: float):
+    """The profile grid's first interval above ``lower`` where q~ crosses ``threshold``:
+    (a, b, f(a), f(b)) with f = q~ - threshold, or None."""
+    q = -2 * (prof.log_prob - ref) - threshold
+    ok = prof.converged & np.isfinite(q)
+    v, q = prof.values[ok], q[ok]
+    keep = v > lower
+    v, q = np.concatenate([[lower], v[keep]]), np.concatenate([[-threshold], q[keep]])
+    above = np.flatnonzero(q >= 0)
+    if not len(above) or above[0] == 0:
+        return None
+    j = above[0]
+    return v[j - 1], v[j], q[j - 1], q[j]
+
+
+def _warm_starts(dens: Density, best: Maximum, prof: Profile | None, i: int,
+                 values: np.ndarray) -> np.ndarray:
+    """Starting points at POI ``values``: the profile's optima at the nearest grid values
+    (interpolated between them), else the best fit."""
+    if prof is None or len(prof.values) < 2:
+        return np.tile(best.x, (len(values), 1))
+    order = np.argsort(prof.values)
+    grid, opt = prof.values[order], prof.nuisances[order]
+    return np.stack([np.interp(values, grid, opt[:, k]) for k in range(opt.shape[1])], axis=1)
+
+
+def _crossing(fn, a: float, b: float, fa: float, fb: float, **kw) -> float:
+    """Where ``fn`` (values -> values, evaluated on a batch) crosses zero between ``a`` and
+    ``b`` (:func:`_crossings` of one function)."""
+    return _crossings(lambda v: fn(v)[None], [(a, b, fa, fb)], **kw)[0]
+
+
+def _crossings(fn, brackets: list, *, rounds: int = 2, points: int = 8) -> list:
+    """Zeros of several functions evaluated together, each in its own bracket.
+
+    ``fn`` maps values (m,) to (len(brackets), m) function values (row r: function r);
+    ``brackets[r]`` is ``(a, b, f(a), f(b))`` with a sign change, or None (no zero: None
+    returned). Each round evaluates ``points`` values inside every bracket in one batch (one
+    compiled L-BFGS run over all of them, where Brent's method would run one after another)
+    and keeps the sub-interval of the first sign change: 1/81 of the bracket after the
+    default two rounds, then linear interpolation.
+    """
+    live = [list(b) if b is not None else None for b in brackets]
+    for _ in range(rounds):
+        todo = [r for r, b in enumerate(live) if b is not None]
+        if not todo:
+            break
+        grids = {r: np.linspace(live[r][0], live[r][1], points + 2) for r in todo}
+        values = fn(np.concatenate([grids[r][1:-1] for r in todo]))
+        for n, r in enumerate(todo):
+            a, b, fa, fb = live[r]
+            xs = grids[r]
+            fs = np.concatenate([[fa], values[r, n * points:(n + 1) * points], [fb]])
+            ok = np.isfinite(fs)
+            xs, fs = xs[ok], fs[ok]
+            sign = 1.0 if fb >= fa else -1.0
+            up = np.flatnonzero(sign * fs >= 0)
+            j = up[0] if len(up) and up[0] > 0 else len(xs) - 1
+            live[r] = [xs[j - 1], xs[j], fs[j - 1], fs[j]]
+    out = []
+    for b in live:
+        if b is None:
+            out.append(None)
+            continue
+        a, b_, fa, fb = b
+        out.append(float(b_) if fb == fa else float(a + (b_ - a) * (0.0 - fa) / (fb - fa)))
+    return out
 
 
 @dataclass
@@ -483,10 +591,9 @@ def cls_limits(obs, asimov, poi: str, *, cl: float = 0.95, seed: int = 0,
 
     q~_mu is profiled on ``obs`` (zero where the best fit is above mu), q_mu,A on ``asimov``;
     CLs(mu) as in pyhf; the limits are where CLs and each expected band reach ``1 - cl``,
-    found on a grid over the POI's range and refined by Brent's method. ``best`` is the best
-    fit of ``obs`` when known (a profile's), so that every limit uses the same one.
+    found on a grid over the POI's range and refined together (:func:`_crossings`). ``best``
+    is the best fit of ``obs`` when known (a profile's), so that every limit uses the same one.
     """
-    from scipy import optimize
 
     d_obs, d_a = as_density(obs, seed=seed), as_density(asimov, seed=seed)
     i = d_obs.index(poi)
@@ -516,31 +623,23 @@ def cls_limits(obs, asimov, poi: str, *, cl: float = 0.95, seed: int = 0,
     q_o, q_a = qs(grid)
     cls, band = cls_values(q_o, q_a)
     alpha = 1 - cl
+    rows = np.vstack([cls, band]) - alpha      # observed, then expected -2 .. +2 sigma
 
-    def solve(row: int | None) -> float | None:
-        vals = cls if row is None else band[row]
-        below = np.flatnonzero(vals < alpha)
+    def bracket(vals: np.ndarray):
+        below = np.flatnonzero(vals < 0)
         if not len(below):
             return None
         j = below[0]
-        a = grid[j - 1] if j > 0 else start + 1e-9 * (hi - start)
-        b = grid[j]
+        if j == 0:   # CLs is 1 at mu = 0 (q = 0)
+            return (start, grid[0], 1.0 - alpha, vals[0])
+        return (grid[j - 1], grid[j], vals[j - 1], vals[j])
 
-        def f(mu: float) -> float:
-            qo, qa = qs(np.array([mu]))
-            c, bd = cls_values(qo, qa)
-            return float((c if row is None else bd[row])[0] - alpha)
+    def all_rows(mu: np.ndarray) -> np.ndarray:
+        qo, qa = qs(mu)
+        c, bd = cls_values(qo, qa)
+        return np.vstack([c, bd]) - alpha
 
-        fa, fb = f(a), f(b)
-        if fa * fb > 0:
-            # one-point optima differ from the grid's by the optimiser's tolerance, which can
-            # move a crossing near a grid point to the other side: interpolate the grid there
-            va = vals[j - 1] if j > 0 else 1.0
-            return float(a + (b - a) * (va - alpha) / (va - vals[j]))
-        return float(optimize.brentq(f, a, b, xtol=1e-5 * (hi - start)))
-
-    observed = solve(None)
-    expected = [solve(r) for r in range(5)]
+    observed, *expected = _crossings(all_rows, [bracket(r) for r in rows])
     return CLsLimits(observed, expected, cl,
                      f"asymptotic CLs, q~ test statistic (pyhf's formulae), {cl:.0%} CL; "
                      f"{d_obs.kind} and its background-only Asimov partner", mu_hat,
@@ -565,8 +664,10 @@ def credible_upper_limit(samples: np.ndarray, *, cl: float = 0.95,
 def bayesian_upper_limit(obj, poi: str, *, cl: float = 0.95, n: int = 200_000,
                          seed: int = 0) -> UpperLimit:
     """:func:`credible_upper_limit` from ``n`` samples of a surrogate (or exact target)."""
-    dens = as_density(obj, seed=seed)
+    dens = as_density(obj, n_samples=n, seed=seed)
     i = dens.index(poi)
+    if dens.samples is not None and len(dens.samples) >= n:
+        return credible_upper_limit(dens.samples[:n, i], cl=cl)
     if dens.sampler is None:
         raise LikeflowError("this density has no sampler; give samples to credible_upper_limit")
     return credible_upper_limit(dens.sampler(n, seed + 1)[:, i], cl=cl)
@@ -708,7 +809,8 @@ def profile(target, poi: str | None = None, values=None, *, points: int = DEFAUL
     import time
     t0 = time.perf_counter()
     obj, partner, source = open_target(target, patch=patch, asimov=asimov)
-    dens = as_density(obj, seed=seed)
+    # drawn once: the starting points, the grid's width and the credible limit
+    dens = as_density(obj, seed=seed, n_samples=bayesian_samples if limits else 0)
     poi = poi or (dens.poi[0] if dens.poi else None)
     if poi is None:
         raise LikeflowError(f"{source}: no POI recorded; name one (--poi)")
