@@ -203,6 +203,7 @@ class Surrogate:
         n = self._count(n)
         seed = fresh_seed() if seed is None else seed
         per = max(1, block // SAMPLE_BATCH)
+        self._from_latent.will_evaluate(n)
         out = []
         for k, rows in enumerate(batch_slices(n, SAMPLE_BATCH)):
             m = rows.stop - rows.start
@@ -461,16 +462,27 @@ class _Compiled:
         self.batch = batch
         self.use_xla = True
         self.points = 0
+        self._announced = 0
+
+    def will_evaluate(self, n: int) -> None:
+        """Announce ``n`` points about to come in several calls (sampling in batches): the
+        choice of XLA sees the whole request, not its first batch."""
+        self.points += n
+        self._announced += n
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        self.points += len(x)
+        counted = min(self._announced, len(x))
+        self._announced -= counted
+        self.points += len(x) - counted
         if not (self.use_xla and self.points >= XLA_AFTER_POINTS):
             return self._traced(self._plain, x)
         parts = []
         for rows in batch_slices(len(x), self.batch):
             xb = x[rows]
             m = len(xb)
-            size = min(self.batch, max(64, 1 << (m - 1).bit_length()))
+            # the last part of a long call is padded to a whole batch: no new shape to compile
+            size = self.batch if len(x) > self.batch else min(
+                self.batch, max(64, 1 << (m - 1).bit_length()))
             if size > m:
                 xb = np.concatenate([xb, np.repeat(xb[:1], size - m, axis=0)])
             parts.append(self._run(xb)[:m])
