@@ -5,13 +5,17 @@
 
 Sub-benchmarks:
   throughput  training samples/s of optimizer steps (after warm-up) per architecture at D=95,
-              batch 512, next to a plain TFP MAF in a minimal tf.function loop
+              batch 512, next to a plain TFP MAF in a minimal tf.function loop and (with
+              --peer-python) zuko's MAF and NSF of the same sizes, with the ratios
   sampling    sampling and log_prob points/s of a 95-dim surrogate per architecture, peak RSS
   quality     'likeflow fit' with defaults on the toy file (--toy): wall time, epochs, the
-              validation summary next to the noise floor
+              validation summary next to the noise floor (--fit-args: e.g. --flow cnsf
+              --max-time 180 for time to quality, --flow ansf --max-time 300 for the budget)
+  profile     'likeflow profile --points 31' of --profile-surrogates: wall time after TF
+              start-up, accuracy against --profile-compare references
   scaling     time per epoch and held-out quality for correlated Gaussians, D = 10 .. 1000
   memory      peak RSS of 'likeflow fit --max-samples' on a large file (--big, made if missing)
-  stream      peak RSS of 'likeflow sample -n 50000000' of a 10-dim surrogate (streamed to disk)
+  stream      peak RSS of 'likeflow sample -n 10000000' of a 95-dim default MAF (streamed to disk)
   bounded     a pyhf likelihood whose POI sits at its lower bound: mass outside the bounds and
               every dimension's W1 against the noise floor
   real        real ATLAS likelihoods (the sbottom search's pyhf workspaces, read from --atlas):
@@ -78,7 +82,26 @@ def toy_like(n: int, d: int = 95, seed: int = 0) -> np.ndarray:
 
 # --- 1. training throughput --------------------------------------------------------------------
 
+def peer(args, **kw) -> dict | None:
+    """zuko's figures from ``scripts/peer_zuko.py`` run by ``--peer-python`` (None: no peer)."""
+    if not args.peer_python:
+        return None
+    cmd = [args.peer_python, os.path.join(os.path.dirname(__file__), "peer_zuko.py")]
+    for k, v in kw.items():
+        cmd += [f"--{k.replace('_', '-')}", *(str(x) for x in (v if isinstance(v, (list, tuple))
+                                                                   else [v]))]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"peer failed: {proc.stderr[-500:]}")
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def bench_throughput(args) -> dict:
+    """Training samples/s at D=95, batch 512, 5 x [64, 64]: likeflow's flows through
+    ``train`` (its compiled blocks of steps, validation included), the MAF also without its
+    marginal spline (zuko's MAF has none), a plain TFP MAF in a minimal tf.function loop, and
+    zuko's MAF and NSF, all in this one run; ratios to the peers."""
     import tensorflow as tf
     import tensorflow_probability as tfp
     import tf_keras
@@ -90,15 +113,18 @@ def bench_throughput(args) -> dict:
     d, batch = 95, 512
     x = toy_like(batch * 60, d).astype(np.float32)
     out = {}
-    for flow in args.flows:
-        f = build_flow(FlowConfig.from_data(x, flow=flow))
-        # one call of 5 epochs of 50 steps: the first epoch traces and compiles (a new train()
-        # call would compile again), the median of the other four is the steady state; each
-        # epoch's time includes its validation pass over 512 rows
+    cases = [(f, {}) for f in args.flows]
+    if "maf" in args.flows:
+        cases.insert(1, ("maf", {"marginal_spline": False}))
+    for flow, extra in cases:
+        f = build_flow(FlowConfig.from_data(x, flow=flow, **extra))
+        # one call of 5 epochs of 50 steps: the first epoch compiles, the median of the other
+        # four is the steady state; each epoch's time includes its validation pass
         n = batch * 50
         res = train(f, x[:n], x[n:n + batch], config=TrainConfig(
             epochs=5, batch_size=batch, patience=100, schedule="plateau"))
-        out[flow] = n / float(np.median([h["time"] for h in res.history[1:]]))
+        name = flow + (" (no marginal spline)" if extra else "")
+        out[name] = n / float(np.median([h["time"] for h in res.history[1:]]))
     # baseline: a plain TFP MAF (same size as likeflow's default) in a minimal loop
     default = FlowConfig.from_data(x[:100])
     layers = []
@@ -131,14 +157,35 @@ def bench_throughput(args) -> dict:
             step(xb)
     float(step(xs[0]))
     out["plain TFP MAF loop"] = batch * 50 * 4 / (time.perf_counter() - t0)
-    table("training throughput, D=95, batch 512 (samples/s)", ["flow", "samples/s"],
-          [[k, v] for k, v in out.items()])
+    z = peer(args, dim=d, layers=default.layers, hidden=list(default.hidden), batch=batch,
+             bins=default.bins, flows=["maf", "nsf"], sample_n=1000)
+    if z:
+        out["zuko MAF"] = z["maf"]["train_per_s"]
+        out["zuko NSF"] = z["nsf"]["train_per_s"]
+        out["peer"] = {k: z[k] for k in ("torch", "zuko", "threads")}
+    ratios = {}
+    for name, v in out.items():
+        if not isinstance(v, float):
+            continue
+        ratios[name] = {"vs_tfp": v / out["plain TFP MAF loop"],
+                        "vs_zuko_maf": v / out["zuko MAF"] if "zuko MAF" in out else None,
+                        "vs_zuko_nsf": v / out["zuko NSF"] if "zuko NSF" in out else None,
+                        "vs_our_maf": v / out["maf"] if "maf" in out else None}
+    out["ratios"] = ratios
+    table("training throughput, D=95, batch 512, 5 x [64, 64] (samples/s, one run)",
+          ["flow", "samples/s", "/ plain TFP", "/ zuko MAF", "/ zuko NSF", "/ our MAF"],
+          [[k, out[k], r["vs_tfp"], r["vs_zuko_maf"] or "-", r["vs_zuko_nsf"] or "-",
+            r["vs_our_maf"] or "-"] for k, r in ratios.items()])
     return out
 
 
 # --- 2. sampling and log_prob throughput -------------------------------------------------------
 
 def bench_sampling(args) -> dict:
+    """Sampling and log_prob of ``--points`` points of a 95-dim surrogate of the default
+    sizes per architecture: the first call (XLA compiles inside it, as a user's first call
+    does) and a second one; zuko's MAF and NSF of the same sizes beside (10^4 points: its
+    NSF sampling inverts the network once per dimension and runs out of memory at 10^5)."""
     from likeflow.flows import FlowConfig
     from likeflow.tf_flows import build_flow
     from likeflow.surrogate import Surrogate
@@ -148,22 +195,31 @@ def bench_sampling(args) -> dict:
     out = {}
     for flow in args.flows:
         sur = Surrogate(build_flow(FlowConfig.from_data(x, flow=flow)))
-        sur.sample(1000, seed=0)
-        sur.log_prob(x[:1000])
         rss0 = peak_rss_mb()
-        t0 = time.perf_counter()
-        s = sur.sample(n, seed=1)
-        t_sample = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        sur.log_prob(s)
-        t_lp = time.perf_counter() - t0
-        out[flow] = {"n": n, "sample_s": t_sample, "sample_per_s": n / t_sample,
-                     "log_prob_s": t_lp, "log_prob_per_s": n / t_lp,
-                     "peak_rss_mb": peak_rss_mb(), "rss_growth_mb": peak_rss_mb() - rss0}
+        rec = {"n": n}
+        for call in ("first", "second"):
+            t0 = time.perf_counter()
+            s = sur.sample(n, seed=1)
+            rec[f"sample_{call}_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            sur.log_prob(s)
+            rec[f"log_prob_{call}_s"] = time.perf_counter() - t0
+        rec.update(peak_rss_mb=peak_rss_mb(), rss_growth_mb=peak_rss_mb() - rss0)
+        out[flow] = rec
+    z = peer(args, dim=95, layers=5, hidden=[64, 64], flows=["maf", "nsf"], sample_n=10_000,
+             steps=6)
+    rows = [[k, v["sample_first_s"], v["sample_second_s"], v["n"] / v["sample_second_s"],
+             v["log_prob_first_s"], v["log_prob_second_s"], v["n"] / v["log_prob_second_s"],
+             v["peak_rss_mb"]] for k, v in out.items()]
+    if z:
+        out["zuko"] = z
+        for k in ("maf", "nsf"):
+            m = z[k]["sample_n"]
+            rows.append([f"zuko {k} ({m} pts)", z[k]["sample_s"], "-", m / z[k]["sample_s"],
+                         z[k]["log_prob_s"], "-", m / z[k]["log_prob_s"], "-"])
     table(f"sampling and log_prob of {n} points, D=95 (default sizes)",
-          ["flow", "sample s", "points/s", "log_prob s", "points/s", "peak RSS MB"],
-          [[k, v["sample_s"], v["sample_per_s"], v["log_prob_s"], v["log_prob_per_s"],
-            v["peak_rss_mb"]] for k, v in out.items()])
+          ["flow", "sample s (1st)", "(2nd)", "points/s", "log_prob s (1st)", "(2nd)",
+           "points/s", "peak RSS MB"], rows)
     return out
 
 
@@ -186,8 +242,11 @@ def bench_quality(args) -> dict:
     sur = likeflow.load(out_path)
     res = sur.training["result"]
     rows = {r["metric"]: r for r in sur.validation.get("rows", [])}
+    cfg = sur.training.get("config", {})
     out = {"wall_s": wall, "training_s": res["elapsed"], "epochs": len(res["history"]),
            "best_epoch": res["best_epoch"] + 1, "fit_args": args.fit_args,
+           "stopped": res["stopped"], "final_lr": res["learning_rate"],
+           "annealed": res["learning_rate"] <= 10 * cfg.get("min_learning_rate", 1e-6),
            "validation": sur.validation}
     table("time to quality on the toy ('likeflow fit' defaults"
           + (f" + {' '.join(args.fit_args)}" if args.fit_args else "") + ")",
@@ -195,8 +254,71 @@ def bench_quality(args) -> dict:
           [[k, r["surrogate"], r["noise_floor"] if r["noise_floor"] is not None else "-"]
            for k, r in rows.items()])
     print(f"wall {wall:.0f} s, training {res['elapsed']:.0f} s, {len(res['history'])} epochs "
-          f"(best {res['best_epoch'] + 1})")
+          f"(best {res['best_epoch'] + 1}), stopped: {res['stopped']}, final learning rate "
+          f"{res['learning_rate']:.2g}{' (annealed)' if out['annealed'] else ''}; "
+          f"{sur.validation.get('verdict', '')}")
     return out
+
+
+# --- 3b. profiles --------------------------------------------------------------------------------
+
+def bench_profile(args) -> dict:
+    """'likeflow profile SURROGATE --points 31' as a user runs it, per surrogate of
+    ``--profile-surrogates`` (with its Asimov partner, if the file names one: CLs too): the
+    command's wall time, TensorFlow's start-up (measured alone) and the difference; with
+    ``--profile-compare`` (one reference per surrogate, or '-') the largest |q - q_ref| where
+    q_ref < 4 and the limits beside the reference's."""
+    tf_start = _cli_wall([sys.executable, "-c",
+                          "from likeflow.tfsetup import import_tf; import_tf()"])
+    out = {"tf_startup_s": tf_start}
+    refs = args.profile_compare or ["-"] * len(args.profile_surrogates)
+    rows = []
+    for path, ref in zip(args.profile_surrogates, refs):
+        js = os.path.join(args.workdir, "bench_profile.json")
+        cmd = [sys.executable, "-m", "likeflow", "profile", path, "--points", "31",
+               "--json", js]
+        if ref != "-":
+            cmd += ["--compare", ref]
+        if args.profile_range:
+            cmd += ["--range", args.profile_range]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            print(proc.stderr[-1500:])
+            out[path] = {"error": proc.stderr[-1500:]}
+            continue
+        with open(js) as f:
+            res = json.load(f)
+        rec = {"wall_s": wall, "after_tf_startup_s": wall - tf_start,
+               "upper_limit": (res["upper_limit"] or {}).get("value"),
+               "bayesian_upper_limit": (res["bayesian_upper_limit"] or {}).get("value"),
+               "cls_observed": (res["cls"] or {}).get("observed")}
+        if ref != "-":
+            import likeflow
+            r = likeflow.read_reference(ref)
+            q_ref = np.interp(res["profile"]["values"], r["values"], r["q"], left=np.nan,
+                              right=np.nan)
+            near = np.isfinite(q_ref) & (q_ref < 4) & np.array(res["profile"]["trusted"])
+            rec["max_abs_dq_q_lt_4"] = float(np.max(np.abs(
+                np.array(res["profile"]["q"])[near] - q_ref[near]))) if near.any() else None
+            rec["reference"] = {k: r.get(k) for k in ("upper_limit", "bayesian_upper_limit")}
+        out[path] = rec
+        rows.append([os.path.basename(path), wall, wall - tf_start,
+                     rec.get("max_abs_dq_q_lt_4", "-"), rec["upper_limit"] or "none",
+                     (rec.get("reference") or {}).get("upper_limit") or "-",
+                     rec["bayesian_upper_limit"] or "-",
+                     (rec.get("reference") or {}).get("bayesian_upper_limit") or "-"])
+    table(f"likeflow profile --points 31 (TF start-up alone {tf_start:.1f} s)",
+          ["surrogate", "wall s", "after TF start-up s", "max|dq| (q<4)", "limit",
+           "reference", "credible", "reference"], rows)
+    return out
+
+
+def _cli_wall(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return time.perf_counter() - t0
 
 
 # --- 4. scaling with dimension -----------------------------------------------------------------
@@ -260,8 +382,8 @@ def bench_memory(args) -> dict:
 
 
 def bench_stream(args) -> dict:
-    """'likeflow sample -n N' of a 10-dim surrogate: peak RSS and whether the file holds N rows
-    (the samples are streamed to the file, not held in memory)."""
+    """'likeflow sample -n N' of a default MAF of ``--stream-dim`` dimensions: peak RSS and
+    whether the file holds N rows (the samples are streamed to the file, not held in memory)."""
     import h5py
 
     from likeflow.samples import SampleSet
@@ -269,9 +391,8 @@ def bench_stream(args) -> dict:
     from likeflow.training import TrainConfig
 
     sur_path = os.path.join(args.workdir, "bench_stream.likeflow.h5")
-    x = np.random.default_rng(0).normal(size=(20_000, 10))
-    fit(SampleSet(x), validate=False, flow_config={"layers": 5, "hidden": (64, 64)},
-        train_config=TrainConfig(epochs=3), out=sur_path)
+    x = np.random.default_rng(0).normal(size=(20_000, args.stream_dim))
+    fit(SampleSet(x), validate=False, train_config=TrainConfig(epochs=3), out=sur_path)
     out_path = os.path.join(args.workdir, "bench_stream_samples.h5")
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "likeflow", "sample", sur_path, "-n",
@@ -286,7 +407,7 @@ def bench_stream(args) -> dict:
     os.remove(out_path)
     out = {"n": args.stream_n, "rows_in_file": rows, "last_rows_finite": finite,
            "peak_rss_mb": peak, "wall_s": wall, "file_gb": size, "returncode": proc.returncode}
-    table("stream: likeflow sample -n N, 10-dim MAF 5 x [64, 64]",
+    table(f"stream: likeflow sample -n N, {args.stream_dim}-dim MAF (default sizes)",
           ["N", "rows in file", "file GB", "peak RSS MB", "wall s"],
           [[args.stream_n, rows, size, peak, wall]])
     return out
@@ -552,7 +673,7 @@ def bench_real(args) -> dict:
 BENCHES = {"throughput": bench_throughput, "sampling": bench_sampling, "quality": bench_quality,
            "scaling": bench_scaling, "memory": bench_memory, "stream": bench_stream,
            "bounded": bench_bounded,
-           "real": bench_real}
+           "real": bench_real, "profile": bench_profile}
 
 
 def main() -> None:
@@ -573,8 +694,9 @@ def main() -> None:
     ap.add_argument("--big", default="big_20m.h5", help="large file for the memory benchmark")
     ap.add_argument("--big-rows", type=int, default=20_000_000)
     ap.add_argument("--memory-max-samples", type=int, default=500_000)
-    ap.add_argument("--stream-n", type=int, default=50_000_000,
+    ap.add_argument("--stream-n", type=int, default=10_000_000,
                     help="samples drawn by the stream benchmark")
+    ap.add_argument("--stream-dim", type=int, default=95)
     ap.add_argument("--bounded-n", type=int, default=200_000)
     ap.add_argument("--bounded-train", default="{}",
                     help="TrainConfig fields as JSON for the bounded benchmark's fit")
@@ -591,6 +713,14 @@ def main() -> None:
                     help="extra 'likeflow fit' options of the real benchmark")
     ap.add_argument("--reuse", action="store_true", help="reuse generated sample files")
     ap.add_argument("--workdir", default=".")
+    ap.add_argument("--profile-surrogates", nargs="+", default=[],
+                    help="surrogate files of the profile benchmark")
+    ap.add_argument("--profile-compare", nargs="+", default=[],
+                    help="a reference profile per surrogate ('-': none)")
+    ap.add_argument("--profile-range", default=None, help="START:STOP of the profile grids")
+    ap.add_argument("--peer-python", default=None,
+                    help="a Python with torch and zuko: runs scripts/peer_zuko.py beside our "
+                         "figures (throughput, sampling)")
     args = ap.parse_args()
     names = list(BENCHES) if "all" in args.benches else args.benches
     results = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
