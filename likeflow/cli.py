@@ -267,7 +267,9 @@ def _parse_hidden(ctx, param, value):
 @click.option("--patience", type=click.IntRange(min=1), default=_TRAIN.patience,
               show_default=True, help="Epochs without validation improvement before stopping.")
 @click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=_TRAIN.max_time,
-              help="Stop training after this many seconds.")
+              help="A time budget for training in seconds: the cosine schedule is shortened "
+                   "(from the measured step time) so that it anneals within it; the limit is "
+                   "checked between blocks of steps. Validation comes after.")
 @click.option("--seed", type=int, default=_default(likeflow.fit, "seed"), show_default=True,
               help="Seeds the split, the weights and the shuffling: same seed, same surrogate.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),

@@ -61,7 +61,9 @@ class TrainConfig:
         patience: epochs without improvement before training stops.
         min_delta: improvement of the validation loss (nats) that counts.
         clip_norm: gradients are clipped to this global norm.
-        max_time: stop after this many seconds of training (None: no limit).
+        max_time: a budget in seconds (None: none): the cosine is re-planned from the
+            measured step and validation times to anneal within it, and training stops when
+            it is spent (checked every few steps, not only at the end of an epoch).
         max_rollbacks: NaN roll-backs allowed before giving up.
         jit_compile: compile the steps with XLA (None: yes; False: without XLA).
 

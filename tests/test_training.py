@@ -122,3 +122,27 @@ def test_time_limit_stops_training():
     f = build_flow(FlowConfig.from_data(x, layers=2, hidden=(16,)))
     r = train(f, x[:2500], x[2500:], config=TrainConfig(epochs=500, max_time=1e-3))
     assert r.stopped == "time_limit" and len(r.history) == 1
+
+
+def test_time_budget_anneals_the_cosine_within_it():
+    """A cosine that would take far longer than max_time is re-planned from the measured
+    step time: it ends annealed (schedule done, rate at its minimum) inside the budget."""
+    x = np.random.default_rng(4).normal(size=(7000, 3))
+    f = build_flow(FlowConfig.from_data(x, layers=2, hidden=(16,)))
+    cfg = TrainConfig(cosine_steps=40_000, batch_size=64, epochs=1000, patience=1000,
+                      max_time=8.0)
+    r = train(f, x[:6400], x[6400:], config=cfg)
+    assert r.stopped == "schedule_done"
+    assert r.planned_steps < 40_000 // 2          # the budget shortened the schedule
+    assert r.learning_rate < 1e-4                 # ... and it still annealed
+    assert r.elapsed < 8.0 + 3.0
+
+
+def test_time_limit_is_checked_within_an_epoch():
+    x = np.random.default_rng(5).normal(size=(100_500, 2))
+    f = build_flow(FlowConfig.from_data(x, layers=1, hidden=(8,)))
+    r = train(f, x[:100_000], x[100_000:], config=TrainConfig(
+        schedule="plateau", epochs=1, batch_size=16, max_time=1.0))
+    assert r.stopped == "time_limit"
+    assert 0 < r.history[0]["steps"] < 100_000 // 16
+    assert r.elapsed < 10.0
