@@ -4,8 +4,10 @@ Everything here works on any object with ``names``, ``poi``, ``bounds`` and a Te
 density, so a :class:`~likeflow.surrogate.Surrogate` and an exact target of
 :mod:`likeflow.likelihoods` are compared by the same code (see :func:`as_density`).
 
-Maximisation is TFP's L-BFGS, batched over starting points (or over the grid points of a
-profile), in the unbounded coordinates of the bound map so that no step leaves the bounds. The
+Maximisation is L-BFGS (:mod:`likeflow.lbfgs`), batched over starting points (or over the grid
+points of a profile and both their starts), around one compiled value and gradient, in the
+unbounded coordinates of the bound map so that no step leaves the bounds. Limits are refined
+by batches of profiles inside the grid's bracket (:func:`_crossings`), not one at a time. The
 density itself, not its reparametrised form, is maximised: the profile is that of the physical
 log density.
 
