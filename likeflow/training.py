@@ -330,7 +330,7 @@ class _Clock:
     start: float
     max_time: float | None
     step_time: float | None = None
-    val_time: float = 0.0
+    epoch_overhead: float = 0.0     # an epoch's time outside its steps (validation, copies)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -343,13 +343,13 @@ class _Clock:
         # smoothed, so that one slow block on a shared machine does not cut the plan short
         self.step_time = rate if self.step_time is None else 0.7 * self.step_time + 0.3 * rate
 
-    def affordable_steps(self, plan: _Plan, done: int) -> int | None:
-        """Steps that still fit in the budget (None: no budget, or not measured yet)."""
+    def affordable_steps(self, plan: _Plan) -> int | None:
+        """Steps that still fit in the budget, each with its share of an epoch's overhead
+        (None: no budget, or not measured yet). 2% of the budget is kept in reserve."""
         if self.max_time is None or self.step_time is None:
             return None
-        epochs_left = max(1, plan.last_epoch - done // plan.n_steps)
-        left = self.max_time - self.elapsed() - self.val_time * epochs_left
-        return max(0, int(left / self.step_time))
+        left = 0.98 * self.max_time - self.elapsed() - self.epoch_overhead
+        return max(0, int(left / (self.step_time + self.epoch_overhead / plan.n_steps)))
 
 
 @dataclass
@@ -413,16 +413,17 @@ def _run_epoch(steps: _Steps, plan: _Plan, loop: _Loop, epoch: int, seed: int,
     steps.bad_steps.assign(0)
     idx = tf.constant(perm[:plan.n_steps * batch].reshape(plan.n_steps, batch))
     lrs = _epoch_rates(steps, plan, loop, epoch)
-    done, time_limit = 0, False
+    done, time_limit, in_steps = 0, False, 0.0
     while done < plan.steps_in(epoch):
         stop = min(done + _BLOCK, plan.steps_in(epoch))
         measured = steps.compiled   # the first call compiles: not a step's cost
         t_block = time.perf_counter()
         steps.run(idx, lrs, done, stop)
+        in_steps += time.perf_counter() - t_block
         if measured:
             clock.measured(time.perf_counter() - t_block, stop - done)
         done = stop
-        affordable = clock.affordable_steps(plan, epoch * plan.n_steps + done)
+        affordable = clock.affordable_steps(plan)
         if affordable is not None and plan.cosine and \
                 epoch * plan.n_steps + done + affordable < plan.total_steps:
             plan.total_steps = max(epoch * plan.n_steps + done + 1,
@@ -431,15 +432,15 @@ def _run_epoch(steps: _Steps, plan: _Plan, loop: _Loop, epoch: int, seed: int,
         if clock.over():
             time_limit = True
             break
-    t_val = time.perf_counter()
     loss = val_loss()
-    clock.val_time = time.perf_counter() - t_val
     bad = int(steps.bad_steps.numpy())
     record = {"epoch": epoch, "train_loss": float(steps.loss_sum.numpy()) / max(1, done - bad),
               "val_loss": loss, "lr": float(optimizer.learning_rate.numpy()),
               "bad_steps": bad, "steps": done, "time": time.perf_counter() - t0}
     if time_limit:
         record["time_limit"] = True
+    # the validation was traced before training; the first block's compile is in in_steps
+    clock.epoch_overhead = max(0.0, record["time"] - in_steps)
     return record
 
 

@@ -129,11 +129,13 @@ def test_time_budget_anneals_the_cosine_within_it():
     step time: it ends annealed (schedule done, rate at its minimum) inside the budget."""
     x = np.random.default_rng(4).normal(size=(7000, 3))
     f = build_flow(FlowConfig.from_data(x, layers=2, hidden=(16,)))
-    cfg = TrainConfig(cosine_steps=40_000, batch_size=64, epochs=1000, patience=1000,
-                      max_time=8.0)
+    # ten million steps: far beyond 8 s on any machine
+    cfg = TrainConfig(cosine_steps=10_000_000, batch_size=64, epochs=1_000_000,
+                      patience=1_000_000, max_time=8.0)
     r = train(f, x[:6400], x[6400:], config=cfg)
     assert r.stopped == "schedule_done"
-    assert r.planned_steps < 40_000 // 2          # the budget shortened the schedule
+    assert r.planned_steps < 10_000_000 // 10     # the budget shortened the schedule
+    assert len(r.history) > 3
     assert r.learning_rate < 1e-4                 # ... and it still annealed
     assert r.elapsed < 8.0 + 3.0
 
