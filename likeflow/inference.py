@@ -153,8 +153,8 @@ def maximize(obj, starts: np.ndarray, *, fixed: dict[int, np.ndarray] | None = N
     space = _space(dens)
     # XLA compiles once per batch size (1-2 s for a 95-dim flow; a pyhf target is traced
     # anew): sizes are padded to a few (copies of the first start, which converge with it)
-    run = _compiled_lbfgs(dens, space, tuple(mask), _padded_size(k), tol, max_iterations)
     size = _padded_size(k)
+    run = _compiled_lbfgs(dens, space, tuple(mask), size, tol, max_iterations)
     pad = np.repeat(starts[:1], size - k, axis=0)
     res = run(space.to_w(np.concatenate([starts, pad])),
               np.concatenate([values, np.repeat(values[:1], size - k, axis=0)]))
@@ -255,8 +255,8 @@ def _compiled_lbfgs(dens: Density, space: _Space, mask: tuple, k: int, tolerance
     The value and gradient are one compiled function, traced once per density whatever the
     mask and (surrogates) the number of starts, and XLA-compiled for surrogates (once per
     batch size: :func:`_padded_size`); pyhf targets evaluate a fixed number of points per
-    compiled call, so theirs is traced per ``k``. A float32 flow's log density is exact to
-    about 1e-7 relative: its L-BFGS also stops when steps no longer lower it by more.
+    compiled call, so theirs is traced per ``k``. L-BFGS also stops at the log density's
+    rounding (``f_tolerance`` of :func:`likeflow.lbfgs.minimize`).
     """
     from .lbfgs import minimize
     from .tfsetup import tf

@@ -210,10 +210,10 @@ def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray |
             if loop.since_best >= cfg.patience:
                 result.stopped = "early_stopping"
                 break
-            if record.get("time_limit"):
+            epoch += 1
+            if record.get("time_limit") or (clock.over() and epoch < plan.last_epoch):
                 result.stopped = "time_limit"
                 break
-            epoch += 1
     except KeyboardInterrupt:
         result.stopped = "interrupted"
     while True:  # the best weights go back even if a signal arrives meanwhile
