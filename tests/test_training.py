@@ -135,7 +135,6 @@ def test_time_budget_anneals_the_cosine_within_it():
     r = train(f, x[:6400], x[6400:], config=cfg)
     assert r.stopped == "schedule_done"
     assert r.planned_steps < 10_000_000 // 10     # the budget shortened the schedule
-    assert len(r.history) > 3
     assert r.learning_rate < 1e-4                 # ... and it still annealed
     assert r.elapsed < 8.0 + 3.0
 
