@@ -295,7 +295,6 @@ class Flow(tf.Module):
         # positions only (ints): a second reference to the MADEs would be tracked by
         # tf.Module and reorder the flow's variables
         self._made_positions = tuple(made_positions)
-        self._make_transform = make_transform
         # one column of the sampling pass: the spline's XLA-compiled on its own, since the
         # A-NSF samples through a plain graph (see Surrogate) where its many small ops ran
         # 1.7x slower; the affine one plain, inside the MAF's XLA-compiled pass (a nested
