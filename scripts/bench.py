@@ -275,18 +275,16 @@ def bench_profile(args) -> dict:
     rows = []
     for path, ref in zip(args.profile_surrogates, refs):
         js = os.path.join(args.workdir, "bench_profile.json")
-        cmd = [sys.executable, "-m", "likeflow", "profile", path, "--points", "31",
-               "--json", js]
+        cmd = ["profile", path, "--points", "31", "--json", js]
         if ref != "-":
             cmd += ["--compare", ref]
         if args.profile_range:
             cmd += ["--range", args.profile_range]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            print(proc.stderr[-1500:])
-            out[path] = {"error": proc.stderr[-1500:]}
+        try:
+            wall, _ = _cli(cmd, os.path.join(args.workdir, "bench_profile.log"))
+        except RuntimeError as e:
+            print(e)
+            out[path] = {"error": str(e)}
             continue
         with open(js) as f:
             res = json.load(f)
