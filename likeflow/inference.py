@@ -469,15 +469,15 @@ def upper_limit(obj, poi: str, *, cl: float = 0.95, seed: int = 0,
     if bracket is None:
         # doubling steps from the lower end, all at once
         sd = float(np.std(dens.candidates[:, i])) or 1.0
-        tries = np.minimum(lower + sd * 2.0 ** np.arange(11), hi_bound)
-        f = q_minus_threshold(np.unique(tries))
+        tries = np.unique(np.minimum(lower + sd * 2.0 ** np.arange(11), hi_bound))
+        f = q_minus_threshold(tries)
         above = np.flatnonzero(f >= 0)
         if not len(above):
             if tries[-1] >= hi_bound:
                 return UpperLimit(None, cl, method + f": none below the bound {hi_bound:g}",
                                   best_fit=mu_hat)
             raise LikeflowError(f"no upper limit on {poi} found")
-        values = np.concatenate([[lower], np.unique(tries)])
+        values = np.concatenate([[lower], tries])
         fs = np.concatenate([[-threshold], f])
         bracket = (values[above[0]], values[above[0] + 1], fs[above[0]], fs[above[0] + 1])
     value = _crossing(q_minus_threshold, *bracket)
