@@ -6,6 +6,8 @@ Example:
     [(0, 2), (2, 4), (4, 5)]
     >>> map_batches(lambda b: b * 2, np.arange(5.0), 2).tolist()
     [0.0, 2.0, 4.0, 6.0, 8.0]
+    >>> [padded_size(n, 32) for n in (1, 32, 33, 100)]
+    [32, 32, 64, 128]
 """
 
 from __future__ import annotations
@@ -29,3 +31,9 @@ def map_batches(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, size: int
     if not parts:
         return empty() if empty is not None else fn(x)
     return np.concatenate(parts)
+
+
+def padded_size(n: int, minimum: int) -> int:
+    """The batch size ``n`` rows are padded to: ``minimum``, then powers of two. XLA compiles
+    once per shape, so compiled calls see a few sizes, not every ``n``."""
+    return max(minimum, 1 << (n - 1).bit_length())

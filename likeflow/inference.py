@@ -304,7 +304,8 @@ def _dynamic(dens: Density) -> bool:
 
 def _padded_size(k: int) -> int:
     """The batch size an L-BFGS run of ``k`` starts is padded to: 32, then powers of two."""
-    return max(32, 1 << (k - 1).bit_length())
+    from .batching import padded_size
+    return padded_size(k, 32)
 
 
 def best_fit(obj, *, starts: int = 16, seed: int = 0) -> Maximum:

@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 
 from ._version import __version__
-from .batching import batch_slices, map_batches
+from .batching import batch_slices, map_batches, padded_size
 from .bounds import mirror_images
 from .errors import LikeflowError, SurrogateFileError
 from .fileio import COMPLETE_ATTR, atomic_h5, check_outputs, check_stored, open_h5
@@ -489,7 +489,7 @@ class _Compiled:
             m = len(xb)
             # the last part of a long call is padded to a whole batch: no new shape to compile
             size = self.batch if len(x) > self.batch else min(
-                self.batch, max(64, 1 << (m - 1).bit_length()))
+                self.batch, padded_size(m, 64))
             if size > m:
                 xb = np.concatenate([xb, np.repeat(xb[:1], size - m, axis=0)])
             parts.append(self._run(xb)[:m])
