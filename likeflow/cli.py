@@ -55,8 +55,12 @@ class _Group(click.Group):
                                            "max_content_width": 100})
 @click.version_option(likeflow.__version__, "--version", "-V", prog_name="likeflow")
 @click.option("--debug", is_flag=True, help="Show the full traceback of any error.")
+@click.option("--backend", type=click.Choice(["tensorflow", "numpy"]), default=None,
+              help="What evaluates surrogate files: numpy needs no TensorFlow (same numbers, "
+                   "slower on large batches; training needs TensorFlow) [default: tensorflow "
+                   "where installed, else numpy; or $LIKEFLOW_BACKEND].")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, backend: str | None) -> None:
     """Normalizing-flow surrogates of likelihoods known only as samples.
 
     \b
@@ -75,6 +79,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
     if debug:  # TensorFlow's own start-up and log lines too
         os.environ.setdefault("LIKEFLOW_TF_LOGS", "1")
+    if backend:  # read by likeflow.load (likeflow.surrogate.BACKEND_ENV)
+        os.environ["LIKEFLOW_BACKEND"] = backend
 
 
 def read_options(func):

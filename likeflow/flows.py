@@ -87,6 +87,11 @@ MAX_HIDDEN_LAYERS = 16      # per conditioner
 MAX_BINS = 512
 MAX_WEIGHTS = 200_000_000   # trainable numbers in all
 
+# The splines' minimum bin size (a fraction of the range) and knot slope: keep a spline
+# invertible in float32. Part of what a file's weights mean (both readers use them).
+SPLINE_MIN_BIN = 1e-3
+SPLINE_MIN_SLOPE = 1e-3
+
 
 
 @dataclass
@@ -360,23 +365,37 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
 
 
+def weight_roles(config: FlowConfig) -> list[str]:
+    """What each weight array of a surrogate file is, in file order (the TensorFlow flow's
+    variable order): ``marginal_spline``, then per layer its conditioner's dense layers
+    (``layer3/dense0/kernel``; a MADE lists its output layer first, as tf.Module orders it)."""
+    roles = ["marginal_spline"] if config.marginal_spline else []
+    n = len(config.hidden) + 1
+    order = ([n - 1, *range(n - 1)] if config.conditioner == "autoregressive"
+             else list(range(n)))
+    for layer in range(config.layers):
+        for j in order:
+            roles += [f"layer{layer}/dense{j}/kernel", f"layer{layer}/dense{j}/bias"]
+    return roles
+
+
 def expected_weight_shapes(config: FlowConfig) -> list[tuple[int, ...]]:
-    """The shapes of the flow's trainable variables, from the config alone (no TensorFlow, no
-    allocation): a kernel and a bias per dense layer of each conditioner, and the marginal
-    spline's parameters. A surrogate file's weights are checked against these before the flow
-    is built. The order is not the flow's variable order (compare sorted)."""
-    d, hidden = config.dim, list(config.hidden)
-    n_params = config.params_per_dimension
+    """The shapes of the flow's trainable variables in file order (:func:`weight_roles`),
+    from the config alone (no TensorFlow, no allocation): a kernel and a bias per dense layer
+    of each conditioner, and the marginal spline's parameters. A surrogate file's weights are
+    checked against these before the flow is built."""
+    d, p = config.dim, config.params_per_dimension
     if config.conditioner == "autoregressive":
-        sizes = [d, *hidden, d * n_params]
+        sizes = [d, *config.hidden, d * p]
     else:
-        sizes = [d // 2, *hidden, (d - d // 2) * n_params]
-    layer = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layer += [(a, b), (b,)]
-    shapes = layer * config.layers
-    if config.marginal_spline:
-        shapes.append((d, 3 * config.bins - 1))
+        sizes = [d // 2, *config.hidden, (d - d // 2) * p]
+    shapes = []
+    for role in weight_roles(config):
+        if role == "marginal_spline":
+            shapes.append((d, 3 * config.bins - 1))
+            continue
+        j = int(role.split("/")[1][len("dense"):])
+        shapes.append((sizes[j], sizes[j + 1]) if role.endswith("kernel") else (sizes[j + 1],))
     return shapes
 
 

@@ -49,7 +49,7 @@ class Density:
     names: list[str]
     poi: list[str]
     bounds: np.ndarray
-    log_prob_tf: object          # (n, D) float64 tensor -> (n,) float64 tensor
+    log_prob_tf: object          # (n, D) float64 tensor -> (n,) float64 tensor; None: numpy
     candidates: np.ndarray       # points in the bulk, to pick starting points from
     sampler: object = None       # n, seed -> (n, D) samples, for Bayesian limits
     kind: str = "surrogate"
@@ -59,6 +59,9 @@ class Density:
     # below ~1e-5 (rounding), so asking for 1e-10 there only burns max_iterations
     tolerance: float = 1e-10
     samples: np.ndarray | None = None  # all the draws the candidates are the first of
+    # (n, D) float64 array -> (n,): a surrogate on the numpy backend (no TensorFlow; the
+    # optimiser's gradient is then a central finite difference)
+    log_prob_np: object = None
 
     def candidate_log_prob(self) -> np.ndarray:
         """The log density at the candidates, computed once (best fit and profile both use it)."""
@@ -80,10 +83,17 @@ def as_density(obj, *, n_candidates: int = 20000, n_samples: int = 0,
     A surrogate is sampled once: ``max(n_candidates, n_samples)`` draws, the first
     ``n_candidates`` of them the candidates of starting points, all of them ``samples`` (the
     credible limit's)."""
-    from .tfsetup import tf
-
     if isinstance(obj, Density):
         return obj
+    if getattr(obj, "backend", None) == "numpy":  # a Surrogate without TensorFlow
+        draws = obj.sample(max(n_candidates, n_samples), seed=seed)
+        return Density(list(obj.names), list(obj.poi), obj.bounds, None, draws[:n_candidates],
+                       sampler=lambda n, s: obj.sample(n, seed=s), kind="surrogate",
+                       tolerance=1e-10 if obj.config.dtype == "float64" else 1e-4,
+                       support=obj.support, latent_r2=obj.latent_r2, samples=draws,
+                       log_prob_np=obj.log_prob)
+    from .tfsetup import tf
+
     if hasattr(obj, "flow"):  # a Surrogate
         flow = obj.flow
         dtype = flow.dtype
@@ -176,36 +186,39 @@ class _Space:
     ``u = c + h * tanh(w)`` inside a surrogate's support box (``u = w`` for exact targets)."""
 
     def __init__(self, dens: Density):
-        from .tfsetup import tf
+        from .numpy_flows import Preprocess
 
         u = unbounded_coordinates(dens.candidates[:4000], dens.bounds)
         shift, scale = u.mean(axis=0), u.std(axis=0)
         scale = np.where(scale > 0, scale, 1.0)
-        from .tf_flows import bound_bijector
-        self.bij = bound_bijector(dens.bounds, shift, scale, "float64")
+        self.bounds = dens.bounds
         self.shift, self.scale = shift, scale
+        # the map in numpy (and in TensorFlow inside the compiled gradient: :meth:`to_x_tf`)
+        self.map = Preprocess(dens.bounds, shift, scale, probit=False,
+                              softclip=np.zeros(len(shift)))
         sup = dens.support
         self.boxed = sup is not None
         if self.boxed:
             lo = (unbounded_coordinates(np.asarray(sup["lo"])[None], dens.bounds)[0] - shift) / scale
             hi = (unbounded_coordinates(np.asarray(sup["hi"])[None], dens.bounds)[0] - shift) / scale
             self.c, self.h = (lo + hi) / 2, np.maximum((hi - lo) / 2, 1e-9)
-            self._c, self._h = tf.constant(self.c), tf.constant(self.h)
-
-    def u_of_w(self, w):
-        from .tfsetup import tf
-        return self._c + self._h * tf.tanh(w) if self.boxed else w
 
     def to_x_tf(self, w):
-        return self.bij.forward(self.u_of_w(w))
+        from .tfsetup import tf
+        from .tf_flows import bound_bijector
+
+        if "_bij" not in self.__dict__:
+            with tf.init_scope():  # eager constants, usable from every traced function
+                self._bij = bound_bijector(self.bounds, self.shift, self.scale, "float64")
+        u = self.c + self.h * tf.tanh(w) if self.boxed else w
+        return self._bij.forward(u)
 
     def to_x(self, w: np.ndarray) -> np.ndarray:
-        from .tfsetup import tf
-        return self.to_x_tf(tf.constant(w)).numpy()
+        w = np.asarray(w, np.float64)
+        return self.map.forward(self.c + self.h * np.tanh(w) if self.boxed else w)
 
     def to_w(self, x: np.ndarray) -> np.ndarray:
-        from .tfsetup import tf
-        u = self.bij.inverse(tf.constant(x)).numpy()
+        u = self.map.inverse(np.asarray(x, np.float64))
         if not self.boxed:
             return u
         return np.arctanh(np.clip((u - self.c) / self.h, -1 + 10 * _EDGE, 1 - 10 * _EDGE))
@@ -259,6 +272,14 @@ def _compiled_lbfgs(dens: Density, space: _Space, mask: tuple, k: int, tolerance
     rounding (``f_tolerance`` of :func:`likeflow.lbfgs.minimize`).
     """
     from .lbfgs import minimize
+
+    # a float32 flow's log density is exact to ~1e-7 relative, a float64 likelihood's to ~1e-15
+    f_tolerance = 1e-7 if dens.tolerance > 1e-8 else 1e-12
+    if dens.log_prob_tf is None:
+        fg = _finite_difference(dens, space, np.array(mask))
+        return lambda w0, values: minimize(
+            lambda w: fg(w, values), w0, tolerance=tolerance, max_iterations=max_iterations,
+            f_tolerance=f_tolerance)
     from .tfsetup import tf
 
     dynamic = _dynamic(dens)
@@ -280,8 +301,6 @@ def _compiled_lbfgs(dens: Density, space: _Space, mask: tuple, k: int, tolerance
         cache[key] = value_and_grad
     vg = cache[key]
     fixed = tf.constant(np.array(mask))
-    # a float32 flow's log density is exact to ~1e-7 relative, a float64 likelihood's to ~1e-15
-    f_tolerance = 1e-7 if dens.tolerance > 1e-8 else 1e-12
 
     def run(w0: np.ndarray, values: np.ndarray):
         values_t = tf.constant(values)
@@ -294,6 +313,33 @@ def _compiled_lbfgs(dens: Density, space: _Space, mask: tuple, k: int, tolerance
                         f_tolerance=f_tolerance)
 
     return run
+
+
+# relative step of the central differences: the error is ~ step^2 (truncation) + 1e-16 / step
+# (rounding of the float64 numpy log density), both ~1e-11 here
+_FD_STEP = 1e-5
+
+
+def _finite_difference(dens: Density, space: _Space, fixed: np.ndarray):
+    """Value and gradient of -log p(x(w)) for the numpy backend: all rows and both sides of
+    every free dimension in one batched call (2 k D + k points)."""
+    free = np.flatnonzero(~fixed)
+
+    def fg(w: np.ndarray, values: np.ndarray):
+        k, d = w.shape
+        h = _FD_STEP * np.maximum(1.0, np.abs(w[:, free]))        # (k, m)
+        steps = np.zeros((2 * len(free), k, d))
+        for j, i in enumerate(free):
+            steps[2 * j, :, i] = h[:, j]
+            steps[2 * j + 1, :, i] = -h[:, j]
+        ws = np.concatenate([w[None], w[None] + steps]).reshape(-1, d)
+        x = np.where(fixed, np.tile(values, (1 + 2 * len(free), 1)), space.to_x(ws))
+        y = -dens.log_prob_np(x).reshape(1 + 2 * len(free), k)
+        g = np.zeros((k, d))
+        g[:, free] = ((y[1::2] - y[2::2]).T) / (2 * h)
+        return y[0], g
+
+    return fg
 
 
 def _dynamic(dens: Density) -> bool:
@@ -677,6 +723,8 @@ def bayesian_upper_limit(obj, poi: str, *, cl: float = 0.95, n: int = 200_000,
 
 
 def _log_prob_np(dens: Density, x: np.ndarray, batch: int = 65536) -> np.ndarray:
+    if dens.log_prob_np is not None:
+        return dens.log_prob_np(x)
     from .tfsetup import tf
 
     from .batching import map_batches

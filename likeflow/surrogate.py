@@ -2,19 +2,29 @@
 
 A surrogate file (``*.likeflow.h5``) holds
 
-- root attributes ``format = "likeflow-surrogate"``, ``format_version``, ``likeflow_version``,
-  ``tensorflow_version``;
-- ``config``: the :class:`~likeflow.flows.FlowConfig` as JSON (architecture, hyperparameters,
-  names, POIs, bounds, preprocessing constants, dtype, seed, permutations);
-- ``weights/NNNN``: one dataset per trainable variable, in the flow's variable order, each with
-  its variable name as an attribute;
-- ``training``: JSON (history per epoch, best epoch, time, the training config, and ``data``:
-  the sample file, how it was read, its fingerprint and the split seed and fractions);
-- ``validation``: JSON metrics at save time (when validated).
+- root attributes ``format = "likeflow-surrogate"``, ``format_version`` (2; the major number
+  of ``schema_version``, "2.0.0"), ``likeflow_version``, ``tensorflow_version``;
+- four JSON records, each following its schema (``likeflow/schemas/<version>/``,
+  :mod:`likeflow.schema`): ``config``, the :class:`~likeflow.flows.FlowConfig` (architecture,
+  hyperparameters, names, POIs, bounds, preprocessing constants, dtype, seed, permutations);
+  ``training`` (the seed, the training config, the data: file, how it was read, its
+  fingerprint and split; the history per epoch, the training region); ``validation`` (the
+  summary at save time, empty when not validated); ``provenance`` (likeflow, TensorFlow,
+  Python versions, the platform, the time of writing);
+- ``weights/NNNN``: one array per trainable variable, in the flow's variable order
+  (:func:`likeflow.flows.weight_roles` names each from the config), each with its variable
+  name and its sha256 as attributes.
+
+Files of format version 1 (before the schemas and the provenance) load as well.
 
 Loading rebuilds the flow from ``config`` and assigns the weights: nothing in the file is
 executed. Writing goes to a temp file in the same folder and is renamed into place, so a file on
 disk is always whole.
+
+Two backends evaluate a loaded file (:func:`load`'s ``backend``): ``tensorflow`` (training,
+resume, the compiled fast paths; the default where TensorFlow is installed) and ``numpy``
+(:mod:`likeflow.numpy_flows`: no TensorFlow needed, the same numbers to rounding; the default
+without it, or with ``LIKEFLOW_BACKEND=numpy``).
 
 Example:
     >>> import likeflow                                        # doctest: +SKIP
@@ -39,11 +49,12 @@ from .bounds import mirror_images
 from .errors import LikeflowError, SurrogateFileError
 from .fileio import COMPLETE_ATTR, atomic_h5, check_outputs, check_stored, open_h5
 from .flows import FlowConfig, expected_variable_count, expected_weight_shapes
+from . import schema
 from .jsonutil import strict_json
+from .numpy_flows import NumpyFlow
 from .samples import ReadOptions, SampleSet, SplitSpec, file_rows, split_of, write_sample_stream
 
 FORMAT = "likeflow-surrogate"
-FORMAT_VERSION = 1
 
 # Points per compiled call of log_prob / sample: bounded memory for any n. Sampling batches
 # are smaller: the MADE pass keeps per-batch state in cache (measured: 16384 is 5x faster per
@@ -69,8 +80,6 @@ class Surrogate:
     """
 
     def __init__(self, flow, training: dict | None = None, validation: dict | None = None):
-        from .tfsetup import tf
-
         self.flow = flow
         self.config: FlowConfig = flow.config
         self.training = training or {}
@@ -78,8 +87,25 @@ class Surrogate:
         self.path: str | None = None  # the file it was loaded from
         # the full validation of a fresh fit (its summary is ``validation``); not stored
         self.validation_result = None
-        d, dtype = self.config.dim, flow.dtype
+        # who wrote the file it was loaded from, when, with what (empty: a fresh fit, or a
+        # file of format version 1)
+        self.provenance: dict = {}
         self._bounds = self.config.bounds_array()
+        if isinstance(flow, NumpyFlow):
+            self.backend = "numpy"
+            # numpy computes in float64 whatever the file's dtype
+            self._dtype = np.dtype(np.float64)
+            self._log_prob = _Batched(flow.log_prob, EVAL_BATCH)
+            self._to_latent = _Batched(flow.to_latent, EVAL_BATCH)
+            self._from_latent = _Batched(flow.from_latent, SAMPLE_BATCH)
+            self._unfolded = _Batched(flow.unfolded_log_prob, EVAL_BATCH)
+            self._base_sample = lambda m, seed: flow.base_sample(int(m), [int(s) for s in seed])
+            return
+        from .tfsetup import tf
+
+        self.backend = "tensorflow"
+        d, dtype = self.config.dim, flow.dtype
+        self._dtype = np.dtype(dtype.as_numpy_dtype)
         self._log_prob = _Compiled(flow.log_prob, d, dtype, EVAL_BATCH)
         self._to_latent = _Compiled(flow.to_latent, d, dtype, EVAL_BATCH)
         # the autoregressive spline's sampling steps run in a while loop, where XLA on a CPU
@@ -88,8 +114,10 @@ class Surrogate:
         self._from_latent = _Compiled(flow.from_latent, d, dtype, SAMPLE_BATCH,
                                       xla=not (self.config.transformer == "spline"
                                                and self.config.conditioner == "autoregressive"))
-        self._base_sample = tf.function(flow.base.sample, input_signature=[
+        self._unfolded = None  # compiled on first use (only folded surrogates need it)
+        base = tf.function(flow.base.sample, input_signature=[
             tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int32)])
+        self._base_sample = lambda m, seed: base(np.int32(m), seed).numpy()
 
     # --- identity ---------------------------------------------------------------------------
     @property
@@ -111,7 +139,7 @@ class Surrogate:
     def __repr__(self) -> str:
         c = self.config
         return (f"Surrogate({c.flow}, dim={c.dim}, layers={c.layers}, hidden={list(c.hidden)}, "
-                f"poi={c.poi})")
+                f"poi={c.poi}, backend={self.backend})")
 
     # --- evaluation -------------------------------------------------------------------------
     def _as_points(self, x) -> np.ndarray:
@@ -129,7 +157,7 @@ class Surrogate:
         compiled, in batches of bounded size.
         """
         x = self._as_points(x)
-        out = self._log_prob(x.astype(self.flow.dtype.as_numpy_dtype)).astype(np.float64)
+        out = self._log_prob(x.astype(self._dtype)).astype(np.float64)
         inside = np.all((x >= self._bounds[:, 0]) & (x <= self._bounds[:, 1]), axis=1)
         out[~inside] = -np.inf
         out[np.isnan(out)] = -np.inf
@@ -138,12 +166,12 @@ class Surrogate:
     def to_latent(self, x) -> np.ndarray:
         """Physical points -> base space (standard normal for a perfect surrogate)."""
         x = self._as_points(x)
-        return self._to_latent(x.astype(self.flow.dtype.as_numpy_dtype)).astype(np.float64)
+        return self._to_latent(x.astype(self._dtype)).astype(np.float64)
 
     def from_latent(self, z) -> np.ndarray:
         """Base-space points (n, D) -> physical points: the flow's sampling direction."""
         z = self._as_points(z)
-        return self._from_latent(z.astype(self.flow.dtype.as_numpy_dtype)).astype(np.float64)
+        return self._from_latent(z.astype(self._dtype)).astype(np.float64)
 
     def _images(self, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """``x`` and its mirror images across the reflected bounds, and for each image (rows)
@@ -159,11 +187,10 @@ class Surrogate:
         if not self.config.reflect:
             return x.copy()
         images, ok = self._images(x)
-        fn = self.__dict__.get("_unfolded")
-        if fn is None:
-            fn = self._unfolded = _Compiled(self.flow.unfolded_log_prob, self.dim,
-                                            self.flow.dtype, EVAL_BATCH)
-        lp = np.array([fn(img.astype(self.flow.dtype.as_numpy_dtype)) for img in images],
+        if self._unfolded is None:
+            self._unfolded = _Compiled(self.flow.unfolded_log_prob, self.dim, self.flow.dtype,
+                                       EVAL_BATCH)
+        lp = np.array([self._unfolded(img.astype(self._dtype)) for img in images],
                       dtype=np.float64)
         lp = np.where(ok & np.isfinite(lp), lp, -np.inf)
         w = np.exp(lp - lp.max(axis=0))
@@ -215,7 +242,7 @@ class Surrogate:
         for k, rows in enumerate(batch_slices(n, SAMPLE_BATCH)):
             m = rows.stop - rows.start
             s = np.array([seed % (2 ** 31), k], dtype=np.int32)
-            out.append(self._from_latent(self._base_sample(np.int32(m), s).numpy()))
+            out.append(self._from_latent(self._base_sample(m, s).astype(self._dtype)))
             if len(out) == per:
                 yield np.concatenate(out).astype(np.float64)
                 out = []
@@ -330,35 +357,79 @@ class Surrogate:
         return read[np.concatenate([split.train, split.validation])]
 
     # --- files ------------------------------------------------------------------------------
+    def weight_arrays(self) -> list[tuple[str, np.ndarray]]:
+        """The flow's weights as (variable name, array) in file order
+        (:func:`likeflow.flows.weight_roles` says what each is)."""
+        if self.backend == "numpy":
+            return list(zip(self.flow.names, self.flow.weights))
+        return [(v.name, v.numpy()) for v in self.flow.trainable_variables]
+
     def save(self, path: str | os.PathLike) -> None:
         """Write the surrogate file atomically (temp file in the same folder, then rename)."""
-        from .tfsetup import tf
-
         with atomic_h5(path) as f:
+            records = {"config": self.config.to_dict(),
+                       "training": strict_json(self.training),
+                       "validation": strict_json(self.validation),
+                       "provenance": schema.provenance(self.backend)}
+            for name, record in records.items():
+                try:
+                    schema.check(name, record)
+                except LikeflowError as e:  # a record likeflow itself made: a bug
+                    raise LikeflowError(f"{path}: not written: {e} (a bug in likeflow: "
+                                        "please report it)") from None
             f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["format_version"] = schema.FORMAT_VERSION
+            f.attrs["schema_version"] = schema.SCHEMA_VERSION
             f.attrs["likeflow_version"] = __version__
-            f.attrs["tensorflow_version"] = tf.__version__
-            f.create_dataset("config", data=self.config.to_json())
-            f.create_dataset("training", data=json.dumps(strict_json(self.training)))
-            f.create_dataset("validation", data=json.dumps(strict_json(self.validation)))
+            if records["provenance"]["tensorflow_version"]:
+                f.attrs["tensorflow_version"] = records["provenance"]["tensorflow_version"]
+            for name, record in records.items():
+                f.create_dataset(name, data=json.dumps(record))
             g = f.create_group("weights")
-            for i, v in enumerate(self.flow.trainable_variables):
-                w = v.numpy()
+            for i, (name, w) in enumerate(self.weight_arrays()):
                 if not np.isfinite(w).all():
-                    raise LikeflowError(f"{path}: not written: weight {v.name} holds NaN or "
+                    raise LikeflowError(f"{path}: not written: weight {name} holds NaN or "
                                         "inf (a diverged fit)")
                 ds = g.create_dataset(f"{i:04d}", data=w)
-                ds.attrs["name"] = v.name
+                ds.attrs["name"] = name
                 ds.attrs["sha256"] = _checksum(w)
 
 
-def load(path: str | os.PathLike) -> Surrogate:
+BACKENDS = ("tensorflow", "numpy")
+#: environment variable choosing the backend of :func:`load` when none is given
+BACKEND_ENV = "LIKEFLOW_BACKEND"
+
+
+def default_backend() -> str:
+    """``LIKEFLOW_BACKEND`` if set, else ``tensorflow`` where TensorFlow, TFP and tf_keras are
+    installed (found without importing them), else ``numpy``."""
+    import importlib.util
+
+    chosen = os.environ.get(BACKEND_ENV, "").strip().lower()
+    if chosen:
+        if chosen not in BACKENDS:
+            raise LikeflowError(f"{BACKEND_ENV}={chosen!r}: choose {' or '.join(BACKENDS)}")
+        return chosen
+    try:
+        have_tf = all(importlib.util.find_spec(m) is not None
+                      for m in ("tensorflow", "tensorflow_probability", "tf_keras"))
+    except (ImportError, ValueError):  # a broken or hidden install
+        have_tf = False
+    return "tensorflow" if have_tf else "numpy"
+
+
+def load(path: str | os.PathLike, *, backend: str | None = None) -> Surrogate:
     """Load a surrogate file: rebuild the flow from its config and assign the stored weights.
 
-    Raises :class:`SurrogateFileError` for a missing, foreign, damaged or newer-format file.
+    ``backend``: ``"tensorflow"`` (training, resume, compiled evaluation), ``"numpy"`` (no
+    TensorFlow needed; the same numbers to rounding, slower for large batches), or None for
+    :func:`default_backend`. Raises :class:`SurrogateFileError` for a missing, foreign,
+    damaged or newer-format file.
     """
     path = os.fspath(path)
+    backend = default_backend() if backend is None else backend
+    if backend not in BACKENDS:
+        raise LikeflowError(f"unknown backend {backend!r}: choose {' or '.join(BACKENDS)}")
     try:
         with open_h5(path, SurrogateFileError) as f:
             if f.attrs.get("format") != FORMAT:
@@ -366,22 +437,23 @@ def load(path: str | os.PathLike) -> Surrogate:
                 raise SurrogateFileError(path, f"is {what}, not a likeflow surrogate "
                                          "(no format='likeflow-surrogate' attribute)")
             version = int(f.attrs.get("format_version", -1))
-            if version > FORMAT_VERSION:
+            if version > schema.FORMAT_VERSION:
                 raise SurrogateFileError(path, f"format version {version} is newer than this "
                                          f"likeflow ({__version__}) reads; upgrade likeflow")
+            if version not in schema.SCHEMA_OF_FORMAT:
+                raise SurrogateFileError(path, f"damaged: unknown format version {version}")
             if f.attrs.get(COMPLETE_ATTR, 1) != 1:
                 raise SurrogateFileError(path, "incomplete: the file is still being written "
                                          "(or its writer died)")
-            for key in ("config", "training", "validation", "weights"):
+            for key in (*schema.RECORDS[version], "weights"):
                 if key not in f:
                     raise SurrogateFileError(path, f"damaged: '{key}' is missing")
-            config = FlowConfig.from_json(_text(f["config"][()]))
-            training = json.loads(_text(f["training"][()]))
-            validation = json.loads(_text(f["validation"][()]))
-            if not isinstance(training, dict) or not isinstance(validation, dict):
-                raise SurrogateFileError(path, "damaged: 'training' and 'validation' must be "
-                                         "JSON objects")
-            weights = _read_weights(path, f["weights"], config)
+            records = {name: _record(path, f, name, schema.SCHEMA_OF_FORMAT[version])
+                       for name in schema.RECORDS[version]}
+            records = schema.upgrade(records, version)
+            config = FlowConfig.from_dict(records["config"])
+            training, validation = records["training"], records["validation"]
+            weights, names = _read_weights(path, f["weights"], config)
     except SurrogateFileError:
         raise
     except (OSError, RuntimeError, KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
@@ -389,6 +461,10 @@ def load(path: str | os.PathLike) -> Surrogate:
         raise SurrogateFileError(path, f"damaged surrogate file ({msg})") from None
     except LikeflowError as e:
         raise SurrogateFileError(path, f"damaged surrogate file ({e})") from None
+    if backend == "numpy":
+        sur = Surrogate(NumpyFlow(config, weights, names), training, validation)
+        sur.path, sur.provenance = path, records.get("provenance", {})
+        return sur
     from .tf_flows import build_flow
     flow = build_flow(config)
     variables = flow.trainable_variables
@@ -401,15 +477,32 @@ def load(path: str | os.PathLike) -> Surrogate:
                                      f"{v.name} of shape {tuple(v.shape)}")
         v.assign(w)
     sur = Surrogate(flow, training, validation)
-    sur.path = path
+    sur.path, sur.provenance = path, records.get("provenance", {})
     return sur
+
+
+def _record(path: str, f, name: str, version: str) -> dict:
+    """A JSON record of the file, checked against its schema: one line naming the record
+    and the field where it is not."""
+    ds = f[name]
+    if not isinstance(ds, h5py.Dataset) or ds.shape != () or ds.dtype.kind not in "OSU":
+        raise SurrogateFileError(path, f"damaged: '{name}' is not a JSON text")
+    try:
+        value = json.loads(_text(ds[()]))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SurrogateFileError(path, f"damaged: '{name}' is not valid JSON ({e})") from None
+    try:
+        schema.check(name, value, version)
+    except LikeflowError as e:
+        raise SurrogateFileError(path, f"damaged: {e}") from None
+    return value
 
 
 def _checksum(w: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(w).tobytes()).hexdigest()
 
 
-def _read_weights(path: str, g, config: FlowConfig) -> list[np.ndarray]:
+def _read_weights(path: str, g, config: FlowConfig) -> tuple[list[np.ndarray], list[str]]:
     """The weight arrays of a file, checked before anything is built: their shapes against
     the config's (read from the headers, so a hostile config or dataset allocates nothing),
     their checksums (files since checksums were written) and their values (finite)."""
@@ -418,14 +511,14 @@ def _read_weights(path: str, g, config: FlowConfig) -> list[np.ndarray]:
     keys = sorted(g)
     if any(not isinstance(g[k], h5py.Dataset) for k in keys):
         raise SurrogateFileError(path, "damaged: 'weights' holds something other than arrays")
-    got = sorted(tuple(g[k].shape or ()) for k in keys)
-    want = sorted(expected_weight_shapes(config))
+    got = [tuple(g[k].shape or ()) for k in keys]
+    want = expected_weight_shapes(config)
     if got != want:
         raise SurrogateFileError(path, f"damaged: the weights ({len(got)} arrays, "
                                  f"{sum(int(np.prod(s)) for s in got)} numbers) do not match "
                                  f"the config ({len(want)} arrays, "
                                  f"{sum(int(np.prod(s)) for s in want)} numbers)")
-    out = []
+    out, names = [], []
     for k in keys:
         ds = g[k]
         if ds.dtype.kind != "f":
@@ -439,12 +532,27 @@ def _read_weights(path: str, g, config: FlowConfig) -> list[np.ndarray]:
         if not np.isfinite(w).all():
             raise SurrogateFileError(path, f"damaged: weight {k} holds NaN or inf")
         out.append(w)
-    return out
+        names.append(_text(ds.attrs.get("name", k)))
+    return out, names
 
 
 def fresh_seed() -> int:
     """A seed from the operating system's entropy: fresh draws when no seed is given."""
     return int(np.random.default_rng().integers(2 ** 31))
+
+
+class _Batched:
+    """A numpy flow method on batches of bounded size (memory bounded for any n); the
+    interface of :class:`_Compiled`."""
+
+    def __init__(self, fn, batch: int):
+        self.fn, self.batch = fn, batch
+
+    def will_evaluate(self, n: int) -> None:
+        pass
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return map_batches(self.fn, x, self.batch)
 
 
 class _Compiled:

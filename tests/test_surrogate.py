@@ -20,7 +20,8 @@ from likeflow.errors import SurrogateFileError  # noqa: E402
 from likeflow.samples import read_samples  # noqa: E402
 from likeflow.fitting import fit  # noqa: E402
 from likeflow.samples import SplitSpec, split_of  # noqa: E402
-from likeflow.surrogate import FORMAT_VERSION, load  # noqa: E402
+from likeflow.schema import FORMAT_VERSION  # noqa: E402
+from likeflow.surrogate import load  # noqa: E402
 from likeflow.training import TrainConfig  # noqa: E402
 
 
@@ -98,7 +99,7 @@ def test_no_training_rows_in_the_test_split(fitted):
     ("newer", "newer than this likeflow"),
     ("no_weights", "'weights' is missing"),
     ("wrong_shape", "do not match the config"),
-    ("bad_config", "damaged surrogate file"),
+    ("bad_config", "damaged: config"),
     ("text", "not an HDF5 file"),
     ("missing", "no such file"),
 ])

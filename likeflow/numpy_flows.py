@@ -1,0 +1,502 @@
+"""The flows of a surrogate file, evaluated with numpy alone (no TensorFlow).
+
+A published surrogate is reloaded for years, often inside tools that do not want TensorFlow
+(hundreds of MB, seconds of import) in their environment. This module computes everything a
+reloaded surrogate does from the file's config and weight arrays: ``log_prob`` (with the hold
+of the probit map and the fold at reflected bounds), the latent maps both ways, and sampling
+through the one-pass MADE. It mirrors :mod:`likeflow.tf_flows` layer by layer (tests check the
+two agree to rounding for every flow, permutation kind and bound map) and computes in float64
+whatever the file's dtype: a float32 file gives TensorFlow's numbers to float32 rounding.
+
+The weight arrays of a file are in the TensorFlow flow's variable order
+(:func:`likeflow.flows.weight_roles` names each); nothing else of TensorFlow is needed.
+
+Example:
+    >>> import numpy as np
+    >>> from likeflow.flows import FlowConfig, expected_weight_shapes
+    >>> cfg = FlowConfig(dim=2, flow="realnvp", layers=2, hidden=(4,))
+    >>> flow = NumpyFlow(cfg, [np.zeros(s) for s in expected_weight_shapes(cfg)])
+    >>> flow.log_prob(np.zeros((1, 2))).round(4)   # zero weights: the identity, N(0, I)
+    array([-1.8379])
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import special
+
+from .bounds import PROBIT_MAX, PROBIT_TRAIN_MAX, mirror_images
+from .flows import SPLINE_MIN_BIN as MIN_BIN, SPLINE_MIN_SLOPE as MIN_SLOPE
+from .flows import FlowConfig, expected_weight_shapes, weight_roles
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+# --- building blocks ------------------------------------------------------------------------
+
+def _softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def _softplus_inverse(y):
+    """log(exp(y) - 1), stable for small and large y."""
+    return y + np.log(-np.expm1(-y))
+
+
+def _log_sigmoid(x):
+    return -np.logaddexp(0.0, -x)
+
+
+ACTIVATION_FUNCTIONS = {
+    "relu": lambda x: np.maximum(x, 0.0),
+    "tanh": np.tanh,
+    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+    # tf_keras' "gelu" is the exact one (approximate=False), in TensorFlow's erfc form
+    # (1 + erf(x) would cancel for negative x)
+    "gelu": lambda x: 0.5 * x * special.erfc(-x * 0.7071067811865476),
+    "silu": lambda x: x * special.expit(x),
+}
+
+
+class Spline:
+    """The rational-quadratic spline of :mod:`likeflow.splines` (identity outside its
+    interval) from a conditioner's raw parameters (..., 3K - 1), as the flows parametrise it."""
+
+    def __init__(self, params: np.ndarray, bins: int, bound: float):
+        k = bins
+        w, h, s = params[..., :k], params[..., k:2 * k], params[..., 2 * k:]
+        widths = (special.softmax(w, axis=-1) * (1 - k * MIN_BIN) + MIN_BIN) * (2 * bound)
+        heights = (special.softmax(h, axis=-1) * (1 - k * MIN_BIN) + MIN_BIN) * (2 * bound)
+        # softplus(s + log(e - 1)) is 1 at s = 0: a fresh spline is the identity
+        slopes = _softplus(s + math.log(math.e - 1)) + MIN_SLOPE
+        self._kx = _knots(widths, -bound)
+        self._ky = _knots(heights, -bound)
+        one = np.ones_like(slopes[..., :1])
+        self._kd = np.concatenate([one, slopes, one], axis=-1)
+
+    def _bin(self, v, knots):
+        lo, hi = knots[..., 0], knots[..., -1]
+        inside = (v > lo) & (v < hi)
+        v = np.where(inside, v, lo)
+        if knots.ndim == 2 and v.ndim == 2:
+            # one spline per column for all points (the marginal spline): a binary search per
+            # column, then a gather, instead of comparing every point with every knot
+            k = np.empty(v.shape, dtype=np.intp)
+            for d in range(v.shape[1]):
+                k[:, d] = np.searchsorted(knots[d, 1:-1], v[:, d], side="right")
+            cols = np.arange(v.shape[1])
+
+            def pick(a, off=0):
+                return a[cols, k + off]
+        else:
+            # number of interior knots at or left of v: the bin, in 0 .. K - 1
+            k = np.sum(v[..., None] >= knots[..., 1:-1], axis=-1)[..., None]
+
+            def pick(a, off=0):
+                return np.take_along_axis(np.broadcast_to(a, v.shape + a.shape[-1:]),
+                                          k + off, axis=-1)[..., 0]
+
+        kx, ky, kd = self._kx, self._ky, self._kd
+        x_k, y_k = pick(kx), pick(ky)
+        return (v, inside, x_k, pick(kx, 1) - x_k, y_k, pick(ky, 1) - y_k, pick(kd),
+                pick(kd, 1))
+
+    def forward(self, x):
+        """``(y, log dy/dx)`` elementwise."""
+        xc, inside, x_k, w_k, y_k, h_k, d_k, d_k1 = self._bin(x, self._kx)
+        s = h_k / w_k
+        xi = (xc - x_k) / w_k
+        xi1 = xi * (1 - xi)
+        denom = s + (d_k1 + d_k - 2 * s) * xi1
+        y = y_k + h_k * (s * xi * xi + d_k * xi1) / denom
+        ldj = (2 * np.log(s) + np.log(d_k1 * xi * xi + 2 * s * xi1 + d_k * (1 - xi) ** 2)
+               - 2 * np.log(denom))
+        return np.where(inside, y, x), np.where(inside, ldj, 0.0)
+
+    def inverse(self, y):
+        """``(x, log dx/dy)`` elementwise."""
+        yc, inside, x_k, w_k, y_k, h_k, d_k, d_k1 = self._bin(y, self._ky)
+        s = h_k / w_k
+        dy = yc - y_k
+        c2 = d_k1 + d_k - 2 * s
+        a = h_k * (s - d_k) + dy * c2
+        b = h_k * d_k - dy * c2
+        c = -s * dy
+        # the root in [0, 1], in the form that stays exact when a is near 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xi = 2 * c / (-b - np.sqrt(np.maximum(b * b - 4 * a * c, 0.0)))
+        xi = np.where(inside, xi, 0.0)
+        x = xi * w_k + x_k
+        xi1 = xi * (1 - xi)
+        ldj = (2 * np.log(s) + np.log(d_k1 * xi * xi + 2 * s * xi1 + d_k * (1 - xi) ** 2)
+               - 2 * np.log(s + c2 * xi1))
+        return np.where(inside, x, y), np.where(inside, -ldj, 0.0)
+
+
+def _knots(sizes, start):
+    zero = np.zeros_like(sizes[..., :1])
+    return start + np.concatenate([zero, np.cumsum(sizes, axis=-1)], axis=-1)
+
+
+class Affine:
+    """Shift and soft-clamped log scale from raw parameters (..., 2)."""
+
+    def __init__(self, params: np.ndarray, clamp: float):
+        self.shift = params[..., 0]
+        self.log_scale = clamp * np.tanh(params[..., 1] / clamp)
+
+    def forward(self, x):
+        return self.shift + np.exp(self.log_scale) * x, self.log_scale
+
+    def inverse(self, y):
+        return (y - self.shift) * np.exp(-self.log_scale), -self.log_scale
+
+
+def transformer(config: FlowConfig):
+    """The config's transformer: raw parameters (..., P) -> an elementwise map."""
+    if config.transformer == "affine":
+        return lambda p: Affine(p, config.log_scale_clamp)
+    return lambda p: Spline(p, config.bins, config.spline_range)
+
+
+class Dense:
+    """A stack of dense layers: activation after each but the last."""
+
+    def __init__(self, kernels, biases, activation: str):
+        self.kernels, self.biases = kernels, biases
+        self.act = ACTIVATION_FUNCTIONS[activation]
+
+    def __call__(self, x):
+        for i, (w, b) in enumerate(zip(self.kernels, self.biases)):
+            x = x @ w + b
+            if i < len(self.kernels) - 1:
+                x = self.act(x)
+        return x
+
+
+def made_degrees(dim: int, hidden) -> list[np.ndarray]:
+    """The degrees of the inputs and of each hidden layer's units of TFP's
+    ``AutoregressiveNetwork`` (left-to-right input order, ``hidden_degrees="equal"``): a unit of
+    degree c sees the inputs 1..c."""
+    degrees = [np.arange(1, dim + 1)]
+    for units in hidden:
+        low = min(int(degrees[-1].min()), dim - 1)
+        degrees.append(np.maximum(low, np.ceil(np.arange(1, units + 1) * (dim - 1)
+                                                / (units + 1)).astype(int)))
+    return degrees
+
+
+def made_masks(dim: int, hidden, params: int) -> list[np.ndarray]:
+    """The 0/1 masks of the MADE's kernels (input -> hidden -> ... -> (dim * params))."""
+    deg = made_degrees(dim, hidden)
+    masks = [(a[:, None] <= b[None, :]).astype(float) for a, b in zip(deg[:-1], deg[1:])]
+    last = (deg[-1][:, None] < deg[0][None, :]).astype(float)
+    masks.append(np.repeat(last, params, axis=1))   # output (d, p) at column d * params + p
+    return masks
+
+
+class Made:
+    """The MADE conditioner: (n, D) -> (n, D, P); also computes one dimension at a time for
+    sampling (:meth:`forward_pass`)."""
+
+    def __init__(self, config: FlowConfig, kernels, biases):
+        d, p = config.dim, config.params_per_dimension
+        masks = made_masks(d, config.hidden, p)
+        self.net = Dense([w * m for w, m in zip(kernels, masks)], biases, config.activation)
+        self.dim, self.params = d, p
+        deg = made_degrees(d, config.hidden)[1:]
+        # per hidden layer and step k, the units of degree k (they see the inputs < k + 1)
+        self.steps = [[np.flatnonzero(g == k) for k in range(d)] for g in deg]
+
+    def __call__(self, x):
+        return self.net(x).reshape(x.shape[0], self.dim, self.params)
+
+    def forward_pass(self, z, column):
+        """The autoregressive direction ``y_k = column(params_k(y_<k), z_k)`` in one network
+        pass in all: each hidden unit is computed once, at the step where its inputs are final
+        (as :func:`likeflow.tf_flows._made_forward`)."""
+        n, d, p = z.shape[0], self.dim, self.params
+        ws, bs, act = self.net.kernels, self.net.biases, self.net.act
+        y = np.zeros_like(z)
+        hs = [np.zeros((n, w.shape[1])) for w in ws[:-1]]
+        for k in range(d):
+            for layer, units in enumerate(self.steps):
+                u = units[k]
+                if u.size:
+                    inp = y[:, :k] if layer == 0 else hs[layer - 1]
+                    w = ws[0][:k, u] if layer == 0 else ws[layer][:, u]
+                    hs[layer][:, u] = act(inp @ w + bs[layer][u])
+            cols = slice(k * p, (k + 1) * p)
+            params = hs[-1] @ ws[-1][:, cols] + bs[-1][cols]
+            y[:, k] = column(params, z[:, k])
+        return y
+
+
+# --- the layers of the chain ----------------------------------------------------------------
+
+class Preprocess:
+    """Standardised unbounded space -> physical parameters (:class:`likeflow.tf_flows.Preprocess`
+    in numpy): the probit or sigmoid map of two bounds, the soft clip, softplus for one bound.
+
+    Each map is computed on its own columns only (TensorFlow computes every branch for every
+    column and selects): most parameters of a likelihood are unbounded nuisance parameters."""
+
+    def __init__(self, bounds, shift, scale, *, probit: bool, softclip, dtype="float64"):
+        # the clips at the ends of the range use the file's precision, as TensorFlow does
+        self.eps, self.tiny = np.finfo(dtype).eps, np.finfo(dtype).tiny
+        b = np.asarray(bounds, dtype=np.float64)
+        lo, hi = b[:, 0], b[:, 1]
+        fin_lo, fin_hi = np.isfinite(lo), np.isfinite(hi)
+        softclip = np.asarray(softclip, float)
+        soft = (softclip > 0) & fin_lo & fin_hi
+        self.shift, self.scale = np.asarray(shift, float), np.asarray(scale, float)
+        self.log_scale_sum = float(np.sum(np.log(self.scale)))
+        self.probit = probit
+        # the columns of each map: two bounds (probit or sigmoid), soft clip, lower, upper
+        self.two = np.flatnonzero(fin_lo & fin_hi & ~soft)
+        self.soft = np.flatnonzero(soft)
+        self.lower = np.flatnonzero(fin_lo & ~fin_hi)
+        self.upper = np.flatnonzero(~fin_lo & fin_hi)
+        t, sc = self.two, self.soft
+        self.t_lo, self.t_hi = lo[t], hi[t]
+        self.t_width = hi[t] - lo[t]
+        self.t_log_width = float(np.sum(np.log(self.t_width)))
+        self.s_lo, self.s_hi, self.s_c = lo[sc], hi[sc], softclip[sc]
+        self.s_k = np.log(-np.expm1(-(hi[sc] - lo[sc]) / softclip[sc]))
+        self.l_lo, self.u_hi = lo[self.lower], hi[self.upper]
+        # rounding must never put a value outside its bounds
+        self.clip_lo = np.where(fin_lo, lo, -np.inf)
+        self.clip_hi = np.where(fin_hi, hi, np.inf)
+        self.bounded = np.flatnonzero(fin_lo | fin_hi)
+
+    def forward(self, u):
+        v = self.shift + self.scale * u
+        x = v.copy()
+        t = self.two
+        if t.size:
+            vt = v[:, t]
+            if self.probit:
+                x[:, t] = np.where(vt < 0, self.t_lo + self.t_width * special.ndtr(vt),
+                                   self.t_hi - self.t_width * special.ndtr(-vt))
+            else:
+                x[:, t] = self.t_lo + self.t_width * special.expit(vt)
+        if self.soft.size:
+            vs, c = v[:, self.soft], self.s_c
+            x[:, self.soft] = (self.s_lo + c * _softplus((vs - self.s_lo) / c)
+                               - c * _softplus((vs - self.s_hi) / c))
+        if self.lower.size:
+            x[:, self.lower] = self.l_lo + _softplus(v[:, self.lower])
+        if self.upper.size:
+            x[:, self.upper] = self.u_hi - _softplus(v[:, self.upper])
+        b = self.bounded
+        if b.size:
+            x[:, b] = np.clip(x[:, b], self.clip_lo[b], self.clip_hi[b])
+        return x
+
+    def inverse(self, x, probit_max: float = PROBIT_MAX):
+        """Physical -> standardised; the probit map is held at ``probit_max`` sigma."""
+        tiny = self.tiny
+        v = np.array(x, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = self.two
+            if t.size:
+                xt = v[:, t]
+                if self.probit:
+                    t_min = 0.5 * math.erfc(probit_max / math.sqrt(2.0))
+                    a = np.clip((xt - self.t_lo) / self.t_width, t_min, 0.5)
+                    b = np.clip((self.t_hi - xt) / self.t_width, t_min, 0.5)
+                    v[:, t] = np.where(a < 0.5, special.ndtri(a), -special.ndtri(b))
+                else:
+                    p = np.clip((xt - self.t_lo) / self.t_width, self.eps, 1 - self.eps)
+                    v[:, t] = np.log(p) - np.log1p(-p)
+            if self.soft.size:
+                xs, c = v[:, self.soft], self.s_c
+                a = np.maximum((xs - self.s_lo) / c, tiny)
+                b = np.minimum((xs - self.s_hi) / c, -tiny)
+                v[:, self.soft] = (self.s_lo + c * _softplus_inverse(a)
+                                   - c * np.log(-np.expm1(b)))
+            if self.lower.size:
+                v[:, self.lower] = _softplus_inverse(np.maximum(v[:, self.lower] - self.l_lo,
+                                                                tiny))
+            if self.upper.size:
+                v[:, self.upper] = _softplus_inverse(np.maximum(self.u_hi - v[:, self.upper],
+                                                                tiny))
+        return (v - self.shift) / self.scale
+
+    def forward_log_det(self, u):
+        ldj = np.full(len(u), self.log_scale_sum)
+        t = self.two
+        if t.size:
+            vt = self.shift[t] + self.scale[t] * u[:, t]
+            if self.probit:
+                part = -0.5 * vt * vt - 0.5 * _LOG_2PI
+            else:
+                part = _log_sigmoid(vt) + _log_sigmoid(-vt)
+            ldj += self.t_log_width + part.sum(axis=1)
+        if self.soft.size:
+            vs = self.shift[self.soft] + self.scale[self.soft] * u[:, self.soft]
+            a, b = (vs - self.s_lo) / self.s_c, (vs - self.s_hi) / self.s_c
+            ldj += (-b + self.s_k - _softplus(-a) - _softplus(-b)).sum(axis=1)
+        one = np.concatenate([self.lower, self.upper])
+        if one.size:
+            ldj += _log_sigmoid(self.shift[one] + self.scale[one] * u[:, one]).sum(axis=1)
+        return ldj
+
+
+class _Autoregressive:
+    """A MAF / A-NSF layer: ``y = T_{params(y_<k)}(x)``."""
+
+    def __init__(self, made: Made, make: callable):
+        self.made, self.make = made, make
+
+    def inverse(self, y):
+        x, ldj = self.make(self.made(y)).inverse(y)
+        return x, ldj.sum(axis=-1)
+
+    def forward(self, z):
+        return self.made.forward_pass(z, lambda p, zk: self.make(p).forward(zk)[0])
+
+
+class _Coupling:
+    """A RealNVP / C-NSF layer: the first D // 2 dimensions condition the others."""
+
+    def __init__(self, mlp: Dense, dim: int, n_params: int, make: callable):
+        self.mlp, self.m, self.p, self.make = mlp, dim // 2, n_params, make
+
+    def _transform(self, x0):
+        p = self.mlp(x0)
+        return self.make(p.reshape(x0.shape[0], -1, self.p))
+
+    def inverse(self, y):
+        x1, ldj = self._transform(y[:, :self.m]).inverse(y[:, self.m:])
+        return np.concatenate([y[:, :self.m], x1], axis=1), ldj.sum(axis=-1)
+
+    def forward(self, z):
+        y1, _ = self._transform(z[:, :self.m]).forward(z[:, self.m:])
+        return np.concatenate([z[:, :self.m], y1], axis=1)
+
+
+class _Permute:
+    def __init__(self, perm):
+        self.perm = np.asarray(perm)
+        self.inv = np.argsort(self.perm)
+
+    def inverse(self, y):
+        return y[:, self.inv], 0.0
+
+    def forward(self, z):
+        return z[:, self.perm]
+
+
+class _Marginal:
+    def __init__(self, params, bins, bound):
+        self.spline = Spline(params, bins, bound)
+
+    def inverse(self, y):
+        x, ldj = self.spline.inverse(y)
+        return x, ldj.sum(axis=-1)
+
+    def forward(self, z):
+        return self.spline.forward(z)[0]
+
+
+class NumpyFlow:
+    """A flow of a surrogate file in numpy: the interface of :class:`likeflow.tf_flows.Flow`
+    on numpy arrays (``log_prob``, ``unfolded_log_prob``, ``to_latent``, ``from_latent``),
+    computed in float64.
+
+    Args:
+        config: the file's flow config.
+        weights: its weight arrays in file order (:func:`weight_roles`).
+        names: the arrays' variable names (kept for writing the file again).
+    """
+
+    def __init__(self, config: FlowConfig, weights: list[np.ndarray],
+                 names: list[str] | None = None):
+        shapes = expected_weight_shapes(config)
+        if [tuple(np.shape(w)) for w in weights] != shapes:
+            raise ValueError("the weight arrays do not match the config's shapes")
+        self.config = config
+        self.dtype = np.dtype(config.dtype)   # of the file; computing is in float64
+        self.weights = [np.asarray(w) for w in weights]
+        self.names = list(names) if names is not None else weight_roles(config)
+        byrole = dict(zip(weight_roles(config), (np.asarray(w, np.float64) for w in weights)))
+        make = transformer(config)
+        n_dense = len(config.hidden) + 1
+        order: list = []
+        for layer in range(config.layers):
+            ks = [byrole[f"layer{layer}/dense{j}/kernel"] for j in range(n_dense)]
+            bs = [byrole[f"layer{layer}/dense{j}/bias"] for j in range(n_dense)]
+            if config.conditioner == "autoregressive":
+                order.append(_Autoregressive(Made(config, ks, bs), make))
+            else:
+                order.append(_Coupling(Dense(ks, bs, config.activation), config.dim,
+                                       config.params_per_dimension, make))
+            if layer < len(config.permutations):
+                order.append(_Permute(config.permutations[layer]))
+        if config.marginal_spline:
+            order.append(_Marginal(byrole["marginal_spline"], config.bins, config.spline_range))
+        self._layers = order      # in the forward (sampling) direction, preprocessing aside
+        self.preprocess = Preprocess(config.flow_bounds_array(), config.shift, config.scale,
+                                     probit=config.bound_map == "probit",
+                                     softclip=config.softclip, dtype=config.dtype)
+        self._flow_range = config.flow_bounds_array()
+
+    def _inner_log_prob(self, u):
+        """Log density of the flow before preprocessing, at standardised ``u``."""
+        ldj = np.zeros(len(u))
+        for layer in reversed(self._layers):
+            u, part = layer.inverse(u)
+            ldj = ldj + part
+        d = self.config.dim
+        return -0.5 * np.sum(u * u, axis=1) - 0.5 * d * _LOG_2PI + ldj
+
+    def unfolded_log_prob(self, x, probit_max: float = PROBIT_MAX):
+        """The flow's own density on its extended range (no fold), the probit map held at
+        ``probit_max`` sigma as :meth:`likeflow.tf_flows.Flow.log_prob` holds it."""
+        x = np.asarray(x, np.float64)
+        with np.errstate(all="ignore"):
+            u = self.preprocess.inverse(x, probit_max)
+            return self._inner_log_prob(u) - self.preprocess.forward_log_det(u)
+
+    def log_prob(self, x):
+        """Log density at physical points (n, D): the fold over the mirror images across the
+        reflected bounds (one image without reflections)."""
+        x = np.asarray(x, np.float64)
+        if not self.config.reflect:
+            return self.unfolded_log_prob(x)
+        images, ok = mirror_images(x, self.config.reflect, self._flow_range)
+        lp = np.array([self.unfolded_log_prob(img) for img in images])
+        lp = np.where(ok & ~np.isnan(lp), lp, -np.inf)
+        return special.logsumexp(lp, axis=0)
+
+    def to_latent(self, x):
+        """Physical points -> base space, the exact inverse of sampling (no hold)."""
+        with np.errstate(all="ignore"):
+            u = self.preprocess.inverse(np.asarray(x, np.float64),
+                                        PROBIT_TRAIN_MAX if self.preprocess.probit
+                                        else PROBIT_MAX)
+            for layer in reversed(self._layers):
+                u, _ = layer.inverse(u)
+        return u
+
+    def from_latent(self, z, *, fold: bool = True):
+        """Base space -> physical points, folded at reflected bounds (``fold=False``: points
+        of the flow's extended range, the exact inverse of :meth:`to_latent`)."""
+        z = np.asarray(z, np.float64)
+        with np.errstate(all="ignore"):
+            for layer in self._layers:
+                z = layer.forward(z)
+            x = self.preprocess.forward(z)
+        if not fold:
+            return x
+        for i, point in self.config.reflect:
+            side = 1.0 if point == self.config.bounds_array()[int(i), 0] else -1.0
+            x[:, int(i)] = point + side * np.abs(x[:, int(i)] - point)
+        return x
+
+    def base_sample(self, n: int, seed) -> np.ndarray:
+        """``n`` standard-normal draws (n, D), from numpy's generator seeded with ``seed``."""
+        return np.random.default_rng(seed).standard_normal((n, self.config.dim))

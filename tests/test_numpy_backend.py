@@ -1,0 +1,292 @@
+"""The numpy reader: surrogate files evaluated without TensorFlow, equal to TensorFlow's numbers.
+
+Runs in two environments (``.ci/run``): the test environment, where the TensorFlow-marked tests
+compare the two backends live for every flow, dtype, activation, permutation and bound map; and
+a second virtual environment with ``pip install .`` only (no TensorFlow), where the committed
+files of the version-1 format (``tests/data/v1``, made by ``make.py`` there) are checked against
+the TensorFlow numbers stored beside them, and the CLI runs without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import likeflow
+from likeflow.flows import FlowConfig, weight_roles, expected_weight_shapes
+from likeflow.numpy_flows import NumpyFlow
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+V1 = os.path.join(HERE, "data", "v1")
+FILES = [f"{flow}_{dtype}" for flow in ("maf", "realnvp", "ansf", "cnsf")
+         for dtype in ("float32", "float64")]
+HAVE_TF = all(importlib.util.find_spec(m) is not None
+              for m in ("tensorflow", "tensorflow_probability", "tf_keras"))
+needs_tf = pytest.mark.skipif(not HAVE_TF, reason="compares with TensorFlow (not installed)")
+
+# What "equal" means: float64 files to 1e-10 relative; float32 files to 1e-5 relative where the
+# surrogate was trained, and to 1e-4 far outside (latent radius ~50, log density ~ -1000s), where
+# TensorFlow's own float32 arithmetic loses digits (numpy computes in float64).
+REL = {"float32": 1e-5, "float64": 1e-10}
+REL_FAR = {"float32": 1e-4, "float64": 1e-10}
+# A sketch of TensorFlow's hiding: every import of these fails, as in an environment without it.
+HIDE_TF = (
+    "import sys, importlib.abc\n"
+    "class _NoTF(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in ('tensorflow', 'tensorflow_probability', 'tf_keras'):\n"
+    "            raise ModuleNotFoundError(name)\n"
+    "sys.meta_path.insert(0, _NoTF())\n")
+
+
+@pytest.fixture(scope="module")
+def expected():
+    return np.load(os.path.join(V1, "expected.npz"))
+
+
+def _rel(a, b):
+    fin = np.isfinite(b)
+    assert np.array_equal(np.isfinite(a), fin)
+    return np.abs(a[fin] - b[fin]) / np.maximum(np.abs(b[fin]), 1e-300), fin
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_version_1_files_evaluate_as_tensorflow_did(name, expected):
+    """log_prob at 10,000 random and boundary points, the sampling map at fixed latent points,
+    and samples that TensorFlow's pass a two-sample test against."""
+    sur = likeflow.load(os.path.join(V1, f"{name}.likeflow.h5"), backend="numpy")
+    assert sur.backend == "numpy" and sur.config.flow == name.split("_")[0]
+    dtype = sur.config.dtype
+    pts = expected["points"].astype(np.float64)
+    rel, fin = _rel(sur.log_prob(pts), expected[f"{name}/log_prob"])
+    assert (~fin).sum() == 50                     # the points outside the bounds, and only they
+    inside = np.all((pts >= sur.support["lo"]) & (pts <= sur.support["hi"]), axis=1)[fin]
+    assert inside.sum() > 1000
+    assert rel[inside].max() < REL[dtype]
+    assert rel.max() < REL_FAR[dtype]
+    x = sur.from_latent(expected["latent"])
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    np.testing.assert_allclose(x, expected[f"{name}/from_latent"], rtol=tol, atol=tol)
+    mine, theirs = sur.sample(3000, seed=3), expected[f"{name}/samples"]
+    pvalues = [stats.ks_2samp(mine[:, i], theirs[:, i]).pvalue for i in range(sur.dim)]
+    assert min(pvalues) > 0.01 / sur.dim          # Bonferroni over the dimensions
+    assert np.all((mine >= sur.bounds[:, 0]) & (mine <= sur.bounds[:, 1]))
+
+
+def test_seeded_numpy_samples_repeat_and_differ_by_seed():
+    sur = likeflow.load(os.path.join(V1, "maf_float32.likeflow.h5"), backend="numpy")
+    a, b = sur.sample(100, seed=5), sur.sample(100, seed=5)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, sur.sample(100, seed=6))
+    assert not np.allclose(sur.sample(100), sur.sample(100))
+
+
+def test_latent_maps_invert_each_other():
+    for name in ("ansf_float64", "realnvp_float64"):
+        sur = likeflow.load(os.path.join(V1, f"{name}.likeflow.h5"), backend="numpy")
+        z = np.random.default_rng(0).standard_normal((500, sur.dim))
+        # before the fold at the reflected bounds, the maps are exact inverses
+        np.testing.assert_allclose(sur.to_latent(sur.flow.from_latent(z, fold=False)), z,
+                                   atol=1e-8)
+
+
+def test_backend_choice_and_errors(monkeypatch):
+    path = os.path.join(V1, "maf_float32.likeflow.h5")
+    with pytest.raises(likeflow.LikeflowError, match="unknown backend"):
+        likeflow.load(path, backend="torch")
+    monkeypatch.setenv("LIKEFLOW_BACKEND", "numpy")
+    assert likeflow.load(path).backend == "numpy"
+    monkeypatch.setenv("LIKEFLOW_BACKEND", "jax")
+    with pytest.raises(likeflow.LikeflowError, match="LIKEFLOW_BACKEND"):
+        likeflow.load(path)
+
+
+def test_numpy_surrogate_saves_the_same_file(tmp_path):
+    src = os.path.join(V1, "cnsf_float32.likeflow.h5")
+    sur = likeflow.load(src, backend="numpy")
+    sur.save(tmp_path / "again.likeflow.h5")
+    again = likeflow.load(tmp_path / "again.likeflow.h5", backend="numpy")
+    for (n1, w1), (n2, w2) in zip(sur.weight_arrays(), again.weight_arrays()):
+        assert n1 == n2 and w1.dtype == w2.dtype
+        np.testing.assert_array_equal(w1, w2)
+    pts = sur.sample(200, seed=1)
+    np.testing.assert_array_equal(sur.log_prob(pts), again.log_prob(pts))
+
+
+def test_numpy_profile_agrees_with_tensorflow_profile_of_the_same_file():
+    """profile on the numpy backend (finite-difference gradients) of a parameter piled at its
+    bound (reflected): every maximum within 1e-3 of TensorFlow's or higher (TensorFlow's
+    L-BFGS stopped 0.003 lower against the reflected bound at x0 = 4), and close."""
+    sur = likeflow.load(os.path.join(V1, "maf_float64.likeflow.h5"), backend="numpy")
+    res = likeflow.profile(sur, "x0", values=np.linspace(0.0, 4.0, 9), bayesian_samples=20000)
+    q = np.asarray(res.profile.q)
+    assert np.all(np.isfinite(q)) and q.min() > -1e-6 and q[-1] > q[0]
+    if HAVE_TF:
+        tf_res = likeflow.profile(likeflow.load(sur.path, backend="tensorflow"), "x0",
+                                  values=np.linspace(0.0, 4.0, 9), bayesian_samples=20000)
+        diff = np.asarray(res.profile.log_prob) - np.asarray(tf_res.profile.log_prob)
+        assert diff.min() > -1e-3 and diff.max() < 0.01
+
+
+# --- without TensorFlow at all --------------------------------------------------------------
+
+def _run_without_tf(code: str, tmp_path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "LIKEFLOW_BACKEND"}
+    return subprocess.run([sys.executable, "-c", HIDE_TF + code], capture_output=True,
+                          text=True, cwd=tmp_path, env=env, timeout=600)
+
+
+def test_import_load_and_cli_without_tensorflow(tmp_path):
+    """import, load, eval, sample, validate and profile with every TensorFlow import failing,
+    and TensorFlow never imported."""
+    sur_path = os.path.join(V1, "realnvp_float32.likeflow.h5")
+    code = f"""
+import likeflow, numpy as np
+from click.testing import CliRunner
+from likeflow.cli import cli
+assert 'tensorflow' not in sys.modules
+s = likeflow.load({sur_path!r})
+assert s.backend == 'numpy', s.backend
+r = CliRunner()
+def ok(*args):
+    res = r.invoke(cli, list(args), catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res.output
+ok('sample', {sur_path!r}, '-n', '3000', '-o', 'fresh.h5', '--seed', '1')
+out = ok('eval', {sur_path!r}, 'fresh.h5')
+assert len(out.split()) == 3000 and all(np.isfinite(float(v)) for v in out.split())
+ok('sample', {sur_path!r}, '-n', '3000', '-o', 'test.h5', '--seed', '2')
+print(ok('validate', {sur_path!r}, 'test.h5', '--report', 'rep', '--no-plots'))
+print(ok('profile', {sur_path!r}, '--poi', 'x0', '--points', '5', '--samples', '2000'))
+assert 'tensorflow' not in sys.modules
+print('OK')
+"""
+    res = _run_without_tf(code, tmp_path)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert "OK" in res.stdout and "upper limit" in res.stdout
+    assert "PASS" in res.stdout or "WARN" in res.stdout or "FAIL" in res.stdout
+
+
+def test_training_without_tensorflow_names_the_extra(tmp_path):
+    code = """
+import likeflow, numpy as np
+try:
+    likeflow.fit(np.random.default_rng(0).normal(size=(500, 2)))
+except likeflow.LikeflowError as e:
+    print('ERR', e)
+"""
+    res = _run_without_tf(code, tmp_path)
+    assert "ERR" in res.stdout and "likeflow[tf]" in res.stdout, res.stdout + res.stderr[-2000:]
+
+
+# --- against TensorFlow, live ---------------------------------------------------------------
+
+def _data(n=1500, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5))
+    x[:, 0] = np.abs(x[:, 0])          # piled at its bound 0: reflected
+    x[:, 1] = rng.uniform(0, 1, n)     # flat to both bounds: probit (or sigmoid)
+    bounds = np.array([[0, 10], [0, 1], [-8, 8], [-np.inf, np.inf], [-np.inf, 20]], float)
+    return x, bounds
+
+
+def _points(x, bounds, rng):
+    """Random points over and beyond the data, and points on, near and outside the bounds."""
+    n = 4000
+    lo, hi = x.min(0) - 1, x.max(0) + 1
+    p = lo + (hi - lo) * rng.random((n, x.shape[1]))
+    fin = np.isfinite(bounds)
+    for j in range(x.shape[1]):
+        for k in range(2):
+            if fin[j, k]:
+                rows = rng.choice(n, 150, replace=False)
+                p[rows, j] = bounds[j, k] + (1 - 2 * k) * rng.choice([0, 1e-7, 1e-3], 150)
+    return np.clip(p, np.where(fin[:, 0], bounds[:, 0], -np.inf),
+                   np.where(fin[:, 1], bounds[:, 1], np.inf))
+
+
+CASES = [(flow, dtype, act, perm, bmap)
+         for flow in ("maf", "realnvp", "ansf", "cnsf")
+         for dtype, act, perm, bmap in (("float32", "relu", "reverse", "probit"),
+                                        ("float64", "tanh", "random", "probit"),
+                                        ("float64", "elu", "rotate", "sigmoid"),
+                                        ("float64", "silu", "reverse", "probit"))]
+
+
+@needs_tf
+@pytest.mark.parametrize("flow,dtype,act,perm,bmap", CASES)
+def test_numpy_flow_equals_tensorflow_flow(flow, dtype, act, perm, bmap):
+    """Random (not freshly initialised) weights: every transform far from the identity."""
+    from likeflow.tf_flows import build_flow, tf
+
+    x, bounds = _data()
+    cfg = FlowConfig.from_data(x, flow=flow, layers=3, hidden=(8, 7), dtype=dtype,
+                               bounds=bounds, activation=act, permutation=perm, seed=3,
+                               bound_map=bmap, bins=5, marginal_spline=True)
+    f = build_flow(cfg)
+    rng = np.random.default_rng(1)
+    for v in f.trainable_variables:
+        w = v.numpy()
+        keep = (w != 0) if (w.ndim == 2 and "marginal" not in v.name) else 1  # MADE masks
+        v.assign(w + 0.3 * rng.normal(size=w.shape) * keep)
+    nf = NumpyFlow(cfg, [v.numpy() for v in f.trainable_variables])
+    # the points as TensorFlow sees them (a float32 flow rounds them first)
+    pts = _points(x, bounds, rng).astype(dtype).astype(np.float64)
+    a = f.log_prob(tf.constant(pts.astype(dtype))).numpy().astype(np.float64)
+    b = nf.log_prob(pts)
+    rel, _ = _rel(b, a)
+    assert rel.max() < REL_FAR[dtype]
+    assert np.percentile(rel, 99) < REL[dtype]
+    z = rng.standard_normal((300, 5))
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    np.testing.assert_allclose(nf.from_latent(z),
+                               f.from_latent(tf.constant(z.astype(dtype))).numpy(),
+                               rtol=tol, atol=tol)
+    inside = pts[np.all(np.abs(f.to_latent(tf.constant(pts.astype(dtype))).numpy()) < 6, 1)]
+    np.testing.assert_allclose(nf.to_latent(inside),
+                               f.to_latent(tf.constant(inside.astype(dtype))).numpy(),
+                               rtol=10 * tol, atol=10 * tol)
+
+
+@needs_tf
+@pytest.mark.parametrize("flow", ["maf", "realnvp", "ansf", "cnsf"])
+@pytest.mark.parametrize("hidden", [(6,), (6, 5, 4), (9, 8, 7, 6, 5)])
+def test_weight_roles_are_the_tensorflow_variable_order(flow, hidden):
+    """The file's weight order, named from the config alone, is TensorFlow's variable order."""
+    from likeflow.tf_flows import build_flow
+
+    x, _ = _data(300)
+    cfg = FlowConfig.from_data(x, flow=flow, layers=2, hidden=hidden, marginal_spline=True)
+    f = build_flow(cfg)
+    roles = {}
+    for layer, cond in enumerate(f.conditioners):
+        for j, v in enumerate(cond.trainable_variables):  # kernel, bias per dense, in order
+            roles[id(v)] = f"layer{layer}/dense{j // 2}/{'kernel' if j % 2 == 0 else 'bias'}"
+    got = [roles.get(id(v), "marginal_spline") for v in f.trainable_variables]
+    assert got == weight_roles(cfg)
+    assert [tuple(v.shape) for v in f.trainable_variables] == expected_weight_shapes(cfg)
+
+
+@needs_tf
+def test_surrogate_backends_agree_after_a_fit(tmp_path):
+    x, bounds = _data(3000)
+    sur = likeflow.fit(x, bounds=bounds, seed=0, validate=False,
+                       out=tmp_path / "s.likeflow.h5",
+                       flow_config={"flow": "ansf", "layers": 2, "hidden": (16,)},
+                       train_config=likeflow.TrainConfig(epochs=3))
+    a = likeflow.load(tmp_path / "s.likeflow.h5", backend="numpy")
+    assert "backend=numpy" in repr(a)
+    pts = sur.sample(5000, seed=1)
+    rel, _ = _rel(a.log_prob(pts), sur.log_prob(pts))
+    assert rel.max() < 1e-5
+    mine = a.sample(5000, seed=2)
+    p = [stats.ks_2samp(mine[:, i], pts[:, i]).pvalue for i in range(5)]
+    assert min(p) > 0.002
+    # the held-out and latent machinery of validation work the same
+    np.testing.assert_allclose(a.latent_r2(pts[:100]), sur.latent_r2(pts[:100]), rtol=1e-3)
