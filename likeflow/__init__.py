@@ -60,6 +60,7 @@ _LAZY = {
     "PyhfTarget": "likelihoods.pyhf_target",
     "device": "tfsetup",
     "check_plot_format": "plots",
+    "export_onnx": "onnx_export",
 }
 
 __all__ = [

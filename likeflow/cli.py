@@ -416,6 +416,35 @@ def sample(surrogate, n, output, seed):
                f"({time.perf_counter() - t0:.1f} s)")
 
 
+@cli.command("export")
+@click.argument("surrogate", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
+              help="The ONNX model to write (.onnx).")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
+              show_default=True, help="Of the graph's inputs, outputs and arithmetic.")
+def export(surrogate, output, dtype):
+    """Write a SURROGATE as an ONNX model, for any ONNX runtime (no likeflow needed).
+
+    \b
+    Inputs and outputs:
+      x (n, D) -> log_prob (n,)    the log density (every flow)
+      z (n, D) -> x_of_z (n, D)    samples from standard-normal z (realnvp, cnsf only:
+                                   maf and ansf sample in D sequential steps)
+    The parameter names, POIs and bounds are in the model's metadata.
+
+    \b
+    Example:
+      likeflow export toy.likeflow.h5 -o toy.onnx
+      python -c "import onnxruntime as o; s = o.InferenceSession('toy.onnx'); ..."
+    """
+    if not str(output).endswith(".onnx"):
+        raise LikeflowError(f"{output}: give the ONNX model a .onnx name")
+    likeflow.check_outputs([output], inputs=[surrogate])
+    info = likeflow.export_onnx(likeflow.load(surrogate), output, dtype=dtype)
+    click.echo(f"wrote {info['path']}: {', '.join(info['outputs'])} ({info['dtype']}, "
+               f"{info['nodes']} nodes)")
+
+
 @cli.command("eval")
 @click.argument("surrogate", type=click.Path(dir_okay=False))
 @click.argument("points", type=click.Path(dir_okay=False))

@@ -392,6 +392,7 @@ class _Permute:
 
 class _Marginal:
     def __init__(self, params, bins, bound):
+        self.params = params
         self.spline = Spline(params, bins, bound)
 
     def inverse(self, y):
