@@ -1,0 +1,86 @@
+"""likeflow as a spey backend: spey.get_backend("likeflow") on a surrogate and its Asimov
+partner gives the best fit, the CLs of a hypothesis and the upper limit that likeflow gives.
+
+A two-parameter Gaussian likelihood (signal strength mu on [0, 10], best fit 0.6, sigma 1, and a
+nuisance parameter) and its background-only Asimov partner (best fit 0), each known only as
+samples and fitted by a small flow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+spey = pytest.importorskip("spey", reason="the spey backend needs spey (pip install 'likeflow[spey]')")
+pytest.importorskip("tensorflow", reason="fits the surrogates with TensorFlow")
+
+import likeflow  # noqa: E402
+from likeflow.inference import cls_limits, cls_values  # noqa: E402
+
+SIGMA = 1.0
+
+
+def _samples(mu_hat: float, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    a = (0.0 - mu_hat) / SIGMA
+    mu = stats.truncnorm.rvs(a, (10 - mu_hat) / SIGMA, loc=mu_hat, scale=SIGMA, size=n,
+                             random_state=rng)
+    theta = 0.5 * (mu - mu_hat) + rng.normal(0, 0.8, n)
+    return np.column_stack([mu, theta])
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("spey")
+    fits = {}
+    for name, mu_hat, seed in (("asimov", 0.0, 1), ("obs", 0.6, 2)):
+        out = folder / f"{name}.likeflow.h5"
+        fits[name] = likeflow.fit(
+            _samples(mu_hat, 20000, seed), names=["mu", "theta"], poi=["mu"],
+            bounds={"mu": (0, 10)}, seed=seed, out=out, validate=False,
+            asimov_partner=folder / "asimov.likeflow.h5" if name == "obs" else None,
+            flow_config={"layers": 3, "hidden": (32, 32)},
+            train_config=likeflow.TrainConfig(epochs=25))
+    return folder / "obs.likeflow.h5", folder / "asimov.likeflow.h5"
+
+
+@pytest.mark.slow
+def test_spey_limit_equals_likeflows(pair):
+    obs_path, asimov_path = pair
+    model = spey.get_backend("likeflow")(surrogate=str(obs_path), analysis="gauss",
+                                         xsection=1.0)
+    # the partner is the one the file records; the best fit is the surrogate's
+    muhat, nll = model.maximize_likelihood()
+    assert abs(muhat - 0.6) < 0.1
+    obs, asimov = likeflow.load(obs_path), likeflow.load(asimov_path)
+    ours = cls_limits(obs, asimov, "mu")
+    theirs = model.poi_upper_limit()
+    assert theirs == pytest.approx(ours.observed, rel=0.02)
+    # and the analytic asymptotic limit of this Gaussian: q~ = (mu - 0.6)^2, q_A = mu^2, so
+    # CLs = (1 - Phi(mu - 0.6)) / Phi(0.6) = 0.05 at mu = 0.6 + Phi^-1(1 - 0.05 Phi(0.6))
+    exact = 0.6 + SIGMA * stats.norm.ppf(1 - 0.05 * stats.norm.cdf(0.6 / SIGMA))
+    assert ours.observed == pytest.approx(exact, abs=0.1)
+    # CLs of one hypothesis: spey's exclusion confidence level is 1 - CLs
+    cl = model.exclusion_confidence_level(poi_test=2.0)[0]
+    q_obs = 2 * (model.likelihood(poi_test=2.0) - nll)
+    q_a = 2 * model.backend.asimov_negative_loglikelihood(2.0) - 2 * \
+        model.backend.minimize_asimov_negative_loglikelihood()[1]
+    cls, _ = cls_values(np.array([q_obs]), np.array([q_a]))
+    assert cl == pytest.approx(1 - cls[0], abs=0.01)
+
+
+def test_backend_errors(pair):
+    obs_path, _ = pair
+    from likeflow.spey_backend import LikeflowBackend
+    sur = likeflow.load(obs_path)
+    with pytest.raises(likeflow.LikeflowError, match="unknown parameter of interest"):
+        LikeflowBackend(sur, poi="nope")
+    alone = LikeflowBackend(sur)   # an object: no recorded partner is looked up
+    with pytest.raises(likeflow.LikeflowError, match="Asimov partner"):
+        alone.asimov_negative_loglikelihood(1.0)
+    with pytest.raises(likeflow.LikeflowError, match="its own data"):
+        alone.get_logpdf_func(data=[1.0, 2.0])
+    assert alone.get_logpdf_func()([0.5, 0.0]) == pytest.approx(float(sur.log_prob([0.5, 0.0])[0]))
+    cfg = alone.config(allow_negative_signal=False)
+    assert cfg.poi_index == 0 and cfg.suggested_bounds[0][0] == 0.0
