@@ -41,6 +41,9 @@ class Combination(Target):
     def __init__(self, surrogates, *, shared_priors: dict[str, str] | None = None):
         if len(surrogates) < 2:
             raise LikeflowError("combine needs at least two surrogates")
+        if any(getattr(s, "backend", "tensorflow") != "tensorflow" for s in surrogates):
+            raise LikeflowError("combine samples the joint density with TensorFlow's NUTS: "
+                                "load the surrogates with backend='tensorflow'")
         self.surrogates = list(surrogates)
         names: list[str] = []
         for s in self.surrogates:
@@ -135,7 +138,9 @@ def combine(surrogates, n: int, *, out: str | os.PathLike | None = None,
 
     paths = [os.fspath(s) for s in surrogates if isinstance(s, (str, os.PathLike))]
     check_outputs([out], inputs=paths)
-    surs = [load(s) if isinstance(s, (str, os.PathLike)) else s for s in surrogates]
+    # the joint density is sampled by TensorFlow's NUTS, whatever the default backend
+    surs = [load(s, backend="tensorflow") if isinstance(s, (str, os.PathLike)) else s
+            for s in surrogates]
     joint = Combination(surs, shared_priors={k: "normal" for k in normal_prior})
     if progress is not None:
         progress(f"joint density of {len(surs)} surrogates: {len(joint.names)} parameters, "

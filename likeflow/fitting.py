@@ -204,7 +204,7 @@ def _stored_fit(out) -> Surrogate:
     """The surrogate a ``resume`` continues."""
     if out is None or not os.path.exists(out):
         raise LikeflowError(f"--resume: no surrogate at {out} to continue")
-    return load(out)
+    return load(out, backend="tensorflow")  # training continues in TensorFlow
 
 
 def _check_same_flow(old: Surrogate, flow_config: dict | None) -> None:

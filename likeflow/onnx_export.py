@@ -314,17 +314,21 @@ class _SplineNodes:
         return self._squeeze(g.where(inside, y, x1))
 
 
+def _affine(g: _Graph, cfg, params: str) -> tuple[str, str]:
+    """Shift and soft-clamped log scale from raw parameters (n, d, 2)."""
+    def param(k):
+        part = g.op("Slice", params, g.const([k], integer=True), g.const([k + 1], integer=True),
+                    g.const([-1], integer=True))
+        return g.op("Squeeze", part, g.const([-1], integer=True))
+
+    c = cfg.log_scale_clamp
+    return param(0), g.mul(g.op("Tanh", g.div(param(1), c)), c)
+
+
 def _transform_inverse(g: _Graph, cfg, params: str, y: str):
     """The transformer's inverse on ``y`` (n, d) with raw parameters (n, d, P): (x, ldj (n,))."""
     if cfg.transformer == "affine":
-        shift = g.op("Squeeze", g.op("Slice", params, g.const([0], integer=True),
-                                     g.const([1], integer=True), g.const([-1], integer=True)),
-                     g.const([-1], integer=True))
-        raw = g.op("Squeeze", g.op("Slice", params, g.const([1], integer=True),
-                                   g.const([2], integer=True), g.const([-1], integer=True)),
-                   g.const([-1], integer=True))
-        c = cfg.log_scale_clamp
-        log_scale = g.mul(g.op("Tanh", g.div(raw, c)), c)
+        shift, log_scale = _affine(g, cfg, params)
         return g.mul(g.sub(y, shift), g.exp(g.neg(log_scale))), g.neg(g.sum_last(log_scale))
     spline = _SplineNodes(g, params, cfg.bins, cfg.spline_range, None)
     x, ldj = spline.inverse(y)
@@ -333,14 +337,8 @@ def _transform_inverse(g: _Graph, cfg, params: str, y: str):
 
 def _transform_forward(g: _Graph, cfg, params: str, z: str) -> str:
     if cfg.transformer == "affine":
-        shift = g.op("Squeeze", g.op("Slice", params, g.const([0], integer=True),
-                                     g.const([1], integer=True), g.const([-1], integer=True)),
-                     g.const([-1], integer=True))
-        raw = g.op("Squeeze", g.op("Slice", params, g.const([1], integer=True),
-                                   g.const([2], integer=True), g.const([-1], integer=True)),
-                   g.const([-1], integer=True))
-        c = cfg.log_scale_clamp
-        return g.add(shift, g.mul(g.exp(g.mul(g.op("Tanh", g.div(raw, c)), c)), z))
+        shift, log_scale = _affine(g, cfg, params)
+        return g.add(shift, g.mul(g.exp(log_scale), z))
     return _SplineNodes(g, params, cfg.bins, cfg.spline_range, None).forward(z)
 
 

@@ -18,6 +18,9 @@ Sub-benchmarks:
   stream      peak RSS of 'likeflow sample -n 10000000' of a 95-dim default MAF (streamed to disk)
   bounded     a pyhf likelihood whose POI sits at its lower bound: mass outside the bounds and
               every dimension's W1 against the noise floor
+  reader      the numpy reader beside TensorFlow (issue 14): import + load in a fresh
+              process with and without TensorFlow, log_prob of --points points, 10^5 samples,
+              and onnxruntime on the exported graph
   real        real ATLAS likelihoods (the sbottom search's pyhf workspaces, read from --atlas):
               'likeflow generate pyhf' (observed and Asimov) and 'likeflow fit' with defaults,
               then the surrogate's profile, profile limit, credible limit and CLs limits next
@@ -668,10 +671,108 @@ def bench_real(args) -> dict:
     return results
 
 
+# --- 10. the numpy reader and ONNX (issue 14) ----------------------------------------------------
+
+_HIDE_TF = ("import sys, importlib.abc\n"
+            "class _NoTF(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('tensorflow', 'tensorflow_probability', 'tf_keras'):\n"
+            "            raise ModuleNotFoundError(name)\n"
+            "sys.meta_path.insert(0, _NoTF())\n")
+
+
+def _import_and_load(path: str, backend: str, hide_tf: bool) -> dict:
+    """``import likeflow; likeflow.load(path)`` in a fresh process: seconds, and whether
+    TensorFlow was imported."""
+    code = ((_HIDE_TF if hide_tf else "") +
+            "import time, sys\nt0 = time.perf_counter()\nimport likeflow\nt1 = time.perf_counter()\n"
+            f"s = likeflow.load({path!r}, backend={backend!r})\nt2 = time.perf_counter()\n"
+            "s.log_prob(s.sample(10, seed=0))\nt3 = time.perf_counter()\n"
+            "print(t1 - t0, t2 - t1, t3 - t2, 'tensorflow' in sys.modules)")
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t0
+    imp, load, first, tf_loaded = out.stdout.split()[-4:]
+    return {"import_s": float(imp), "load_s": float(load), "first_eval_s": float(first),
+            "process_wall_s": wall, "tensorflow_imported": tf_loaded == "True"}
+
+
+def bench_reader(args) -> dict:
+    """The numpy reader beside TensorFlow on the default 95-dim MAF (``--reader-surrogate``, or
+    a fresh one of the default sizes): ``import likeflow; load`` in a fresh process with and
+    without TensorFlow, log_prob of ``--points`` points and sampling of 10^5, and onnxruntime's
+    log_prob of the exported graph (float64 and float32) when onnxruntime is installed."""
+    import tempfile
+
+    import likeflow
+    from likeflow.flows import FlowConfig
+    from likeflow.surrogate import Surrogate
+    from likeflow.tf_flows import build_flow
+
+    path = args.reader_surrogate
+    if path is None:
+        path = os.path.join(tempfile.mkdtemp(), "maf95.likeflow.h5")
+        Surrogate(build_flow(FlowConfig.from_data(toy_like(20000)))).save(path)
+    out = {"surrogate": path, "n": args.points, "start": {}}
+    for label, backend, hide in (("numpy, TensorFlow hidden", "numpy", True),
+                                 ("numpy, TensorFlow installed", "numpy", False),
+                                 ("tensorflow", "tensorflow", False)):
+        out["start"][label] = _import_and_load(path, backend, hide)
+    x = likeflow.load(path, backend="tensorflow").sample(args.points, seed=1)
+    rows = []
+    for backend in ("numpy", "tensorflow"):
+        sur = likeflow.load(path, backend=backend)
+        rec = {}
+        for call in ("first", "second"):
+            t0 = time.perf_counter()
+            lp = sur.log_prob(x)
+            rec[f"log_prob_{call}_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        sur.sample(100_000, seed=2)
+        rec["sample_1e5_s"] = time.perf_counter() - t0
+        rec["log_prob"] = lp
+        out[backend] = rec
+    rel = np.abs(out["numpy"].pop("log_prob") - out["tensorflow"]["log_prob"])
+    out["max_rel_diff"] = float(np.max(rel / np.maximum(1, np.abs(out["tensorflow"].pop(
+        "log_prob")))))
+    for backend in ("numpy", "tensorflow"):
+        r = out[backend]
+        rows.append([backend, r["log_prob_first_s"], r["log_prob_second_s"],
+                     args.points / r["log_prob_second_s"], r["sample_1e5_s"]])
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        ort = None
+    if ort is not None:
+        sur = likeflow.load(path, backend="numpy")
+        for dtype in ("float64", "float32"):
+            onnx_path = path.replace(".likeflow.h5", f".{dtype}.onnx")
+            likeflow.export_onnx(sur, onnx_path, dtype=dtype)
+            sess = ort.InferenceSession(onnx_path)
+            xs = x.astype(dtype)
+            times = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                for rows_ in range(0, len(xs), 65536):
+                    sess.run(["log_prob"], {"x": xs[rows_:rows_ + 65536]})
+                times.append(time.perf_counter() - t0)
+            out[f"onnxruntime_{dtype}"] = {"log_prob_first_s": times[0],
+                                           "log_prob_second_s": times[1]}
+            rows.append([f"onnxruntime {dtype}", times[0], times[1], args.points / times[1], "-"])
+    table(f"log_prob of {args.points} points and 10^5 samples, default 95-dim MAF "
+          f"(numpy vs TF max rel. diff {out['max_rel_diff']:.1e})",
+          ["backend", "log_prob s (1st)", "(2nd)", "points/s", "sample 1e5 s"], rows)
+    table("import likeflow + load (+ 10 samples and their log_prob), fresh process",
+          ["backend", "import s", "load s", "first eval s", "process wall s", "TF imported"],
+          [[k, v["import_s"], v["load_s"], v["first_eval_s"], v["process_wall_s"],
+            v["tensorflow_imported"]] for k, v in out["start"].items()])
+    return out
+
+
 BENCHES = {"throughput": bench_throughput, "sampling": bench_sampling, "quality": bench_quality,
            "scaling": bench_scaling, "memory": bench_memory, "stream": bench_stream,
            "bounded": bench_bounded,
-           "real": bench_real, "profile": bench_profile}
+           "real": bench_real, "profile": bench_profile, "reader": bench_reader}
 
 
 def main() -> None:
@@ -716,6 +817,8 @@ def main() -> None:
     ap.add_argument("--profile-compare", nargs="+", default=[],
                     help="a reference profile per surrogate ('-': none)")
     ap.add_argument("--profile-range", default=None, help="START:STOP of the profile grids")
+    ap.add_argument("--reader-surrogate", default=None,
+                    help="reader: the surrogate file to time (default: a fresh 95-dim MAF)")
     ap.add_argument("--peer-python", default=None,
                     help="a Python with torch and zuko: runs scripts/peer_zuko.py beside our "
                          "figures (throughput, sampling)")

@@ -290,3 +290,10 @@ def test_surrogate_backends_agree_after_a_fit(tmp_path):
     assert min(p) > 0.002
     # the held-out and latent machinery of validation work the same
     np.testing.assert_allclose(a.latent_r2(pts[:100]), sur.latent_r2(pts[:100]), rtol=1e-3)
+
+
+def test_combine_refuses_numpy_backed_surrogates():
+    a = likeflow.load(os.path.join(V1, "maf_float32.likeflow.h5"), backend="numpy")
+    b = likeflow.load(os.path.join(V1, "realnvp_float32.likeflow.h5"), backend="numpy")
+    with pytest.raises(likeflow.LikeflowError, match="backend='tensorflow'"):
+        likeflow.Combination([a, b])
