@@ -163,7 +163,7 @@ def maximize(obj, starts: np.ndarray, *, fixed: dict[int, np.ndarray] | None = N
     space = _space(dens)
     # XLA compiles once per batch size (1-2 s for a 95-dim flow; a pyhf target is traced
     # anew): sizes are padded to a few (copies of the first start, which converge with it)
-    size = _padded_size(k)
+    size = _padded_size(k) if dens.log_prob_tf is not None else k  # numpy compiles nothing
     run = _compiled_lbfgs(dens, space, tuple(mask), size, tol, max_iterations)
     pad = np.repeat(starts[:1], size - k, axis=0)
     res = run(space.to_w(np.concatenate([starts, pad])),
@@ -315,28 +315,32 @@ def _compiled_lbfgs(dens: Density, space: _Space, mask: tuple, k: int, tolerance
     return run
 
 
-# relative step of the central differences: the error is ~ step^2 (truncation) + 1e-16 / step
-# (rounding of the float64 numpy log density), both ~1e-11 here
-_FD_STEP = 1e-5
-
-
 def _finite_difference(dens: Density, space: _Space, fixed: np.ndarray):
-    """Value and gradient of -log p(x(w)) for the numpy backend: all rows and both sides of
-    every free dimension in one batched call (2 k D + k points)."""
+    """Value and gradient of -log p(x(w)) for the numpy backend, all rows and steps in one
+    batched call. Central differences (2 k D + k points; error ~1e-11 with steps of 1e-5) where
+    the optimiser asks for float64 precision, forward ones (k D + k points, half the work;
+    error ~1e-8 with steps of 1e-8) where a float32 file's 1e-4 is enough."""
     free = np.flatnonzero(~fixed)
+    central = dens.tolerance < 1e-8
+    signs = (1.0, -1.0) if central else (1.0,)
+    step = 1e-5 if central else 1e-8
 
     def fg(w: np.ndarray, values: np.ndarray):
         k, d = w.shape
-        h = _FD_STEP * np.maximum(1.0, np.abs(w[:, free]))        # (k, m)
-        steps = np.zeros((2 * len(free), k, d))
+        h = step * np.maximum(1.0, np.abs(w[:, free]))        # (k, m)
+        steps = np.zeros((len(signs) * len(free), k, d))
         for j, i in enumerate(free):
-            steps[2 * j, :, i] = h[:, j]
-            steps[2 * j + 1, :, i] = -h[:, j]
+            for s, sign in enumerate(signs):
+                steps[len(signs) * j + s, :, i] = sign * h[:, j]
         ws = np.concatenate([w[None], w[None] + steps]).reshape(-1, d)
-        x = np.where(fixed, np.tile(values, (1 + 2 * len(free), 1)), space.to_x(ws))
-        y = -dens.log_prob_np(x).reshape(1 + 2 * len(free), k)
+        n = 1 + len(steps)
+        x = np.where(fixed, np.tile(values, (n, 1)), space.to_x(ws))
+        y = -dens.log_prob_np(x).reshape(n, k)
         g = np.zeros((k, d))
-        g[:, free] = ((y[1::2] - y[2::2]).T) / (2 * h)
+        if central:
+            g[:, free] = (y[1::2] - y[2::2]).T / (2 * h)
+        else:
+            g[:, free] = (y[1:] - y[0]).T / h
         return y[0], g
 
     return fg

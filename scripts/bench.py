@@ -119,6 +119,9 @@ def bench_throughput(args) -> dict:
     cases = [(f, {}) for f in args.flows]
     if "maf" in args.flows:
         cases.insert(1, ("maf", {"marginal_spline": False}))
+    # the spline flows also with other bin counts (--spline-bins), to measure the default
+    cases += [(f, {"bins": k}) for f in args.flows if f in ("ansf", "cnsf")
+              for k in args.spline_bins]
     for flow, extra in cases:
         f = build_flow(FlowConfig.from_data(x, flow=flow, **extra))
         # one call of 5 epochs of 50 steps: the first epoch compiles, the median of the other
@@ -126,7 +129,8 @@ def bench_throughput(args) -> dict:
         n = batch * 50
         res = train(f, x[:n], x[n:n + batch], config=TrainConfig(
             epochs=5, batch_size=batch, patience=100, schedule="plateau"))
-        name = flow + (" (no marginal spline)" if extra else "")
+        name = flow + (" (no marginal spline)" if "marginal_spline" in extra
+                       else f" (K={extra['bins']})" if "bins" in extra else "")
         out[name] = n / float(np.median([h["time"] for h in res.history[1:]]))
     # baseline: a plain TFP MAF (same size as likeflow's default) in a minimal loop
     default = FlowConfig.from_data(x[:100])
@@ -787,6 +791,8 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=1_000_000, help="points for sampling")
     ap.add_argument("--flows", nargs="+", default=list(FLOWS), choices=FLOWS,
                     help="architectures of the throughput and sampling benchmarks")
+    ap.add_argument("--spline-bins", type=int, nargs="*", default=[],
+                    help="throughput: the spline flows also with these bin counts")
     ap.add_argument("--dims", type=int, nargs="+", default=[10, 50, 100, 400, 1000])
     ap.add_argument("--scaling-n", type=int, default=100_000)
     ap.add_argument("--scaling-epochs", type=int, default=300)
