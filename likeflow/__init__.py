@@ -33,7 +33,7 @@ from .flows import ACTIVATIONS, FLOWS, PERMUTATIONS, FlowConfig
 from .likelihoods import TARGETS, CorrelatedGaussian, GaussianMixture, LHCToy, make_target
 from .mcmc import MCMCConfig
 from .progress import EpochProgress
-from .samples import (ReadOptions, SampleSet, SplitSpec, as_sample_set, mcmc_record,
+from .samples import (LAYOUTS, ReadOptions, SampleSet, SplitSpec, as_sample_set, mcmc_record,
                       read_samples, split_indices, write_samples)
 from .training import TrainConfig
 
@@ -61,11 +61,17 @@ _LAZY = {
     "device": "tfsetup",
     "check_plot_format": "plots",
     "export_onnx": "onnx_export",
+    "typicality": "outliers",
+    "classify": "classification",
+    "ClassifyResult": "classification",
+    "marginal_stats": "information",
+    "MarginalStats": "information",
+    "nuisance_free_log_likelihood": "information",
 }
 
 __all__ = [
     "__version__", "LikeflowError", "SampleFileError", "SurrogateFileError",
-    "ReadOptions", "SampleSet", "SplitSpec", "as_sample_set", "read_samples", "write_samples",
+    "LAYOUTS", "ReadOptions", "SampleSet", "SplitSpec", "as_sample_set", "read_samples", "write_samples",
     "split_indices", "mcmc_record", "as_bounds", "check_outputs", "check_output_folder", "guard_reads",
     "sigterm_as_interrupt",
     "FlowConfig", "FLOWS", "PERMUTATIONS", "ACTIVATIONS", "TrainConfig", "MCMCConfig", "EpochProgress",

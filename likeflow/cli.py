@@ -91,9 +91,12 @@ def read_options(func):
                        "emcee backend.")
     @click.option("--log-prob-dataset", default=None, metavar="NAME",
                   help="Dataset of the target log density at each sample (e.g. data/Y).")
-    @click.option("--layout", type=click.Choice(["auto", "likeflow", "array", "emcee"]),
-                  default="auto", show_default=True,
-                  help="File layout; 'auto' recognises likeflow, DNNLikelihood and emcee files.")
+    @click.option("--layout", type=click.Choice(likeflow.LAYOUTS), default="auto",
+                  show_default=True,
+                  help="File layout; 'auto' recognises likeflow, DNNLikelihood and emcee files "
+                       "(HDF5). Weighted text chains: polychord (weight, -2 log L, parameters; "
+                       "PolyChord and MultiNest) or getdist (weight, -log L, parameters), with "
+                       "GetDist's .paramnames and .ranges beside them.")
     @click.option("--burn", type=click.IntRange(min=0), default=0, show_default=True,
                   help="emcee: steps discarded at the start of every walker.")
     @click.option("--thin", type=click.IntRange(min=1), default=1, show_default=True,
@@ -416,6 +419,64 @@ def sample(surrogate, n, output, seed):
                f"({time.perf_counter() - t0:.1f} s)")
 
 
+def _fprs(ctx, param, value):
+    try:
+        out = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("give rates like 0.001,0.01,0.1") from None
+    if not all(0 < f < 1 for f in out):
+        raise click.BadParameter("false-positive rates lie in (0, 1)")
+    return out
+
+
+@cli.command()
+@click.argument("signal", type=click.Path(dir_okay=False))
+@click.argument("background", type=click.Path(dir_okay=False))
+@click.argument("points", type=click.Path(dir_okay=False))
+@click.option("--prior-ratio", type=float, default=1.0, show_default=True,
+              help="P(signal)/P(background), added to the log density ratio (the Bayes "
+                   "threshold is log ratio 0).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the points with their log ratio (and labels) as a sample file.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="With labels: write the ROC curve here (PNG or PDF).")
+@click.option("--fpr", "fprs", callback=_fprs, default="0.001,0.01,0.1", show_default=True,
+              help="False-positive rates at which to report the true-positive rate.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Write AUC, TPRs and accuracy as JSON.")
+@read_options
+def classify(signal, background, points, prior_ratio, output, plot_path, fprs, json_path,
+             read_opts):
+    """Classify POINTS by the density ratio of a SIGNAL and a BACKGROUND surrogate.
+
+    Each point's score is log p_S(x) - log p_B(x) + log(prior ratio). If POINTS has a 'labels'
+    dataset (1 signal, 0 background), also the ROC curve, its AUC, the true-positive rate at
+    the --fpr rates and the accuracy at the Bayes threshold (score 0).
+
+    \b
+    Example:
+      likeflow fit rrlyrae.h5 -o sig.likeflow.h5 --flow ansf
+      likeflow fit background.h5 -o bkg.likeflow.h5 --flow ansf
+      likeflow classify sig.likeflow.h5 bkg.likeflow.h5 test.h5 --prior-ratio 0.0056 \\
+          --plot roc.png -o scored.h5
+    """
+    likeflow.check_outputs([output, plot_path, json_path],
+                           inputs=[signal, background, points])
+    if plot_path:
+        likeflow.check_plot_format(plot_path)
+    result = likeflow.classify(signal, background, points, prior_ratio=prior_ratio, fprs=fprs,
+                               read_options=read_opts)
+    click.echo(result.table())
+    if plot_path:
+        result.plot(plot_path)
+        click.echo(f"plot: {plot_path}")
+    if json_path:
+        result.write_json(json_path)
+    if output:
+        result.write(output, likeflow.read_samples(points, read_opts, check=False))
+        click.echo(f"wrote {len(result.log_ratio)} scores to {output}")
+
+
 @cli.command("export")
 @click.argument("surrogate", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
@@ -451,21 +512,40 @@ def export(surrogate, output, dtype):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the points with the surrogate's log_prob as a sample file; without it "
                    "the values are printed, one per line.")
+@click.option("--typicality", is_flag=True,
+              help="Also outlier scores: the latent radius and its two-sided p-value under "
+                   "chi(D), and the log density's percentile among surrogate samples (columns "
+                   "latent_radius, radius_pvalue, log_prob_percentile).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="With --typicality: seeds the surrogate samples of the percentiles.")
 @read_options
-def eval_(surrogate, points, output, read_opts):
+def eval_(surrogate, points, output, typicality, seed, read_opts):
     """The SURROGATE's log density at the points of the sample file POINTS.
 
     Columns are matched to the surrogate's parameters by name when the file names them (any
     order); otherwise they must be in the surrogate's order. Points outside the bounds get -inf.
+
+    \b
+    Examples:
+      likeflow eval toy.likeflow.h5 points.h5
+      likeflow eval toy.likeflow.h5 events.h5 --typicality -o scored.h5
     """
     likeflow.check_outputs([output], inputs=[surrogate, points])
     sur = likeflow.load(surrogate)
     s = sur.columns_of(likeflow.read_samples(points, read_opts, check=False), points)
-    lp = sur.log_prob(s.values)
+    scores = likeflow.typicality(sur, s.values, seed=seed) if typicality else {}
+    lp = scores.pop("log_prob") if typicality else sur.log_prob(s.values)
     if output:
         likeflow.write_samples(output, likeflow.SampleSet(s.values, names=sur.names,
-                                                          poi=sur.poi, log_prob=lp))
-        click.echo(f"wrote {len(lp)} log-densities to {output}")
+                                                          poi=sur.poi, log_prob=lp),
+                               columns=scores)
+        click.echo(f"wrote {len(lp)} log-densities{' and outlier scores' if scores else ''} "
+                   f"to {output}")
+    elif typicality:
+        click.echo("log_prob  latent_radius  radius_pvalue  log_prob_percentile")
+        click.echo("\n".join(f"{v:.10g}  {r:.6g}  {p:.4g}  {q:.4g}" for v, r, p, q in zip(
+            lp, scores["latent_radius"], scores["radius_pvalue"],
+            scores["log_prob_percentile"])))
     else:
         click.echo("\n".join(f"{v:.10g}" for v in lp))
 
@@ -649,6 +729,54 @@ def marginal(surrogate, params, output, n, seed, quiet):
                               progress=bar)
     click.echo(f"wrote the marginal of {', '.join(params)} to {output} (test log-likelihood "
                f"{m.training['test_log_prob']:.4f})")
+
+
+def _prior_bounds(ctx, param, value):
+    out = {}
+    for item in value:
+        try:
+            name, rng = item.split("=", 1)
+            lo, hi = (float(v) for v in rng.split(":"))
+        except ValueError:
+            raise click.BadParameter(f"'{item}': give NAME=LO:HI, e.g. mu=0:10") from None
+        out[name.strip()] = (lo, hi)
+    return out
+
+
+@cli.command("marginal-stats")
+@click.argument("marginal", type=click.Path(dir_okay=False))
+@click.option("--prior", "prior_path", type=click.Path(dir_okay=False), default=None,
+              help="A surrogate of the prior (same parameters) [default: uniform].")
+@click.option("--bounds", "prior_bounds", multiple=True, callback=_prior_bounds,
+              metavar="NAME=LO:HI", help="Uniform prior range of a parameter (repeat it); "
+              "the others keep the surrogate's bounds.")
+@click.option("-n", "n", type=click.IntRange(min=100),
+              default=_default(likeflow.marginal_stats, "n"), show_default=True,
+              help="Samples of the marginal posterior behind the averages.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the statistics as JSON.")
+def marginal_stats(marginal, prior_path, prior_bounds, n, seed, json_path):
+    """Marginal KL divergence and Bayesian model dimensionality of a MARGINAL surrogate.
+
+    MARGINAL is a surrogate of the marginal posterior of some parameters (make one with
+    'likeflow marginal'). Against a uniform prior (the surrogate's bounds, or --bounds) or a
+    prior surrogate (--prior): the information the data gave on those parameters (KL, nats)
+    and how many of them the data constrain (BMD), with Monte-Carlo errors.
+
+    \b
+    Example:
+      likeflow marginal toy.likeflow.h5 --params mu -o mu.likeflow.h5
+      likeflow marginal-stats mu.likeflow.h5 --bounds mu=-2:5
+    """
+    if prior_path and prior_bounds:
+        raise LikeflowError("give a prior surrogate (--prior) or uniform bounds (--bounds), "
+                            "not both")
+    likeflow.check_outputs([json_path], inputs=[marginal, prior_path])
+    res = likeflow.marginal_stats(marginal, prior_path or prior_bounds or None, n=n, seed=seed)
+    click.echo(res.table())
+    if json_path:
+        res.write_json(json_path)
 
 
 # --- generate ---------------------------------------------------------------------------------

@@ -244,6 +244,31 @@ def profile_plot(curves: list[tuple], path: str, *, poi: str,
     return path
 
 
+def roc_plot(fpr: np.ndarray, tpr: np.ndarray, path: str, *, auc: float,
+             marks: list[tuple[float, float]] = ()) -> str:
+    """The ROC curve: true- against false-positive rate, the latter on a log scale (a rare
+    signal is judged at small false-positive rates), with chance and marked working points."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    ok = fpr > 0
+    ax.plot(fpr[ok], tpr[ok], color="k", lw=2, label=f"density ratio (AUC {auc:.4f})")
+    grid = np.logspace(np.log10(max(fpr[ok].min(), 1e-6)), 0, 100) if ok.any() else [1.0]
+    ax.plot(grid, grid, color="gray", ls=":", label="chance")
+    for f, t in marks:
+        ax.plot([f], [t], "o", color=MODEL_COLOR, ms=6)
+        ax.annotate(f"TPR {t:.3f} at FPR {f:g}", (f, t), textcoords="offset points",
+                    xytext=(6, -12), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("false-positive rate (background accepted)")
+    ax.set_ylabel("true-positive rate (signal accepted)")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8, loc="upper left", frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def check_plot_format(path: str | os.PathLike) -> None:
     """A plot's file type must be one matplotlib writes (checked before any work)."""
     ext = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()

@@ -347,13 +347,24 @@ def validate_test(surrogate, test: SampleSet, *, n: int | None = None, seed: int
     if m < 20:
         raise LikeflowError(f"validation needs at least 40 test points, got {len(rows)}")
     half_a, half_b = test.values[rows[:m]], test.values[rows[m:2 * m]]
+    # weighted test samples (importance or nested-sampling weights) are compared as weighted
+    # distributions; their noise floor is that of their effective size
+    w = test.weights
+    wa = None if w is None else w[rows[:m]]
+    wb = None if w is None else w[rows[m:2 * m]]
     model_samples = surrogate.sample(m, seed=seed + 1)
     batches = 10 if m >= 200 else 2
+    notes = list(notes or [])
+    if w is not None:
+        notes.append(f"weighted test samples: effective size {metrics.effective_size(wa, m):.0f}"
+                     f" of {m} per half")
     result = ValidationResult(
         names=list(test.names), poi=list(test.poi), n=m,
-        model=metrics.two_sample_metrics(model_samples, half_a, batches=batches, seed=seed),
-        floor=metrics.two_sample_metrics(half_b, half_a, batches=batches, seed=seed),
-        notes=list(notes or []))
+        model=metrics.two_sample_metrics(model_samples, half_a, batches=batches, seed=seed,
+                                         wb=wa),
+        floor=metrics.two_sample_metrics(half_b, half_a, batches=batches, seed=seed, wa=wb,
+                                         wb=wa),
+        notes=notes)
     points = test.values[rows[:2 * m]]
     model_lp = surrogate.log_prob(points)
     if test.log_prob is not None:
@@ -361,7 +372,8 @@ def validate_test(surrogate, test: SampleSet, *, n: int | None = None, seed: int
     # a surrogate folded at a bound maps the mirror images too: unfold the test points at
     # random (seeded) so that they are samples of the unfolded flow before the chi2 check
     unfolded = surrogate.unfold(points, seed=seed) if hasattr(surrogate, "unfold") else points
-    result.latent = metrics.latent_chi2(surrogate.to_latent(unfolded))
+    result.latent = metrics.latent_chi2(surrogate.to_latent(unfolded),
+                                        None if w is None else w[rows[:2 * m]])
     limit = 0.01 / test.dim
     reasons = {name: ["KS"] for name, p in zip(test.names, result.model["ks_pvalue"])
                if p < limit}

@@ -41,6 +41,7 @@ import h5py
 import numpy as np
 
 from .bounds import as_bounds, bounds_to_json
+from .chains import TEXT_LAYOUTS, read_text_chain
 from .errors import LikeflowError, SampleFileError
 from .fileio import atomic_h5, check_memory, check_stored, open_h5
 
@@ -288,6 +289,10 @@ class SampleSet:
         }
 
 
+#: the layouts a sample file is read in (``auto`` recognises the HDF5 ones)
+LAYOUTS = ("auto", "likeflow", "array", "emcee", *TEXT_LAYOUTS)
+
+
 @dataclass(frozen=True)
 class ReadOptions:
     """How a sample file was read; stored in a surrogate so that validation reads it the same way."""
@@ -333,6 +338,13 @@ def read_samples(path: str | os.PathLike, options: ReadOptions | None = None, *,
                               f"{opts.thin})")
     if opts.max_samples is not None and opts.max_samples < 1:
         raise SampleFileError(path, f"max_samples must be positive, got {opts.max_samples}")
+    if opts.layout == "auto" and os.fspath(path).endswith(".txt"):
+        raise SampleFileError(path, "a text chain: give its convention, --layout polychord "
+                              "(weight, -2 log L, parameters: PolyChord, MultiNest) or --layout "
+                              "getdist (weight, -log L, parameters)")
+    if opts.layout in TEXT_LAYOUTS:
+        s = _read_text(path, opts)
+        return s.check(path, drop_nonfinite=opts.drop_nonfinite, minimum=minimum) if check else s
     with _open(path) as f:
         try:
             layout = opts.layout if opts.layout != "auto" else _detect_layout(path, f, opts)
@@ -343,7 +355,8 @@ def read_samples(path: str | os.PathLike, options: ReadOptions | None = None, *,
             elif layout == "emcee":
                 s = _read_emcee(path, f, opts)
             else:
-                raise SampleFileError(path, f"unknown layout '{layout}' (likeflow, array, emcee)")
+                raise SampleFileError(path, f"unknown layout '{layout}' (likeflow, array, "
+                                      f"emcee, {', '.join(TEXT_LAYOUTS)})")
         except (OSError, RuntimeError, KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
             if isinstance(e, SampleFileError):
                 raise
@@ -398,13 +411,30 @@ def _write_meta(f: h5py.File, names, poi, bounds) -> None:
     f.attrs["likeflow_version"] = __version__
 
 
+def read_labels(path: str | os.PathLike, dataset: str = "labels") -> np.ndarray | None:
+    """The per-row class labels of a sample file (its ``labels`` dataset), or None."""
+    with open_h5(path, SampleFileError) as f:
+        if dataset not in f:
+            return None
+        ds = f[dataset]
+        if not isinstance(ds, h5py.Dataset) or ds.ndim != 1:
+            raise SampleFileError(path, f"'{dataset}' must be a 1-D dataset of 0/1 labels")
+        check_stored(path, ds, SampleFileError)
+        return ds[()]
+
+
 def write_samples(path: str | os.PathLike, s: SampleSet, *, compression: str | None = "gzip",
-                  attrs: dict | None = None) -> None:
+                  attrs: dict | None = None, columns: dict | None = None) -> None:
     """Write ``s`` in likeflow's layout, atomically (a temp file in the same folder, then rename).
 
     ``attrs`` adds root attributes (e.g. MCMC diagnostics); values must be HDF5-storable.
+    ``columns`` adds per-row datasets (name -> (N,) array, e.g. outlier scores).
     """
-    cols = sum(getattr(s, c) is not None for c in OPTIONAL_COLUMNS)
+    columns = dict(columns or {})
+    for name, c in columns.items():
+        if name in ("samples", *OPTIONAL_COLUMNS) or np.shape(c) != (s.n,):
+            raise LikeflowError(f"extra column '{name}': a new name and {s.n} values needed")
+    cols = sum(getattr(s, c) is not None for c in OPTIONAL_COLUMNS) + len(columns)
     with atomic_h5(path, size_hint=s.values.nbytes + cols * 8 * s.n) as f:
         kw = dict(compression=compression) if compression else {}
         chunks = (min(s.n, BLOCK_ROWS), s.dim) if s.n else None
@@ -416,6 +446,8 @@ def write_samples(path: str | os.PathLike, s: SampleSet, *, compression: str | N
             c = getattr(s, col)
             if c is not None:
                 f.create_dataset(col, data=c, **kw)
+        for name, c in columns.items():
+            f.create_dataset(name, data=np.asarray(c), **kw)
         _write_meta(f, s.names, s.poi, s.bounds)
         for k, v in (attrs or {}).items():
             f.attrs[k] = v
@@ -728,6 +760,26 @@ def _read_emcee(path, f, opts: ReadOptions) -> SampleSet:
         cols["log_prob"] = lp.reshape(-1)
     return SampleSet(values, **_meta(path, f, group, d), **cols,
                      origin=_provisional_origin(n, rows))
+
+
+def _read_text(path, opts: ReadOptions) -> SampleSet:
+    """A weighted text chain (:mod:`likeflow.chains`); burn-in and thinning drop rows, and the
+    origin counts rows after them (as for emcee), which ``max_samples`` subsamples."""
+    kept: list = []
+
+    def rows_of(n):
+        kept.append(np.arange(opts.burn, n, opts.thin))
+        if len(kept[0]) == 0:
+            raise SampleFileError(path, f"burn-in {opts.burn} leaves nothing of {n} rows")
+        return kept[0][file_rows(len(kept[0]), opts)]
+
+    values, weights, log_l, names, bounds, _ = read_text_chain(os.fspath(path), opts.layout,
+                                                               rows_of)
+    s = SampleSet(values, names=names, bounds=bounds, log_prob=log_l, log_likelihood=log_l,
+                  weights=weights)
+    s.origin = Origin(os.path.realpath(os.fspath(path)), len(kept[0]),
+                      file_rows(len(kept[0]), opts), opts.to_dict())
+    return s
 
 
 def _provisional_origin(n: int, rows: np.ndarray | None) -> Origin:
