@@ -256,8 +256,9 @@ def roc_plot(fpr: np.ndarray, tpr: np.ndarray, path: str, *, auc: float,
     ax.plot(grid, grid, color="gray", ls=":", label="chance")
     for f, t in marks:
         ax.plot([f], [t], "o", color=MODEL_COLOR, ms=6)
+        # above-left of the point: the curve rises to the right, and chance lies below
         ax.annotate(f"TPR {t:.3f} at FPR {f:g}", (f, t), textcoords="offset points",
-                    xytext=(6, -12), fontsize=8)
+                    xytext=(-8, 8), ha="right", fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("false-positive rate (background accepted)")
     ax.set_ylabel("true-positive rate (signal accepted)")
