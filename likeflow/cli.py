@@ -258,6 +258,12 @@ def _parse_hidden(ctx, param, value):
 @click.option("--asimov-partner", type=click.Path(dir_okay=False), default=None,
               help="Record this surrogate of the background-only Asimov likelihood as the "
                    "partner of the one being fitted: 'likeflow profile' then adds CLs limits.")
+@click.option("--clusters", callback=lambda ctx, p, v: _clusters(v), default=None,
+              metavar="K|auto",
+              help="A piecewise flow: cluster the training data (k-means) and fit one flow per "
+                   "cluster, the density their weighted sum (separated modes without bridges "
+                   "between them); auto chooses K by the silhouette score (one flow unless the "
+                   "clusters are clearly separated).")
 @click.option("--schedule", type=click.Choice(["cosine", "plateau"]), default=_TRAIN.schedule,
               show_default=True,
               help="Learning rate: a cosine decay over --cosine-steps optimizer steps, or "
@@ -324,7 +330,8 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, run_validati
                 samples, out=out, seed=opts["seed"], flow_config={k: opts[k] for k in given},
                 train_config=likeflow.TrainConfig(**{k: opts[k] for k in TRAIN_OPTIONS}),
                 read_options=read_opts, validate=run_validation, report=report,
-                resume=resume, asimov_partner=asimov_partner, progress=bar,
+                resume=resume, asimov_partner=asimov_partner, clusters=opts["clusters"],
+                progress=bar,
                 messages=lambda m: click.echo(m, err=True))
         except KeyboardInterrupt:
             if os.path.exists(out):
@@ -332,6 +339,18 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, run_validati
                       "(not validated: run 'likeflow validate')")
             raise
     _print_fit(sur, out, report)
+
+
+def _clusters(value):
+    if value is None or value == "auto":
+        return value
+    try:
+        k = int(value)
+    except ValueError:
+        raise click.BadParameter("give a number of clusters or 'auto'") from None
+    if k < 1:
+        raise click.BadParameter("the number of clusters must be at least 1")
+    return k
 
 
 def _print_fit(sur, out: str, report: str | None) -> None:

@@ -73,6 +73,7 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
         read_options: ReadOptions | None = None, split: SplitSpec | None = None,
         validate: bool = True, report: str | os.PathLike | None = None,
         resume: bool = False, asimov_partner: str | os.PathLike | None = None,
+        clusters: int | str | None = None,
         progress: Callable[[dict], None] | None = None,
         messages: Callable[[str], None] | None = None,
         checkpoint_every: float = 30.0) -> Surrogate:
@@ -98,6 +99,8 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
         resume: continue the surrogate at ``out`` (same data, same split).
         asimov_partner: a surrogate of the background-only Asimov likelihood, recorded as this
             one's partner (``profile`` then adds CLs limits).
+        clusters: a piecewise flow (:mod:`likeflow.piecewise`): the training data clustered
+            into this many k-means clusters (or ``"auto"``: by silhouette), one flow each.
         progress: called with every epoch's record (a dict).
         messages: called with lines worth telling a user (warnings, what is being fitted).
 
@@ -124,6 +127,22 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
     parts = _split(s, seeds.split, path)
     data = _data_record(s, path, read_options, seeds.split, parts)
     tcfg = train_config or TrainConfig()
+    if clusters not in (None, 1):
+        if old is not None:
+            raise LikeflowError("--resume does not continue piecewise fits (--clusters)")
+        from .piecewise import clusters as find_clusters
+        rec = find_clusters(parts[0].values, clusters, seed=seeds.flow)
+        say(f"clusters: {rec['components']} ({rec['criterion']})")
+        if rec["components"] > 1:
+            record = {"seed": seeds.flow, "config": tcfg.to_dict(), "data": data,
+                      "likeflow_version": __version__}
+            sur = _fit_piecewise(s, parts, rec, seeds, flow_config, tcfg, record, progress,
+                                 say)
+            if validate:
+                _validate(sur, parts[2], seeds, report)
+            if out is not None:
+                sur.save(out)
+            return sur
     if old is not None:
         _check_same_flow(old, flow_config)
         flow, previous, tcfg = _resumed(old, out, data, tcfg)
@@ -252,15 +271,54 @@ def _train(flow, parts, tcfg: TrainConfig, seeds: Seeds, record: dict, out, prev
                  previous=previous)
 
 
+def _fit_piecewise(s: SampleSet, parts, rec: dict, seeds: Seeds, flow_config, tcfg,
+                   record: dict, progress, say) -> Surrogate:
+    """One flow per cluster of the training rows (validation rows go to their nearest
+    centre), weighted by the clusters' shares of the training weight."""
+    from .piecewise import PiecewiseSurrogate, assign
+    from .tf_flows import build_flow
+    tr, va, _ = parts
+    k_tr, k_va = assign(tr.values, rec), assign(va.values, rec)
+    flows, results, weights = [], [], []
+    for k in range(rec["components"]):
+        tr_k, va_k = tr.subset(k_tr == k), va.subset(k_va == k)
+        if tr_k.n < 50 or va_k.n < 5:
+            raise LikeflowError(f"cluster {k + 1} of {rec['components']} holds {tr_k.n} "
+                                f"training and {va_k.n} validation rows: too few for a flow; "
+                                "ask for fewer clusters")
+        config = FlowConfig.from_data(tr_k.values, names=s.names, poi=s.poi, bounds=s.bounds,
+                                      weights=tr_k.weights, seed=seeds.flow + k,
+                                      **(flow_config or {}))
+        _seed_everything(seeds.flow + k)
+        flow = build_flow(config)
+        say(f"cluster {k + 1}/{rec['components']}: {tr_k.n} training rows")
+        results.append(train(flow, tr_k.values, va_k.values, train_w=tr_k.weights,
+                             val_w=va_k.weights, config=tcfg, seed=seeds.shuffle + k,
+                             progress=progress).to_dict())
+        flows.append(flow)
+        weights.append(float(tr_k.n if tr_k.weights is None else tr_k.weights.sum()))
+    rec = dict(rec, weights=[w / sum(weights) for w in weights])
+    training = dict(record, result=results[0], component_results=results)
+    sur = PiecewiseSurrogate([Surrogate(f) for f in flows], rec, training)
+    _record_fit(sur, parts)
+    return sur
+
+
 def finish_training(flow, training: dict, parts) -> Surrogate:
     """The trained surrogate with its support region and test log-likelihood recorded."""
-    tr, _, te = parts
     sur = Surrogate(flow, training)
+    _record_fit(sur, parts)
+    return sur
+
+
+def _record_fit(sur: Surrogate, parts) -> None:
+    """The training region and the test log-likelihood, into ``sur.training``."""
+    tr, _, te = parts
+    training = sur.training
     training["support"] = support_of(sur, tr.values)
     training["test_log_prob"] = float(np.average(sur.log_prob(te.values), weights=te.weights))
     if te.log_prob is not None:
         training["test_log_prob_target"] = float(np.average(te.log_prob, weights=te.weights))
-    return sur
 
 
 def _validate(sur: Surrogate, test: SampleSet, seeds: Seeds, report) -> None:

@@ -97,9 +97,15 @@ def as_density(obj, *, n_candidates: int = 20000, n_samples: int = 0,
     if hasattr(obj, "flow"):  # a Surrogate
         flow = obj.flow
         dtype = flow.dtype
+        parts = getattr(obj, "components", None)
 
         def lp(x):
-            return tf.cast(flow.log_prob(tf.cast(x, dtype)), tf.float64)
+            if parts is None:
+                return tf.cast(flow.log_prob(tf.cast(x, dtype)), tf.float64)
+            # a piecewise surrogate: log sum_k w_k p_k(x)
+            return tf.reduce_logsumexp(tf.stack([
+                lw + tf.cast(c.flow.log_prob(tf.cast(x, c.flow.dtype)), tf.float64)
+                for lw, c in zip(obj._log_w, parts)]), axis=0)
 
         draws = obj.sample(max(n_candidates, n_samples), seed=seed)
         return Density(list(obj.names), list(obj.poi), obj.bounds, lp, draws[:n_candidates],

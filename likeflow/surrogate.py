@@ -364,19 +364,21 @@ class Surrogate:
             return list(zip(self.flow.names, self.flow.weights))
         return [(v.name, v.numpy()) for v in self.flow.trainable_variables]
 
+    def _records(self) -> dict:
+        """The JSON records of the file (a piecewise surrogate adds its own)."""
+        return {"config": self.config.to_dict(), "training": strict_json(self.training),
+                "validation": strict_json(self.validation),
+                "provenance": schema.provenance(self.backend)}
+
+    def _write_components(self, f, path: str) -> None:
+        """Flows beyond the first (a piecewise surrogate's); a plain surrogate has none."""
+
     def save(self, path: str | os.PathLike) -> None:
         """Write the surrogate file atomically (temp file in the same folder, then rename)."""
         with atomic_h5(path) as f:
-            records = {"config": self.config.to_dict(),
-                       "training": strict_json(self.training),
-                       "validation": strict_json(self.validation),
-                       "provenance": schema.provenance(self.backend)}
+            records = self._records()
             for name, record in records.items():
-                try:
-                    schema.check(name, record)
-                except LikeflowError as e:  # a record likeflow itself made: a bug
-                    raise LikeflowError(f"{path}: not written: {e} (a bug in likeflow: "
-                                        "please report it)") from None
+                _check_own(path, name, record)
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = schema.FORMAT_VERSION
             f.attrs["schema_version"] = schema.SCHEMA_VERSION
@@ -385,14 +387,26 @@ class Surrogate:
                 f.attrs["tensorflow_version"] = records["provenance"]["tensorflow_version"]
             for name, record in records.items():
                 f.create_dataset(name, data=json.dumps(record))
-            g = f.create_group("weights")
-            for i, (name, w) in enumerate(self.weight_arrays()):
-                if not np.isfinite(w).all():
-                    raise LikeflowError(f"{path}: not written: weight {name} holds NaN or "
-                                        "inf (a diverged fit)")
-                ds = g.create_dataset(f"{i:04d}", data=w)
-                ds.attrs["name"] = name
-                ds.attrs["sha256"] = _checksum(w)
+            _write_weights(f.create_group("weights"), self.weight_arrays(), path)
+            self._write_components(f, os.fspath(path))
+
+
+def _check_own(path, name: str, record) -> None:
+    try:
+        schema.check(name, record)
+    except LikeflowError as e:  # a record likeflow itself made: a bug
+        raise LikeflowError(f"{path}: not written: {e} (a bug in likeflow: please report "
+                            "it)") from None
+
+
+def _write_weights(g, arrays, path) -> None:
+    for i, (name, w) in enumerate(arrays):
+        if not np.isfinite(w).all():
+            raise LikeflowError(f"{path}: not written: weight {name} holds NaN or inf (a "
+                                "diverged fit)")
+        ds = g.create_dataset(f"{i:04d}", data=w)
+        ds.attrs["name"] = name
+        ds.attrs["sha256"] = _checksum(w)
 
 
 BACKENDS = ("tensorflow", "numpy")
@@ -454,6 +468,17 @@ def load(path: str | os.PathLike, *, backend: str | None = None) -> Surrogate:
             config = FlowConfig.from_dict(records["config"])
             training, validation = records["training"], records["validation"]
             weights, names = _read_weights(path, f["weights"], config)
+            # a piecewise surrogate: one flow per cluster, the first at the root
+            piecewise = _record(path, f, "piecewise", schema.SCHEMA_VERSION) \
+                if "piecewise" in f else None
+            parts = [(config, weights, names)]
+            for k in range(1, piecewise["components"] if piecewise else 1):
+                where = f"components/{k}"
+                if where not in f or "config" not in f[where] or "weights" not in f[where]:
+                    raise SurrogateFileError(path, f"damaged: '{where}' is missing")
+                c = FlowConfig.from_dict(_record(path, f[where], "config",
+                                                 schema.SCHEMA_VERSION))
+                parts.append((c, *_read_weights(path, f[where]["weights"], c)))
     except SurrogateFileError:
         raise
     except (OSError, RuntimeError, KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
@@ -461,10 +486,21 @@ def load(path: str | os.PathLike, *, backend: str | None = None) -> Surrogate:
         raise SurrogateFileError(path, f"damaged surrogate file ({msg})") from None
     except LikeflowError as e:
         raise SurrogateFileError(path, f"damaged surrogate file ({e})") from None
+    flows = [_build(path, backend, *part) for part in parts]
+    if piecewise is not None:
+        from .piecewise import PiecewiseSurrogate
+        sur = PiecewiseSurrogate([Surrogate(fl) for fl in flows], piecewise, training,
+                                 validation)
+    else:
+        sur = Surrogate(flows[0], training, validation)
+    sur.path, sur.provenance = path, records.get("provenance", {})
+    return sur
+
+
+def _build(path: str, backend: str, config: FlowConfig, weights, names):
+    """The flow of ``config`` with the file's weights, on ``backend``."""
     if backend == "numpy":
-        sur = Surrogate(NumpyFlow(config, weights, names), training, validation)
-        sur.path, sur.provenance = path, records.get("provenance", {})
-        return sur
+        return NumpyFlow(config, weights, names)
     from .tf_flows import build_flow
     flow = build_flow(config)
     variables = flow.trainable_variables
@@ -476,9 +512,7 @@ def load(path: str | os.PathLike, *, backend: str | None = None) -> Surrogate:
             raise SurrogateFileError(path, f"damaged: weight of shape {w.shape} for variable "
                                      f"{v.name} of shape {tuple(v.shape)}")
         v.assign(w)
-    sur = Surrogate(flow, training, validation)
-    sur.path, sur.provenance = path, records.get("provenance", {})
-    return sur
+    return flow
 
 
 def _record(path: str, f, name: str, version: str) -> dict:
