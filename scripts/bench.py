@@ -21,6 +21,8 @@ Sub-benchmarks:
   reader      the numpy reader beside TensorFlow (issue 14): import + load in a fresh
               process with and without TensorFlow, log_prob of --points points, 10^5 samples,
               and onnxruntime on the exported graph
+  piecewise   four separated Gaussians in 10 dims: a single flow against fit --clusters auto
+              (mass between the modes, validation, held-out log-likelihood)
   real        real ATLAS likelihoods (the sbottom search's pyhf workspaces, read from --atlas):
               'likeflow generate pyhf' (observed and Asimov) and 'likeflow fit' with defaults,
               then the surrogate's profile, profile limit, credible limit and CLs limits next
@@ -675,6 +677,58 @@ def bench_real(args) -> dict:
     return results
 
 
+# --- 11. piecewise flows (issue 18) ---------------------------------------------------------------
+
+def bench_piecewise(args) -> dict:
+    """Four separated Gaussians in 10 dimensions (modes at (+-5, +-5, 0, ..., 0), unit
+    covariance), ``--piecewise-n`` samples: a single default MAF against ``fit --clusters auto``
+    (default MAFs per cluster): time, validation against the noise floor, held-out
+    log-likelihood next to the exact one, and the mass each puts between the modes (beyond the
+    radius that holds all but 6.3e-5 of a mode's mass, 4 sigma two-sided, from every mode; the
+    exact mixture's share there is 6.3e-5)."""
+    import likeflow
+    from scipy import stats
+
+    d = 10
+    centres = np.zeros((4, d))
+    centres[:, :2] = [[5, 5], [5, -5], [-5, 5], [-5, -5]]
+    rng = np.random.default_rng(0)
+    x = centres[rng.integers(0, 4, args.piecewise_n)] + rng.normal(size=(args.piecewise_n, d))
+    def log_p(v):
+        return np.log(np.mean([stats.multivariate_normal(c, np.eye(d)).pdf(v)
+                               for c in centres], 0))
+    data = likeflow.SampleSet(x, log_prob=log_p(x))
+    r_between = float(np.sqrt(stats.chi2(d).isf(6.3e-5)))
+    out, rows = {}, []
+    for label, clusters in (("single MAF", None), ("piecewise (auto)", "auto")):
+        t0 = time.perf_counter()
+        sur = likeflow.fit(data, seed=0, clusters=clusters, messages=print)
+        wall = time.perf_counter() - t0
+        s = sur.sample(200_000, seed=1)
+        dist = np.linalg.norm(s[:, None, :] - centres[None], axis=2).min(1)
+        val = sur.validation_result
+        summ = {r[0]: (r[1], r[2]) for r in val.summary_rows()}
+        rec = {"wall_s": wall, "components": len(getattr(sur, "components", [sur])),
+               "between_mass": float(np.mean(dist > r_between)),
+               "test_log_prob": sur.training["test_log_prob"],
+               "test_log_prob_exact": sur.training["test_log_prob_target"],
+               "verdict": val.verdict()[0], "flagged": val.flagged,
+               "ks_mean_p": summ["KS mean p-value (batched)"],
+               "w1_median": summ["W1 / std, median over dims"],
+               "w1_max": summ["W1 / std, max over dims"],
+               "sliced_w1": summ["sliced W1 (standardised)"]}
+        out[label] = rec
+        rows.append([label, rec["components"], rec["wall_s"], rec["between_mass"],
+                     rec["test_log_prob"], rec["test_log_prob_exact"],
+                     f"{rec['ks_mean_p'][0]:.3f} ({rec['ks_mean_p'][1]:.3f})",
+                     f"{rec['w1_median'][0]:.4f} ({rec['w1_median'][1]:.4f})",
+                     f"{rec['sliced_w1'][0]:.4f} ({rec['sliced_w1'][1]:.4f})", rec["verdict"]])
+    table(f"4 Gaussians in 10 dims, {args.piecewise_n} samples (exact mass between modes 6.3e-5)",
+          ["fit", "flows", "wall s", "mass between", "held-out LL", "exact LL",
+           "KS mean p (floor)", "W1/std med (floor)", "sliced W1 (floor)", "verdict"], rows)
+    return out
+
+
 # --- 10. the numpy reader and ONNX (issue 14) ----------------------------------------------------
 
 _HIDE_TF = ("import sys, importlib.abc\n"
@@ -776,7 +830,8 @@ def bench_reader(args) -> dict:
 BENCHES = {"throughput": bench_throughput, "sampling": bench_sampling, "quality": bench_quality,
            "scaling": bench_scaling, "memory": bench_memory, "stream": bench_stream,
            "bounded": bench_bounded,
-           "real": bench_real, "profile": bench_profile, "reader": bench_reader}
+           "real": bench_real, "profile": bench_profile, "reader": bench_reader,
+           "piecewise": bench_piecewise}
 
 
 def main() -> None:
@@ -823,6 +878,8 @@ def main() -> None:
     ap.add_argument("--profile-compare", nargs="+", default=[],
                     help="a reference profile per surrogate ('-': none)")
     ap.add_argument("--profile-range", default=None, help="START:STOP of the profile grids")
+    ap.add_argument("--piecewise-n", type=int, default=100_000,
+                    help="piecewise: samples of the 4-mode mixture")
     ap.add_argument("--reader-surrogate", default=None,
                     help="reader: the surrogate file to time (default: a fresh 95-dim MAF)")
     ap.add_argument("--peer-python", default=None,
