@@ -42,7 +42,7 @@ _LAZY = {
     "fit": "fitting",
     "fit_summary": "fitting",
     "marginal": "fitting",
-    "load": "surrogate",
+    "load": "loading",
     "Surrogate": "surrogate",
     "build_flow": "tf_flows",
     "train": "training",

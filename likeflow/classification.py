@@ -130,7 +130,8 @@ def classify(signal, background, points, *, prior_ratio: float = 1.0, labels=Non
         fprs: false-positive rates at which the true-positive rate is reported.
     """
     from .samples import as_sample_set, read_labels
-    from .surrogate import Surrogate, load
+    from .loading import load
+    from .surrogate import Surrogate
 
     if not (isinstance(prior_ratio, (int, float)) and math.isfinite(prior_ratio)
             and prior_ratio > 0):

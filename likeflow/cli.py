@@ -79,7 +79,7 @@ def cli(ctx: click.Context, debug: bool, backend: str | None) -> None:
     ctx.obj["debug"] = debug
     if debug:  # TensorFlow's own start-up and log lines too
         os.environ.setdefault("LIKEFLOW_TF_LOGS", "1")
-    if backend:  # read by likeflow.load (likeflow.surrogate.BACKEND_ENV)
+    if backend:  # read by likeflow.load (likeflow.loading.BACKEND_ENV)
         os.environ["LIKEFLOW_BACKEND"] = backend
 
 

@@ -136,7 +136,7 @@ def combine(surrogates, n: int, *, out: str | os.PathLike | None = None,
     """
     from .fileio import check_outputs
     from .samples import write_samples
-    from .surrogate import load
+    from .loading import load
 
     paths = [os.fspath(s) for s in surrogates if isinstance(s, (str, os.PathLike))]
     check_outputs([out], inputs=paths)

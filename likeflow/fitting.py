@@ -39,7 +39,8 @@ from .flows import FlowConfig
 from .interrupts import sigterm_as_interrupt
 from .progress import duration
 from .samples import ReadOptions, SampleSet, SplitSpec, as_sample_set, mcmc_record, split_of
-from .surrogate import Surrogate, load
+from .loading import load
+from .surrogate import Surrogate
 from .training import TrainConfig, TrainResult, train
 
 #: flow of :func:`marginal` unless told otherwise: small, the marginal has few dimensions

@@ -901,7 +901,8 @@ def _range_grid(dens: Density, poi: str, value_range, points: int) -> np.ndarray
 
 def open_target(target, *, patch=None, asimov=None):
     """(density object, Asimov partner or None, a name for it) of what :func:`profile` takes."""
-    from .surrogate import Surrogate, load
+    from .loading import load
+    from .surrogate import Surrogate
     if not isinstance(target, (str, os.PathLike)):
         if patch is not None:
             raise LikeflowError("a patch is for pyhf workspaces (.json)")

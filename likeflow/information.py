@@ -82,7 +82,7 @@ class _Uniform:
 
 def _prior(prior, marginal):
     """The prior as an object with ``log_prob``: uniform on bounds, or a density."""
-    from .surrogate import load
+    from .loading import load
 
     if prior is None or isinstance(prior, (dict, np.ndarray, list, tuple)):
         bounds = marginal.bounds if prior is None else as_bounds(prior, marginal.names)
@@ -119,7 +119,7 @@ def marginal_stats(marginal, prior=None, *, n: int = DEFAULT_SAMPLES,
             the prior, or its file).
         n: samples of the marginal posterior.
     """
-    from .surrogate import load
+    from .loading import load
 
     marg = load(marginal) if isinstance(marginal, (str, os.PathLike)) else marginal
     if not isinstance(n, (int, np.integer)) or n < 100:
@@ -146,7 +146,7 @@ def nuisance_free_log_likelihood(marginal, x, *, log_evidence: float, prior=None
     """log L(theta) = log P(theta) + log Z - log pi(theta): the likelihood of the parameters
     of interest with the nuisance parameters marginalised, from the marginal posterior, the
     evidence Z and the prior."""
-    from .surrogate import load
+    from .loading import load
 
     marg = load(marginal) if isinstance(marginal, (str, os.PathLike)) else marginal
     if not math.isfinite(log_evidence):

@@ -295,7 +295,8 @@ def validate(surrogate, samples, *, n: int | None = None, seed: int = 0,
         A :class:`ValidationResult`; ``.table()`` prints, ``.verdict()`` judges.
     """
     from .fileio import check_output_folder
-    from .surrogate import Surrogate, load
+    from .loading import load
+    from .surrogate import Surrogate
 
     sur = surrogate if isinstance(surrogate, Surrogate) else load(surrogate)
     check_output_folder(report)

@@ -17,7 +17,7 @@ from likeflow.fitting import marginal  # noqa: E402
 from likeflow.mcmc import MCMCConfig  # noqa: E402
 from likeflow.samples import SampleSet, read_samples  # noqa: E402
 from likeflow.fitting import fit  # noqa: E402
-from likeflow.surrogate import load  # noqa: E402
+from likeflow.loading import load  # noqa: E402
 from likeflow.training import TrainConfig  # noqa: E402
 
 

@@ -27,7 +27,7 @@ from likeflow.errors import LikeflowError  # noqa: E402
 from likeflow.inference import default_grid  # noqa: E402
 from likeflow.samples import SampleSet, read_samples, write_samples  # noqa: E402
 from likeflow.fitting import fit  # noqa: E402
-from likeflow.surrogate import load  # noqa: E402
+from likeflow.loading import load  # noqa: E402
 from likeflow.training import TrainConfig  # noqa: E402
 
 TINY = {"layers": 2, "hidden": (8,)}

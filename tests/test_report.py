@@ -14,7 +14,7 @@ from likeflow.likelihoods import CorrelatedGaussian, GaussianMixture  # noqa: E4
 from likeflow.report import validate_test  # noqa: E402
 from likeflow.samples import SampleSet, write_samples  # noqa: E402
 from likeflow.fitting import fit  # noqa: E402
-from likeflow.surrogate import load  # noqa: E402
+from likeflow.loading import load  # noqa: E402
 from likeflow.training import TrainConfig  # noqa: E402
 
 

@@ -21,7 +21,7 @@ from likeflow.samples import read_samples  # noqa: E402
 from likeflow.fitting import fit  # noqa: E402
 from likeflow.samples import SplitSpec, split_of  # noqa: E402
 from likeflow.schema import FORMAT_VERSION  # noqa: E402
-from likeflow.surrogate import load  # noqa: E402
+from likeflow.loading import load  # noqa: E402
 from likeflow.training import TrainConfig  # noqa: E402
 
 
