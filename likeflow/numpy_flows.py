@@ -27,6 +27,7 @@ import math
 import numpy as np
 from scipy import special
 
+from . import rq
 from .bounds import PROBIT_MAX, PROBIT_TRAIN_MAX, mirror_images
 from .flows import SPLINE_MIN_BIN as MIN_BIN, SPLINE_MIN_SLOPE as MIN_SLOPE
 from .flows import FlowConfig, expected_weight_shapes, weight_roles
@@ -105,34 +106,17 @@ class Spline:
 
     def forward(self, x):
         """``(y, log dy/dx)`` elementwise."""
-        xc, inside, x_k, w_k, y_k, h_k, d_k, d_k1 = self._bin(x, self._kx)
-        s = h_k / w_k
-        xi = (xc - x_k) / w_k
-        xi1 = xi * (1 - xi)
-        denom = s + (d_k1 + d_k - 2 * s) * xi1
-        y = y_k + h_k * (s * xi * xi + d_k * xi1) / denom
-        ldj = (2 * np.log(s) + np.log(d_k1 * xi * xi + 2 * s * xi1 + d_k * (1 - xi) ** 2)
-               - 2 * np.log(denom))
+        xc, inside, *knots = self._bin(x, self._kx)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y, ldj = rq.forward(xc, *knots, log=np.log)
         return np.where(inside, y, x), np.where(inside, ldj, 0.0)
 
     def inverse(self, y):
         """``(x, log dx/dy)`` elementwise."""
-        yc, inside, x_k, w_k, y_k, h_k, d_k, d_k1 = self._bin(y, self._ky)
-        s = h_k / w_k
-        dy = yc - y_k
-        c2 = d_k1 + d_k - 2 * s
-        a = h_k * (s - d_k) + dy * c2
-        b = h_k * d_k - dy * c2
-        c = -s * dy
-        # the root in [0, 1], in the form that stays exact when a is near 0
+        yc, inside, *knots = self._bin(y, self._ky)
         with np.errstate(divide="ignore", invalid="ignore"):
-            xi = 2 * c / (-b - np.sqrt(np.maximum(b * b - 4 * a * c, 0.0)))
-        xi = np.where(inside, xi, 0.0)
-        x = xi * w_k + x_k
-        xi1 = xi * (1 - xi)
-        ldj = (2 * np.log(s) + np.log(d_k1 * xi * xi + 2 * s * xi1 + d_k * (1 - xi) ** 2)
-               - 2 * np.log(s + c2 * xi1))
-        return np.where(inside, x, y), np.where(inside, -ldj, 0.0)
+            x, ldj = rq.inverse(yc, *knots, log=np.log, sqrt=np.sqrt, maximum=np.maximum)
+        return np.where(inside, x, y), np.where(inside, ldj, 0.0)
 
 
 def _knots(sizes, start):

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+from . import rq
 from .tfsetup import import_tf
 
 tf, tfp, _ = import_tf()
@@ -81,34 +82,15 @@ class RationalQuadraticSpline(tfp.bijectors.Bijector):
 
     def forward_and_log_det(self, x):
         """``forward(x)`` and the elementwise log-derivative, in one evaluation."""
-        xc, inside, x_k, w_k, y_k, h_k, d_k, d_k1 = self._bin(x, self._kx)
-        s = h_k / w_k
-        xi = (xc - x_k) / w_k
-        xi1 = xi * (1 - xi)
-        denom = s + (d_k1 + d_k - 2 * s) * xi1
-        y = y_k + h_k * (s * xi * xi + d_k * xi1) / denom
-        ldj = (2 * tf.math.log(s) + tf.math.log(d_k1 * xi * xi + 2 * s * xi1
-                                                + d_k * (1 - xi) * (1 - xi))
-               - 2 * tf.math.log(denom))
+        xc, inside, *knots = self._bin(x, self._kx)
+        y, ldj = rq.forward(xc, *knots, log=tf.math.log)
         return tf.where(inside, y, x), tf.where(inside, ldj, tf.zeros_like(ldj))
 
     def inverse_and_log_det(self, y):
         """``inverse(y)`` and the elementwise log-derivative of the inverse."""
-        yc, inside, x_k, w_k, y_k, h_k, d_k, d_k1 = self._bin(y, self._ky)
-        s = h_k / w_k
-        dy = yc - y_k
-        c2 = d_k1 + d_k - 2 * s
-        a = h_k * (s - d_k) + dy * c2
-        b = h_k * d_k - dy * c2
-        c = -s * dy
-        # the root in [0, 1], in the form that stays exact when a is near 0
-        xi = 2 * c / (-b - tf.sqrt(tf.maximum(b * b - 4 * a * c, 0.0)))
-        x = xi * w_k + x_k
-        xi1 = xi * (1 - xi)
-        ldj = (2 * tf.math.log(s) + tf.math.log(d_k1 * xi * xi + 2 * s * xi1
-                                                + d_k * (1 - xi) * (1 - xi))
-               - 2 * tf.math.log(s + c2 * xi1))
-        return tf.where(inside, x, y), tf.where(inside, -ldj, tf.zeros_like(ldj))
+        yc, inside, *knots = self._bin(y, self._ky)
+        x, ldj = rq.inverse(yc, *knots, log=tf.math.log, sqrt=tf.sqrt, maximum=tf.maximum)
+        return tf.where(inside, x, y), tf.where(inside, ldj, tf.zeros_like(ldj))
 
     def _forward(self, x):
         return self.forward_and_log_det(x)[0]
