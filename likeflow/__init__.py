@@ -67,6 +67,8 @@ _LAZY = {
     "marginal_stats": "information",
     "MarginalStats": "information",
     "nuisance_free_log_likelihood": "information",
+    "ensemble": "piecewise",
+    "PiecewiseSurrogate": "piecewise",
 }
 
 __all__ = [

@@ -496,6 +496,29 @@ def classify(signal, background, points, prior_ratio, output, plot_path, fprs, j
         click.echo(f"wrote {len(result.log_ratio)} scores to {output}")
 
 
+@cli.command()
+@click.argument("surrogates", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
+              help="The ensemble surrogate file to write.")
+def ensemble(surrogates, output):
+    """Several SURROGATES of the same data (other seeds or configurations) as one ensemble.
+
+    Its density is the mean of theirs and it samples from their mixture; 'eval --spread' gives
+    the spread of the members' log densities at each point (the surrogate's own uncertainty:
+    small on the data, large where it extrapolates) and 'profile' the spread of the members'
+    upper limits.
+
+    \b
+    Example:
+      for s in 0 1 2 3; do likeflow fit toy.h5 --seed $s -o toy$s.likeflow.h5; done
+      likeflow ensemble toy0.likeflow.h5 toy1.likeflow.h5 toy2.likeflow.h5 toy3.likeflow.h5 \\
+          -o toy_ens.likeflow.h5
+    """
+    likeflow.check_outputs([output], inputs=list(surrogates))
+    sur = likeflow.ensemble(list(surrogates), out=output)
+    click.echo(f"wrote {output}: an ensemble of {len(sur.components)} surrogates")
+
+
 @cli.command("export")
 @click.argument("surrogate", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
@@ -537,8 +560,11 @@ def export(surrogate, output, dtype):
                    "latent_radius, radius_pvalue, log_prob_percentile).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="With --typicality: seeds the surrogate samples of the percentiles.")
+@click.option("--spread", is_flag=True,
+              help="An ensemble: also the spread (standard deviation) of its members' log "
+                   "densities at each point (column log_prob_spread).")
 @read_options
-def eval_(surrogate, points, output, typicality, seed, read_opts):
+def eval_(surrogate, points, output, typicality, seed, spread, read_opts):
     """The SURROGATE's log density at the points of the sample file POINTS.
 
     Columns are matched to the surrogate's parameters by name when the file names them (any
@@ -554,17 +580,21 @@ def eval_(surrogate, points, output, typicality, seed, read_opts):
     s = sur.columns_of(likeflow.read_samples(points, read_opts, check=False), points)
     scores = likeflow.typicality(sur, s.values, seed=seed) if typicality else {}
     lp = scores.pop("log_prob") if typicality else sur.log_prob(s.values)
+    if spread:
+        if not getattr(sur, "is_ensemble", False):
+            raise LikeflowError(f"{surrogate}: --spread needs an ensemble surrogate "
+                                "('likeflow ensemble')")
+        scores["log_prob_spread"] = sur.member_spread(s.values)
     if output:
         likeflow.write_samples(output, likeflow.SampleSet(s.values, names=sur.names,
                                                           poi=sur.poi, log_prob=lp),
                                columns=scores)
         click.echo(f"wrote {len(lp)} log-densities{' and outlier scores' if scores else ''} "
                    f"to {output}")
-    elif typicality:
-        click.echo("log_prob  latent_radius  radius_pvalue  log_prob_percentile")
-        click.echo("\n".join(f"{v:.10g}  {r:.6g}  {p:.4g}  {q:.4g}" for v, r, p, q in zip(
-            lp, scores["latent_radius"], scores["radius_pvalue"],
-            scores["log_prob_percentile"])))
+    elif scores:
+        click.echo("  ".join(["log_prob", *scores]))
+        click.echo("\n".join("  ".join(f"{v:.10g}" for v in row)
+                             for row in zip(lp, *scores.values())))
     else:
         click.echo("\n".join(f"{v:.10g}" for v in lp))
 

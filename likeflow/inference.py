@@ -763,6 +763,9 @@ class ProfileResult:
     bayesian_upper_limit: UpperLimit | None = None
     cls: CLsLimits | None = None
     elapsed: float = 0.0
+    # an ensemble: each member's profile-likelihood upper limit (their spread is the
+    # surrogate's own uncertainty of the limit)
+    member_upper_limits: list | None = None
 
     def __getattr__(self, name: str):
         if name.startswith("__") or name == "profile":
@@ -775,7 +778,7 @@ class ProfileResult:
                 "bayesian_upper_limit": (self.bayesian_upper_limit.to_dict()
                                          if self.bayesian_upper_limit else None),
                 "cls": self.cls.to_dict() if self.cls else None, "source": self.source,
-                "kind": self.profile.kind}
+                "kind": self.profile.kind, "member_upper_limits": self.member_upper_limits}
 
     def write_json(self, path: str | os.PathLike) -> None:
         """The profile and limits as a JSON file (written atomically)."""
@@ -810,6 +813,11 @@ class ProfileResult:
                 val = "none" if lim.value is None else f"{lim.value:.4f}"
                 lines.append(f"{self.cl:.0%} upper limit on {poi}: {val}  [{lim.method}]"
                              + ("" if lim.trusted else f"  UNTRUSTED: {lim.note}"))
+        if self.member_upper_limits:
+            v = np.array([np.nan if x is None else x for x in self.member_upper_limits])
+            lines.append(f"members' {self.cl:.0%} upper limits on {poi}: {np.nanmean(v):.4f} +- "
+                         f"{np.nanstd(v):.4f} (from {np.nanmin(v):.4f} to {np.nanmax(v):.4f}, "
+                         f"{len(v)} members)")
         if self.cls is not None:
             fmt = lambda v: "none" if v is None else f"{v:.4f}"  # noqa: E731
             c = self.cls
@@ -886,6 +894,9 @@ def profile(target, poi: str | None = None, values=None, *, points: int = DEFAUL
                                                             n=bayesian_samples, seed=seed)
         if partner is not None:
             out.cls = cls_limits(dens, partner, poi, cl=cl, seed=seed, best=prof.best)
+        if getattr(obj, "is_ensemble", False):
+            out.member_upper_limits = [upper_limit(m, poi, cl=cl, seed=seed).value
+                                       for m in obj.components]
     out.elapsed = time.perf_counter() - t0
     return out
 

@@ -177,7 +177,8 @@ class PiecewiseSurrogate(Surrogate):
         self._log_w = np.log(self.weights)
 
     def __repr__(self) -> str:
-        return (f"PiecewiseSurrogate({len(self.components)} x {self.config.flow}, "
+        kind = "ensemble" if self.is_ensemble else "piecewise"
+        return (f"PiecewiseSurrogate({kind}, {len(self.components)} x {self.config.flow}, "
                 f"dim={self.dim}, weights={np.round(self.weights, 3).tolist()}, "
                 f"backend={self.backend})")
 
@@ -192,6 +193,20 @@ class PiecewiseSurrogate(Surrogate):
         lp = self.component_log_prob(x)
         with np.errstate(invalid="ignore"):
             return logsumexp(lp, axis=0)
+
+    @property
+    def is_ensemble(self) -> bool:
+        """An ensemble (flows of the same data) rather than a piecewise flow (of clusters)."""
+        return self.record.get("method") == "ensemble"
+
+    def member_spread(self, x) -> np.ndarray:
+        """Per point, the standard deviation of the members' log densities: how much flows
+        fitted to the same data disagree there (small where the data are, large where the
+        surrogate extrapolates). Meaningful for ensembles."""
+        x = self._as_points(x)
+        lp = np.stack([c.log_prob(x) for c in self.components])
+        with np.errstate(invalid="ignore"):
+            return np.where(np.all(np.isfinite(lp), axis=0), lp.std(axis=0), np.inf)
 
     def _pick(self, x: np.ndarray, seed: int) -> np.ndarray:
         """Each point's flow, drawn by its responsibilities w_k p_k(x) / p(x) (seeded): a
@@ -264,3 +279,33 @@ class PiecewiseSurrogate(Surrogate):
             _check_own(path, "config", config)
             g.create_dataset("config", data=json.dumps(config))
             _write_weights(g.create_group("weights"), c.weight_arrays(), path)
+
+
+# --- ensembles -------------------------------------------------------------------------------
+
+def ensemble(surrogates, *, out=None) -> PiecewiseSurrogate:
+    """Several surrogates of the same data (other seeds or configurations) as one: the density
+    the mean of theirs, sampled from the mixture, their spread at each point an uncertainty of
+    the surrogate itself (:meth:`PiecewiseSurrogate.member_spread`); profiles report the
+    spread of the members' limits.
+
+    Args:
+        surrogates: two or more surrogates or files, with the same parameters and bounds.
+        out: write the ensemble there.
+    """
+    from .loading import load
+
+    members = [s if isinstance(s, Surrogate) else load(s) for s in surrogates]
+    if len(members) < 2:
+        raise LikeflowError("an ensemble needs at least two surrogates")
+    if any(hasattr(m, "components") for m in members):
+        raise LikeflowError("an ensemble's members are single surrogates, not piecewise ones")
+    record = {"components": len(members), "weights": [1.0 / len(members)] * len(members),
+              "method": "ensemble", "criterion": "members of equal weight",
+              "members": [{"source": m.path, "seed": m.training.get("seed"),
+                           "test_log_prob": m.training.get("test_log_prob")} for m in members]}
+    best = max(members, key=lambda m: m.training.get("test_log_prob", -np.inf))
+    sur = PiecewiseSurrogate(members, record, dict(best.training), {})
+    if out is not None:
+        sur.save(out)
+    return sur
