@@ -68,6 +68,8 @@ _LAZY = {
     "MarginalStats": "information",
     "nuisance_free_log_likelihood": "information",
     "ensemble": "piecewise",
+    "scan": "scanning",
+    "ScanResult": "scanning",
     "PiecewiseSurrogate": "piecewise",
 }
 

@@ -519,6 +519,38 @@ def ensemble(surrogates, output):
     click.echo(f"wrote {output}: an ensemble of {len(sur.components)} surrogates")
 
 
+@cli.command()
+@click.argument("grid", type=click.Path(exists=True, dir_okay=False))
+@click.argument("samples", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), default="scan",
+              show_default=True, help="Folder of the scan: surrogates, records, leaderboard.")
+@click.option("--workers", type=click.IntRange(min=1), default=_default(likeflow.scan, "workers"),
+              show_default=True, help="Worker processes of the local Dask cluster.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run on a running Dask cluster instead (e.g. tcp://host:8786, one started "
+                   "with dask-jobqueue on Slurm, PBS or HTCondor).")
+@click.option("--validate/--no-validate", "run_validation", default=True, show_default=True,
+              help="Validate every fit (its verdict enters the leaderboard).")
+def scan(grid, samples, out_dir, workers, scheduler, run_validation):
+    """Fit every configuration of GRID (a JSON file) to SAMPLES, as tasks on Dask.
+
+    \b
+    GRID lists values to combine, e.g.
+      {"flow_config": {"flow": ["maf", "cnsf"], "layers": [3, 5]},
+       "train_config": {"epochs": [200]}, "seeds": [0, 1, 2]}
+    Each fit writes OUTPUT/<task>.likeflow.h5; the leaderboard (validation loss, verdict, time,
+    config) is printed and written to OUTPUT/leaderboard.json, the best surrogate copied to
+    OUTPUT/best.likeflow.h5. Failed fits are listed, not fatal; run the scan again and the
+    finished fits are skipped.
+    """
+    likeflow.check_output_folder(out_dir)
+    res = likeflow.scan(grid, samples, out_dir=out_dir, workers=workers, scheduler=scheduler,
+                        validate=run_validation,
+                        progress=lambda r: click.echo(
+                            f"{r['id']}: {r['status']} ({r['time']:.1f} s)", err=True))
+    click.echo(res.table())
+
+
 @cli.command("export")
 @click.argument("surrogate", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
