@@ -262,8 +262,9 @@ def _parse_hidden(ctx, param, value):
               metavar="K|auto",
               help="A piecewise flow: cluster the training data (k-means) and fit one flow per "
                    "cluster, the density their weighted sum (separated modes without bridges "
-                   "between them); auto chooses K by the silhouette score (one flow unless the "
-                   "clusters are clearly separated).")
+                   "between them). auto: one flow unless two clusters are clearly separated "
+                   "(silhouette along their centres >= 0.7), then K by the held-out likelihood "
+                   "of a Gaussian per cluster.")
 @click.option("--schedule", type=click.Choice(["cosine", "plateau"]), default=_TRAIN.schedule,
               show_default=True,
               help="Learning rate: a cosine decay over --cosine-steps optimizer steps, or "
