@@ -60,7 +60,7 @@ class Density:
     tolerance: float = 1e-10
     samples: np.ndarray | None = None  # all the draws the candidates are the first of
     # (n, D) float64 array -> (n,): a surrogate on the numpy backend (no TensorFlow; the
-    # optimiser's gradient is then a central finite difference)
+    # optimiser's gradient is then a finite difference)
     log_prob_np: object = None
 
     def candidate_log_prob(self) -> np.ndarray:
