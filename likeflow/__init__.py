@@ -67,7 +67,7 @@ _LAZY = {
     "marginal_stats": "information",
     "MarginalStats": "information",
     "nuisance_free_log_likelihood": "information",
-    "ensemble": "piecewise",
+    "ensemble": "ensembles",
     "scan": "scanning",
     "ScanResult": "scanning",
     "PiecewiseSurrogate": "piecewise",

@@ -280,13 +280,15 @@ def _fit_piecewise(s: SampleSet, parts, rec: dict, seeds: Seeds, flow_config, tc
     from .tf_flows import build_flow
     tr, va, _ = parts
     k_tr, k_va = assign(tr.values, rec), assign(va.values, rec)
+    for k in range(rec["components"]):  # every cluster checked before any is trained
+        n_tr, n_va = int(np.sum(k_tr == k)), int(np.sum(k_va == k))
+        if n_tr < 50 or n_va < 5:
+            raise LikeflowError(f"cluster {k + 1} of {rec['components']} holds {n_tr} "
+                                f"training and {n_va} validation rows: too few for a flow; "
+                                "ask for fewer clusters")
     flows, results, weights = [], [], []
     for k in range(rec["components"]):
         tr_k, va_k = tr.subset(k_tr == k), va.subset(k_va == k)
-        if tr_k.n < 50 or va_k.n < 5:
-            raise LikeflowError(f"cluster {k + 1} of {rec['components']} holds {tr_k.n} "
-                                f"training and {va_k.n} validation rows: too few for a flow; "
-                                "ask for fewer clusters")
         config = FlowConfig.from_data(tr_k.values, names=s.names, poi=s.poi, bounds=s.bounds,
                                       weights=tr_k.weights, seed=seeds.flow + k,
                                       **(flow_config or {}))

@@ -279,33 +279,3 @@ class PiecewiseSurrogate(Surrogate):
             _check_own(path, "config", config)
             g.create_dataset("config", data=json.dumps(config))
             _write_weights(g.create_group("weights"), c.weight_arrays(), path)
-
-
-# --- ensembles -------------------------------------------------------------------------------
-
-def ensemble(surrogates, *, out=None) -> PiecewiseSurrogate:
-    """Several surrogates of the same data (other seeds or configurations) as one: the density
-    the mean of theirs, sampled from the mixture, their spread at each point an uncertainty of
-    the surrogate itself (:meth:`PiecewiseSurrogate.member_spread`); profiles report the
-    spread of the members' limits.
-
-    Args:
-        surrogates: two or more surrogates or files, with the same parameters and bounds.
-        out: write the ensemble there.
-    """
-    from .loading import load
-
-    members = [s if isinstance(s, Surrogate) else load(s) for s in surrogates]
-    if len(members) < 2:
-        raise LikeflowError("an ensemble needs at least two surrogates")
-    if any(hasattr(m, "components") for m in members):
-        raise LikeflowError("an ensemble's members are single surrogates, not piecewise ones")
-    record = {"components": len(members), "weights": [1.0 / len(members)] * len(members),
-              "method": "ensemble", "criterion": "members of equal weight",
-              "members": [{"source": m.path, "seed": m.training.get("seed"),
-                           "test_log_prob": m.training.get("test_log_prob")} for m in members]}
-    best = max(members, key=lambda m: m.training.get("test_log_prob", -np.inf))
-    sur = PiecewiseSurrogate(members, record, dict(best.training), {})
-    if out is not None:
-        sur.save(out)
-    return sur
