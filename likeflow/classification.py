@@ -148,10 +148,11 @@ def classify(signal, background, points, *, prior_ratio: float = 1.0, labels=Non
         labels = read_labels(points)
     x_sig = sig.columns_of(s, path).values
     x_bkg = bkg.columns_of(s, path).values
-    log_ratio = sig.log_prob(x_sig) - bkg.log_prob(x_bkg) + math.log(prior_ratio)
+    lp_sig, lp_bkg = sig.log_prob(x_sig), bkg.log_prob(x_bkg)
+    log_ratio = lp_sig - lp_bkg + math.log(prior_ratio)
     res = ClassifyResult(log_ratio=log_ratio, prior_ratio=float(prior_ratio),
                          fprs=tuple(float(f) for f in fprs))
-    both_inf = ~np.isfinite(sig.log_prob(x_sig)) & ~np.isfinite(bkg.log_prob(x_bkg))
+    both_inf = ~np.isfinite(lp_sig) & ~np.isfinite(lp_bkg)
     if both_inf.any():
         res.notes.append(f"{int(both_inf.sum())} points lie outside both surrogates' bounds "
                          "(scored as background)")
