@@ -85,34 +85,15 @@ def as_density(obj, *, n_candidates: int = 20000, n_samples: int = 0,
     credible limit's)."""
     if isinstance(obj, Density):
         return obj
-    if getattr(obj, "backend", None) == "numpy":  # a Surrogate without TensorFlow
+    if hasattr(obj, "flow"):  # a Surrogate, on either backend
+        numpy = obj.backend == "numpy"
         draws = obj.sample(max(n_candidates, n_samples), seed=seed)
-        return Density(list(obj.names), list(obj.poi), obj.bounds, None, draws[:n_candidates],
+        return Density(list(obj.names), list(obj.poi), obj.bounds,
+                       None if numpy else _tf_log_prob(obj), draws[:n_candidates],
                        sampler=lambda n, s: obj.sample(n, seed=s), kind="surrogate",
                        tolerance=1e-10 if obj.config.dtype == "float64" else 1e-4,
                        support=obj.support, latent_r2=obj.latent_r2, samples=draws,
-                       log_prob_np=obj.log_prob)
-    from .tfsetup import tf
-
-    if hasattr(obj, "flow"):  # a Surrogate
-        flow = obj.flow
-        dtype = flow.dtype
-        parts = getattr(obj, "components", None)
-
-        def lp(x):
-            if parts is None:
-                return tf.cast(flow.log_prob(tf.cast(x, dtype)), tf.float64)
-            # a piecewise surrogate: log sum_k w_k p_k(x)
-            return tf.reduce_logsumexp(tf.stack([
-                lw + tf.cast(c.flow.log_prob(tf.cast(x, c.flow.dtype)), tf.float64)
-                for lw, c in zip(obj._log_w, parts)]), axis=0)
-
-        draws = obj.sample(max(n_candidates, n_samples), seed=seed)
-        return Density(list(obj.names), list(obj.poi), obj.bounds, lp, draws[:n_candidates],
-                       sampler=lambda n, s: obj.sample(n, seed=s), kind="surrogate",
-                       tolerance=1e-10 if dtype == tf.float64 else 1e-4,
-                       support=getattr(obj, "support", None),
-                       latent_r2=getattr(obj, "latent_r2", None), samples=draws)
+                       log_prob_np=obj.log_prob if numpy else None)
     if not getattr(obj, "has_gradients", True):
         raise LikeflowError(f"{getattr(obj, 'name', obj)} has no TF gradients; profile a "
                             "surrogate of it instead")
@@ -122,6 +103,22 @@ def as_density(obj, *, n_candidates: int = 20000, n_samples: int = 0,
     return Density(list(obj.names), list(obj.poi), np.asarray(obj.bounds, float), obj.log_prob,
                    np.asarray(cand, float), sampler=None,
                    kind=f"exact ({getattr(obj, 'name', 'target')})")
+
+
+def _tf_log_prob(sur):
+    """A TensorFlow-backed surrogate's log density as a float64 tensor function (a piecewise
+    surrogate's: log sum_k w_k p_k(x))."""
+    from .tfsetup import tf
+
+    parts = getattr(sur, "components", None) or [sur]
+    log_w = getattr(sur, "_log_w", [0.0])
+
+    def lp(x):
+        each = [lw + tf.cast(c.flow.log_prob(tf.cast(x, c.flow.dtype)), tf.float64)
+                for lw, c in zip(log_w, parts)]
+        return each[0] if len(each) == 1 else tf.reduce_logsumexp(tf.stack(each), axis=0)
+
+    return lp
 
 
 @dataclass
