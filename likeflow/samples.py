@@ -765,20 +765,23 @@ def _read_emcee(path, f, opts: ReadOptions) -> SampleSet:
 def _read_text(path, opts: ReadOptions) -> SampleSet:
     """A weighted text chain (:mod:`likeflow.chains`); burn-in and thinning drop rows, and the
     origin counts rows after them (as for emcee), which ``max_samples`` subsamples."""
-    kept: list = []
-
-    def rows_of(n):
-        kept.append(np.arange(opts.burn, n, opts.thin))
-        if len(kept[0]) == 0:
+    def kept(n: int) -> np.ndarray:
+        rows = np.arange(opts.burn, n, opts.thin)
+        if len(rows) == 0:
             raise SampleFileError(path, f"burn-in {opts.burn} leaves nothing of {n} rows")
-        return kept[0][file_rows(len(kept[0]), opts)]
+        return rows
 
-    values, weights, log_l, names, bounds, _ = read_text_chain(os.fspath(path), opts.layout,
+    def rows_of(n: int) -> np.ndarray:
+        rows = kept(n)
+        return rows[file_rows(len(rows), opts)]
+
+    values, weights, log_l, names, bounds, n = read_text_chain(os.fspath(path), opts.layout,
                                                                rows_of)
     s = SampleSet(values, names=names, bounds=bounds, log_prob=log_l, log_likelihood=log_l,
                   weights=weights)
-    s.origin = Origin(os.path.realpath(os.fspath(path)), len(kept[0]),
-                      file_rows(len(kept[0]), opts), opts.to_dict())
+    n_kept = len(kept(n))
+    s.origin = Origin(os.path.realpath(os.fspath(path)), n_kept, file_rows(n_kept, opts),
+                      opts.to_dict())
     return s
 
 
