@@ -135,10 +135,8 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
         rec = find_clusters(parts[0].values, clusters, seed=seeds.flow)
         say(f"clusters: {rec['components']} ({rec['criterion']})")
         if rec["components"] > 1:
-            record = {"seed": seeds.flow, "config": tcfg.to_dict(), "data": data,
-                      "likeflow_version": __version__}
-            sur = _fit_piecewise(s, parts, rec, seeds, flow_config, tcfg, record, progress,
-                                 say)
+            sur = _fit_piecewise(s, parts, rec, seeds, flow_config, tcfg,
+                                 _training_record(seeds, tcfg, data), progress, say)
             if validate:
                 _validate(sur, parts[2], seeds, report)
             if out is not None:
@@ -158,8 +156,7 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
     from .tfsetup import device
     say(f"{path or '<samples>'}: {s.n} samples of {s.dim} parameters; fitting {c.flow} "
         f"({c.layers} layers, hidden {list(c.hidden)}) on {device()}")
-    record = {"seed": seeds.flow, "config": tcfg.to_dict(), "data": data,
-              "likeflow_version": __version__}
+    record = _training_record(seeds, tcfg, data)
     if asimov_partner is not None:
         record["asimov_partner"] = _relative_to(asimov_partner, out)
     with sigterm_as_interrupt():
@@ -182,6 +179,12 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
         if out is not None:
             sur.save(out)
     return sur
+
+
+def _training_record(seeds: Seeds, tcfg: TrainConfig, data: dict) -> dict:
+    """The training record a fit starts with (the result and the region are added later)."""
+    return {"seed": seeds.flow, "config": tcfg.to_dict(), "data": data,
+            "likeflow_version": __version__}
 
 
 def _say_about_input(s: SampleSet, path: str | None, say) -> None:
