@@ -350,7 +350,7 @@ def _layer_inverse(g: _Graph, cfg, layer, y: str):
     if isinstance(layer, _Permute):
         return g.cols(y, layer.inv), None
     if isinstance(layer, _Marginal):
-        sp = _SplineNodes(g, g.const(_marginal_params(layer)), cfg.bins, cfg.spline_range, y)
+        sp = _SplineNodes(g, g.const(layer.params), cfg.bins, cfg.spline_range, y)
         x, ldj = sp.inverse(y)
         return x, g.sum_last(ldj)
     if isinstance(layer, _Autoregressive):
@@ -370,7 +370,7 @@ def _layer_forward(g: _Graph, cfg, layer, z: str) -> str:
     if isinstance(layer, _Permute):
         return g.cols(z, layer.perm)
     if isinstance(layer, _Marginal):
-        return _SplineNodes(g, g.const(_marginal_params(layer)), cfg.bins, cfg.spline_range,
+        return _SplineNodes(g, g.const(layer.params), cfg.bins, cfg.spline_range,
                             z).forward(z)
     if isinstance(layer, _Coupling):
         m, d = layer.m, cfg.dim
@@ -380,13 +380,9 @@ def _layer_forward(g: _Graph, cfg, layer, z: str) -> str:
     raise LikeflowError("ONNX export: the autoregressive sampling pass is not exported")
 
 
-def _marginal_params(layer: _Marginal) -> np.ndarray:
-    return layer.params
-
-
 # --- the bound map ---------------------------------------------------------------------------
 
-def _regroup(g: _Graph, d: int, parts: list[tuple[np.ndarray, str]]) -> str:
+def _regroup(g: _Graph, parts: list[tuple[np.ndarray, str]]) -> str:
     """Columns computed group by group, put back in their order."""
     parts = [(idx, t) for idx, t in parts if len(idx)]
     order = np.concatenate([idx for idx, _ in parts])
@@ -425,7 +421,7 @@ def _pre_inverse(g: _Graph, pre, x: str, d: int) -> str:
     if pre.upper.size:
         du = g.maximum(g.sub(pre.u_hi, g.cols(x, pre.upper)), pre.tiny)
         parts.append((pre.upper, g.softplus_inverse(du)))
-    v = _regroup(g, d, parts)
+    v = _regroup(g, parts)
     return g.div(g.sub(v, pre.shift), pre.scale)
 
 
@@ -479,7 +475,7 @@ def _pre_forward(g: _Graph, pre, u: str, d: int) -> str:
         parts.append((pre.lower, g.add(pre.l_lo, g.softplus(g.cols(v, pre.lower)))))
     if pre.upper.size:
         parts.append((pre.upper, g.sub(pre.u_hi, g.softplus(g.cols(v, pre.upper)))))
-    x = _regroup(g, d, parts)
+    x = _regroup(g, parts)
     return g.clip(x, np.where(np.isfinite(pre.clip_lo), pre.clip_lo, -np.finfo(g.dtype).max),
                   np.where(np.isfinite(pre.clip_hi), pre.clip_hi, np.finfo(g.dtype).max))
 
