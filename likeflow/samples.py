@@ -212,7 +212,9 @@ class SampleSet:
             if not drop_nonfinite:
                 first = int(np.flatnonzero(bad_rows)[0])
                 which = "samples" if not np.isfinite(v[first]).all() else "log_prob"
-                raise SampleFileError(path, f"{n_bad} rows hold NaN or inf (first at row {first});"
+                # the row of the file, where a subsample was read
+                row = first if self.origin is None else int(self.origin.rows[first])
+                raise SampleFileError(path, f"{n_bad} rows hold NaN or inf (first at row {row});"
                                       " use --drop-nonfinite to drop them", which)
             out = self.subset(~bad_rows)
             out.dropped_nonfinite = self.dropped_nonfinite + n_bad
@@ -316,7 +318,8 @@ class ReadOptions:
 
 
 def read_samples(path: str | os.PathLike, options: ReadOptions | None = None, *,
-                 check: bool = True, minimum: int | None = None, **kwargs) -> SampleSet:
+                 check: bool = True, minimum: int | None = None,
+                 rows: np.ndarray | None = None, **kwargs) -> SampleSet:
     """Read a sample file in any supported layout, streaming in blocks, and check it.
 
     Args:
@@ -326,6 +329,8 @@ def read_samples(path: str | os.PathLike, options: ReadOptions | None = None, *,
             ``seed``, ``drop_nonfinite``).
         check: run :meth:`SampleSet.check` (on by default).
         minimum: the fewest samples accepted (default :func:`min_samples`).
+        rows: read exactly these file rows (sorted indices; the likeflow and array layouts,
+            without ``max_samples``): a part of a file too large to read whole.
 
     Raises:
         SampleFileError: with one line naming the file, the dataset and the problem.
@@ -342,6 +347,9 @@ def read_samples(path: str | os.PathLike, options: ReadOptions | None = None, *,
         raise SampleFileError(path, "a text chain: give its convention, --layout polychord "
                               "(weight, -2 log L, parameters: PolyChord, MultiNest) or --layout "
                               "getdist (weight, -log L, parameters)")
+    if rows is not None and (opts.layout in TEXT_LAYOUTS or opts.max_samples is not None):
+        raise SampleFileError(path, "rows are read from HDF5 files of the likeflow or array "
+                              "layout, without --max-samples")
     if opts.layout in TEXT_LAYOUTS:
         s = _read_text(path, opts)
         return s.check(path, drop_nonfinite=opts.drop_nonfinite, minimum=minimum) if check else s
@@ -349,9 +357,12 @@ def read_samples(path: str | os.PathLike, options: ReadOptions | None = None, *,
         try:
             layout = opts.layout if opts.layout != "auto" else _detect_layout(path, f, opts)
             if layout == "likeflow":
-                s = _read_likeflow(path, f, opts)
+                s = _read_likeflow(path, f, opts, rows)
             elif layout == "array":
-                s = _read_array(path, f, opts)
+                s = _read_array(path, f, opts, rows)
+            elif layout == "emcee" and rows is not None:
+                raise SampleFileError(path, "rows are read from the likeflow or array layout, "
+                                      "not from emcee chains")
             elif layout == "emcee":
                 s = _read_emcee(path, f, opts)
             else:
@@ -551,15 +562,12 @@ def split_indices(n: int, *, seed: int, validation: float = 0.1, test: float = 0
     rebuilds exactly the same test rows from the numbers stored in the file. Each part gets at
     least one row.
     """
-    if not (0 < validation < 1 and 0 < test < 1 and validation + test < 1):
-        raise LikeflowError("validation and test fractions must be in (0, 1) and sum below 1")
-    rng = np.random.default_rng(seed)
-    n_test = max(1, int(round(test * n)))
-    n_val = max(1, int(round(validation * n)))
     if chain is None:
-        perm = rng.permutation(n)
-        return Split(train=np.sort(perm[n_test + n_val:]),
-                     validation=np.sort(perm[n_test:n_test + n_val]), test=np.sort(perm[:n_test]))
+        part = split_labels(n, seed=seed, validation=validation, test=test)
+        return Split(train=np.flatnonzero(part == 0), validation=np.flatnonzero(part == 1),
+                     test=np.flatnonzero(part == 2))
+    n_test, n_val = _part_sizes(n, validation, test)
+    rng = np.random.default_rng(seed)
     chain = np.asarray(chain)
     blocks = []
     for c in np.unique(chain):
@@ -577,6 +585,24 @@ def split_indices(n: int, *, seed: int, validation: float = 0.1, test: float = 0
     if not len(tr) or not len(va):
         raise LikeflowError("too few chain blocks for a train/validation/test split (fewer chains or more samples per chain)")
     return Split(train=tr, validation=va, test=te)
+
+
+def split_labels(n: int, *, seed: int, validation: float = 0.1, test: float = 0.1) -> np.ndarray:
+    """The part of each of ``n`` rows split at random (0 training, 1 validation, 2 test), one
+    byte per row: :func:`split_indices` without a chain, for files too large for index arrays."""
+    n_test, n_val = _part_sizes(n, validation, test)
+    perm = np.random.default_rng(seed).permutation(n)
+    part = np.zeros(n, dtype=np.int8)
+    part[perm[:n_test]] = 2
+    part[perm[n_test:n_test + n_val]] = 1
+    return part
+
+
+def _part_sizes(n: int, validation: float, test: float) -> tuple[int, int]:
+    """Rows of the test and the validation part of ``n`` (each at least one)."""
+    if not (0 < validation < 1 and 0 < test < 1 and validation + test < 1):
+        raise LikeflowError("validation and test fractions must be in (0, 1) and sum below 1")
+    return max(1, int(round(test * n))), max(1, int(round(validation * n)))
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -626,6 +652,14 @@ def _rows_to_read(n: int, opts: ReadOptions) -> np.ndarray | None:
         return None
     rng = np.random.default_rng(opts.seed)
     return np.sort(rng.choice(n, size=opts.max_samples, replace=False))
+
+
+def _checked_rows(path, rows: np.ndarray, n: int) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.ndim != 1 or (len(rows) and (rows[0] < 0 or rows[-1] >= n
+                                         or (np.diff(rows) <= 0).any())):
+        raise SampleFileError(path, f"rows to read must be sorted, distinct and below {n}")
+    return rows
 
 
 def _gather(ds: h5py.Dataset, rows: np.ndarray | None, n: int, step: int = 1,
@@ -688,10 +722,10 @@ def _meta(path, f, obj, d: int) -> dict:
     return dict(names=names, poi=poi, bounds=bounds)
 
 
-def _read_likeflow(path, f, opts: ReadOptions) -> SampleSet:
+def _read_likeflow(path, f, opts: ReadOptions, rows: np.ndarray | None = None) -> SampleSet:
     ds = _dataset(path, f, "samples", (2,))
     n, d = ds.shape
-    rows = _rows_to_read(n, opts)
+    rows = _rows_to_read(n, opts) if rows is None else _checked_rows(path, rows, n)
     cols = {}
     for c in OPTIONAL_COLUMNS:
         if c in f:
@@ -704,12 +738,12 @@ def _read_likeflow(path, f, opts: ReadOptions) -> SampleSet:
                      origin=_provisional_origin(n, rows))
 
 
-def _read_array(path, f, opts: ReadOptions) -> SampleSet:
+def _read_array(path, f, opts: ReadOptions, rows: np.ndarray | None = None) -> SampleSet:
     name = opts.dataset or "data/X"
     ds = _dataset(path, f, name, (1, 2))
     n = ds.shape[0]
     d = 1 if ds.ndim == 1 else ds.shape[1]
-    rows = _rows_to_read(n, opts)
+    rows = _rows_to_read(n, opts) if rows is None else _checked_rows(path, rows, n)
     lp_name = opts.log_prob_dataset
     if lp_name is None and name == "data/X" and "data/Y" in f:
         lp_name = "data/Y"
