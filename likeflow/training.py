@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -40,6 +41,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import LikeflowError
+from .feeding import ArrayRows, feed
 from .jsonutil import check_types
 
 
@@ -148,23 +150,28 @@ def restore(variables, values: list[np.ndarray]) -> None:
         v.assign(x)
 
 
-def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray | None = None,
+def train(flow, train_x, val_x: np.ndarray, *, train_w: np.ndarray | None = None,
           val_w: np.ndarray | None = None, config: TrainConfig | None = None, seed: int = 0,
           progress: Callable[[dict], None] | None = None,
           on_best: Callable[[TrainResult], None] | None = None,
-          previous: TrainResult | None = None) -> TrainResult:
+          previous: TrainResult | None = None, strategy=None) -> TrainResult:
     """Fit ``flow`` by maximum likelihood on ``train_x``, early-stopping on ``val_x``.
 
     Args:
         flow: a :class:`likeflow.flows.Flow`.
-        train_x, val_x: (N, D) physical training and validation points (disjoint).
-        train_w, val_w: optional non-negative weights of the points.
+        train_x, val_x: (N, D) physical training and validation points (disjoint);
+            ``train_x`` may also be a row source of :mod:`likeflow.feeding` (rows streamed
+            from a file).
+        train_w, val_w: optional non-negative weights of the points (a row source carries
+            its own).
         config: a :class:`TrainConfig`.
         seed: seeds the shuffle of every epoch.
         progress: called with each epoch's record (a dict) after the epoch.
         on_best: called after each new best epoch, the best weights in place (checkpointing).
         previous: the result of an earlier run to continue (``--resume``): its history, best
             loss and learning rate carry on.
+        strategy: a ``tf.distribute`` strategy (:func:`likeflow.devices.strategy`) whose scope
+            built ``flow``: data-parallel training, the batch shared by its replicas.
 
     Returns:
         A :class:`TrainResult`; the flow holds the best epoch's weights.
@@ -176,26 +183,29 @@ def train(flow, train_x: np.ndarray, val_x: np.ndarray, *, train_w: np.ndarray |
     if not variables:
         raise LikeflowError("the flow has no trainable variables (untracked layers?)")
     # relative weights: scaled to a largest weight of 1 (1e39 is inf in float32)
-    train_w = None if train_w is None else train_w / np.max(train_w)
+    rows = train_x if hasattr(train_x, "blocks") else ArrayRows(
+        train_x, None if train_w is None else train_w / np.max(train_w))
     val_w = None if val_w is None else val_w / np.max(val_w)
     result = previous if previous is not None else TrainResult(learning_rate=cfg.learning_rate)
-    optimizer = tf_keras.optimizers.Adam(learning_rate=result.learning_rate or cfg.learning_rate)
-    optimizer.build(variables)
-    steps = _Steps(flow, variables, optimizer, train_x, train_w, cfg)
+    with (strategy.scope() if strategy is not None else contextlib.nullcontext()):
+        optimizer = tf_keras.optimizers.Adam(
+            learning_rate=result.learning_rate or cfg.learning_rate)
+        optimizer.build(variables)
+    steps = _Steps(flow, variables, optimizer, cfg, strategy)
     val_loss = make_mean_loss(flow, val_x, val_w)
     loop = _Loop(variables, snapshot(variables))
     if previous is None or not math.isfinite(result.best_val_loss):
         result.best_val_loss = val_loss()
         result.best_epoch = len(result.history) - 1
     loop.since_best = _epochs_since_best(result)
-    plan = _plan(cfg, len(train_x))
+    plan = _plan(cfg, rows.n, replicas=1 if strategy is None else strategy.num_replicas_in_sync)
     loop.lr_scale = _resumed_lr_scale(cfg, result, plan, resumed=previous is not None)
     result.stopped = "schedule_done" if plan.cosine else "max_epochs"
     clock = _Clock(start=time.perf_counter() - result.elapsed, max_time=cfg.max_time)
     try:
         epoch = len(result.history)
         while epoch < plan.last_epoch:
-            record = _run_epoch(steps, plan, loop, epoch, seed, val_loss, clock)
+            record = _run_epoch(steps, rows, plan, loop, epoch, seed, val_loss, clock)
             if _judge(record, result, loop, plan, optimizer, cfg) == "diverged":
                 break
             result.elapsed = clock.elapsed()
@@ -232,21 +242,21 @@ _BLOCK = 16
 
 
 class _Steps:
-    """The optimizer steps on the training rows, a block of them in one compiled call, with
-    the epoch's running sums (kept on the device, so that steps never wait for the host).
+    """The optimizer steps, a block of them in one compiled call, with the epoch's running
+    sums (kept on the device, so that steps never wait for the host).
 
-    One call runs steps ``start`` .. ``stop`` of the epoch's index array in an XLA-compiled
-    loop: loss, gradient, clipping, the finite check and the Adam update fused, with no
-    return to Python between steps (on a CPU the dispatch of a step's few hundred small ops
-    costs as much as the step)."""
+    One call runs the first ``stop`` steps of a block of batches in a compiled loop: loss,
+    gradient, clipping, the finite check and the Adam update, with no return to Python
+    between steps (on a CPU the dispatch of a step's few hundred small ops costs as much as
+    the step). On one device the whole loop is XLA-compiled; under a
+    ``tf.distribute.MirroredStrategy`` each replica computes its share of the batch (the
+    loss and gradient XLA-compiled), the gradients are summed across replicas, and the one
+    clipped update is applied to every replica's copy of the weights."""
 
-    def __init__(self, flow, variables, optimizer, train_x, train_w, cfg: TrainConfig):
+    def __init__(self, flow, variables, optimizer, cfg: TrainConfig, strategy=None):
         from .tfsetup import tf
 
         dtype = flow.dtype
-        self.n_train = train_x.shape[0]
-        x_tr = tf.constant(train_x, dtype=dtype)
-        w_tr = tf.constant(np.ones(self.n_train) if train_w is None else train_w, dtype=dtype)
         self.optimizer = optimizer
         self.cfg = cfg
         self.loss_sum = tf.Variable(0.0, dtype=dtype, trainable=False)
@@ -256,46 +266,114 @@ class _Steps:
         # splines of likeflow.splines, written for it) on CPU and GPU: 4x faster spline
         # training on a 2-core CPU, 1.3x for the MAF (docs/benchmarks.md)
         jit = cfg.jit_compile is not False
+        if strategy is None:
+            self._run = self._single(flow, variables, jit)
+        else:
+            self._run = self._mirrored(flow, variables, jit, strategy)
 
-        def one_step(idx, lr):
-            x = tf.gather(x_tr, idx)
-            w = tf.gather(w_tr, idx)
+    def _apply(self, grads, variables, loss, lr):
+        """The clipped update if loss and gradient are finite; else the step is counted bad."""
+        from .tfsetup import tf
+
+        grads, _ = tf.clip_by_global_norm(grads, self.cfg.clip_norm)
+
+        def update():
+            self.optimizer.learning_rate.assign(lr)
+            self.optimizer.apply_gradients(zip(grads, variables))
+            self.loss_sum.assign_add(loss)
+            return tf.constant(0)
+
+        def skip():
+            self.bad_steps.assign_add(1)
+            return tf.constant(0)
+
+        tf.cond(_finite(loss, grads), update, skip)
+
+    def _single(self, flow, variables, jit: bool):
+        from .tfsetup import tf
+
+        def one_step(x, w, lr):
             with tf.GradientTape() as tape:
                 loss = -tf.reduce_sum(w * flow.train_log_prob(x)) / tf.reduce_sum(w)
-            grads = tape.gradient(loss, variables)
-            grads, _ = tf.clip_by_global_norm(grads, cfg.clip_norm)
-            finite = tf.math.is_finite(loss) & tf.reduce_all(
-                tf.stack([tf.reduce_all(tf.math.is_finite(g)) for g in grads]))
+            self._apply(tape.gradient(loss, variables), variables, loss, lr)
 
+        @tf.function(jit_compile=jit)
+        def run(xs, ws, lrs, stop):
+            def body(k):
+                one_step(xs[k], ws[k], lrs[k])
+                return (k + 1,)
+            tf.while_loop(lambda k: k < stop, body, (tf.constant(0),))
+
+        return run
+
+    def _mirrored(self, flow, variables, jit: bool, strategy):
+        from .tfsetup import tf
+
+        replicas = strategy.num_replicas_in_sync
+        optimizer, clip_norm = self.optimizer, self.cfg.clip_norm
+
+        @tf.function(jit_compile=jit)
+        def share(x, w, total_w):
+            """This replica's part of the batch loss (the batch's mean) and its gradient."""
+            with tf.GradientTape() as tape:
+                loss = -tf.reduce_sum(w * flow.train_log_prob(x)) / total_w
+            return loss, tape.gradient(loss, variables)
+
+        def replica(x, w):
+            ctx = tf.distribute.get_replica_context()
+            per = x.shape[0] // replicas
+            r = ctx.replica_id_in_sync_group
+            rows = tf.range(r * per, (r + 1) * per)
+            loss, grads = share(tf.gather(x, rows), tf.gather(w, rows), tf.reduce_sum(w))
+            # summed over replicas: the whole batch's loss and gradient, the same on each
+            loss, grads = ctx.all_reduce("SUM", [loss, grads])
+            grads, _ = tf.clip_by_global_norm(grads, clip_norm)
+            return grads, loss, _finite(loss, grads)
+
+        def apply(grads, lr):
+            optimizer.learning_rate.assign(lr)
+            optimizer.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
+
+        def one_step(x, w, lr):
+            grads, loss, finite = strategy.run(replica, args=(x, w))
+            first = strategy.experimental_local_results
+
+            # the update is decided outside the replicas: a synchronising call (the update of
+            # mirrored weights) is not allowed inside a replica's conditional
             def update():
-                optimizer.learning_rate.assign(lr)
-                optimizer.apply_gradients(zip(grads, variables))
-                self.loss_sum.assign_add(loss)
+                strategy.run(apply, args=(grads, lr))
+                self.loss_sum.assign_add(first(loss)[0])
                 return tf.constant(0)
 
             def skip():
                 self.bad_steps.assign_add(1)
                 return tf.constant(0)
 
-            tf.cond(finite, update, skip)
+            tf.cond(first(finite)[0], update, skip)
 
-        @tf.function(jit_compile=jit)
-        def run(idx, lrs, start, stop):
-            def body(k):
-                one_step(idx[k], lrs[k])
-                return (k + 1,)
-            tf.while_loop(lambda k: k < stop, body, (start,))
+        @tf.function
+        def run(xs, ws, lrs, stop):
+            for k in tf.range(stop):
+                one_step(xs[k], ws[k], lrs[k])
 
-        self._run = run
+        return run
 
-    def run(self, idx, lrs, start: int, stop: int) -> None:
-        """Steps ``start`` .. ``stop - 1`` of the epoch (rows ``idx[k]``, rate ``lrs[k]``),
-        waiting until they are done."""
+    def run(self, x, w, lrs, stop: int) -> None:
+        """The first ``stop`` steps of the block ``x`` (batches, rows, dim) with weights ``w``
+        at rates ``lrs``, waiting until they are done."""
         from .tfsetup import tf
 
-        self._run(idx, lrs, tf.constant(start), tf.constant(stop))
+        self._run(x, w, lrs, tf.constant(stop))
         self.loss_sum.numpy()   # wait for the device: the clock must see the real time
         self.compiled = True
+
+
+def _finite(loss, grads):
+    """Whether a step's loss and every gradient are finite (a tensor)."""
+    from .tfsetup import tf
+
+    return tf.math.is_finite(loss) & tf.reduce_all(
+        tf.stack([tf.reduce_all(tf.math.is_finite(g)) for g in grads]))
 
 
 @dataclass
@@ -367,10 +445,13 @@ class _Loop:
         self.last_good = self.best
 
 
-def _plan(cfg: TrainConfig, n_train: int) -> _Plan:
-    """Batches of at most ``n_train`` rows; the cosine ends after about ``cosine_steps``
-    (rounded to whole epochs)."""
+def _plan(cfg: TrainConfig, n_train: int, replicas: int = 1) -> _Plan:
+    """Batches of at most ``n_train`` rows (shared equally by ``replicas``); the cosine ends
+    after about ``cosine_steps`` (rounded to whole epochs)."""
     batch = min(cfg.batch_size, n_train)
+    if batch % replicas:
+        raise LikeflowError(f"a batch of {batch} rows cannot be shared equally by {replicas} "
+                            f"devices: choose a batch size that is a multiple of {replicas}")
     n_steps = n_train // batch
     cosine = cfg.schedule == "cosine"
     epochs = min(cfg.epochs, max(1, round(cfg.cosine_steps / n_steps))) if cosine else cfg.epochs
@@ -387,38 +468,37 @@ def _resumed_lr_scale(cfg: TrainConfig, result: TrainResult, plan: _Plan, *,
         _cosine(cfg, start * plan.n_steps, plan.total_steps), cfg.min_learning_rate))
 
 
-def _epoch_rates(steps: _Steps, plan: _Plan, loop: _Loop, epoch: int):
-    """The learning rate of each step of ``epoch`` (the cosine's, or the current one)."""
+def _block_rates(steps: _Steps, plan: _Plan, loop: _Loop, epoch: int, first: int):
+    """The learning rate of the ``_BLOCK`` steps of ``epoch`` from step ``first`` on (the
+    cosine's, or the current one)."""
     from .tfsetup import tf
 
     cfg, optimizer, n = steps.cfg, steps.optimizer, plan.n_steps
     if plan.cosine:
         lrs = [max(loop.lr_scale * _cosine(cfg, epoch * n + k, plan.total_steps),
-                   cfg.min_learning_rate) for k in range(n)]
+                   cfg.min_learning_rate) for k in range(first, first + _BLOCK)]
     else:
-        lrs = [float(optimizer.learning_rate.numpy())] * n
+        lrs = [float(optimizer.learning_rate.numpy())] * _BLOCK
     return tf.constant(lrs, dtype=optimizer.learning_rate.dtype)
 
 
-def _run_epoch(steps: _Steps, plan: _Plan, loop: _Loop, epoch: int, seed: int,
+def _run_epoch(steps: _Steps, rows, plan: _Plan, loop: _Loop, epoch: int, seed: int,
                val_loss: Callable[[], float], clock: _Clock) -> dict:
     """One seeded pass over the training rows, in blocks of compiled steps; the epoch's
     record. Between blocks: the time limit, and the budget's re-plan of the cosine."""
-    from .tfsetup import tf
-
     t0 = time.perf_counter()
-    batch, optimizer = plan.batch, steps.optimizer
-    perm = np.random.default_rng([seed, epoch]).permutation(steps.n_train)
+    optimizer = steps.optimizer
     steps.loss_sum.assign(0.0)
     steps.bad_steps.assign(0)
-    idx = tf.constant(perm[:plan.n_steps * batch].reshape(plan.n_steps, batch))
-    lrs = _epoch_rates(steps, plan, loop, epoch)
+    blocks = feed(rows, seed=seed, epoch=epoch, batch=plan.batch, steps=plan.steps_in(epoch),
+                  block=_BLOCK, dtype=steps.loss_sum.dtype)
     done, time_limit, in_steps = 0, False, 0.0
     while done < plan.steps_in(epoch):
+        x, w = next(blocks)
         stop = min(done + _BLOCK, plan.steps_in(epoch))
         measured = steps.compiled   # the first call compiles: not a step's cost
         t_block = time.perf_counter()
-        steps.run(idx, lrs, done, stop)
+        steps.run(x, w, _block_rates(steps, plan, loop, epoch, done), stop - done)
         in_steps += time.perf_counter() - t_block
         if measured:
             clock.measured(time.perf_counter() - t_block, stop - done)
@@ -428,7 +508,6 @@ def _run_epoch(steps: _Steps, plan: _Plan, loop: _Loop, epoch: int, seed: int,
                 epoch * plan.n_steps + done + affordable < plan.total_steps:
             plan.total_steps = max(epoch * plan.n_steps + done + 1,
                                    epoch * plan.n_steps + done + affordable)
-            lrs = _epoch_rates(steps, plan, loop, epoch)
         if clock.over():
             time_limit = True
             break
