@@ -72,7 +72,7 @@ def load(path: str | os.PathLike, *, backend: str | None = None) -> Surrogate:
             if version > schema.FORMAT_VERSION:
                 raise SurrogateFileError(path, f"format version {version} is newer than this "
                                          f"likeflow ({__version__}) reads; upgrade likeflow")
-            if version not in schema.SCHEMA_OF_FORMAT:
+            if version not in schema.SCHEMAS_OF_FORMAT:
                 raise SurrogateFileError(path, f"damaged: unknown format version {version}")
             if f.attrs.get(COMPLETE_ATTR, 1) != 1:
                 raise SurrogateFileError(path, "incomplete: the file is still being written "
@@ -80,22 +80,21 @@ def load(path: str | os.PathLike, *, backend: str | None = None) -> Surrogate:
             for key in (*schema.RECORDS[version], "weights"):
                 if key not in f:
                     raise SurrogateFileError(path, f"damaged: '{key}' is missing")
-            records = {name: _record(path, f, name, schema.SCHEMA_OF_FORMAT[version])
-                       for name in schema.RECORDS[version]}
+            used = schema.version_of(version, _text(f.attrs.get("schema_version", "")))
+            records = {name: _record(path, f, name, used) for name in schema.RECORDS[version]}
             records = schema.upgrade(records, version)
             config = FlowConfig.from_dict(records["config"])
             training, validation = records["training"], records["validation"]
             weights, names = _read_weights(path, f["weights"], config)
             # a piecewise surrogate: one flow per cluster, the first at the root
-            piecewise = _record(path, f, "piecewise", schema.SCHEMA_VERSION) \
+            piecewise = _record(path, f, "piecewise", used) \
                 if "piecewise" in f else None
             parts = [(config, weights, names)]
             for k in range(1, piecewise["components"] if piecewise else 1):
                 where = f"components/{k}"
                 if where not in f or "config" not in f[where] or "weights" not in f[where]:
                     raise SurrogateFileError(path, f"damaged: '{where}' is missing")
-                c = FlowConfig.from_dict(_record(path, f[where], "config",
-                                                 schema.SCHEMA_VERSION))
+                c = FlowConfig.from_dict(_record(path, f[where], "config", used))
                 parts.append((c, *_read_weights(path, f[where]["weights"], c)))
     except SurrogateFileError:
         raise

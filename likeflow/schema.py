@@ -33,11 +33,12 @@ from importlib import resources
 from .errors import LikeflowError
 
 #: the schema version this likeflow writes
-SCHEMA_VERSION = "2.0.0"
+SCHEMA_VERSION = "2.1.0"
 #: the file format version it writes: the schema's major number
 FORMAT_VERSION = int(SCHEMA_VERSION.split(".")[0])
-#: format version -> the schema version its files follow
-SCHEMA_OF_FORMAT = {1: "1.0.0", 2: "2.0.0"}
+#: format version -> the schema versions its files follow, oldest first (a minor version only
+#: adds optional fields: 2.1.0 the training record's ``devices`` and ``data.stream``)
+SCHEMAS_OF_FORMAT = {1: ("1.0.0",), 2: ("2.0.0", "2.1.0")}
 #: the records of a file of each format version
 RECORDS = {1: ("config", "training", "validation"),
            2: ("config", "training", "validation", "provenance")}
@@ -59,6 +60,14 @@ def _validator(record: str, version: str):
     return cls(s)
 
 
+def version_of(format_version: int, schema_version: str | None) -> str:
+    """The schema a file of ``format_version`` is read with: the version it names if this
+    likeflow knows it, else the newest of its format (a file of a newer minor version then
+    reads as long as it holds no field added since)."""
+    known = SCHEMAS_OF_FORMAT[format_version]
+    return schema_version if schema_version in known else known[-1]
+
+
 def check(record: str, value, version: str = SCHEMA_VERSION) -> None:
     """Raise :class:`LikeflowError` naming ``record`` and the field where ``value`` does not
     follow the schema (the most relevant error of all, one line)."""
@@ -75,8 +84,10 @@ def check(record: str, value, version: str = SCHEMA_VERSION) -> None:
     if error.validator == "additionalProperties":
         extra = [k for k in error.instance if k not in error.schema.get("properties", {})]
         field = ".".join(filter(None, [where, extra[0] if extra else ""]))
+        newer = "; written by a newer likeflow?" if version == SCHEMAS_OF_FORMAT[
+            int(version.split(".")[0])][-1] and version != "1.0.0" else ""
         raise LikeflowError(f"{record}: unknown field '{field}' (schema {version} has no such "
-                            "field)")
+                            f"field{newer})")
     value_text = json.dumps(error.instance)
     if len(value_text) > 60:
         value_text = value_text[:57] + "..."
@@ -114,7 +125,7 @@ def upgrade(records: dict, format_version: int) -> dict:
     the surrogate is saved again).
     """
     if format_version == FORMAT_VERSION:
-        return records
+        return records  # the minor versions of a format only add optional fields
     out = copy.deepcopy(records)
     training = out.get("training", {})
     legacy = [training.get("config", {}).pop("seed", None),

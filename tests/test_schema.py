@@ -47,17 +47,19 @@ def _load_error(path) -> str:
 
 
 def test_schemas_are_valid_and_versioned():
-    for fmt, version in schema.SCHEMA_OF_FORMAT.items():
-        for record in schema.RECORDS[fmt]:
-            s = schema.schema(record, version)
-            jsonschema.Draft202012Validator.check_schema(s)
-            assert version in s["$id"] and s["title"]
+    for fmt, versions in schema.SCHEMAS_OF_FORMAT.items():
+        for version in versions:
+            for record in schema.RECORDS[fmt]:
+                s = schema.schema(record, version)
+                jsonschema.Draft202012Validator.check_schema(s)
+                assert version in s["$id"] and s["title"]
+    assert schema.SCHEMAS_OF_FORMAT[2][-1] == schema.SCHEMA_VERSION
     assert schema.FORMAT_VERSION == int(schema.SCHEMA_VERSION.split(".")[0]) == 2
 
 
 def test_written_file_follows_the_current_schema(v2_file):
     with h5py.File(v2_file, "r") as f:
-        assert f.attrs["format_version"] == 2 and f.attrs["schema_version"] == "2.0.0"
+        assert f.attrs["format_version"] == 2 and f.attrs["schema_version"] == "2.1.0"
         for record in schema.RECORDS[2]:
             schema.check(record, json.loads(f[record][()]))
         prov = json.loads(f["provenance"][()])
@@ -149,3 +151,20 @@ def test_newer_and_unknown_format_versions(v2_file):
     with h5py.File(v2_file, "r+") as f:
         f.attrs["format_version"] = 0
     assert "unknown format version 0" in _load_error(v2_file)
+
+
+def test_minor_versions_read_what_they_know(v2_file):
+    """2.1.0 added the training record's ``devices`` and ``data.stream``: a 2.0.0 file reads,
+    and a 2.0.0 file holding them is refused as 2.0.0 would refuse it."""
+    devices = {"replicas": 2, "devices": ["GPU:0", "GPU:1"], "global_batch": 512,
+               "per_replica_batch": 256}
+    with h5py.File(v2_file, "r+") as f:
+        f.attrs["schema_version"] = "2.0.0"
+    likeflow.load(v2_file, backend="numpy")
+    _rewrite(v2_file, "training", lambda r: dict(r, devices=devices))
+    assert "unknown field 'devices' (schema 2.0.0" in _load_error(v2_file)
+    with h5py.File(v2_file, "r+") as f:
+        f.attrs["schema_version"] = "2.1.0"
+    assert likeflow.load(v2_file, backend="numpy").training["devices"] == devices
+    _rewrite(v2_file, "training", lambda r: dict(r, devices=dict(devices, replicas=0)))
+    assert "devices.replicas" in _load_error(v2_file)
