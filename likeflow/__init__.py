@@ -35,6 +35,7 @@ from .mcmc import MCMCConfig
 from .progress import EpochProgress
 from .samples import (LAYOUTS, ReadOptions, SampleSet, SplitSpec, as_sample_set, mcmc_record,
                       read_samples, split_indices, write_samples)
+from .streaming import HELD_OUT_ROWS as STREAM_HELD_OUT_ROWS
 from .training import TrainConfig
 
 # name -> module for the parts that import TensorFlow or matplotlib (loaded on first access)
@@ -79,6 +80,7 @@ __all__ = [
     "split_indices", "mcmc_record", "as_bounds", "check_outputs", "check_output_folder", "guard_reads",
     "sigterm_as_interrupt",
     "FlowConfig", "FLOWS", "PERMUTATIONS", "ACTIVATIONS", "TrainConfig", "MCMCConfig", "EpochProgress",
+    "STREAM_HELD_OUT_ROWS",
     "TARGETS", "make_target", "LHCToy", "CorrelatedGaussian", "GaussianMixture",
     *_LAZY,
 ]

@@ -286,6 +286,16 @@ def _parse_hidden(ctx, param, value):
               help="A time budget for training in seconds: the cosine schedule is shortened "
                    "(from the measured step time) so that it anneals within it; the limit is "
                    "checked between blocks of steps. Validation comes after.")
+@click.option("--stream/--no-stream", default=None,
+              help="Train from the file without reading its training rows into memory: "
+                   "shuffled blocks are read as training goes (likeflow and array layouts); "
+                   f"up to {likeflow.STREAM_HELD_OUT_ROWS:,} validation and test rows are held in memory. "
+                   "[default: only for files larger than a quarter of the available memory]")
+@click.option("--devices", default=None, metavar="N|all",
+              help="Train data-parallel on N devices (all: every GPU) with "
+                   "tf.distribute.MirroredStrategy; --batch-size is the global batch, shared "
+                   "equally. Without GPUs, N logical devices split from the CPU (no faster: "
+                   "for checking a multi-device fit). [default: one device]")
 @click.option("--seed", type=int, default=_default(likeflow.fit, "seed"), show_default=True,
               help="Seeds the split, the weights and the shuffling: same seed, same surrogate.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
@@ -318,6 +328,7 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, run_validati
       likeflow fit samples.h5
       likeflow fit samples.h5 --flow ansf --layers 6 --hidden 256,256 -o ansf.likeflow.h5
       likeflow fit chain.h5 --layout emcee --burn 1000 --thin 10 --max-samples 500000
+      likeflow fit huge.h5 --stream --devices all
     """
     if config_file:
         opts = _merge_config_file(ctx, config_file, opts)
@@ -332,7 +343,7 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, run_validati
                 train_config=likeflow.TrainConfig(**{k: opts[k] for k in TRAIN_OPTIONS}),
                 read_options=read_opts, validate=run_validation, report=report,
                 resume=resume, asimov_partner=asimov_partner, clusters=opts["clusters"],
-                progress=bar,
+                stream=opts["stream"], devices=opts["devices"], progress=bar,
                 messages=lambda m: click.echo(m, err=True))
         except KeyboardInterrupt:
             if os.path.exists(out):

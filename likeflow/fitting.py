@@ -41,7 +41,7 @@ from .progress import duration
 from .samples import ReadOptions, SampleSet, SplitSpec, as_sample_set, mcmc_record, split_of
 from .loading import load
 from .surrogate import Surrogate
-from .training import TrainConfig, TrainResult, train
+from .training import TrainConfig, TrainResult, restore, snapshot, train
 
 #: flow of :func:`marginal` unless told otherwise: small, the marginal has few dimensions
 MARGINAL_FLOW = {"flow": "maf", "layers": 4, "hidden": (64, 64)}
@@ -74,7 +74,7 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
         read_options: ReadOptions | None = None, split: SplitSpec | None = None,
         validate: bool = True, report: str | os.PathLike | None = None,
         resume: bool = False, asimov_partner: str | os.PathLike | None = None,
-        clusters: int | str | None = None,
+        clusters: int | str | None = None, stream: bool | None = None, devices=None,
         progress: Callable[[dict], None] | None = None,
         messages: Callable[[str], None] | None = None,
         checkpoint_every: float = 30.0) -> Surrogate:
@@ -102,6 +102,11 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
             one's partner (``profile`` then adds CLs limits).
         clusters: a piecewise flow (:mod:`likeflow.piecewise`): the training data clustered
             into this many k-means clusters (or ``"auto"``: by silhouette), one flow each.
+        stream: train from the file without reading its training rows into memory
+            (:mod:`likeflow.streaming`; None: only when the file would take more than a
+            quarter of the available memory).
+        devices: train data-parallel on several devices (:mod:`likeflow.devices`: an
+            integer or ``"all"``; None: one device); the batch is shared between them.
         progress: called with every epoch's record (a dict).
         messages: called with lines worth telling a user (warnings, what is being fitted).
 
@@ -110,6 +115,8 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
         :class:`~likeflow.report.ValidationResult` when validated.
     """
     say = messages or (lambda m: None)
+    from .devices import parse
+    devices = parse(devices)    # a bad value is refused before the data are read
     path = os.fspath(samples) if isinstance(samples, (str, os.PathLike)) else None
     old = _stored_fit(out) if resume else None
     if old is not None:  # a resumed fit keeps its own seed: the same split, the same shuffles
@@ -122,12 +129,22 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
     if validate and report is not None:
         check_output_folder(report)
     read_options = dataclasses.replace(read_options or ReadOptions(), seed=seeds.read)
-    s = as_sample_set(samples, names=names, poi=poi, bounds=bounds, weights=weights,
-                      read_options=read_options)
+    streamed = _streamed(path, stream, read_options, seeds.split, clusters)
+    if streamed is not None:
+        s, parts = streamed.parts[0], streamed.parts
+        data = dict(_data_record(s, path, read_options, seeds.split, parts), **streamed.record)
+        say(f"{path}: {streamed.n} rows, streamed (the {streamed.rows.n} training rows are read "
+            f"in shuffled blocks; {parts[1].n} validation and {parts[2].n} test rows held in "
+            "memory)")
+    else:
+        s = as_sample_set(samples, names=names, poi=poi, bounds=bounds, weights=weights,
+                          read_options=read_options)
+        parts = _split(s, seeds.split, path)
+        data = _data_record(s, path, read_options, seeds.split, parts)
     _say_about_input(s, path, say)
-    parts = _split(s, seeds.split, path)
-    data = _data_record(s, path, read_options, seeds.split, parts)
     tcfg = train_config or TrainConfig()
+    from .devices import describe, strategy as make_strategy
+    strategy = make_strategy(devices)
     if clusters not in (None, 1):
         if old is not None:
             raise LikeflowError("--resume does not continue piecewise fits (--clusters)")
@@ -136,7 +153,7 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
         say(f"clusters: {rec['components']} ({rec['criterion']})")
         if rec["components"] > 1:
             sur = _fit_piecewise(s, parts, rec, seeds, flow_config, tcfg,
-                                 _training_record(seeds, tcfg, data), progress, say)
+                                 _training_record(seeds, tcfg, data), progress, say, strategy)
             if validate:
                 _validate(sur, parts[2], seeds, report)
             if out is not None:
@@ -144,24 +161,27 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
             return sur
     if old is not None:
         _check_same_flow(old, flow_config)
-        flow, previous, tcfg = _resumed(old, out, data, tcfg)
+        flow, previous, tcfg = _resumed(old, out, data, tcfg, strategy)
     else:
         config = FlowConfig.from_data(parts[0].values, names=s.names, poi=s.poi, bounds=s.bounds,
                                       weights=parts[0].weights, seed=seeds.flow,
                                       **(flow_config or {}))
-        from .tf_flows import build_flow
         _seed_everything(seeds.flow)
-        flow, previous = build_flow(config), None
+        flow, previous = _built(config, strategy), None
     c = flow.config
-    from .tfsetup import device
-    say(f"{path or '<samples>'}: {s.n} samples of {s.dim} parameters; fitting {c.flow} "
-        f"({c.layers} layers, hidden {list(c.hidden)}) on {device()}")
-    record = _training_record(seeds, tcfg, data)
+    used = describe(strategy, min(tcfg.batch_size, data["n_train"]))
+    where = (", ".join(used["devices"]) if used["replicas"] == 1 else
+             f"{used['replicas']} devices ({', '.join(used['devices'])}), batch "
+             f"{used['global_batch']} = {used['replicas']} x {used['per_replica_batch']}")
+    say(f"{path or '<samples>'}: {data['n']} samples of {s.dim} parameters; fitting {c.flow} "
+        f"({c.layers} layers, hidden {list(c.hidden)}) on {where}")
+    record = dict(_training_record(seeds, tcfg, data), devices=used)
     if asimov_partner is not None:
         record["asimov_partner"] = _relative_to(asimov_partner, out)
     with sigterm_as_interrupt():
         result = _train(flow, parts, tcfg, seeds, record, out, previous, progress,
-                        checkpoint_every)
+                        checkpoint_every, strategy,
+                        rows=streamed.rows if streamed is not None else None)
         sur = None
         try:
             sur = finish_training(flow, dict(record, result=result.to_dict()), parts)
@@ -245,9 +265,36 @@ def _check_same_flow(old: Surrogate, flow_config: dict | None) -> None:
             + " cannot change it (start a new fit instead)")
 
 
-def _resumed(old: Surrogate, out, data: dict, tcfg: TrainConfig):
+def _streamed(path: str | None, stream: bool | None, read_options: ReadOptions,
+              spec: SplitSpec, clusters):
+    """The file opened for streaming (:func:`likeflow.streaming.open_stream`) if asked for,
+    or if ``stream`` is None and the file is too large to read; else None."""
+    from .streaming import open_stream, should_stream
+    if stream is None:
+        stream = path is not None and clusters in (None, 1) and should_stream(path, read_options)
+    if not stream:
+        return None
+    if path is None:
+        raise LikeflowError("stream: give the samples as a file to stream from")
+    if clusters not in (None, 1):
+        raise LikeflowError("--stream does not fit piecewise flows (--clusters): they cluster "
+                            "the training rows in memory")
+    return open_stream(path, read_options, spec)
+
+
+def _built(config: FlowConfig, strategy):
+    """A new flow of ``config``, its variables made under ``strategy`` (mirrored on every
+    device) when there is one."""
+    from .tf_flows import build_flow
+    if strategy is None:
+        return build_flow(config)
+    with strategy.scope():
+        return build_flow(config)
+
+
+def _resumed(old: Surrogate, out, data: dict, tcfg: TrainConfig, strategy=None):
     """The stored flow, its training so far and its training config (``epochs`` from
-    ``tcfg``) of the fit a ``resume`` continues."""
+    ``tcfg``) of the fit a ``resume`` continues (rebuilt under ``strategy``, if any)."""
     if old.training.get("data", {}).get("fingerprint") != data["fingerprint"]:
         raise LikeflowError(f"--resume: {out} was trained on other data (or read another "
                             "way); start a new fit instead")
@@ -255,12 +302,18 @@ def _resumed(old: Surrogate, out, data: dict, tcfg: TrainConfig):
     previous = TrainResult(**{k: v for k, v in old.training.get("result", {}).items()
                               if k in known})
     stored = TrainConfig.from_dict(old.training.get("config", {}))
-    return old.flow, previous, dataclasses.replace(stored, epochs=tcfg.epochs)
+    flow = old.flow
+    if strategy is not None:
+        flow = _built(old.config, strategy)
+        restore(flow.trainable_variables, snapshot(old.flow.trainable_variables))
+    return flow, previous, dataclasses.replace(stored, epochs=tcfg.epochs)
 
 
 def _train(flow, parts, tcfg: TrainConfig, seeds: Seeds, record: dict, out, previous,
-           progress, checkpoint_every: float) -> TrainResult:
-    """:func:`train` with the best weights checkpointed to ``out`` every so often."""
+           progress, checkpoint_every: float, strategy=None, rows=None) -> TrainResult:
+    """:func:`train` on the training part (or ``rows``, a streamed file's training rows),
+    early-stopping on the validation part, with the best weights checkpointed to ``out``
+    every so often."""
     last_save = [time.monotonic()]
 
     def checkpoint(result: TrainResult) -> None:
@@ -270,17 +323,18 @@ def _train(flow, parts, tcfg: TrainConfig, seeds: Seeds, record: dict, out, prev
             last_save[0] = time.monotonic()
 
     tr, va, _ = parts
-    return train(flow, tr.values, va.values, train_w=tr.weights, val_w=va.weights,
+    return train(flow, tr.values if rows is None else rows, va.values,
+                 train_w=tr.weights if rows is None else None, val_w=va.weights,
                  config=tcfg, seed=seeds.shuffle, progress=progress, on_best=checkpoint,
-                 previous=previous)
+                 previous=previous, strategy=strategy)
 
 
 def _fit_piecewise(s: SampleSet, parts, rec: dict, seeds: Seeds, flow_config, tcfg,
-                   record: dict, progress, say) -> Surrogate:
+                   record: dict, progress, say, strategy=None) -> Surrogate:
     """One flow per cluster of the training rows (validation rows go to their nearest
     centre), weighted by the clusters' shares of the training weight."""
+    from .devices import describe
     from .piecewise import PiecewiseSurrogate, assign
-    from .tf_flows import build_flow
     tr, va, _ = parts
     k_tr, k_va = assign(tr.values, rec), assign(va.values, rec)
     for k in range(rec["components"]):  # every cluster checked before any is trained
@@ -296,15 +350,16 @@ def _fit_piecewise(s: SampleSet, parts, rec: dict, seeds: Seeds, flow_config, tc
                                       weights=tr_k.weights, seed=seeds.flow + k,
                                       **(flow_config or {}))
         _seed_everything(seeds.flow + k)
-        flow = build_flow(config)
+        flow = _built(config, strategy)
         say(f"cluster {k + 1}/{rec['components']}: {tr_k.n} training rows")
         results.append(train(flow, tr_k.values, va_k.values, train_w=tr_k.weights,
                              val_w=va_k.weights, config=tcfg, seed=seeds.shuffle + k,
-                             progress=progress).to_dict())
+                             progress=progress, strategy=strategy).to_dict())
         flows.append(flow)
         weights.append(float(tr_k.n if tr_k.weights is None else tr_k.weights.sum()))
     rec = dict(rec, weights=[w / sum(weights) for w in weights])
-    training = dict(record, result=results[0], component_results=results)
+    training = dict(record, result=results[0], component_results=results,
+                    devices=describe(strategy, min(tcfg.batch_size, tr.n)))
     sur = PiecewiseSurrogate([Surrogate(f) for f in flows], rec, training)
     _record_fit(sur, parts)
     return sur

@@ -1,0 +1,208 @@
+"""Training from a sample file larger than memory (``likeflow fit --stream``).
+
+The training rows are never all in memory. What is:
+
+- the part of every row (one byte each: :func:`likeflow.samples.split_labels`, the same
+  seeded split a fit in memory makes, so the test rows are the same and ``validate`` finds
+  them again);
+- the held-out rows early stopping and validation use, at most :data:`HELD_OUT_ROWS` of each
+  part (a seeded random subset, checked like any sample file);
+- :data:`CONFIG_ROWS` training rows, from which the flow's preprocessing (standardisation,
+  bound maps, reflections) is computed;
+- while training, a buffer of :data:`BUFFER_BLOCKS` blocks of :data:`BLOCK_ROWS` rows.
+
+An epoch reads the file's blocks in a seeded random order, keeps the training rows of each,
+shuffles a buffer of several blocks at a time and cuts it into batches (the remainder joins
+the next buffer): every training row is used once per epoch, in an order that is random
+between blocks and within the buffer, as ``tf.data``'s shuffle buffer would be. Rows are
+checked as they are read (NaN or inf, outside the bounds: an error naming the row, or dropped
+with ``--drop-nonfinite``).
+
+Streaming reads the ``likeflow`` and ``array`` layouts (one 2-D dataset of rows, optional
+weights); MCMC chains split in blocks (a ``chain`` column, emcee files) and ``--max-samples``
+are not streamed (a subsample fits in memory anyway).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from .errors import LikeflowError, SampleFileError
+from .feeding import pad_steps
+from .fileio import available_memory, open_h5
+from .samples import (ReadOptions, SampleSet, SplitSpec, read_samples, split_labels)
+
+#: held-out rows kept in memory per part (validation for early stopping, test for validation)
+HELD_OUT_ROWS = 200_000
+#: training rows the preprocessing is computed from
+CONFIG_ROWS = 200_000
+#: rows per read, and blocks shuffled together
+BLOCK_ROWS = 1 << 15
+BUFFER_BLOCKS = 8
+#: a file whose rows (as float64) would take more than this share of the available memory
+#: is streamed without being asked
+AUTO_SHARE = 0.25
+
+
+@dataclass
+class FileRows:
+    """The training rows of an HDF5 sample file, read in shuffled blocks (a row source of
+    :mod:`likeflow.feeding`)."""
+
+    path: str
+    dataset: str
+    weights: str | None
+    part: np.ndarray            # one byte per file row: 0 training, 1 validation, 2 test
+    bounds: np.ndarray
+    drop_nonfinite: bool = False
+    block_rows: int = BLOCK_ROWS
+    buffer_blocks: int = BUFFER_BLOCKS
+    prefetch = True
+
+    def __post_init__(self) -> None:
+        self.n = int(np.count_nonzero(self.part == 0))
+        self.dim = int(self.bounds.shape[0])
+
+    def blocks(self, *, seed: int, epoch: int, batch: int, steps: int, block: int,
+               dtype=np.float32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The epoch's ``steps`` batches, ``block`` at a time (see the module docstring)."""
+        xs: list[np.ndarray] = []
+        ws: list[np.ndarray] = []
+        for k, (x, w) in enumerate(self._batches(seed, epoch, batch, dtype)):
+            xs.append(x)
+            ws.append(w)
+            if len(xs) == block or k + 1 == steps:
+                yield pad_steps(np.stack(xs), block), pad_steps(np.stack(ws), block)
+                xs, ws = [], []
+            if k + 1 == steps:
+                return
+
+    def _batches(self, seed: int, epoch: int, batch: int, dtype):
+        """Batches of rows (and weights) of the blocks in a seeded order, a buffer of
+        ``buffer_blocks`` shuffled at a time (the remainder carried to the next buffer)."""
+        rng = np.random.default_rng([seed, epoch])
+        starts = rng.permutation(np.arange(0, len(self.part), self.block_rows))
+        x_left, w_left = np.zeros((0, self.dim), dtype), np.zeros(0, dtype)
+        with open_h5(self.path, SampleFileError) as f:
+            ds = f[self.dataset]
+            wds = f[self.weights] if self.weights else None
+            for i in range(0, len(starts), self.buffer_blocks):
+                read = [self._read(ds, wds, a) for a in starts[i:i + self.buffer_blocks]]
+                x = np.concatenate([x_left] + [r[0].astype(dtype) for r in read])
+                w = np.concatenate([w_left] + [r[1].astype(dtype) for r in read])
+                order = rng.permutation(len(x))
+                x, w = x[order], w[order]
+                whole = len(x) // batch * batch
+                for j in range(0, whole, batch):
+                    yield x[j:j + batch], w[j:j + batch]
+                x_left, w_left = x[whole:], w[whole:]
+
+    def _read(self, ds, wds, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """The training rows of the block at ``start`` and their weights, checked."""
+        stop = min(start + self.block_rows, len(self.part))
+        rows = start + np.flatnonzero(self.part[start:stop] == 0)
+        x = np.asarray(ds[start:stop], dtype=np.float64).reshape(stop - start, -1)
+        x = x[rows - start]
+        w = np.ones(len(x)) if wds is None else np.asarray(wds[start:stop], float)[rows - start]
+        nonfinite = ~np.isfinite(x).all(axis=1) | ~np.isfinite(w)
+        if nonfinite.any() and self.drop_nonfinite:
+            x, w, rows, nonfinite = x[~nonfinite], w[~nonfinite], rows[~nonfinite], \
+                nonfinite[~nonfinite]
+        problems = (
+            (nonfinite, "holds NaN or inf (--drop-nonfinite drops such rows)"),
+            (((x < self.bounds[:, 0]) | (x > self.bounds[:, 1])).any(axis=1),
+             "lies outside the declared bounds"),
+            (w < 0, "has a negative weight"))
+        for bad, why in problems:
+            if bad.any():
+                raise SampleFileError(self.path, f"row {int(rows[np.argmax(bad)])} {why} "
+                                      "(found while streaming)", self.dataset)
+        return x, w
+
+
+@dataclass
+class Stream:
+    """A file opened for streaming: its training rows, the in-memory parts and the record."""
+
+    rows: FileRows
+    parts: tuple[SampleSet, SampleSet, SampleSet]   # training subsample, validation, test
+    n: int
+    record: dict
+
+
+def should_stream(path: str, options: ReadOptions) -> bool:
+    """Whether reading ``path`` whole would take more than :data:`AUTO_SHARE` of the
+    available memory (fit then streams without being asked)."""
+    if options.max_samples is not None or options.layout not in ("auto", "likeflow", "array"):
+        return False
+    try:
+        with open_h5(path, SampleFileError) as f:
+            name = _dataset_name(path, f, options)
+            ds = f[name] if name in f else None
+            if ds is None or ds.ndim != 2:
+                return False
+            return 8.0 * ds.shape[0] * ds.shape[1] > AUTO_SHARE * available_memory()
+    except SampleFileError:
+        return False
+
+
+def open_stream(path: str | os.PathLike, options: ReadOptions, spec: SplitSpec) -> Stream:
+    """The training rows of ``path`` as a :class:`FileRows`, with the held-out parts and a
+    training subsample read into memory (seeded by ``spec.seed``)."""
+    path = os.fspath(path)
+    if options.max_samples is not None:
+        raise LikeflowError("--stream trains on every row of the file; --max-samples reads a "
+                            "subsample into memory instead: give one or the other")
+    if options.layout not in ("auto", "likeflow", "array"):
+        raise LikeflowError(f"--stream reads HDF5 sample files of the likeflow or array "
+                            f"layout, not '{options.layout}'")
+    with open_h5(path, SampleFileError) as f:
+        name = _dataset_name(path, f, options)
+        if "chain" in f and name == "samples":
+            raise LikeflowError(f"{path}: the rows carry MCMC chains (a 'chain' dataset), which "
+                                "are split in whole blocks of each chain; --stream splits row by "
+                                "row: fit without --stream (with --max-samples if need be)")
+        if name not in f or getattr(f[name], "ndim", 0) != 2:
+            raise SampleFileError(path, "--stream needs a 2-D dataset of rows", name)
+        n = int(f[name].shape[0])
+        weights = "weights" if name == "samples" and "weights" in f else None
+    part = split_labels(n, seed=spec.seed, validation=spec.validation, test=spec.test)
+    rng = np.random.default_rng([spec.seed, 1])
+
+    def some(label: int, k: int) -> np.ndarray:
+        rows = np.flatnonzero(part == label)
+        return rows if len(rows) <= k else np.sort(rng.choice(rows, size=k, replace=False))
+
+    parts = tuple(read_samples(path, options, rows=some(label, k))
+                  for label, k in ((0, CONFIG_ROWS), (1, HELD_OUT_ROWS), (2, HELD_OUT_ROWS)))
+    layout = parts[0].origin.options["layout"]
+    rows = FileRows(path, name, weights, part, parts[0].bounds,
+                    drop_nonfinite=options.drop_nonfinite)
+    h = hashlib.sha256(f"{n} rows of {name}".encode())
+    for p in parts:
+        h.update(p.fingerprint().encode())
+    record = {"fingerprint": "stream:" + h.hexdigest(), "n": n,
+              "n_train": rows.n, "n_validation": int(np.count_nonzero(part == 1)),
+              "n_test": int(np.count_nonzero(part == 2)),
+              "file_realpath": os.path.realpath(path), "origin_n": n,
+              "origin_options": dataclasses.replace(options, layout=layout).to_dict(),
+              "stream": {"config_rows": parts[0].n, "validation_rows": parts[1].n,
+                         "test_rows": parts[2].n, "block_rows": BLOCK_ROWS,
+                         "buffer_blocks": BUFFER_BLOCKS}}
+    return Stream(rows, parts, n, record)
+
+
+def _dataset_name(path: str, f, options: ReadOptions) -> str:
+    if options.dataset is not None:
+        return options.dataset
+    if options.layout == "array" or ("samples" not in f and "data/X" in f):
+        return "data/X"
+    if "samples" in f:
+        return "samples"
+    raise SampleFileError(path, "no 'samples' (likeflow) or 'data/X' (array) dataset to stream")
