@@ -15,6 +15,10 @@ Sub-benchmarks:
               start-up, accuracy against --profile-compare references
   scaling     time per epoch and held-out quality for correlated Gaussians, D = 10 .. 1000
   memory      peak RSS of 'likeflow fit --max-samples' on a large file (--big, made if missing)
+  streamfit   'likeflow fit --stream' for one epoch over the whole large file (--big): peak RSS,
+              rows trained on; run it alone (the peak is the largest child's)
+  devices     the same fit on one device and mirrored on two logical CPU devices (each in a
+              fresh process): samples/s and validation loss of both
   stream      peak RSS of 'likeflow sample -n 10000000' of a 95-dim default MAF (streamed to disk)
   bounded     a pyhf likelihood whose POI sits at its lower bound: mass outside the bounds and
               every dimension's W1 against the noise floor
@@ -359,12 +363,13 @@ def bench_scaling(args) -> dict:
 
 # --- 5. memory of a fit on a large file --------------------------------------------------------
 
-def bench_memory(args) -> dict:
+def big_file(args) -> str:
+    """The large sample file of the memory benchmarks (``--big``, written if missing):
+    ``--big-rows`` x 95 float32 standard-normal rows."""
     import h5py
-    path = args.big
-    rows = args.big_rows
+    path, rows = args.big, args.big_rows
     if not os.path.exists(path):
-        print(f"memory: writing {rows} x 95 rows to {path} ...", flush=True)
+        print(f"writing {rows} x 95 rows to {path} ...", flush=True)
         rng = np.random.default_rng(0)
         with h5py.File(path, "w") as f:
             # float32, as MCMC output is often stored: 7.6 GB for 20M rows
@@ -372,6 +377,11 @@ def bench_memory(args) -> dict:
             for i in range(0, rows, 500_000):
                 m = min(500_000, rows - i)
                 ds[i:i + m] = rng.standard_normal(size=(m, 95), dtype=np.float32)
+    return path
+
+
+def bench_memory(args) -> dict:
+    path, rows = big_file(args), args.big_rows
     out_path = os.path.join(args.workdir, "bench_memory.likeflow.h5")
     cmd = [sys.executable, "-m", "likeflow", "fit", path, "-o", out_path, "-q",
            "--max-samples", str(args.memory_max_samples), "--epochs", "2", "--no-validate"]
@@ -385,6 +395,70 @@ def bench_memory(args) -> dict:
     table("memory: fit on a large file", ["rows", "file GB", "max samples", "peak RSS MB",
                                           "wall s"],
           [[rows, out["file_gb"], args.memory_max_samples, peak, wall]])
+    return out
+
+
+def bench_streamfit(args) -> dict:
+    """'likeflow fit --stream' of the whole large file (``--big``) for one epoch: peak RSS of
+    the fit's process, wall time, and the rows trained on (steps x batch) against the
+    training rows of the file. Run it alone: the peak is that of the largest child."""
+    path, rows = big_file(args), args.big_rows
+    out_path = os.path.join(args.workdir, "bench_streamfit.likeflow.h5")
+    cmd = [sys.executable, "-m", "likeflow", "fit", path, "-o", out_path, "--stream",
+           "--epochs", "1", "--no-validate", "-q"] + list(args.fit_args)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    out = {"rows": rows, "file_gb": os.path.getsize(path) / 1e9, "peak_rss_mb": peak,
+           "wall_s": wall, "returncode": proc.returncode, "stderr": proc.stderr[-2000:]}
+    if proc.returncode == 0:
+        import likeflow
+        training = likeflow.load(out_path, backend="numpy").training
+        epoch = training["result"]["history"][0]
+        batch = training["devices"]["global_batch"]
+        out.update(n_train=training["data"]["n_train"], steps=epoch["steps"], batch=batch,
+                   rows_trained=epoch["steps"] * batch, epoch_s=epoch["time"],
+                   val_loss=epoch["val_loss"], stream=training["data"]["stream"])
+    table("fit --stream: one epoch over a large file", ["rows", "file GB", "training rows",
+                                                         "rows trained", "epoch s",
+                                                         "peak RSS MB", "wall s"],
+          [[rows, out["file_gb"], out.get("n_train"), out.get("rows_trained"),
+            out.get("epoch_s"), peak, wall]])
+    return out
+
+
+DEVICES_CHILD = """
+import json, sys
+import numpy as np
+import likeflow
+n = int(sys.argv[1])
+x = np.random.default_rng(0).normal(size=(512 * 75, 95))
+sur = likeflow.fit(x, seed=0, devices=n, validate=False, train_config=likeflow.TrainConfig(
+    epochs=5, batch_size=512, patience=100, schedule="plateau"))
+h = sur.training["result"]["history"]
+rows = h[1]["steps"] * 512
+print("RESULT " + json.dumps({"samples_per_s": rows / float(np.median([e["time"] for e in h[1:]])),
+                             "val_loss": sur.training["result"]["best_val_loss"],
+                             "devices": sur.training["devices"]}))
+"""
+
+
+def bench_devices(args) -> dict:
+    """The default MAF at D=95, batch 512, trained by 'likeflow.fit' on one device and
+    mirrored on two logical CPU devices (tf.distribute.MirroredStrategy), each in a fresh
+    process, same seed and global batch: samples/s (median epoch after the first, validation
+    included) and the best validation loss."""
+    out = {}
+    for n in (1, 2):
+        proc = subprocess.run([sys.executable, "-c", DEVICES_CHILD, str(n)],
+                              capture_output=True, text=True)
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        out[n] = json.loads(line[0][7:]) if line else {"error": proc.stderr[-2000:]}
+    rows = [[n, r.get("samples_per_s"), r.get("val_loss"),
+             r.get("samples_per_s", 0) / out[1].get("samples_per_s", 1)] for n, r in out.items()]
+    table("devices: one device against two mirrored logical CPU devices (D=95, batch 512)",
+          ["devices", "samples/s", "best val loss", "/ one device"], rows)
     return out
 
 
@@ -829,6 +903,7 @@ def bench_reader(args) -> dict:
 
 BENCHES = {"throughput": bench_throughput, "sampling": bench_sampling, "quality": bench_quality,
            "scaling": bench_scaling, "memory": bench_memory, "stream": bench_stream,
+           "streamfit": bench_streamfit, "devices": bench_devices,
            "bounded": bench_bounded,
            "real": bench_real, "profile": bench_profile, "reader": bench_reader,
            "piecewise": bench_piecewise}
@@ -842,7 +917,8 @@ def main() -> None:
     ap.add_argument("--out", default="bench.json", help="JSON output file")
     ap.add_argument("--toy", default=None, help="sample file of the 95-dim toy (quality)")
     ap.add_argument("--fit-args", nargs=argparse.REMAINDER, default=[],
-                    help="extra options for 'likeflow fit' in the quality benchmark (last)")
+                    help="extra options for 'likeflow fit' in the quality and streamfit "
+                         "benchmarks (last)")
     ap.add_argument("--points", type=int, default=1_000_000, help="points for sampling")
     ap.add_argument("--flows", nargs="+", default=list(FLOWS), choices=FLOWS,
                     help="architectures of the throughput and sampling benchmarks")
