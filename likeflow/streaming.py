@@ -8,7 +8,9 @@ The training rows are never all in memory. What is:
 - the held-out rows early stopping and validation use, at most :data:`HELD_OUT_ROWS` of each
   part (a seeded random subset, checked like any sample file);
 - :data:`CONFIG_ROWS` training rows, from which the flow's preprocessing (standardisation,
-  bound maps, reflections) is computed;
+  bound maps, reflections) and the recorded training region (the range profiles trust) are
+  computed: the region is the subsample's, a little narrower than all rows' (safe: profiles
+  trust less, not more);
 - while training, a buffer of :data:`BUFFER_BLOCKS` blocks of :data:`BLOCK_ROWS` rows.
 
 An epoch reads the file's blocks in a seeded random order, keeps the training rows of each,
@@ -19,8 +21,9 @@ checked as they are read (NaN or inf, outside the bounds: an error naming the ro
 with ``--drop-nonfinite``).
 
 Streaming reads the ``likeflow`` and ``array`` layouts (one 2-D dataset of rows, optional
-weights); MCMC chains split in blocks (a ``chain`` column, emcee files) and ``--max-samples``
-are not streamed (a subsample fits in memory anyway).
+weights; rows of MCMC chains, with a ``chain`` column, are split in whole blocks of each chain
+as in memory); emcee files and ``--max-samples`` are not streamed (a subsample fits in memory
+anyway).
 """
 
 from __future__ import annotations
@@ -38,10 +41,11 @@ from .feeding import pad_steps
 from .fileio import available_memory, open_h5
 from .samples import (ReadOptions, SampleSet, SplitSpec, read_samples, split_labels)
 
-#: held-out rows kept in memory per part (validation for early stopping, test for validation)
-HELD_OUT_ROWS = 200_000
-#: training rows the preprocessing is computed from
-CONFIG_ROWS = 200_000
+#: held-out rows kept in memory per part (validation for early stopping, test for validation:
+#: as many as a fit of a million rows in memory has)
+HELD_OUT_ROWS = 100_000
+#: training rows the preprocessing (standardisation, bound maps) is computed from
+CONFIG_ROWS = 100_000
 #: rows per read, and blocks shuffled together
 BLOCK_ROWS = 1 << 15
 BUFFER_BLOCKS = 8
@@ -85,30 +89,34 @@ class FileRows:
 
     def _batches(self, seed: int, epoch: int, batch: int, dtype):
         """Batches of rows (and weights) of the blocks in a seeded order, a buffer of
-        ``buffer_blocks`` shuffled at a time (the remainder carried to the next buffer)."""
+        ``buffer_blocks`` shuffled in place at a time (the remainder carried to the next)."""
         rng = np.random.default_rng([seed, epoch])
         starts = rng.permutation(np.arange(0, len(self.part), self.block_rows))
-        x_left, w_left = np.zeros((0, self.dim), dtype), np.zeros(0, dtype)
+        # one buffer for the epoch: the rows with their weight as a last column
+        buf = np.empty(((self.buffer_blocks + 1) * self.block_rows, self.dim + 1), dtype)
+        filled = 0
         with open_h5(self.path, SampleFileError) as f:
             ds = f[self.dataset]
             wds = f[self.weights] if self.weights else None
             for i in range(0, len(starts), self.buffer_blocks):
-                read = [self._read(ds, wds, a) for a in starts[i:i + self.buffer_blocks]]
-                x = np.concatenate([x_left] + [r[0].astype(dtype) for r in read])
-                w = np.concatenate([w_left] + [r[1].astype(dtype) for r in read])
-                order = rng.permutation(len(x))
-                x, w = x[order], w[order]
-                whole = len(x) // batch * batch
-                for j in range(0, whole, batch):
-                    yield x[j:j + batch], w[j:j + batch]
-                x_left, w_left = x[whole:], w[whole:]
+                for start in starts[i:i + self.buffer_blocks]:
+                    x, w = self._read(ds, wds, start)
+                    buf[filled:filled + len(x), :-1] = x
+                    buf[filled:filled + len(x), -1] = w
+                    filled += len(x)
+                rng.shuffle(buf[:filled])
+                whole = filled // batch * batch
+                for j in range(0, whole, batch):   # copies: the buffer is refilled
+                    yield buf[j:j + batch, :-1].copy(), buf[j:j + batch, -1].copy()
+                buf[:filled - whole] = buf[whole:filled]
+                filled -= whole
 
     def _read(self, ds, wds, start: int) -> tuple[np.ndarray, np.ndarray]:
         """The training rows of the block at ``start`` and their weights, checked."""
         stop = min(start + self.block_rows, len(self.part))
         rows = start + np.flatnonzero(self.part[start:stop] == 0)
-        x = np.asarray(ds[start:stop], dtype=np.float64).reshape(stop - start, -1)
-        x = x[rows - start]
+        # in the file's own type (float32 files stay float32 until the batch is cast)
+        x = np.asarray(ds[start:stop]).reshape(stop - start, -1)[rows - start]
         w = np.ones(len(x)) if wds is None else np.asarray(wds[start:stop], float)[rows - start]
         nonfinite = ~np.isfinite(x).all(axis=1) | ~np.isfinite(w)
         if nonfinite.any() and self.drop_nonfinite:
@@ -164,15 +172,20 @@ def open_stream(path: str | os.PathLike, options: ReadOptions, spec: SplitSpec) 
                             f"layout, not '{options.layout}'")
     with open_h5(path, SampleFileError) as f:
         name = _dataset_name(path, f, options)
-        if "chain" in f and name == "samples":
-            raise LikeflowError(f"{path}: the rows carry MCMC chains (a 'chain' dataset), which "
-                                "are split in whole blocks of each chain; --stream splits row by "
-                                "row: fit without --stream (with --max-samples if need be)")
         if name not in f or getattr(f[name], "ndim", 0) != 2:
             raise SampleFileError(path, "--stream needs a 2-D dataset of rows", name)
         n = int(f[name].shape[0])
-        weights = "weights" if name == "samples" and "weights" in f else None
-    part = split_labels(n, seed=spec.seed, validation=spec.validation, test=spec.test)
+        likeflow_layout = name == "samples" and options.layout in ("auto", "likeflow")
+        weights = "weights" if likeflow_layout and "weights" in f else None
+        # MCMC rows are split in whole blocks of each chain, as in memory (8 bytes a row)
+        chain = f["chain"][:] if likeflow_layout and "chain" in f else None
+    if chain is None:
+        part = split_labels(n, seed=spec.seed, validation=spec.validation, test=spec.test)
+    else:
+        split = spec.rows(n, chain)
+        del chain
+        part = np.zeros(n, dtype=np.int8)
+        part[split.validation], part[split.test] = 1, 2
     rng = np.random.default_rng([spec.seed, 1])
 
     def some(label: int, k: int) -> np.ndarray:

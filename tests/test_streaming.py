@@ -163,10 +163,18 @@ def test_what_cannot_be_streamed_is_refused(tmp_path, likeflow_file, emcee_file)
         likeflow.fit(likeflow_file, stream=True, clusters=2)
     with pytest.raises(LikeflowError, match="a file"):
         likeflow.fit(np.zeros((100, 2)), stream=True)
-    s = SampleSet(np.random.default_rng(0).normal(size=(2000, 2)), chain=np.repeat([0, 1], 1000))
+
+
+def test_chains_are_split_in_blocks_as_in_memory(tmp_path):
+    s = SampleSet(np.random.default_rng(0).normal(size=(4000, 2)),
+                  chain=np.repeat([0, 1, 2, 3], 1000))
     write_samples(tmp_path / "chains.h5", s)
-    with pytest.raises(LikeflowError, match="chains"):
-        likeflow.fit(tmp_path / "chains.h5", stream=True)
+    st = streaming.open_stream(tmp_path / "chains.h5", ReadOptions(), SplitSpec(seed=4))
+    split = SplitSpec(seed=4).rows(s.n, s.chain)
+    for label, rows in enumerate((split.train, split.validation, split.test)):
+        np.testing.assert_array_equal(np.flatnonzero(st.rows.part == label), rows)
+    sur = likeflow.fit(tmp_path / "chains.h5", stream=True, validate=False, **SMALL)
+    assert sur.training["data"]["split_kind"] == "chain blocks"
 
 
 def test_cli_streams_an_array_layout_file(tmp_path, dnn_file):
