@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
 from .errors import LikeflowError
 
 
@@ -51,7 +53,17 @@ def strategy(devices):
         if devices == "all":
             return None     # one CPU: splitting it would not be faster
         names = _split_cpu(devices)
-    return tf.distribute.MirroredStrategy(names)
+    return _mirrored(tuple(names))
+
+
+@functools.cache
+def _mirrored(names: tuple[str, ...]):
+    """One strategy per set of devices in a process: strategies made anew would number their
+    collective operations from the same start, and a second model's all-reduce would meet the
+    first one's shapes ("Shape mismatch in the collective instance")."""
+    from .tfsetup import tf
+
+    return tf.distribute.MirroredStrategy(list(names))
 
 
 def _split_cpu(n: int) -> list[str]:

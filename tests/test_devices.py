@@ -43,6 +43,20 @@ SCRIPT = textwrap.dedent('''
     res = CliRunner().invoke(cli, ["fit", f"{folder}/x.h5", "--devices", "2", "--batch-size",
                                    "511", "-o", f"{folder}/bad.likeflow.h5"])
     out["odd_batch"] = [res.exit_code, res.output]
+    # the NaN guard under the strategy: a learning rate that diverges is survived
+    from likeflow.devices import strategy
+    from likeflow.flows import FlowConfig
+    from likeflow.tf_flows import build_flow
+    from likeflow.training import make_mean_loss, train
+    y = np.random.default_rng(1).normal(size=(2000, 4)) * [1, 10, 0.1, 1]
+    mirrored = strategy(2)
+    with mirrored.scope():
+        f = build_flow(FlowConfig.from_data(y[:1500], layers=3, hidden=(32, 32), flow="realnvp"))
+    r = train(f, y[:1500], y[1500:], strategy=mirrored, config=TrainConfig(
+        epochs=8, learning_rate=50.0, batch_size=50, clip_norm=1e6))
+    out["nan_guard"] = [r.rollbacks, sum(h["bad_steps"] for h in r.history),
+                        all(np.isfinite(v.numpy()).all() for v in f.trainable_variables),
+                        bool(np.isfinite(make_mean_loss(f, y[1500:], None)()))]
     print("RESULT " + json.dumps(out))
 ''')
 
@@ -58,6 +72,8 @@ def test_mirrored_fit_equals_the_fit_on_one_device(tmp_path):
     assert out["devices"] == {"replicas": 2, "devices": ["CPU:0", "CPU:1"],
                               "global_batch": 512, "per_replica_batch": 256}
     assert out["resumed_epochs"] == 6   # continued to the cosine's sixth epoch, not restarted
+    rollbacks, bad_steps, weights_finite, loss_finite = out["nan_guard"]
+    assert (rollbacks > 0 or bad_steps > 0) and weights_finite and loss_finite
     code, text = out["odd_batch"]
     assert code == 2 and "511 rows cannot be shared equally by 2 devices" in text
 
