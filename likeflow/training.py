@@ -1,9 +1,10 @@
 """The training loop: maximum likelihood with a compiled step, early stopping and a NaN guard.
 
-One epoch is a seeded shuffle of the training rows cut into batches; each batch is one compiled
-Adam step on the weighted negative log-likelihood with its gradient clipped by global norm. A
-step whose loss or gradient is not finite is skipped inside the compiled step. After every epoch
-the loss on the validation split decides:
+One epoch is a seeded shuffle of the training rows cut into batches (rows in memory, or a file
+read in shuffled blocks: :mod:`likeflow.feeding`); each batch is one compiled Adam step on the
+weighted negative log-likelihood with its gradient clipped by global norm. A step whose loss or
+gradient is not finite is skipped inside the compiled step. After every epoch the loss on the
+validation split decides:
 
 - improvement (by more than ``min_delta``): the weights are copied as the best so far;
 - schedule ``plateau``: no improvement for ``lr_patience`` epochs multiplies the learning rate
