@@ -51,6 +51,9 @@ class EpochProgress:
         self._bar = use_bar(self.stream) and not quiet
 
     def __call__(self, r: dict) -> None:
+        if r.get("partial"):
+            self._within_epoch(r)
+            return
         if self.log:
             self.log.write(json.dumps(r) + "\n")
             self.log.flush()
@@ -67,6 +70,20 @@ class EpochProgress:
         print(f"epoch {done:4d}/{r['epochs']}  train {r['train_loss']:10.4f}  "
               f"val {r['val_loss']:10.4f}{mark} lr {r['lr']:.1e}  {r['time']:5.1f} s  "
               f"<= {duration(left)} left", file=self.stream, flush=True)
+
+    def _within_epoch(self, r: dict) -> None:
+        """A long epoch's partial record (a streamed file): the steps done and the time left
+        in the epoch (not logged: the log holds whole epochs)."""
+        if self.quiet:
+            return
+        left = r["time"] / max(1, r["step"]) * (r["steps"] - r["step"])
+        text = (f"step {r['step']}/{r['steps']}  train {r['train_loss']:.4f}  "
+                f"~{duration(left)} left in the epoch")
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+        else:   # lines, or a bar not drawn yet (the first epoch)
+            print(f"epoch {r['epoch'] + 1:4d}/{r['epochs']}  {text}", file=self.stream,
+                  flush=True)
 
     def _update_bar(self, r: dict, done: int, mark: str) -> None:
         if self.bar is None:

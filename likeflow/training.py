@@ -167,7 +167,9 @@ def train(flow, train_x, val_x: np.ndarray, *, train_w: np.ndarray | None = None
             its own).
         config: a :class:`TrainConfig`.
         seed: seeds the shuffle of every epoch.
-        progress: called with each epoch's record (a dict) after the epoch.
+        progress: called with each epoch's record (a dict) after the epoch; within an epoch
+            longer than :data:`PARTIAL_EVERY` seconds (a streamed file) also with a partial
+            record every so often (``"partial": True``, the steps done, no validation loss).
         on_best: called after each new best epoch, the best weights in place (checkpointing).
         previous: the result of an earlier run to continue (``--resume``): its history, best
             loss and learning rate carry on.
@@ -206,7 +208,9 @@ def train(flow, train_x, val_x: np.ndarray, *, train_w: np.ndarray | None = None
     try:
         epoch = len(result.history)
         while epoch < plan.last_epoch:
-            record = _run_epoch(steps, rows, plan, loop, epoch, seed, val_loss, clock)
+            partial = None if progress is None else (
+                lambda r: progress(dict(r, epochs=plan.last_epoch, elapsed=clock.elapsed())))
+            record = _run_epoch(steps, rows, plan, loop, epoch, seed, val_loss, clock, partial)
             if _judge(record, result, loop, plan, optimizer, cfg) == "diverged":
                 break
             result.elapsed = clock.elapsed()
@@ -240,6 +244,8 @@ def train(flow, train_x, val_x: np.ndarray, *, train_w: np.ndarray | None = None
 # optimizer steps per compiled call: the time limit is checked, and the budget re-planned,
 # between calls (a fraction of a second to a few seconds), the host is idle within one
 _BLOCK = 16
+#: seconds between partial progress records within a long epoch
+PARTIAL_EVERY = 30.0
 
 
 class _Steps:
@@ -484,10 +490,12 @@ def _block_rates(steps: _Steps, plan: _Plan, loop: _Loop, epoch: int, first: int
 
 
 def _run_epoch(steps: _Steps, rows, plan: _Plan, loop: _Loop, epoch: int, seed: int,
-               val_loss: Callable[[], float], clock: _Clock) -> dict:
+               val_loss: Callable[[], float], clock: _Clock,
+               partial: Callable[[dict], None] | None = None) -> dict:
     """One seeded pass over the training rows, in blocks of compiled steps; the epoch's
-    record. Between blocks: the time limit, and the budget's re-plan of the cosine."""
-    t0 = time.perf_counter()
+    record. Between blocks: the time limit, the budget's re-plan of the cosine, and every
+    :data:`PARTIAL_EVERY` seconds a partial record to ``partial``."""
+    t0 = last_said = time.perf_counter()
     optimizer = steps.optimizer
     steps.loss_sum.assign(0.0)
     steps.bad_steps.assign(0)
@@ -512,6 +520,13 @@ def _run_epoch(steps: _Steps, rows, plan: _Plan, loop: _Loop, epoch: int, seed: 
         if clock.over():
             time_limit = True
             break
+        if partial is not None and time.perf_counter() - last_said > PARTIAL_EVERY:
+            last_said = time.perf_counter()
+            bad = int(steps.bad_steps.numpy())
+            partial({"epoch": epoch, "partial": True, "step": done,
+                     "steps": plan.steps_in(epoch), "time": last_said - t0,
+                     "train_loss": float(steps.loss_sum.numpy()) / max(1, done - bad),
+                     "lr": float(optimizer.learning_rate.numpy())})
     loss = val_loss()
     bad = int(steps.bad_steps.numpy())
     record = {"epoch": epoch, "train_loss": float(steps.loss_sum.numpy()) / max(1, done - bad),

@@ -233,3 +233,24 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log(monkeypatch, tmp_pat
         p(rec)
     assert "1/3" in out.getvalue() and "val 1.1000*" in out.getvalue()
     assert "\n" not in out.getvalue().rstrip("\n").split("\r")[-1]  # redrawn, not one per line
+
+
+def test_a_long_epoch_reports_its_steps_and_they_are_not_logged(monkeypatch, tmp_path):
+    """Within an epoch longer than PARTIAL_EVERY (a streamed file), partial records say the
+    steps done and the time left in the epoch; the JSON log keeps whole epochs only."""
+    import io
+    import json
+
+    from likeflow import training
+    monkeypatch.setattr(training, "PARTIAL_EVERY", 0.0)
+    monkeypatch.setenv("LIKEFLOW_PROGRESS", "lines")
+    x = np.random.default_rng(0).normal(size=(12_000, 2))
+    out = io.StringIO()
+    with likeflow.EpochProgress(stream=out, log=tmp_path / "log.jsonl") as p:
+        likeflow.fit(x, validate=False, progress=p, flow_config=dict(layers=1, hidden=(8,)),
+                     train_config=likeflow.TrainConfig(epochs=1, batch_size=64))
+    lines = out.getvalue().splitlines()
+    steps = [ln for ln in lines if "left in the epoch" in ln]
+    assert steps and steps[0].startswith("epoch    1/1  step 16/150")
+    assert [json.loads(ln)["epoch"] for ln in (tmp_path / "log.jsonl").read_text().splitlines()] \
+        == [0]
