@@ -67,6 +67,7 @@ class FileRows:
     drop_nonfinite: bool = False
     block_rows: int = BLOCK_ROWS
     buffer_blocks: int = BUFFER_BLOCKS
+    weight_scale: float = 1.0   # 1 / the largest weight (1e39 would be inf in float32)
     prefetch = True
 
     def __post_init__(self) -> None:
@@ -102,7 +103,7 @@ class FileRows:
                 for start in starts[i:i + self.buffer_blocks]:
                     x, w = self._read(ds, wds, start)
                     buf[filled:filled + len(x), :-1] = x
-                    buf[filled:filled + len(x), -1] = w
+                    buf[filled:filled + len(x), -1] = w * self.weight_scale
                     filled += len(x)
                 rng.shuffle(buf[:filled])
                 whole = filled // batch * batch
@@ -196,7 +197,8 @@ def open_stream(path: str | os.PathLike, options: ReadOptions, spec: SplitSpec) 
                   for label, k in ((0, CONFIG_ROWS), (1, HELD_OUT_ROWS), (2, HELD_OUT_ROWS)))
     layout = parts[0].origin.options["layout"]
     rows = FileRows(path, name, weights, part, parts[0].bounds,
-                    drop_nonfinite=options.drop_nonfinite)
+                    drop_nonfinite=options.drop_nonfinite,
+                    weight_scale=1.0 / _largest_weight(path, weights, part) if weights else 1.0)
     h = hashlib.sha256(f"{n} rows of {name}".encode())
     for p in parts:
         h.update(p.fingerprint().encode())
@@ -209,6 +211,20 @@ def open_stream(path: str | os.PathLike, options: ReadOptions, spec: SplitSpec) 
                          "test_rows": parts[2].n, "block_rows": BLOCK_ROWS,
                          "buffer_blocks": BUFFER_BLOCKS}}
     return Stream(rows, parts, n, record)
+
+
+def _largest_weight(path: str, name: str, part: np.ndarray) -> float:
+    """The largest finite weight of the training rows (read in blocks: 8 bytes a row)."""
+    top = 0.0
+    with open_h5(path, SampleFileError) as f:
+        ds = f[name]
+        for start in range(0, len(part), 1 << 20):
+            w = np.asarray(ds[start:start + (1 << 20)], float)[part[start:start + (1 << 20)] == 0]
+            w = w[np.isfinite(w)]
+            top = max(top, float(w.max()) if len(w) else 0.0)
+    if not top > 0:
+        raise SampleFileError(path, "the training rows' weights are all zero", name)
+    return top
 
 
 def _dataset_name(path: str, f, options: ReadOptions) -> str:

@@ -73,7 +73,7 @@ def test_an_epoch_uses_every_training_row_once(indexed_file):
     w = np.concatenate(weights)[:steps * batch]
     assert len(np.unique(seen)) == steps * batch          # no row twice
     assert np.isin(seen, split.train).all()               # only training rows
-    np.testing.assert_array_equal(w, 1 + seen % 3)         # each row with its weight
+    np.testing.assert_allclose(w, (1 + seen % 3) / 3, rtol=1e-6)  # its weight / the largest
     # shuffled across blocks, and another order in the next epoch
     assert abs(np.corrcoef(np.arange(len(seen)), seen)[0, 1]) < 0.1
     again = next(rows.blocks(seed=1, epoch=1, batch=batch, steps=steps, block=16))[0]
@@ -185,3 +185,13 @@ def test_cli_streams_an_array_layout_file(tmp_path, dnn_file):
     assert res.exit_code == 0, res.output
     assert "streamed" in res.output
     assert likeflow.load(out).training["data"]["stream"]["validation_rows"] == 150
+
+
+def test_weights_beyond_float32_stream_as_relative_weights(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4000, 2))
+    path = tmp_path / "heavy.h5"
+    write_samples(path, SampleSet(x, weights=1e39 * (1 + rng.random(4000))))
+    sur = likeflow.fit(path, stream=True, validate=False, **SMALL)
+    assert np.isfinite(sur.training["result"]["best_val_loss"])
+    assert all(h["bad_steps"] == 0 for h in sur.training["result"]["history"])
