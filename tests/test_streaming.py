@@ -195,3 +195,15 @@ def test_weights_beyond_float32_stream_as_relative_weights(tmp_path):
     sur = likeflow.fit(path, stream=True, validate=False, **SMALL)
     assert np.isfinite(sur.training["result"]["best_val_loss"])
     assert all(h["bad_steps"] == 0 for h in sur.training["result"]["history"])
+
+
+def test_a_streamed_fit_resumes(tmp_path, likeflow_file):
+    out = tmp_path / "r.likeflow.h5"
+    short = dict(flow_config=SMALL["flow_config"],
+                 train_config=TrainConfig(epochs=2, batch_size=256, cosine_steps=600))
+    likeflow.fit(likeflow_file, stream=True, out=out, validate=False, **short)
+    more = dict(short, train_config=TrainConfig(epochs=4, batch_size=256, cosine_steps=600))
+    sur = likeflow.fit(likeflow_file, stream=True, out=out, resume=True, validate=False, **more)
+    assert [h["epoch"] for h in sur.training["result"]["history"]] == [0, 1, 2, 3]
+    with pytest.raises(LikeflowError, match="other data"):   # in memory it is read another way
+        likeflow.fit(likeflow_file, stream=False, out=out, resume=True, validate=False, **more)
