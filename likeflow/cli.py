@@ -237,8 +237,10 @@ def _parse_hidden(ctx, param, value):
               help="Number of flow layers.")
 @click.option("--hidden", callback=_parse_hidden, default=",".join(map(str, _FLOW["hidden"])),
               show_default=True, help="Hidden units per layer of each conditioner network.")
-@click.option("--bins", type=click.IntRange(min=2), default=_FLOW["bins"], show_default=True,
-              help="Spline bins (ansf, cnsf).")
+@click.option("--bins", type=click.IntRange(min=2), default=None,
+              help="Spline bins of ansf and cnsf, and of the affine flows' marginal spline "
+                   "[default: " + ", ".join(f"{f} {k}" for f, k in
+                                            likeflow.DEFAULT_BINS.items()) + "].")
 @click.option("--spline-range", type=click.FloatRange(min=0, min_open=True),
               default=_FLOW["spline_range"], show_default=True,
               help="The splines act on [-B, B] (standardised units).")

@@ -255,7 +255,7 @@ def _check_same_flow(old: Surrogate, flow_config: dict | None) -> None:
     are fine, another value is refused."""
     stored = old.config
     changed = [k for k, v in (flow_config or {}).items()
-               if k != "reflect" and hasattr(stored, k)
+               if k != "reflect" and v is not None and hasattr(stored, k)
                and tuple(np.atleast_1d(v)) != tuple(np.atleast_1d(getattr(stored, k)))]
     if changed:
         raise LikeflowError(

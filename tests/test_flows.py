@@ -257,3 +257,13 @@ def test_sampling_leaves_the_variable_order_alone(flow):
     before = [(v.name, tuple(v.shape)) for v in f.trainable_variables]
     f.sample(5, seed=tf.constant([1, 2]))
     assert [(v.name, tuple(v.shape)) for v in f.trainable_variables] == before
+
+
+def test_default_bins_per_flow_and_given_bins_win():
+    x = np.random.default_rng(0).normal(size=(200, 3))
+    assert {f: FlowConfig.from_data(x, flow=f).bins for f in FLOWS} == \
+        {"maf": 8, "realnvp": 8, "ansf": 8, "cnsf": 4}
+    assert FlowConfig.from_data(x, flow="cnsf", bins=8).bins == 8
+    # a stored config keeps its bins whatever the default
+    c = FlowConfig.from_data(x, flow="cnsf", bins=8)
+    assert FlowConfig.from_dict(c.to_dict()).bins == 8
