@@ -291,6 +291,9 @@ class SampleSet:
         }
 
 
+#: the array layout's dataset of rows when none is named (DNNLikelihood's)
+ARRAY_DATASET = "data/X"
+
 #: the layouts a sample file is read in (``auto`` recognises the HDF5 ones)
 LAYOUTS = ("auto", "likeflow", "array", "emcee", *TEXT_LAYOUTS)
 
@@ -618,11 +621,20 @@ def _detect_layout(path, f: h5py.File, opts: ReadOptions) -> str:
         return "likeflow"
     if "mcmc" in f and isinstance(f["mcmc"], h5py.Group) and "chain" in f["mcmc"]:
         return "emcee"
-    if "data/X" in f:
+    if ARRAY_DATASET in f:
         return "array"
     raise SampleFileError(path, "no 'samples' dataset (likeflow), 'mcmc/chain' (emcee) or "
                           f"'data/X' (DNNLikelihood); datasets in the file: {_list_datasets(f)}; "
                           "name one with --dataset")
+
+
+def rows_dataset(path, f: h5py.File, opts: ReadOptions) -> tuple[str, str]:
+    """The layout an HDF5 sample file is read in with ``opts`` and the name of its dataset of
+    rows (``samples``; an array's ``opts.dataset`` or ``data/X``; emcee's is 3-D)."""
+    layout = opts.layout if opts.layout != "auto" else _detect_layout(path, f, opts)
+    if layout == "likeflow":
+        return layout, "samples"
+    return layout, (opts.dataset or (ARRAY_DATASET if layout == "array" else "mcmc/chain"))
 
 
 def _dataset(path, f: h5py.File, name: str, ndim: Sequence[int]) -> h5py.Dataset:
@@ -739,13 +751,13 @@ def _read_likeflow(path, f, opts: ReadOptions, rows: np.ndarray | None = None) -
 
 
 def _read_array(path, f, opts: ReadOptions, rows: np.ndarray | None = None) -> SampleSet:
-    name = opts.dataset or "data/X"
+    name = opts.dataset or ARRAY_DATASET
     ds = _dataset(path, f, name, (1, 2))
     n = ds.shape[0]
     d = 1 if ds.ndim == 1 else ds.shape[1]
     rows = _rows_to_read(n, opts) if rows is None else _checked_rows(path, rows, n)
     lp_name = opts.log_prob_dataset
-    if lp_name is None and name == "data/X" and "data/Y" in f:
+    if lp_name is None and name == ARRAY_DATASET and "data/Y" in f:
         lp_name = "data/Y"
     cols = {}
     if lp_name is not None:

@@ -39,7 +39,8 @@ import numpy as np
 from .errors import LikeflowError, SampleFileError
 from .feeding import pad_steps
 from .fileio import available_memory, open_h5
-from .samples import (ReadOptions, SampleSet, SplitSpec, read_samples, split_labels)
+from .samples import (ReadOptions, SampleSet, SplitSpec, read_samples, rows_dataset,
+                      split_labels)
 
 #: held-out rows kept in memory per part (validation for early stopping, test for validation:
 #: as many as a fit of a million rows in memory has)
@@ -141,8 +142,12 @@ class Stream:
 
     rows: FileRows
     parts: tuple[SampleSet, SampleSet, SampleSet]   # training subsample, validation, test
-    n: int
     record: dict
+
+    @property
+    def n(self) -> int:
+        """Rows in the file."""
+        return len(self.rows.part)
 
 
 def should_stream(path: str, options: ReadOptions) -> bool:
@@ -152,9 +157,9 @@ def should_stream(path: str, options: ReadOptions) -> bool:
         return False
     try:
         with open_h5(path, SampleFileError) as f:
-            name = _dataset_name(path, f, options)
+            name = rows_dataset(path, f, options)[1]
             ds = f[name] if name in f else None
-            if ds is None or ds.ndim != 2:
+            if ds is None or ds.ndim != 2:   # emcee's chains are 3-D: not streamed
                 return False
             return 8.0 * ds.shape[0] * ds.shape[1] > AUTO_SHARE * available_memory()
     except SampleFileError:
@@ -172,14 +177,16 @@ def open_stream(path: str | os.PathLike, options: ReadOptions, spec: SplitSpec) 
         raise LikeflowError(f"--stream reads HDF5 sample files of the likeflow or array "
                             f"layout, not '{options.layout}'")
     with open_h5(path, SampleFileError) as f:
-        name = _dataset_name(path, f, options)
+        layout, name = rows_dataset(path, f, options)
+        if layout == "emcee":
+            raise LikeflowError(f"--stream reads HDF5 sample files of the likeflow or array "
+                                f"layout; {path} holds emcee chains")
         if name not in f or getattr(f[name], "ndim", 0) != 2:
             raise SampleFileError(path, "--stream needs a 2-D dataset of rows", name)
         n = int(f[name].shape[0])
-        likeflow_layout = name == "samples" and options.layout in ("auto", "likeflow")
-        weights = "weights" if likeflow_layout and "weights" in f else None
+        weights = "weights" if layout == "likeflow" and "weights" in f else None
         # MCMC rows are split in whole blocks of each chain, as in memory (8 bytes a row)
-        chain = f["chain"][:] if likeflow_layout and "chain" in f else None
+        chain = f["chain"][:] if layout == "likeflow" and "chain" in f else None
     if chain is None:
         part = split_labels(n, seed=spec.seed, validation=spec.validation, test=spec.test)
     else:
@@ -195,7 +202,6 @@ def open_stream(path: str | os.PathLike, options: ReadOptions, spec: SplitSpec) 
 
     parts = tuple(read_samples(path, options, rows=some(label, k))
                   for label, k in ((0, CONFIG_ROWS), (1, HELD_OUT_ROWS), (2, HELD_OUT_ROWS)))
-    layout = parts[0].origin.options["layout"]
     rows = FileRows(path, name, weights, part, parts[0].bounds,
                     drop_nonfinite=options.drop_nonfinite,
                     weight_scale=1.0 / _largest_weight(path, weights, part) if weights else 1.0)
@@ -210,7 +216,7 @@ def open_stream(path: str | os.PathLike, options: ReadOptions, spec: SplitSpec) 
               "stream": {"config_rows": parts[0].n, "validation_rows": parts[1].n,
                          "test_rows": parts[2].n, "block_rows": BLOCK_ROWS,
                          "buffer_blocks": BUFFER_BLOCKS}}
-    return Stream(rows, parts, n, record)
+    return Stream(rows, parts, record)
 
 
 def _largest_weight(path: str, name: str, part: np.ndarray) -> float:
@@ -225,13 +231,3 @@ def _largest_weight(path: str, name: str, part: np.ndarray) -> float:
     if not top > 0:
         raise SampleFileError(path, "the training rows' weights are all zero", name)
     return top
-
-
-def _dataset_name(path: str, f, options: ReadOptions) -> str:
-    if options.dataset is not None:
-        return options.dataset
-    if options.layout == "array" or ("samples" not in f and "data/X" in f):
-        return "data/X"
-    if "samples" in f:
-        return "samples"
-    raise SampleFileError(path, "no 'samples' (likeflow) or 'data/X' (array) dataset to stream")
