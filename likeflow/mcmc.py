@@ -153,12 +153,13 @@ def run_mcmc(target, n: int, config: MCMCConfig | None = None,
                             "use kernel='rwm'")
     x0 = np.asarray(target.initial_points(n_chains, seed=cfg.seed), dtype=np.float64)
     log_prob = _log_prob_fn(target)
+    bounds = np.asarray(target.bounds, dtype=np.float64)
     fractions = _WARMUP_ROUNDS["rwm" if cfg.kernel == "rwm" else "gradient"]
     seeds = tfp.random.split_seed(tf.constant([cfg.seed, 0], dtype=tf.int32),
                                   len(fractions) + 10_000)
-    state, step, bij = _warm_up(cfg, log_prob, x0, np.asarray(target.bounds, dtype=np.float64),
-                                fractions, seeds, say)
-    draws = _draw(cfg, _kernel(cfg, log_prob, bij, step, 0), bij, state,
+    state, step, metric = _warm_up(cfg, _runner(cfg, log_prob, bounds, adapt=True), x0, bounds,
+                                   fractions, seeds, say)
+    draws = _draw(cfg, _runner(cfg, log_prob, bounds, adapt=False), metric, step, state,
                   seeds[len(fractions):], kept, thin, n_chains, say, t0)
     return _result(target, n, cfg, draws, step, kept, thin, n_chains, t0)
 
@@ -168,9 +169,56 @@ def run_mcmc(target, n: int, config: MCMCConfig | None = None,
 _WARMUP_ROUNDS = {"gradient": (0.15, 0.3, 0.55), "rwm": (0.1, 0.15, 0.2, 0.25, 0.3)}
 
 
-def _kernel(cfg: MCMCConfig, log_prob, bijector, step_size, adapt_steps: int):
+def _runner(cfg: MCMCConfig, log_prob, bounds: np.ndarray, *, adapt: bool):
+    """Transitions of the configured kernel as one function of the chains' state, a seed, the
+    step size, the metric (:func:`_metric`), the number of steps and of adaptation steps.
+
+    Everything that changes between warm-up rounds and between blocks of draws is an argument,
+    so a run traces it once per kind (``adapt``: warm-up, adapting the step size; or draws):
+    tracing NUTS and optimising its graph took 7-9 s per call of a new function, against
+    0.4-0.7 s for the 50 steps a short round runs (a joint density of two small surrogates).
+    Under XLA the number of steps is static (compiled loops have fixed lengths), so each new
+    length is traced and compiled."""
+    from .tf_flows import bound_bijector
+    from .tfsetup import tf, tfp
+
+    tfb = tfp.bijectors
+    bound_map = bound_bijector(bounds)
+
+    @tf.function(jit_compile=cfg.jit_compile)
+    def go(state, seed, step_size, mean, std, chol, steps, adapt_steps):
+        # unbounded whitened space -> physical: the bound map after the metric's affine map
+        bijector = tfb.Chain([bound_map, tfb.Shift(mean), tfb.Scale(std),
+                              tfb.ScaleMatvecTriL(chol)])
+        kernel = _kernel(cfg, log_prob, bijector, step_size, adapt_steps if adapt else None)
+
+        @tf.autograph.experimental.do_not_convert
+        def trace(_, kr):
+            ttk = _find(kr, "transformed_state")
+            # the chain's own log density in the unbounded space, less the bound map's
+            # Jacobian: the physical log density, without evaluating the target again
+            lp = (_find(kr, "target_log_prob").target_log_prob
+                  - bijector.forward_log_det_jacobian(ttk.transformed_state, event_ndims=1))
+            leap = _find(kr, "leapfrogs_taken", required=False)
+            return (_find(kr, "is_accepted").is_accepted,
+                    _step_size_of(kr), lp,
+                    tf.zeros([], tf.int32) if leap is None else leap.leapfrogs_taken)
+        return tfp.mcmc.sample_chain(num_results=steps, current_state=state, kernel=kernel,
+                                     num_burnin_steps=0, trace_fn=trace, seed=seed)
+
+    def run(state, seed, step_size: float, metric, steps: int, adapt_steps: int = 0):
+        """``steps`` transitions from ``state``: (states, (accepted, step sizes, log
+        densities, leapfrog steps))."""
+        f64 = lambda a: tf.constant(a, tf.float64)  # noqa: E731
+        return go(state, seed, f64(step_size), *map(f64, metric),
+                  steps if cfg.jit_compile else tf.constant(steps, tf.int32),
+                  tf.constant(adapt_steps, tf.int32))
+    return run
+
+
+def _kernel(cfg: MCMCConfig, log_prob, bijector, step_size, adapt_steps):
     """The configured kernel in the unbounded space of ``bijector`` (step size adaptation
-    over ``adapt_steps`` for the gradient kernels)."""
+    over ``adapt_steps`` for the gradient kernels; None: no adaptation)."""
     from .tfsetup import tfp
 
     if cfg.kernel == "nuts":
@@ -183,74 +231,47 @@ def _kernel(cfg: MCMCConfig, log_prob, bijector, step_size, adapt_steps: int):
         inner = tfp.mcmc.RandomWalkMetropolis(
             log_prob, new_state_fn=tfp.mcmc.random_walk_normal_fn(scale=step_size))
     k = tfp.mcmc.TransformedTransitionKernel(inner, bijector)
-    if adapt_steps and cfg.kernel != "rwm":
+    if adapt_steps is not None and cfg.kernel != "rwm":
         k = tfp.mcmc.DualAveragingStepSizeAdaptation(
             k, num_adaptation_steps=adapt_steps, target_accept_prob=cfg.target_accept)
     return k
 
 
-def _runner(cfg: MCMCConfig, kernel, bijector, steps: int, trace_every: int = 1):
-    """``steps`` transitions of ``kernel`` as one compiled function (traced once)."""
-    from .tfsetup import tf, tfp
-
-    @tf.function(jit_compile=cfg.jit_compile)
-    def go(state, seed):
-        @tf.autograph.experimental.do_not_convert
-        def trace(_, kr):
-            ttk = _find(kr, "transformed_state")
-            # the chain's own log density in the unbounded space, less the bound map's
-            # Jacobian: the physical log density, without evaluating the target again
-            lp = (_find(kr, "target_log_prob").target_log_prob
-                  - bijector.forward_log_det_jacobian(ttk.transformed_state, event_ndims=1))
-            leap = _find(kr, "leapfrogs_taken", required=False)
-            return (_find(kr, "is_accepted").is_accepted,
-                    _step_size_of(kr), lp,
-                    tf.zeros([], tf.int32) if leap is None else leap.leapfrogs_taken)
-        return tfp.mcmc.sample_chain(
-            num_results=steps // trace_every, current_state=state, kernel=kernel,
-            num_burnin_steps=0, num_steps_between_results=trace_every - 1,
-            trace_fn=trace, seed=seed)
-    return go
-
-
-def _warm_up(cfg: MCMCConfig, log_prob, x0: np.ndarray, bounds: np.ndarray, fractions,
-             seeds, say):
-    """Rounds that adapt the step size and then the metric: (last state, step, bijector)."""
+def _warm_up(cfg: MCMCConfig, run, x0: np.ndarray, bounds: np.ndarray, fractions, seeds, say):
+    """Rounds that adapt the step size and then the metric: (last state, step, metric)."""
     from .tfsetup import tf
 
     rwm = cfg.kernel == "rwm"
     dim = x0.shape[1]
-    step = tf.constant(2.38 / math.sqrt(dim) if rwm else 0.5 / dim ** 0.25, tf.float64)
-    bij = _metric_bijector(x0, bounds, dense=False)
+    step = 2.38 / math.sqrt(dim) if rwm else 0.5 / dim ** 0.25
+    metric = _metric(x0, bounds, dense=False)
     state = tf.constant(x0)
     for r, frac in enumerate(fractions):
         steps_r = max(50, int(cfg.warmup * frac))
         say(f"warm-up {r + 1}/{len(fractions)}: {steps_r} steps x {len(x0)} chains "
-            f"({cfg.kernel}), step size {float(step):.3g}")
-        kern = _kernel(cfg, log_prob, bij, step, int(0.8 * steps_r))
-        draws, (acc, steps, _, _) = _runner(cfg, kern, bij, steps_r)(state, seeds[r])
+            f"({cfg.kernel}), step size {step:.3g}")
+        draws, (acc, steps, _, _) = run(state, seeds[r], step, metric, steps_r,
+                                        int(0.8 * steps_r))
         state = draws[-1]
         step = _adapted_step(steps, acc, step, rwm)
         pooled = draws[steps_r // 2:].numpy().reshape(-1, dim)
-        bij = _metric_bijector(pooled, bounds, dense=rwm or cfg.metric == "dense")
-    return state, step, bij
+        metric = _metric(pooled, bounds, dense=rwm or cfg.metric == "dense")
+    return state, step, metric
 
 
-def _draw(cfg: MCMCConfig, kernel, bij, state, seeds, kept: int, thin: int, n_chains: int,
-          say, t0: float) -> dict:
+def _draw(cfg: MCMCConfig, run, metric, step: float, state, seeds, kept: int, thin: int,
+          n_chains: int, say, t0: float) -> dict:
     """The draws with a fixed step size and metric, in blocks of ``cfg.block`` (progress after
     each). Every draw is traced (the diagnostics use them all); the output keeps every
     ``thin``-th."""
     from .tfsetup import tf
 
     out, lps, accepts, leaps = [], [], [], []
-    block = _runner(cfg, kernel, bij, cfg.block * thin)
     t_draws = time.perf_counter()
     k = 0
     while sum(len(o) for o in out) // thin < kept:
         m = min(cfg.block, kept - sum(len(o) for o in out) // thin)
-        go = block if m == cfg.block else _runner(cfg, kernel, bij, m * thin)
-        d, (a, _, lp, lf) = go(state, seeds[k])
+        d, (a, _, lp, lf) = run(state, seeds[k], step, metric, m * thin)
         state = d[-1]
         out.append(d.numpy())
         lps.append(lp.numpy())
@@ -293,20 +314,18 @@ def _result(target, n: int, cfg: MCMCConfig, draws: dict, step, kept: int, thin:
                       tree_size=None if gradient_free else float(np.mean(draws["leaps"])))
 
 
-def _metric_bijector(points: np.ndarray, bounds: np.ndarray, *, dense: bool):
-    """Unbounded whitened space -> physical: the bound map after an affine map fitted to
-    ``points`` (their mean and covariance in the bound map's unbounded coordinates)."""
+def _metric(points: np.ndarray, bounds: np.ndarray, *, dense: bool):
+    """The metric fitted to ``points``: (mean, std, Cholesky factor of the covariance of the
+    standardised coordinates; the identity when not ``dense``), all in the bound map's
+    unbounded coordinates. The chains move in ``z`` with ``u = mean + std * (L z)``."""
     from .bounds import unbounded_coordinates
-    from .tf_flows import bound_bijector
-    from .tfsetup import tfp
 
-    tfb = tfp.bijectors
     u = unbounded_coordinates(points, bounds)
     mean = u.mean(axis=0)
     std = u.std(axis=0)
     std = np.where(std > 0, std, 1.0)
     if not dense:
-        return bound_bijector(bounds, mean, std)
+        return mean, std, np.eye(len(mean))
     z = (u - mean) / std
     cov = np.cov(z.T) if len(z) > 1 else np.eye(len(mean))
     cov = np.atleast_2d(cov) + 1e-6 * np.eye(len(mean))
@@ -314,7 +333,7 @@ def _metric_bijector(points: np.ndarray, bounds: np.ndarray, *, dense: bool):
         chol = np.linalg.cholesky(cov)
     except np.linalg.LinAlgError:
         chol = np.diag(np.sqrt(np.diag(cov)))
-    return tfb.Chain([bound_bijector(bounds, mean, std), tfb.ScaleMatvecTriL(chol)])
+    return mean, std, chol
 
 
 def _quietly(fn):
@@ -353,17 +372,15 @@ def _step_size_of(kr):
     return found.new_step_size if found is not None else tf.zeros([], tf.float64)
 
 
-def _adapted_step(steps, accepts, previous, rwm: bool):
+def _adapted_step(steps, accepts, previous: float, rwm: bool) -> float:
     """The step size after a warm-up round.
 
     Gradient kernels take dual averaging's final step size (median over chains); random-walk
     Metropolis rescales its proposal towards an acceptance of about 0.234 (Roberts et al.).
     """
-    from .tfsetup import tf
-
     if not rwm:
-        return tf.constant(float(np.median(steps.numpy()[-1])), tf.float64)
-    rate = float(tf.reduce_mean(tf.cast(accepts, tf.float64)))
+        return float(np.median(steps.numpy()[-1]))
+    rate = float(np.mean(accepts.numpy()))
     return previous * float(np.clip(np.exp(2.0 * (rate - 0.234)), 0.3, 3.0))
 
 
