@@ -59,3 +59,26 @@ def test_bounded_parameter_stays_inside():
     s = r.samples
     assert (s[:, 0] > 0).all() and (np.abs(s[:, 1]) < 1).all()
     assert s[:, 0].mean() == pytest.approx(np.sqrt(2 / np.pi), abs=0.05)
+
+
+def test_the_sampler_is_traced_once_whatever_the_rounds_and_blocks():
+    """Tracing NUTS costs seconds: a run traces its warm-up once and its draws once, however
+    many warm-up rounds (of different lengths) and blocks of draws (a partial one last) it
+    runs. Counted as the Python calls of the target's log density, which only tracing makes."""
+    class Counted(CorrelatedGaussian):
+        calls = 0
+
+        def log_likelihood(self, x):
+            type(self).calls += 1
+            return super().log_likelihood(x)
+
+    def calls_of(config):
+        Counted.calls = 0
+        run_mcmc(Counted(2, seed=0), 4 * 30, config)
+        return Counted.calls
+
+    # one block of draws, three warm-up rounds of 50 steps
+    few = calls_of(MCMCConfig(chains=4, warmup=100, thin=1, block=30, seed=0))
+    # five blocks of draws (four of 7 and a partial one of 2), rounds of 50, 90 and 165 steps
+    many = calls_of(MCMCConfig(chains=4, warmup=300, thin=1, block=7, seed=0))
+    assert few > 0 and many == few
