@@ -464,17 +464,18 @@ def test_loading_and_evaluating_many_surrogates_does_not_grow_memory(work):
         with open("/proc/self/status") as f:
             return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS")) / 1024
 
-    for _ in range(5):  # warm-up: first traces, allocator pools
+    for _ in range(4):  # warm-up: first traces, allocator pools
         load(s).log_prob(pts)
     gc.collect()
     start = rss_mb()
-    for _ in range(30):
+    for _ in range(15):
         sur = load(s)
         sur.log_prob(pts)
         sur.sample(10)
         del sur
         gc.collect()
     growth = rss_mb() - start
-    # measured: < 1 MB; before, 25 MB per surrogate (XLA caches, TFP's bijector caches and
-    # TensorFlow's kernel cache kept every surrogate's graphs)
-    assert growth < 15, f"{growth:.0f} MB for 30 surrogates"
+    # measured: between -6 and +1 MB (the allocator returns pools); before, 25 MB per
+    # surrogate (XLA caches, TFP's bijector caches and TensorFlow's kernel cache kept every
+    # surrogate's graphs; the bijector caches alone about 7 MB): 100 MB or more here
+    assert growth < 12, f"{growth:.0f} MB for 15 surrogates"
