@@ -53,10 +53,12 @@ class MCMCConfig:
         target_accept: acceptance rate the step size is adapted to.
         block: draws per compiled call (progress is reported per block).
         rhat_max: convergence threshold on the split R-hat of every parameter.
-        jit_compile: XLA-compile whole chains. Measured on 2 CPU cores, NUTS on a 50-dim
-            Gaussian took 29 s without and 115 s with it: compiling the sampler's loops costs
-            more than it saves unless the run is long. (pyhf targets XLA-compile their own
-            log density and gradient in any case.)
+        jit_compile: XLA-compile whole chains (compiled once per warm-up round and block
+            length). Measured on 2 CPU cores: NUTS on a 50-dim Gaussian, 20,000 samples,
+            18 s without and 36 s with it (compiling costs more than it saves); 200,000
+            samples of the ATLAS RegionC likelihood (pyhf, 66 parameters) 3 min 44 s
+            without and 3 min 09 s with it (pyhf targets XLA-compile their own log density
+            and gradient in any case).
         seed: seeds starting points and the chains.
     """
 
