@@ -82,3 +82,16 @@ def test_the_sampler_is_traced_once_whatever_the_rounds_and_blocks():
     # five blocks of draws (four of 7 and a partial one of 2), rounds of 50, 90 and 165 steps
     many = calls_of(MCMCConfig(chains=4, warmup=300, thin=1, block=7, seed=0))
     assert few > 0 and many == few
+
+
+def test_random_walk_metropolis_reproduces_a_gaussian():
+    """The gradient-free kernel (targets without TensorFlow gradients): five warm-up rounds
+    rescale its proposal towards an acceptance of about 0.23 and learn a dense metric."""
+    t = CorrelatedGaussian(3, seed=0)
+    r = run_mcmc(t, 8 * 1000, MCMCConfig(chains=8, warmup=1000, seed=3, kernel="rwm"))
+    assert r.kernel == "rwm" and r.tree_size is None
+    assert 0.1 < r.accept_rate < 0.6, r.accept_rate
+    assert r.rhat.max() < 1.05, r.rhat
+    se = np.sqrt(np.diag(t.cov) / r.ess)
+    assert np.abs((r.samples.mean(0) - t.mean) / se).max() < 4.5
+    np.testing.assert_allclose(np.cov(r.samples.T), t.cov, atol=0.25 * np.abs(t.cov).max())
