@@ -119,7 +119,8 @@ def _types(t) -> str:
 def upgrade(records: dict, format_version: int) -> dict:
     """Records of a file of ``format_version`` in the shape of the current schema (checked).
 
-    Version 1: the seed, kept in the split or the training config by early files, moves to the
+    Version 1: config keys added while version 1 was written get the value their absence
+    meant; the seed, kept in the split or the training config by early files, moves to the
     training record's own ``seed``; keys version 2 does not know are dropped; a file without
     provenance gets none (``{}`` is not written back: :func:`provenance` makes a new one when
     the surrogate is saved again).
@@ -127,6 +128,7 @@ def upgrade(records: dict, format_version: int) -> dict:
     if format_version == FORMAT_VERSION:
         return records  # the minor versions of a format only add optional fields
     out = copy.deepcopy(records)
+    _fill_added_config_keys(out["config"])
     training = out.get("training", {})
     legacy = [training.get("config", {}).pop("seed", None),
               training.get("data", {}).get("split", {}).pop("seed", None)]
@@ -138,6 +140,24 @@ def upgrade(records: dict, format_version: int) -> dict:
         out[name] = _prune(out[name], schema(name), schema(name))
         check(name, out[name])
     return out
+
+
+def _fill_added_config_keys(config: dict) -> None:
+    """Keys the config gained while version 1 was written (``bound_map``, ``softclip``,
+    ``marginal_spline``): a file without one was written before it existed, and means what
+    :class:`likeflow.flows.FlowConfig`'s default for such files says (sigmoid bound maps, no
+    soft clip, no marginal spline)."""
+    import dataclasses
+
+    from .flows import FlowConfig
+
+    for f in dataclasses.fields(FlowConfig):
+        if f.name in config or f.name not in schema("config").get("required", ()):
+            continue
+        if f.default is not dataclasses.MISSING:
+            config[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            config[f.name] = f.default_factory()
 
 
 def _prune(value, node: dict, root: dict):
