@@ -44,6 +44,7 @@ _LAZY = {
     "fit_summary": "fitting",
     "marginal": "fitting",
     "load": "loading",
+    "is_surrogate_file": "loading",
     "Surrogate": "surrogate",
     "build_flow": "tf_flows",
     "train": "training",

@@ -3,6 +3,7 @@
 Each command parses its options, calls the API and prints. Bad input (a
 :class:`~likeflow.errors.LikeflowError`) prints one line and exits with code 2; an unexpected
 fault prints one line and exits with code 1 (``likeflow --debug ...`` shows the traceback).
+Output cut short by its reader (``likeflow info f.h5 | head``) ends quietly with code 141.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("likeflow: interrupted", err=True)
             ctx.exit(130)
+        except BrokenPipeError:
+            # the reader of the output went away (`likeflow info f.h5 | head`): stop quietly,
+            # with stdout pointed at nothing so that the exit's flush cannot fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(141)
         except Exception as e:  # noqa: BLE001 - the last line of defence, by design
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
@@ -151,11 +157,21 @@ def _fmt_bound(b) -> str:
 @read_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def info(file: str, read_opts, as_json: bool) -> None:
-    """What is in a sample FILE: N, D, names, POIs, bounds and per-parameter statistics.
+    """What is in a sample FILE: N, D, names, POIs, bounds and per-parameter statistics; or
+    in a surrogate FILE: the flow, the parameters and the range it was trained on, the fit,
+    the validation verdict and who wrote it.
 
-    The file is checked as 'fit' would check it (NaN rows, constant columns, bounds, ...), so a
-    clean 'info' means the file is ready to fit.
+    A sample file is checked as 'fit' would check it (NaN rows, constant columns, bounds,
+    ...), so a clean 'info' means the file is ready to fit.
+
+    \b
+    Examples:
+      likeflow info samples.h5
+      likeflow info samples.likeflow.h5 --json
     """
+    if likeflow.is_surrogate_file(file):
+        _surrogate_info(file, as_json)
+        return
     s = likeflow.read_samples(file, read_opts)
     _echo_dropped(s)
     summary = dict(s.summary(), file=file, mcmc=likeflow.mcmc_record(file))
@@ -168,6 +184,46 @@ def info(file: str, read_opts, as_json: bool) -> None:
     if summary["mcmc"] is not None:
         click.echo(_mcmc_line(summary["mcmc"]))
     _parameter_table(summary["parameters"])
+
+
+def _surrogate_info(file: str, as_json: bool) -> None:
+    # the numpy reader: no TensorFlow start-up to read a few records
+    summary = dict(likeflow.load(file, backend="numpy").summary(), file=file)
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+        return
+    fl, tr, data = summary["flow"], summary["training"], summary["data"]
+    comps = summary.get("components")
+    what = f"{summary['kind']} of {comps['flows']} x " if comps else ""
+    click.echo(f"{file}: likeflow surrogate ({what}{fl['flow']}, {fl['layers']} layers of "
+               f"{fl['hidden']}, {fl['bins']} bins, {fl['dtype']}) of {fl['dim']} parameters")
+    if data:
+        click.echo(f"trained on: {data.get('file', '?')} ({data.get('n', '?')} rows: "
+                   f"{data.get('n_train', '?')} train, {data.get('n_validation', '?')} "
+                   f"validation, {data.get('n_test', '?')} test; {data.get('split_kind', '?')})")
+    if tr.get("epochs"):
+        test = tr.get("test_log_prob")
+        click.echo(f"fit: {tr['epochs']} epochs, best {tr.get('best_epoch')} (validation loss "
+                   f"{tr.get('best_val_loss', float('nan')):.4f}), stopped: "
+                   f"{tr.get('stopped', '?')}"
+                   + (f"; test log-likelihood per sample {test:.4f}" if test is not None else ""))
+    val = summary["validation"]
+    if val.get("verdict"):
+        reasons = "; ".join(val.get("verdict_reasons") or [])
+        click.echo(f"verdict: {val['verdict']}" + (f" ({reasons})" if reasons else ""))
+    prov = summary["provenance"]
+    if prov:
+        click.echo(f"written: {prov.get('created', '?')} by likeflow "
+                   f"{prov.get('likeflow_version', '?')} ({prov.get('backend', '?')})")
+    params = summary["parameters"]
+    width = max(9, max(len(p["name"]) for p in params))
+    click.echo(f"{'parameter':<{width}}  {'trained on':>25}  bounds")
+    for p in params:
+        star = "*" if p["poi"] else " "
+        lo, hi = p["bounds"]
+        seen = (f"[{p['trained_on'][0]:.4g}, {p['trained_on'][1]:.4g}]"
+                if p["trained_on"] else "-")
+        click.echo(f"{p['name']:<{width}}{star} {seen:>25}  [{_fmt_bound(lo)}, {_fmt_bound(hi)}]")
 
 
 def _parameter_table(parameters: list[dict]) -> None:

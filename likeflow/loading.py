@@ -50,6 +50,16 @@ def default_backend() -> str:
     return "tensorflow" if have_tf else "numpy"
 
 
+def is_surrogate_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an HDF5 file marked as a likeflow surrogate (False for anything
+    else, a missing or unreadable file included: its reader then says what is wrong)."""
+    try:
+        with h5py.File(os.fspath(path), "r") as f:
+            return f.attrs.get("format") == FORMAT
+    except (OSError, ValueError):
+        return False
+
+
 def load(path: str | os.PathLike, *, backend: str | None = None) -> Surrogate:
     """Load a surrogate file: rebuild the flow from its config and assign the stored weights.
 

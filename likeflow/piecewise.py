@@ -182,6 +182,15 @@ class PiecewiseSurrogate(Surrogate):
                 f"dim={self.dim}, weights={np.round(self.weights, 3).tolist()}, "
                 f"backend={self.backend})")
 
+    def summary(self) -> dict:
+        """:meth:`Surrogate.summary` (of the first flow's config) with the flows' number and
+        weights."""
+        out = super().summary()
+        out["kind"] = "ensemble" if self.is_ensemble else "piecewise"
+        out["components"] = {"flows": len(self.components),
+                             "weights": [float(w) for w in self.weights]}
+        return out
+
     # --- evaluation ---------------------------------------------------------------------------
     def component_log_prob(self, x) -> np.ndarray:
         """(K, n): log w_k + log p_k(x)."""

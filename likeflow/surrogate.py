@@ -209,6 +209,35 @@ class Surrogate:
             best = np.minimum(best, r2)
         return best
 
+    def summary(self) -> dict:
+        """What the file holds, as plain JSON: the flow, the parameters (names, POIs,
+        bounds, the training data's range), the fit (data, split, epochs, losses, how it
+        stopped, test log-likelihood), the validation verdict and the provenance."""
+        c, t = self.config, self.training
+        data, result = t.get("data", {}), t.get("result", {})
+        sup = self.support
+        parameters = [{"name": name, "poi": name in c.poi,
+                       "bounds": [None if not np.isfinite(b) else float(b) for b in bounds],
+                       "trained_on": None if sup is None else [sup["lo"][i], sup["hi"][i]]}
+                      for i, (name, bounds) in enumerate(zip(c.names, self._bounds))]
+        return {
+            "kind": "surrogate",
+            "flow": {"flow": c.flow, "dim": c.dim, "layers": c.layers, "hidden": list(c.hidden),
+                     "bins": c.bins, "dtype": c.dtype, "bound_map": c.bound_map,
+                     "marginal_spline": c.marginal_spline,
+                     "reflected": [c.names[int(d)] for d, _ in c.reflect]},
+            "parameters": parameters,
+            "data": {k: data[k] for k in ("file", "n", "n_train", "n_validation", "n_test",
+                                          "split_kind", "fingerprint") if k in data},
+            "training": {k: result[k] for k in ("best_epoch", "best_val_loss", "stopped",
+                                                "elapsed", "rollbacks") if k in result}
+                        | {"epochs": len(result.get("history", [])),
+                           "test_log_prob": t.get("test_log_prob"), "seed": t.get("seed")},
+            "validation": {k: self.validation[k] for k in ("verdict", "verdict_reasons",
+                                                            "flagged") if k in self.validation},
+            "provenance": dict(self.provenance),
+        }
+
     @property
     def support(self) -> dict | None:
         """The region the training data cover (``lo``, ``hi`` per parameter and the largest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -225,3 +226,40 @@ def test_overfitting_hint():
     assert overfitting_hint({"result": fine}) is None
     flat = {"history": hist([74.3] * 8, [74.4] * 8), "best_epoch": 1}
     assert overfitting_hint({"result": flat}) is None
+
+
+V1 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "v1")
+
+
+def test_info_of_a_surrogate_file(tmp_path):
+    """`info` on a surrogate says what it is (flow, data, fit, verdict, provenance, the range
+    each parameter was trained on), without TensorFlow; it used to read it as a sample file
+    and fail with "no 'samples' dataset"."""
+    import likeflow
+
+    path = tmp_path / "s.likeflow.h5"
+    likeflow.load(os.path.join(V1, "cnsf_float32.likeflow.h5"), backend="numpy").save(path)
+    r = run("info", path)
+    assert r.exit_code == 0, r.output
+    first = r.stdout.splitlines()[0]
+    assert "likeflow surrogate (cnsf, 3 layers of [8, 8], 6 bins, float32) of 5 parameters" in first
+    assert "fit: 4 epochs" in r.stdout and "written: " in r.stdout and "(numpy)" in r.stdout
+    s = summary_of(path)
+    assert s["kind"] == "surrogate" and s["flow"]["flow"] == "cnsf" and s["flow"]["dim"] == 5
+    assert s["provenance"]["backend"] == "numpy" and s["training"]["epochs"] == 4
+    assert [p["bounds"] for p in s["parameters"]][:2] == [[0.0, 10.0], [0.0, 1.0]]
+    lo, hi = s["parameters"][0]["trained_on"]
+    assert 0.0 <= lo < hi <= 10.0
+    # a version-1 file (no provenance) too
+    r = run("info", os.path.join(V1, "maf_float32.likeflow.h5"))
+    assert r.exit_code == 0 and "written:" not in r.stdout, r.output
+
+
+def test_output_cut_short_by_its_reader_ends_quietly(likeflow_file):
+    """`likeflow info f.h5 | head -1`: exit 141 (SIGPIPE's code), nothing on stderr; it printed
+    "unexpected error: BrokenPipeError" before. The reader here (`true`) is gone before
+    likeflow has started, so that every write meets a closed pipe (with `head` it would
+    depend on which of the two is faster)."""
+    cmd = f"{sys.executable} -m likeflow info {likeflow_file} | true"
+    r = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True)
+    assert r.stderr == "" and r.returncode == 141, (r.returncode, r.stderr)

@@ -48,6 +48,9 @@ def test_ensemble_likelihood_and_spread(members):
     assert far > 3 * on
     again = likeflow.load(folder / "ens.likeflow.h5", backend="numpy")
     assert again.is_ensemble
+    summary = again.summary()
+    assert summary["kind"] == "ensemble" and summary["components"]["flows"] == 3
+    assert sum(summary["components"]["weights"]) == pytest.approx(1.0)
     np.testing.assert_allclose(again.log_prob(test[:200]), ens.log_prob(test[:200]), atol=1e-4)
 
 
