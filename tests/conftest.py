@@ -10,6 +10,10 @@ import pytest
 
 from likeflow.samples import SampleSet, write_samples
 
+# the scripts that made the stored test files are not tests (run by hand against old
+# checkouts); --doctest-modules would import them, and two share the name make.py
+collect_ignore_glob = ["data/*"]
+
 # TensorFlow's start-up chatter would drown pytest's output; errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # one thread per pytest-xdist worker: the workers share the cores (pyproject's addopts)
