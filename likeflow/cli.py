@@ -203,7 +203,9 @@ def _surrogate_info(file: str, as_json: bool) -> None:
                    f"validation, {data.get('n_test', '?')} test; {data.get('split_kind', '?')})")
     if tr.get("epochs"):
         test = tr.get("test_log_prob")
-        click.echo(f"fit: {tr['epochs']} epochs, best {tr.get('best_epoch')} (validation loss "
+        best = tr.get("best_epoch")
+        click.echo(f"fit: {tr['epochs']} epochs, best epoch "
+                   f"{'?' if best is None else best + 1} (validation loss "
                    f"{tr.get('best_val_loss', float('nan')):.4f}), stopped: "
                    f"{tr.get('stopped', '?')}"
                    + (f"; test log-likelihood per sample {test:.4f}" if test is not None else ""))
