@@ -365,6 +365,10 @@ class _Steps:
 
         return run
 
+    def mean_loss(self, done: int) -> float:
+        """The epoch's mean training loss over its ``done`` steps, skipped steps left out."""
+        return float(self.loss_sum.numpy()) / max(1, done - int(self.bad_steps.numpy()))
+
     def run(self, x, w, lrs, stop: int) -> None:
         """The first ``stop`` steps of the block ``x`` (batches, rows, dim) with weights ``w``
         at rates ``lrs``, waiting until they are done."""
@@ -522,14 +526,13 @@ def _run_epoch(steps: _Steps, rows, plan: _Plan, loop: _Loop, epoch: int, seed: 
             break
         if partial is not None and time.perf_counter() - last_said > PARTIAL_EVERY:
             last_said = time.perf_counter()
-            bad = int(steps.bad_steps.numpy())
             partial({"epoch": epoch, "partial": True, "step": done,
                      "steps": plan.steps_in(epoch), "time": last_said - t0,
-                     "train_loss": float(steps.loss_sum.numpy()) / max(1, done - bad),
+                     "train_loss": steps.mean_loss(done),
                      "lr": float(optimizer.learning_rate.numpy())})
     loss = val_loss()
     bad = int(steps.bad_steps.numpy())
-    record = {"epoch": epoch, "train_loss": float(steps.loss_sum.numpy()) / max(1, done - bad),
+    record = {"epoch": epoch, "train_loss": steps.mean_loss(done),
               "val_loss": loss, "lr": float(optimizer.learning_rate.numpy()),
               "bad_steps": bad, "steps": done, "time": time.perf_counter() - t0}
     if time_limit:
