@@ -177,8 +177,7 @@ class PiecewiseSurrogate(Surrogate):
         self._log_w = np.log(self.weights)
 
     def __repr__(self) -> str:
-        kind = "ensemble" if self.is_ensemble else "piecewise"
-        return (f"PiecewiseSurrogate({kind}, {len(self.components)} x {self.config.flow}, "
+        return (f"PiecewiseSurrogate({self.kind}, {len(self.components)} x {self.config.flow}, "
                 f"dim={self.dim}, weights={np.round(self.weights, 3).tolist()}, "
                 f"backend={self.backend})")
 
@@ -186,7 +185,7 @@ class PiecewiseSurrogate(Surrogate):
         """:meth:`Surrogate.summary` (of the first flow's config) with the flows' number and
         weights."""
         out = super().summary()
-        out["kind"] = "ensemble" if self.is_ensemble else "piecewise"
+        out["kind"] = self.kind
         out["components"] = {"flows": len(self.components),
                              "weights": [float(w) for w in self.weights]}
         return out
@@ -207,6 +206,11 @@ class PiecewiseSurrogate(Surrogate):
     def is_ensemble(self) -> bool:
         """An ensemble (flows of the same data) rather than a piecewise flow (of clusters)."""
         return self.record.get("method") == "ensemble"
+
+    @property
+    def kind(self) -> str:
+        """``ensemble`` or ``piecewise``."""
+        return "ensemble" if self.is_ensemble else "piecewise"
 
     def member_spread(self, x) -> np.ndarray:
         """Per point, the standard deviation of the members' log densities: how much flows
