@@ -217,25 +217,28 @@ def _surrogate_info(file: str, as_json: bool) -> None:
     if prov:
         click.echo(f"written: {prov.get('created', '?')} by likeflow "
                    f"{prov.get('likeflow_version', '?')} ({prov.get('backend', '?')})")
-    params = summary["parameters"]
-    width = max(9, max(len(p["name"]) for p in params))
-    click.echo(f"{'parameter':<{width}}  {'trained on':>25}  bounds")
-    for p in params:
-        star = "*" if p["poi"] else " "
-        lo, hi = p["bounds"]
-        seen = (f"[{p['trained_on'][0]:.4g}, {p['trained_on'][1]:.4g}]"
-                if p["trained_on"] else "-")
-        click.echo(f"{p['name']:<{width}}{star} {seen:>25}  [{_fmt_bound(lo)}, {_fmt_bound(hi)}]")
+    _parameter_table(summary["parameters"], f"{'trained on':>25}", _trained_on_column)
 
 
-def _parameter_table(parameters: list[dict]) -> None:
+def _trained_on_column(p: dict) -> str:
+    seen = p["trained_on"]
+    return f"{f'[{seen[0]:.4g}, {seen[1]:.4g}]' if seen else '-':>25}"
+
+
+def _sample_columns(p: dict) -> str:
+    return f"{p['mean']:11.4g} {p['std']:11.4g} {p['min']:11.4g} {p['max']:11.4g}"
+
+
+def _parameter_table(parameters: list[dict],
+                     header: str = f"{'mean':>11} {'std':>11} {'min':>11} {'max':>11}",
+                     columns=_sample_columns) -> None:
+    """One row per parameter: its name (a star for a POI), ``columns(p)``, its bounds."""
     width = max(9, max(len(p["name"]) for p in parameters))
-    click.echo(f"{'parameter':<{width}}  {'mean':>11} {'std':>11} {'min':>11} {'max':>11}  bounds")
+    click.echo(f"{'parameter':<{width}}  {header}  bounds")
     for p in parameters:
         star = "*" if p["poi"] else " "
         lo, hi = p["bounds"]
-        click.echo(f"{p['name']:<{width}}{star} {p['mean']:11.4g} {p['std']:11.4g} "
-                   f"{p['min']:11.4g} {p['max']:11.4g}  [{_fmt_bound(lo)}, {_fmt_bound(hi)}]")
+        click.echo(f"{p['name']:<{width}}{star} {columns(p)}  [{_fmt_bound(lo)}, {_fmt_bound(hi)}]")
 
 
 
