@@ -26,7 +26,7 @@ import importlib
 
 from ._version import __version__
 from .bounds import as_bounds
-from .errors import LikeflowError, SampleFileError, SurrogateFileError
+from .errors import LikeflowError, ReportError, SampleFileError, SurrogateFileError
 from .fileio import check_output_folder, check_outputs, guard_reads
 from .interrupts import sigterm_as_interrupt
 from .flows import ACTIVATIONS, DEFAULT_BINS, FLOWS, PERMUTATIONS, FlowConfig
@@ -80,6 +80,7 @@ __all__ = [
     "LAYOUTS", "ReadOptions", "SampleSet", "SplitSpec", "as_sample_set", "read_samples", "write_samples",
     "split_indices", "mcmc_record", "as_bounds", "check_outputs", "check_output_folder", "guard_reads",
     "sigterm_as_interrupt",
+    "ReportError",
     "FlowConfig", "FLOWS", "DEFAULT_BINS", "PERMUTATIONS", "ACTIVATIONS", "TrainConfig", "MCMCConfig", "EpochProgress",
     "STREAM_HELD_OUT_ROWS",
     "TARGETS", "make_target", "LHCToy", "CorrelatedGaussian", "GaussianMixture",

@@ -50,6 +50,12 @@ class _Group(click.Group):
         except Exception as e:  # noqa: BLE001 - the last line of defence, by design
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
+            if likeflow.interrupts.received():
+                # SIGTERM arrived inside Python code called back from C, which turned the
+                # interrupt into another exception (a SystemError): it is still the interrupt
+                click.echo("likeflow: interrupted", err=True)
+                ctx.exit(130)
+            if ctx.obj and ctx.obj.get("debug"):
                 ctx.exit(1)
             msg = (str(e).strip().splitlines() or [""])[0]
             click.echo(f"likeflow: unexpected error: {type(e).__name__}: {msg} "
@@ -413,6 +419,10 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, run_validati
                 _warn(f"interrupted after training: the trained surrogate is saved in {out} "
                       "(not validated: run 'likeflow validate')")
             raise
+        except likeflow.ReportError as e:
+            if e.surrogate is not None:  # validated and saved: say so before the error
+                _print_fit(e.surrogate, out, None)
+            raise
     _print_fit(sur, out, report)
 
 
@@ -432,7 +442,8 @@ def _print_fit(sur, out: str, report: str | None) -> None:
     result = sur.validation_result
     if result is not None:
         click.echo(result.table())
-        click.echo(f"report: {os.path.join(report, 'index.html')}")
+        if report is not None:
+            click.echo(f"report: {os.path.join(report, 'index.html')}")
     lines, warnings = likeflow.fit_summary(sur)
     click.echo("\n".join(lines[:2] + [f"wrote {out}"] + lines[2:]))
     for w in warnings:
@@ -1024,6 +1035,10 @@ def generate(target, workspace, n, output, dim, components, patch, seed, use_mcm
 def main() -> None:
     """Console-script entry point."""
     likeflow.guard_reads()  # a damaged HDF5 file that hangs its reader ends in one line, exit 2
+    # outside a command's work (start-up, and the interpreter's shutdown after the files are
+    # complete) SIGTERM ends the process at once with 130, as inside it (there via
+    # KeyboardInterrupt, so that the work cleans up)
+    likeflow.interrupts.exit_on_sigterm(130)
     cli(prog_name="likeflow")
 
 

@@ -36,3 +36,15 @@ class SurrogateFileError(FileError):
 
 class FileIOError(FileError):
     """A file cannot be read or written (missing folder, permissions, full disk, lock)."""
+
+
+class ReportError(FileIOError):
+    """A validation report that could not be written (a full disk, a folder gone read-only).
+
+    ``surrogate`` is the validated surrogate when the report belonged to a fit: it is saved
+    before the report is written, so the message says where it is.
+    """
+
+    def __init__(self, path, problem: str, surrogate=None):
+        super().__init__(path, problem)
+        self.surrogate = surrogate

@@ -33,7 +33,7 @@ from typing import Callable
 import numpy as np
 
 from ._version import __version__
-from .errors import LikeflowError
+from .errors import LikeflowError, ReportError
 from .fileio import check_output_folder, check_outputs
 from .flows import FlowConfig
 from .interrupts import sigterm_as_interrupt
@@ -154,10 +154,7 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
         if rec["components"] > 1:
             sur = _fit_piecewise(s, parts, rec, seeds, flow_config, tcfg,
                                  _training_record(seeds, tcfg, data), progress, say, strategy)
-            if validate:
-                _validate(sur, parts[2], seeds, report)
-            if out is not None:
-                sur.save(out)
+            _save_and_validate(sur, parts[2], seeds, out, validate, report)
             return sur
     if old is not None:
         _check_same_flow(old, flow_config)
@@ -182,22 +179,16 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
         result = _train(flow, parts, tcfg, seeds, record, out, previous, progress,
                         checkpoint_every, strategy,
                         rows=streamed.rows if streamed is not None else None)
-        sur = None
         try:
             sur = finish_training(flow, dict(record, result=result.to_dict()), parts)
-            if validate:
-                _validate(sur, parts[2], seeds, report)
         except KeyboardInterrupt:
             # interrupted after training: keep the trained flow (without what was not done;
             # '--resume' or 'validate' completes it)
             if out is not None:
-                if sur is None:
-                    result.stopped = "interrupted"
-                    sur = Surrogate(flow, dict(record, result=result.to_dict()))
-                sur.save(out)
+                result.stopped = "interrupted"
+                Surrogate(flow, dict(record, result=result.to_dict())).save(out)
             raise
-        if out is not None:
-            sur.save(out)
+        _save_and_validate(sur, parts[2], seeds, out, validate, report)
     return sur
 
 
@@ -382,13 +373,30 @@ def _record_fit(sur: Surrogate, parts) -> None:
         training["test_log_prob_target"] = float(np.average(te.log_prob, weights=te.weights))
 
 
-def _validate(sur: Surrogate, test: SampleSet, seeds: Seeds, report) -> None:
+def _save_and_validate(sur: Surrogate, test: SampleSet, seeds: Seeds, out, validate: bool,
+                       report) -> None:
+    """Save the trained surrogate before anything else can fail, then validate it, save it
+    again with its validation record (an atomic replace), and write the report last.
+
+    An interrupt or an error in validation leaves the trained surrogate in ``out``; a report
+    that cannot be written (a full disk) is a :class:`~likeflow.errors.ReportError` that
+    carries the validated surrogate, saved."""
+    if out is not None:
+        sur.save(out)
+    if not validate:
+        return
     from .report import validate_test
     result = validate_test(sur, test, seed=seeds.validation)
     sur.validation = result.summary()
     sur.validation_result = result
+    if out is not None:
+        sur.save(out)
     if report is not None:
-        result.write(report, training=sur.training)
+        try:
+            result.write(report, training=sur.training)
+        except ReportError as e:
+            saved = f"; the surrogate is saved in {out}" if out is not None else ""
+            raise ReportError(e.path, e.problem + saved, surrogate=sur) from None
 
 
 def support_of(surrogate: Surrogate, train_x: np.ndarray) -> dict:

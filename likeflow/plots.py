@@ -27,11 +27,15 @@ def _text(name: str) -> str:
 
 def validation_plots(result, folder: str, *, training: dict | None = None) -> list[str]:
     """Write every plot of a :class:`~likeflow.report.ValidationResult`; return the file names."""
-    files = [marginals(result, os.path.join(folder, "marginals.png")),
-             corner(result, os.path.join(folder, "corner.png")),
-             correlation_difference(result, os.path.join(folder, "corr_diff.png"))]
+    from .interrupts import check as check_interrupt
+    plots = [(marginals, "marginals.png"), (corner, "corner.png"),
+             (correlation_difference, "corr_diff.png")]
     if result.samples.get("true_lp") is not None:
-        files.append(log_prob_scatter(result, os.path.join(folder, "log_prob.png")))
+        plots.append((log_prob_scatter, "log_prob.png"))
+    files = []
+    for plot, name in plots:
+        check_interrupt()  # a SIGTERM swallowed inside matplotlib ends the report here
+        files.append(plot(result, os.path.join(folder, name)))
     history = (training or {}).get("result", {}).get("history")
     if history:
         files.append(training_curves(history, os.path.join(folder, "training.png")))

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import metrics
-from .errors import LikeflowError
+from .interrupts import check as check_interrupt
+from .errors import LikeflowError, ReportError
 from .jsonutil import strict_json
 from .samples import ReadOptions, SampleSet, as_sample_set, read_samples
 
@@ -202,18 +203,44 @@ class ValidationResult:
 
     def write(self, folder: str | os.PathLike, *, training: dict | None = None,
               plots: bool = True) -> list[str]:
-        """Write ``metrics.json``, the plots and ``index.html`` into ``folder``; return the files."""
-        folder = os.fspath(folder)
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, "metrics.json"), "w") as f:
-            json.dump(strict_json(self.to_dict()), f, indent=1)
-        files = ["metrics.json"]
-        if plots:
-            from . import plots as plotting
-            files += plotting.validation_plots(self, folder, training=training)
-        with open(os.path.join(folder, "index.html"), "w") as f:
-            f.write(self._html([p for p in files if p.endswith(".png")]))
-        return files + ["index.html"]
+        """Write ``metrics.json``, the plots and ``index.html`` into ``folder``; return the files.
+
+        The files are written into a temp folder beside ``folder`` and moved into it when all
+        are written: a full disk, an error or an interrupt leaves no half-written report (and
+        an older report in ``folder`` as it was). A file system error is a
+        :class:`~likeflow.errors.ReportError`.
+        """
+        import shutil
+        import tempfile
+
+        from .fileio import describe_os_error
+        folder = os.path.abspath(os.fspath(folder))
+        tmp = None
+        try:
+            tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.tmp",
+                                   dir=os.path.dirname(folder))
+            with open(os.path.join(tmp, "metrics.json"), "w") as f:
+                json.dump(strict_json(self.to_dict()), f, indent=1)
+            files = ["metrics.json"]
+            if plots:
+                from . import plots as plotting
+                files += plotting.validation_plots(self, tmp, training=training)
+            with open(os.path.join(tmp, "index.html"), "w") as f:
+                f.write(self._html([p for p in files if p.endswith(".png")]))
+            files.append("index.html")
+            if not os.path.isdir(folder):
+                os.rename(tmp, folder)
+                tmp = None
+            else:
+                for name in files:
+                    os.replace(os.path.join(tmp, name), os.path.join(folder, name))
+        except OSError as e:
+            raise ReportError(folder, "the validation report could not be written "
+                              f"({describe_os_error(e)})") from None
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return files
 
     def _html(self, images: list[str]) -> str:
         rows = "".join(
@@ -354,6 +381,7 @@ def validate_test(surrogate, test: SampleSet, *, n: int | None = None, seed: int
     wa = None if w is None else w[rows[:m]]
     wb = None if w is None else w[rows[m:2 * m]]
     model_samples = surrogate.sample(m, seed=seed + 1)
+    check_interrupt()
     batches = 10 if m >= 200 else 2
     notes = list(notes or [])
     if w is not None:
@@ -366,8 +394,10 @@ def validate_test(surrogate, test: SampleSet, *, n: int | None = None, seed: int
         floor=metrics.two_sample_metrics(half_b, half_a, batches=batches, seed=seed, wa=wb,
                                          wb=wa),
         notes=notes)
+    check_interrupt()
     points = test.values[rows[:2 * m]]
     model_lp = surrogate.log_prob(points)
+    check_interrupt()
     if test.log_prob is not None:
         result.log_prob = metrics.log_prob_agreement(model_lp, test.log_prob[rows[:2 * m]])
     # a surrogate folded at a bound maps the mirror images too: unfold the test points at

@@ -579,16 +579,21 @@ def bench_bounded(args) -> dict:
     return out
 
 
-# case: (region, signal scale). The shared patches barely constrain mu_SIG (q < 0.1 on
-# [0, 10]); C40 is RegionC with the signal (yields, histosys, staterror) scaled by 40: real
-# backgrounds and systematics, a hypothetical stronger signal, best fit at the bound 0.
-REAL_CASES = {"B": ("RegionB", 1.0), "C": ("RegionC", 1.0), "C40": ("RegionC", 40.0)}
+# case: (region, patch, signal scale). B, C: the insensitive patch 1300_205_60 (q < 0.1 on
+# [0, 10]); C40 is RegionC with that signal (yields, histosys, staterror) scaled by 40: real
+# backgrounds and systematics, a hypothetical stronger signal, best fit at the bound 0. B900,
+# B1000, C1300, C1200: the sensitive patches of the README in --atlas (a limit inside [0, 10]).
+REAL_CASES = {"B": ("RegionB", "1300_205_60", 1.0), "C": ("RegionC", "1300_205_60", 1.0),
+              "C40": ("RegionC", "1300_205_60", 40.0),
+              "B900": ("RegionB", "900_850_60", 1.0), "B1000": ("RegionB", "1000_950_60", 1.0),
+              "C1300": ("RegionC", "1300_1295_60", 1.0),
+              "C1200": ("RegionC", "1200_1195_60", 1.0)}
 
 
-def real_workspace(args, region: str, scale: float) -> tuple[str, str | None]:
+def real_workspace(args, region: str, patch_name: str, scale: float) -> tuple[str, str | None]:
     """(workspace, patch) of a case; a scaled signal is written, patched, into --workdir."""
     d = os.path.join(args.atlas, region)
-    ws, patch = os.path.join(d, "BkgOnly.json"), os.path.join(d, f"patch.sbottom_{args.real_patch}.json")
+    ws, patch = os.path.join(d, "BkgOnly.json"), os.path.join(d, f"patch.sbottom_{patch_name}.json")
     if scale == 1.0:
         return ws, patch
     import jsonpatch
@@ -596,7 +601,7 @@ def real_workspace(args, region: str, scale: float) -> tuple[str, str | None]:
         spec = jsonpatch.apply_patch(json.load(f), json.load(g))
     for ch in spec["channels"]:
         for smp in ch["samples"]:
-            if smp["name"] != f"sbottom_{args.real_patch}":
+            if smp["name"] != f"sbottom_{patch_name}":
                 continue
             smp["data"] = [v * scale for v in smp["data"]]
             for m in smp["modifiers"]:
@@ -604,7 +609,7 @@ def real_workspace(args, region: str, scale: float) -> tuple[str, str | None]:
                     m["data"] = {k: [v * scale for v in m["data"][k]] for k in m["data"]}
                 elif m["type"] == "staterror":
                     m["data"] = [v * scale for v in m["data"]]
-    out = os.path.join(args.workdir, f"{region}_{args.real_patch}_signal_x{scale:g}.json")
+    out = os.path.join(args.workdir, f"{region}_{patch_name}_signal_x{scale:g}.json")
     with open(out, "w") as f:
         json.dump(spec, f)
     return out, None
@@ -648,10 +653,10 @@ def bench_real(args) -> dict:
 
     results = {}
     for case in args.real_cases:
-        region, scale = REAL_CASES[case]
-        ws, patch = real_workspace(args, region, scale)
+        region, patch_name, scale = REAL_CASES[case]
+        ws, patch = real_workspace(args, region, patch_name, scale)
         pre = os.path.join(args.workdir, f"real_{case}")
-        res = {"region": region, "signal_scale": scale, "patch": args.real_patch}
+        res = {"region": region, "signal_scale": scale, "patch": patch_name}
         for kind, extra in (("obs", []), ("asimov", ["--asimov"])):
             h5 = f"{pre}_{kind}.h5"
             if not (args.reuse and os.path.exists(h5)):
@@ -745,7 +750,7 @@ def bench_real(args) -> dict:
                 ["CLs expected pyhf", res["cls"]["pyhf"].get("expected")],
                 ["exact / surrogate profile+limit / CLs (s)",
                  f"{res['exact_s']:.0f} / {res['profile_s']:.0f} / {res['cls_s']:.0f}"]]
-        table(f"real likelihood {case}: {region}, patch {args.real_patch}, signal x{scale:g}, "
+        table(f"real likelihood {case}: {region}, patch {patch_name}, signal x{scale:g}, "
               f"{exact.dim} parameters", ["figure", "value"], rows)
         results[case] = res
     return results
@@ -940,7 +945,6 @@ def main() -> None:
                                                     "shared", "data", "atlas-sbottom"),
                     help="folder of the ATLAS sbottom workspaces (real)")
     ap.add_argument("--real-cases", nargs="+", default=list(REAL_CASES), choices=REAL_CASES)
-    ap.add_argument("--real-patch", default="1300_205_60")
     ap.add_argument("--real-n", type=int, default=200_000)
     ap.add_argument("--reuse-fits", action="store_true",
                     help="real: reuse surrogates already in --workdir (with --reuse)")
