@@ -37,6 +37,12 @@ def check() -> None:
         raise KeyboardInterrupt
 
 
+def handled() -> None:
+    """The interrupt was handled where it landed (training stops there and keeps its best
+    weights, then the work goes on to save and validate): forget it."""
+    _state["received"] = False
+
+
 def _raise_interrupt(signum, frame):
     _state["received"] = True
     raise KeyboardInterrupt

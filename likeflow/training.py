@@ -43,6 +43,7 @@ import numpy as np
 
 from .errors import LikeflowError
 from .feeding import ArrayRows, feed
+from .interrupts import handled
 from .jsonutil import check_types
 
 
@@ -231,6 +232,7 @@ def train(flow, train_x, val_x: np.ndarray, *, train_w: np.ndarray | None = None
                 break
     except KeyboardInterrupt:
         result.stopped = "interrupted"
+        handled()  # training ends here, as asked; what follows (save, validate) still runs
     while True:  # the best weights go back even if a signal arrives meanwhile
         try:
             restore(variables, loop.best)
