@@ -262,7 +262,7 @@ _MCMC = likeflow.MCMCConfig()
 FLOW_OPTIONS = ("flow", "layers", "hidden", "bins", "spline_range", "permutation", "activation",
                 "dtype", "reflect")
 TRAIN_OPTIONS = ("schedule", "cosine_steps", "epochs", "batch_size", "learning_rate", "patience",
-                 "max_time")
+                 "max_time", "density_weight")
 
 
 def default_output(samples_path: str) -> str:
@@ -355,6 +355,12 @@ def _parse_hidden(ctx, param, value):
               help="A time budget for training in seconds: the cosine schedule is shortened "
                    "(from the measured step time) so that it anneals within it; the limit is "
                    "checked between blocks of steps. Validation comes after.")
+@click.option("--density-weight", type=click.FloatRange(min=0), default=_TRAIN.density_weight,
+              show_default=True,
+              help="Weight of the density term where the file has log_prob: the residual "
+                   "log q - log p held constant over each batch, and at the file's anchors "
+                   "('generate --anchors'), where profiles are decided. 0: maximum likelihood "
+                   "alone.")
 @click.option("--stream/--no-stream", default=None,
               help="Train from the file without reading its training rows into memory: "
                    "shuffled blocks are read as training goes (likeflow and array layouts); "
@@ -988,8 +994,14 @@ def marginal_stats(marginal, prior_path, prior_bounds, n, seed, json_path):
 @click.option("--float32", "as_float32", is_flag=True,
               help="Store the samples rounded to float32 (half the size; the log densities are "
                    "evaluated at the rounded points, so they stay exact).")
+@click.option("--anchors/--no-anchors", "anchors", default=None,
+              help="Add anchors along the exact profile of the POI: the target's conditional "
+                   "modes out to q = 9 and points between them and the samples, with their "
+                   "exact log densities. Profiles and limits are decided there and no sample "
+                   "goes there; 'fit' trains on them and 'validate' measures the profile's "
+                   "error at held-out ones [default: for targets with a POI].")
 def generate(target, workspace, n, output, dim, components, patch, seed, use_mcmc, chains,
-             warmup, thin, kernel, poi, asimov, allow_unconverged, xla, as_float32):
+             warmup, thin, kernel, poi, asimov, allow_unconverged, xla, as_float32, anchors):
     """Sample a benchmark TARGET into a sample file with exact log densities.
 
     \b
@@ -1020,7 +1032,7 @@ def generate(target, workspace, n, output, dim, components, patch, seed, use_mcm
     g = likeflow.generate(target, n, out=output, seed=seed, method=method, mcmc=mcmc,
                           float32=as_float32, dim=dim, components=components,
                           workspace=workspace, patch=patch, poi=poi, asimov=asimov,
-                          progress=lambda m: click.echo(m, err=True))
+                          anchors=anchors, progress=lambda m: click.echo(m, err=True))
     if g.diagnostics:
         click.echo(g.summary(), err=True)
     click.echo(f"wrote {g.samples.n} samples of {g.samples.dim} parameters to {output} "

@@ -6,6 +6,8 @@ Training (:mod:`likeflow.training`) does not care where its rows live. A *row so
 - ``blocks(seed, epoch, batch, steps, block, dtype)``: the epoch's batches, as
   ``(x, w)`` arrays of shape ``(block, batch, dim)`` and ``(block, batch)``, in order; the last
   block may hold fewer real batches (the rest repeats them: compiled steps see one shape).
+  A source with ``has_log_prob`` adds the target's log density ``y`` and the anchor mask ``a``
+  (``(x, w, y, a)``, anchors appended to each batch: :class:`ArrayRows`).
 
 - ``prefetch``: whether :func:`feed` should prepare the next block while the current one
   trains (worth it when a block is read from disk, not when it is gathered in memory).
@@ -30,11 +32,24 @@ import numpy as np
 
 @dataclass
 class ArrayRows:
-    """Training rows held in memory (``w``: their weights, None for equal weights)."""
+    """Training rows held in memory (``w``: their weights, None for equal weights).
+
+    With ``y``, the target's log density at the rows, every block also carries it, and the
+    density term of :func:`likeflow.training.batch_loss` can run: blocks are then
+    ``(x, w, y, a)``, each batch followed by ``anchors_per_batch`` anchors (points with a
+    known log density that are not samples: weight 0, ``a`` = 1) drawn at random from
+    ``anchors`` (``(values, log_prob)``)."""
 
     x: np.ndarray
     w: np.ndarray | None = None
+    y: np.ndarray | None = None
+    anchors: tuple[np.ndarray, np.ndarray] | None = None
+    anchors_per_batch: int = 0
     prefetch = False
+
+    @property
+    def has_log_prob(self) -> bool:
+        return self.y is not None
 
     @property
     def n(self) -> int:
@@ -48,13 +63,26 @@ class ArrayRows:
                dtype=np.float32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Epoch ``epoch``: a permutation of the rows seeded by ``(seed, epoch)`` cut into
         ``steps`` batches of ``batch`` rows (the remainder is left out)."""
-        order = np.random.default_rng([seed, epoch]).permutation(self.n)[:steps * batch]
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(self.n)[:steps * batch]
+        k = self.anchors_per_batch if self.anchors is not None and self.y is not None else 0
         for start in range(0, steps, block):
             idx = pad_steps(order[start * batch:(start + block) * batch].reshape(-1, batch),
                             block)
             x = self.x[idx].astype(dtype, copy=False)
             w = np.ones(idx.shape, dtype) if self.w is None else self.w[idx].astype(dtype)
-            yield x, w
+            if self.y is None:
+                yield x, w
+                continue
+            y = self.y[idx].astype(dtype)
+            a = np.zeros(idx.shape, dtype)
+            if k:  # anchors after each batch's rows: no weight in the likelihood
+                pick = rng.integers(0, len(self.anchors[0]), size=(block, k))
+                x = np.concatenate([x, self.anchors[0][pick].astype(dtype)], axis=1)
+                y = np.concatenate([y, self.anchors[1][pick].astype(dtype)], axis=1)
+                w = np.concatenate([w, np.zeros((block, k), dtype)], axis=1)
+                a = np.concatenate([a, np.ones((block, k), dtype)], axis=1)
+            yield x, w, y, a
 
 
 def pad_steps(a: np.ndarray, block: int) -> np.ndarray:
@@ -73,7 +101,7 @@ def feed(source, *, seed: int, epoch: int, batch: int, steps: int, block: int, d
     np_dtype = np.dtype(dtype.as_numpy_dtype)
     kw = dict(seed=seed, epoch=epoch, batch=batch, steps=steps, block=block, dtype=np_dtype)
     if not source.prefetch:
-        return ((tf.constant(x), tf.constant(w)) for x, w in source.blocks(**kw))
+        return (tuple(tf.constant(v) for v in b) for b in source.blocks(**kw))
     spec = (tf.TensorSpec((block, batch, source.dim), dtype),
             tf.TensorSpec((block, batch), dtype))
     return iter(tf.data.Dataset.from_generator(lambda: source.blocks(**kw),

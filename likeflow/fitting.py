@@ -212,6 +212,11 @@ def _split(s: SampleSet, spec: SplitSpec, path: str | None):
     """(train, validation, test) parts of ``s``; each must carry weight."""
     rows = split_of(s, spec)
     parts = (s.subset(rows.train), s.subset(rows.validation), s.subset(rows.test))
+    if s.anchors is not None:  # anchors held out whole with their mode, as validation sees
+        trained, held = s.anchors.split(spec.seed)
+        parts = (dataclasses.replace(parts[0], anchors=trained),
+                 dataclasses.replace(parts[1], anchors=None),
+                 dataclasses.replace(parts[2], anchors=held))
     for part, name in zip(parts, ("training", "validation", "test")):
         if part.weights is not None and not part.weights.sum() > 0:
             raise LikeflowError(f"{path or '<samples>'}: the weights of the {part.n} {name} "
@@ -228,6 +233,8 @@ def _data_record(s: SampleSet, path: str | None, read_options: ReadOptions, spec
             "n": s.n, "read_options": opts, "split": spec.record(),
             "split_kind": "chain blocks" if s.chain is not None else "random rows",
             "n_train": parts[0].n, "n_validation": parts[1].n, "n_test": parts[2].n}
+    if parts[0].anchors is not None:
+        data["anchors"] = {"n_train": parts[0].anchors.n, "n_test": parts[2].anchors.n}
     if s.origin is not None and s.origin.file:
         data.update(file_realpath=s.origin.file, origin_n=s.origin.n,
                     origin_options=s.origin.options)
@@ -316,6 +323,7 @@ def _train(flow, parts, tcfg: TrainConfig, seeds: Seeds, record: dict, out, prev
     tr, va, _ = parts
     return train(flow, tr.values if rows is None else rows, va.values,
                  train_w=tr.weights if rows is None else None, val_w=va.weights,
+                 train_y=tr.log_prob, val_y=va.log_prob, anchors=tr.anchors,
                  config=tcfg, seed=seeds.shuffle, progress=progress, on_best=checkpoint,
                  previous=previous, strategy=strategy)
 
@@ -343,8 +351,10 @@ def _fit_piecewise(s: SampleSet, parts, rec: dict, seeds: Seeds, flow_config, tc
         _seed_everything(seeds.flow + k)
         flow = _built(config, strategy)
         say(f"cluster {k + 1}/{rec['components']}: {tr_k.n} training rows")
+        # the density term per cluster (the anchors lie between clusters: none)
         results.append(train(flow, tr_k.values, va_k.values, train_w=tr_k.weights,
-                             val_w=va_k.weights, config=tcfg, seed=seeds.shuffle + k,
+                             val_w=va_k.weights, train_y=tr_k.log_prob, val_y=va_k.log_prob,
+                             config=tcfg, seed=seeds.shuffle + k,
                              progress=progress, strategy=strategy).to_dict())
         flows.append(flow)
         weights.append(float(tr_k.n if tr_k.weights is None else tr_k.weights.sum()))

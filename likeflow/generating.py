@@ -54,7 +54,7 @@ class Generated:
 def generate(target, n: int, *, out: str | os.PathLike | None = None, seed: int = 0,
              method: str = "auto", mcmc: MCMCConfig | None = None, float32: bool = False,
              dim: int = 10, components: int = 3, workspace=None, patch=None,
-             poi: str | None = None, asimov: bool = False,
+             poi: str | None = None, asimov: bool = False, anchors: bool | None = None,
              progress: Callable[[str], None] | None = None) -> Generated:
     """``n`` samples of a benchmark target with their exact log densities.
 
@@ -69,6 +69,9 @@ def generate(target, n: int, *, out: str | os.PathLike | None = None, seed: int 
         mcmc: the :class:`MCMCConfig` (its seed is ``seed``).
         float32: round the samples to float32 (the log densities are evaluated at the
             rounded points, so they stay exact).
+        anchors: add anchors along the exact profile of the (first) POI
+            (:func:`likeflow.anchors.profile_path`: the target's conditional modes, where
+            profiles and limits are decided and no sample goes); None: for targets with a POI.
         progress: called with lines on the MCMC's progress.
     """
     check_outputs([out], inputs=[workspace, patch])
@@ -95,8 +98,19 @@ def generate(target, n: int, *, out: str | os.PathLike | None = None, seed: int 
         prior = t.evaluate_prior(x)
         ev = {"log_prob": result.log_prob, "log_prior": prior,
               "log_likelihood": result.log_prob - prior}
+    if anchors and not t.poi:
+        raise LikeflowError(f"{t.name}: anchors lie along a POI, and this target has none")
+    found = None
+    if anchors or (anchors is None and t.poi):
+        from .anchors import profile_path
+        t_a = time.perf_counter()
+        found = profile_path(t, x, poi=t.names.index(t.poi[0]), seed=seed, progress=progress)
+        if progress is not None:
+            progress(f"anchors: {found.n} points ({int((found.kind == 0).sum())} conditional "
+                     f"modes) in {time.perf_counter() - t_a:.0f} s")
     s = SampleSet(x, names=t.names, poi=t.poi, bounds=t.bounds, log_prob=ev["log_prob"],
-                  log_likelihood=ev["log_likelihood"], log_prior=ev["log_prior"], chain=chain)
+                  log_likelihood=ev["log_likelihood"], log_prior=ev["log_prior"], chain=chain,
+                  anchors=found)
     g = Generated(s, "exact" if diag is None else "mcmc", diag, converged,
                   time.perf_counter() - t0, t.describe())
     if out is not None:

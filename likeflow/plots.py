@@ -32,6 +32,8 @@ def validation_plots(result, folder: str, *, training: dict | None = None) -> li
              (correlation_difference, "corr_diff.png")]
     if result.samples.get("true_lp") is not None:
         plots.append((log_prob_scatter, "log_prob.png"))
+    if (result.residual or {}).get("status") == "measured":
+        plots.append((residual_drifts, "residual.png"))
     files = []
     for plot, name in plots:
         check_interrupt()  # a SIGTERM swallowed inside matplotlib ends the report here
@@ -172,6 +174,41 @@ def log_prob_scatter(result, path: str) -> str:
     ax.set_title(f"Pearson {result.log_prob['pearson']:.5f}, spread "
                  f"{result.log_prob['diff_std']:.3f}", fontsize=9)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def residual_drifts(result, path: str) -> str:
+    """log q - log p along each POI (bin means and densest quarters, 1 sigma errors), the held-out
+    exact conditional modes on the first POI's panel, and along the latent radius."""
+    from .residuals import DRIFT_THRESHOLDS
+    plt = _plt()
+    res = result.residual
+    panels = list(res.get("poi", {}).items())[:3]
+    if "latent_radius" in res:
+        panels.append(("latent |z|^2", res["latent_radius"]))
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5 * max(1, len(panels)), 4),
+                             squeeze=False)
+    warn = DRIFT_THRESHOLDS[0]
+    for ax, (name, d) in zip(axes[0], panels):
+        c = np.asarray(d["center"])
+        ax.errorbar(c, d["drift"], yerr=d["se"], fmt="o-", color=TEST_COLOR, ms=3,
+                    label="bin mean")
+        if "dense_drift" in d:
+            ax.errorbar(c, d["dense_drift"], yerr=d["dense_se"], fmt="s--", color=MODEL_COLOR,
+                        ms=3, label="densest quarter of the bin")
+        a = res.get("anchors")
+        if a is not None and a["poi"] == name and a["modes"]["poi"]:
+            ax.plot(a["modes"]["poi"], a["modes"]["drift"], "k^", ms=5,
+                    label="exact conditional modes (vs best fit)")
+        ax.axhspan(-warn, warn, color="0.9", zorder=0, label=f"+-{warn} nats")
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set_xlabel(_text(name))
+        ax.set_ylabel("log q - log p, drift (nats)")
+        ax.legend(fontsize=7)
+    fig.suptitle("residual of the surrogate's log density: flat where it is right", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -35,6 +35,7 @@ from . import metrics
 from .interrupts import check as check_interrupt
 from .errors import LikeflowError, ReportError
 from .jsonutil import strict_json
+from .residuals import DRIFT_THRESHOLDS, residual_checks
 from .samples import ReadOptions, SampleSet, as_sample_set, read_samples
 
 
@@ -50,6 +51,11 @@ VERDICT_THRESHOLDS = {
     "latent_chi2_pvalue": (1e-3, 1e-8),
     "latent_chi2_ks": (0.02, 0.04),
     "flagged_fraction": (0.0, 0.05),
+    # (warn above, fail above), nats: the residual log q - log p drifting along a POI beyond
+    # the noise (likeflow.residuals), and at held-out anchors relative to the best fit (the
+    # profile's q is off by twice it: 0.05 nats is 0.1 in q)
+    "residual_drift": DRIFT_THRESHOLDS,
+    "anchor_drift": DRIFT_THRESHOLDS,
 }
 
 
@@ -64,6 +70,7 @@ class ValidationResult:
     floor: dict
     log_prob: dict | None = None
     latent: dict | None = None
+    residual: dict | None = None
     flagged: list[str] = field(default_factory=list)
     flag_reasons: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -92,6 +99,12 @@ class ValidationResult:
             rows += [("log-prob Pearson", lp["pearson"], None, "1"),
                      ("log-prob Spearman", lp["spearman"], None, "1"),
                      ("log-prob difference std", lp["diff_std"], None, "0")]
+        res = self.residual or {}
+        for name, d in res.get("poi", {}).items():
+            rows.append((f"residual drift along {name} (nats)", d["excess"], None, "0"))
+        if "anchors" in res:
+            rows.append(("residual drift at anchors (nats)", res["anchors"]["max_abs_drift"],
+                         None, "0"))
         if self.latent:
             rows.append(("latent |z|^2 vs chi2(D): KS p", self.latent["pvalue"], None, ">0.01"))
             rows.append(("latent |z|^2 vs chi2(D): KS stat", self.latent["ks_statistic"], None,
@@ -139,6 +152,25 @@ class ValidationResult:
                 worse(2, f"latent |z|^2 vs chi2(D): KS {ks:.3f} > {fail_ks}, p = {p:.2g}")
             elif p < warn and ks > warn_ks:
                 worse(1, f"latent |z|^2 vs chi2(D): KS {ks:.3f} > {warn_ks}, p = {p:.2g}")
+        res = self.residual or {}
+        warn, fail = VERDICT_THRESHOLDS["residual_drift"]
+        for name, d in res.get("poi", {}).items():
+            e, at = d["excess"], d["worst"]
+            if e > warn:
+                worse(2 if e > fail else 1,
+                      f"log q - log p drifts along {name}: {at['drift']:+.3f} +- {at['se']:.3f} "
+                      f"nats ({at['kind']} at {name} = {at['at']:.4g}), "
+                      f"{e:.3f} beyond the noise > {fail if e > fail else warn}")
+        warn, fail = VERDICT_THRESHOLDS["anchor_drift"]
+        if "anchors" in res and res["anchors"]["worst"] is not None:
+            a = res["anchors"]
+            d = a["max_abs_drift"]
+            if d > warn:
+                worse(2 if d > fail else 1,
+                      f"log q - log p at the exact conditional modes of {a['poi']} drifts by "
+                      f"{a['worst']['drift']:+.3f} nats from the best fit (at {a['poi']} = "
+                      f"{a['worst']['poi']:.4g}; the profile's q is off by "
+                      f"{-2 * a['worst']['drift']:+.2f}) > {fail if d > fail else warn}")
         warn, fail = VERDICT_THRESHOLDS["flagged_fraction"]
         if self.flagged:
             frac = len(self.flagged) / len(self.names)
@@ -161,11 +193,13 @@ class ValidationResult:
             "flag_reasons": self.flag_reasons,
             "worst": self.worst(5),
             "notes": self.notes,
+            **({"residual": _residual_summary(self.residual)} if self.residual else {}),
         }
 
     def to_dict(self) -> dict:
         return {"names": self.names, "poi": self.poi, "n": self.n, "model": self.model,
                 "noise_floor": self.floor, "log_prob": self.log_prob, "latent": self.latent,
+                "residual": self.residual,
                 "flagged": self.flagged, "notes": self.notes, "elapsed_s": self.elapsed,
                 "summary": self.summary()}
 
@@ -298,6 +332,9 @@ _CAPTIONS = {
     "corr_diff.png": "correlation matrix of the surrogate minus that of the test data",
     "log_prob.png": "surrogate log density vs the file's log density on the test points",
     "training.png": "training and validation loss per epoch",
+    "residual.png": "log q - log p along each POI (mean and densest quarter of quantile bins, "
+                    "with 1 sigma errors) and at the held-out exact conditional modes: it must "
+                    "be flat; a profile's q is off by twice its drift",
 }
 
 
@@ -403,8 +440,14 @@ def validate_test(surrogate, test: SampleSet, *, n: int | None = None, seed: int
     # a surrogate folded at a bound maps the mirror images too: unfold the test points at
     # random (seeded) so that they are samples of the unfolded flow before the chi2 check
     unfolded = surrogate.unfold(points, seed=seed) if hasattr(surrogate, "unfold") else points
-    result.latent = metrics.latent_chi2(surrogate.to_latent(unfolded),
-                                        None if w is None else w[rows[:2 * m]])
+    z = np.asarray(surrogate.to_latent(unfolded))
+    result.latent = metrics.latent_chi2(z, None if w is None else w[rows[:2 * m]])
+    check_interrupt()
+    result.residual = residual_checks(surrogate, test, rows[:2 * m], model_lp,
+                                      latent_r2=np.sum(z ** 2, axis=1))
+    if result.residual["status"] == "no log_prob":
+        notes.append("the residual check (log q - log p along each POI) could not run: the "
+                     "test samples have no log_prob")
     limit = 0.01 / test.dim
     reasons = {name: ["KS"] for name, p in zip(test.names, result.model["ks_pvalue"])
                if p < limit}
@@ -416,6 +459,17 @@ def validate_test(surrogate, test: SampleSet, *, n: int | None = None, seed: int
                       "true_lp": None if test.log_prob is None else test.log_prob[rows[:2 * m]]}
     result.elapsed = time.perf_counter() - t0
     return result
+
+
+def _residual_summary(res: dict) -> dict:
+    """The residual check in a surrogate file: its status and, per POI, the excess drift."""
+    out = {"status": res["status"]}
+    if res.get("poi"):
+        out["poi"] = {k: {"excess": d["excess"], "worst": d["worst"]}
+                      for k, d in res["poi"].items()}
+    if "anchors" in res:
+        out["anchors"] = {k: res["anchors"][k] for k in ("poi", "max_abs_drift", "worst")}
+    return out
 
 
 def tail_flags(model: dict, floor: dict) -> list[int]:

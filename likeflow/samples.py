@@ -35,13 +35,16 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import h5py
 import numpy as np
 
 from .bounds import as_bounds, bounds_to_json
 from .chains import TEXT_LAYOUTS, read_text_chain
+
+if TYPE_CHECKING:
+    from .anchors import Anchors
 from .errors import LikeflowError, SampleFileError
 from .fileio import atomic_h5, check_memory, check_stored, open_h5
 
@@ -105,6 +108,8 @@ class SampleSet:
         log_likelihood, log_prior: (N,) the two parts of ``log_prob``, if known.
         weights: (N,) non-negative sample weights, if any.
         chain: (N,) the MCMC chain of each row, if known (rows of a chain contiguous, in order).
+        anchors: points off the samples with their exact log density (the conditional modes
+            along the POI: :mod:`likeflow.anchors`), if the file has them; not rows.
         dropped_nonfinite: rows dropped on reading because they held NaN or inf.
         origin: where the rows came from (file, row indices in it), when read from a file.
     """
@@ -118,6 +123,7 @@ class SampleSet:
     log_prior: np.ndarray | None = None
     weights: np.ndarray | None = None
     chain: np.ndarray | None = None
+    anchors: "Anchors | None" = None
     dropped_nonfinite: int = 0
     origin: "Origin | None" = None
 
@@ -202,6 +208,9 @@ class SampleSet:
         if np.isnan(self.bounds).any() or (self.bounds[:, 0] >= self.bounds[:, 1]).any():
             bad = [self.names[i] for i in np.flatnonzero(~(self.bounds[:, 0] < self.bounds[:, 1]))]
             raise SampleFileError(path, f"lower bound not below upper bound for {bad}", "bounds")
+        problem = None if self.anchors is None else self.anchors.problem(d, self.bounds)
+        if problem:
+            raise SampleFileError(path, problem, "anchors")
 
         out = self
         bad_rows = ~np.isfinite(v).all(axis=1)
@@ -462,6 +471,9 @@ def write_samples(path: str | os.PathLike, s: SampleSet, *, compression: str | N
                 f.create_dataset(col, data=c, **kw)
         for name, c in columns.items():
             f.create_dataset(name, data=np.asarray(c), **kw)
+        if s.anchors is not None:
+            from . import anchors
+            anchors.write(f.create_group("anchors"), s.anchors)
         _write_meta(f, s.names, s.poi, s.bounds)
         for k, v in (attrs or {}).items():
             f.attrs[k] = v
@@ -746,6 +758,9 @@ def _read_likeflow(path, f, opts: ReadOptions, rows: np.ndarray | None = None) -
                 raise SampleFileError(path, f"has {cds.shape[0]} entries but 'samples' has {n} "
                                       "rows", c)
             cols[c] = _gather(cds, rows, n)
+    if "anchors" in f and isinstance(f["anchors"], h5py.Group):
+        from . import anchors
+        cols["anchors"] = anchors.read(f["anchors"])
     return SampleSet(_gather(ds, rows, n), **_meta(path, f, f, d), **cols,
                      origin=_provisional_origin(n, rows))
 

@@ -4,7 +4,7 @@
 A surrogate file (``*.likeflow.h5``) holds
 
 - root attributes ``format = "likeflow-surrogate"``, ``format_version`` (2; the major number
-  of ``schema_version``, "2.1.0"), ``likeflow_version``, ``tensorflow_version``;
+  of ``schema_version``, "2.2.0"), ``likeflow_version``, ``tensorflow_version``;
 - four JSON records, each following its schema (``likeflow/schemas/<version>/``,
   :mod:`likeflow.schema`): ``config``, the :class:`~likeflow.flows.FlowConfig` (architecture,
   hyperparameters, names, POIs, bounds, preprocessing constants, dtype, seed, permutations);
@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -41,6 +42,7 @@ import os
 import numpy as np
 
 from . import schema
+from .anchors import held_out_anchors
 from ._version import __version__
 from .batching import batch_slices, map_batches, padded_size
 from .bounds import mirror_images
@@ -313,14 +315,17 @@ class Surrogate:
         """
         data = self.training.get("data", {})
         if data.get("fingerprint") == samples.fingerprint():
-            return samples.subset(split_of(samples, self.split_spec()).test), []
+            test = samples.subset(split_of(samples, self.split_spec()).test)
+            return dataclasses.replace(test, anchors=held_out_anchors(samples, self.training.get("seed", 0))), []
         used = self._training_rows_of(samples)
         if used is not None:
             keep = ~np.isin(samples.origin.rows, used)
             if not keep.any():
                 raise LikeflowError(f"every row of {samples.origin.file} read this way was used to "
                                     "train the surrogate: nothing is left to validate on")
-            return samples.subset(keep), [
+            test = dataclasses.replace(samples.subset(keep),
+                                       anchors=held_out_anchors(samples, self.training.get("seed", 0)))
+            return test, [
                 f"the surrogate was trained on this file (read with other options): the "
                 f"{int((~keep).sum())} rows it trained or early-stopped on are left out; "
                 f"{int(keep.sum())} rows remain as test data"]
@@ -350,16 +355,18 @@ class Surrogate:
             if samples.dim != self.dim:
                 raise LikeflowError(f"{path}: {samples.dim} columns but the surrogate has "
                                     f"{self.dim} parameters")
-            x = samples.values
+            cols = list(range(self.dim))
         else:
             missing = [n for n in self.names if n not in samples.names]
             if missing:
                 raise LikeflowError(f"{path}: parameters {missing[:8]} of the surrogate are not "
                                     f"in the file (it has {samples.names[:8]}...)")
-            x = samples.values[:, [samples.names.index(n) for n in self.names]]
-        return SampleSet(x, names=self.names, poi=self.poi, bounds=self.bounds,
-                         log_prob=samples.log_prob, weights=samples.weights,
-                         origin=samples.origin)
+            cols = [samples.names.index(n) for n in self.names]
+        a = samples.anchors
+        return SampleSet(samples.values[:, cols], names=self.names, poi=self.poi,
+                         bounds=self.bounds, log_prob=samples.log_prob, weights=samples.weights,
+                         origin=samples.origin, anchors=None if a is None else dataclasses.replace(
+                             a, values=a.values[:, cols]))
 
     def _training_rows_of(self, samples: SampleSet) -> np.ndarray | None:
         """File rows the surrogate trained or early-stopped on, if ``samples`` come from the

@@ -44,6 +44,7 @@ import numpy as np
 from .errors import LikeflowError
 from .feeding import ArrayRows, feed
 from .interrupts import handled
+from .losses import ANCHORS_PER_BATCH, batch_loss
 from .jsonutil import check_types
 
 
@@ -70,6 +71,11 @@ class TrainConfig:
             it is spent (checked every few steps, not only at the end of an epoch).
         max_rollbacks: NaN roll-backs allowed before giving up.
         jit_compile: compile the steps with XLA (None: yes; False: without XLA).
+        density_weight: weight of the density term (:func:`batch_loss`), where the training
+            rows carry the target's log density: the variance over each batch of the
+            residual ``log q - log p``, which must be constant, and with anchors in the file
+            (:mod:`likeflow.anchors`) the residual at the anchors held to the batch's. 0:
+            maximum likelihood alone.
 
     The seed of the shuffles is not a training hyperparameter: it is the fit's one seed
     (:func:`likeflow.fitting.plan_seeds`), given to :func:`train`.
@@ -89,6 +95,7 @@ class TrainConfig:
     max_time: float | None = None
     max_rollbacks: int = 8
     jit_compile: bool | None = None
+    density_weight: float = 1.0
 
     def __post_init__(self) -> None:
         check_types(self, {"schedule": "str", "cosine_steps": "int", "epochs": "int",
@@ -96,7 +103,10 @@ class TrainConfig:
                            "min_learning_rate": "float", "lr_patience": "int",
                            "lr_factor": "float", "patience": "int", "min_delta": "float",
                            "clip_norm": "float", "max_time": "float?", "max_rollbacks": "int",
-                           "jit_compile": "bool?"}, "training")
+                           "jit_compile": "bool?", "density_weight": "float"}, "training")
+        if not self.density_weight >= 0:
+            raise LikeflowError(f"training: density_weight must be >= 0, not "
+                                f"{self.density_weight}")
         if self.max_time is not None and not self.max_time > 0:
             raise LikeflowError(f"training: max_time must be positive seconds (or null), not "
                                 f"{self.max_time}")
@@ -122,6 +132,7 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in names}
         d.setdefault("schedule", "plateau")  # files from before the schedule was recorded
+        d.setdefault("density_weight", 0.0)  # ... and before the density term
         return cls(**d)
 
 
@@ -137,6 +148,7 @@ class TrainResult:
     rollbacks: int = 0
     learning_rate: float = 0.0
     planned_steps: int = 0      # the cosine's length in optimizer steps, as (re-)planned
+    density_term: str = "off"   # "residual" or "residual and anchors" (likeflow.losses)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -153,7 +165,9 @@ def restore(variables, values: list[np.ndarray]) -> None:
 
 
 def train(flow, train_x, val_x: np.ndarray, *, train_w: np.ndarray | None = None,
-          val_w: np.ndarray | None = None, config: TrainConfig | None = None, seed: int = 0,
+          val_w: np.ndarray | None = None, train_y: np.ndarray | None = None,
+          val_y: np.ndarray | None = None, anchors=None,
+          config: TrainConfig | None = None, seed: int = 0,
           progress: Callable[[dict], None] | None = None,
           on_best: Callable[[TrainResult], None] | None = None,
           previous: TrainResult | None = None, strategy=None) -> TrainResult:
@@ -166,6 +180,10 @@ def train(flow, train_x, val_x: np.ndarray, *, train_w: np.ndarray | None = None
             from a file).
         train_w, val_w: optional non-negative weights of the points (a row source carries
             its own).
+        train_y, val_y: the target's log density at the points (up to a constant), if known:
+            the density term of :func:`likeflow.losses.batch_loss` (``density_weight``).
+        anchors: an :class:`~likeflow.anchors.Anchors` (points with a known log density that
+            are not samples), added to every batch for the density term.
         config: a :class:`TrainConfig`.
         seed: seeds the shuffle of every epoch.
         progress: called with each epoch's record (a dict) after the epoch; within an epoch
@@ -187,16 +205,30 @@ def train(flow, train_x, val_x: np.ndarray, *, train_w: np.ndarray | None = None
     if not variables:
         raise LikeflowError("the flow has no trainable variables (untracked layers?)")
     # relative weights: scaled to a largest weight of 1 (1e39 is inf in float32)
-    rows = train_x if hasattr(train_x, "blocks") else ArrayRows(
-        train_x, None if train_w is None else train_w / np.max(train_w))
+    train_w = None if train_w is None else train_w / np.max(train_w)
     val_w = None if val_w is None else val_w / np.max(val_w)
+    density = (cfg.density_weight > 0 and train_y is not None and val_y is not None
+               and strategy is None and not hasattr(train_x, "blocks"))
+    if density:
+        # the log densities' constant is free: centred, so that float32 keeps their digits
+        shift = float(np.median(train_y))
+        train_y, val_y = train_y - shift, val_y - shift
+        anchors = None if anchors is None or anchors.n == 0 else (
+            anchors.values, anchors.log_prob - shift)
+    rows = train_x if hasattr(train_x, "blocks") else ArrayRows(
+        train_x, train_w, train_y if density else None, anchors if density else None,
+        max(1, round(min(cfg.batch_size, len(train_x)) * ANCHORS_PER_BATCH)))
     result = previous if previous is not None else TrainResult(learning_rate=cfg.learning_rate)
+    result.density_term = ("off" if not density else "residual" if anchors is None
+                           else "residual and anchors")
     with (strategy.scope() if strategy is not None else contextlib.nullcontext()):
         optimizer = tf_keras.optimizers.Adam(
             learning_rate=result.learning_rate or cfg.learning_rate)
         optimizer.build(variables)
-    steps = _Steps(flow, variables, optimizer, cfg, strategy)
-    val_loss = make_mean_loss(flow, val_x, val_w)
+    steps = _Steps(flow, variables, optimizer, cfg, strategy,
+                   density_weight=cfg.density_weight if density else 0.0)
+    val_loss = make_mean_loss(flow, val_x, val_w, y=val_y if density else None,
+                              density_weight=cfg.density_weight)
     loop = _Loop(variables, snapshot(variables))
     if previous is None or not math.isfinite(result.best_val_loss):
         result.best_val_loss = val_loss()
@@ -257,17 +289,21 @@ class _Steps:
     One call runs the first ``stop`` steps of a block of batches in a compiled loop: loss,
     gradient, clipping, the finite check and the Adam update, with no return to Python
     between steps (on a CPU the dispatch of a step's few hundred small ops costs as much as
-    the step). On one device the whole loop is XLA-compiled; under a
-    ``tf.distribute.MirroredStrategy`` each replica computes its share of the batch (the
+    the step). On one device the whole loop is XLA-compiled, with the density term of
+    :func:`likeflow.losses.batch_loss` where the rows carry it; under a
+    ``tf.distribute.MirroredStrategy`` (maximum likelihood only: the batch's variance of the
+    residual does not split into replicas' shares) each replica computes its share of the batch (the
     loss and gradient XLA-compiled), the gradients are summed across replicas, and the one
     clipped update is applied to every replica's copy of the weights."""
 
-    def __init__(self, flow, variables, optimizer, cfg: TrainConfig, strategy=None):
+    def __init__(self, flow, variables, optimizer, cfg: TrainConfig, strategy=None,
+                 density_weight: float = 0.0):
         from .tfsetup import tf
 
         dtype = flow.dtype
         self.optimizer = optimizer
         self.cfg = cfg
+        self.density_weight = density_weight
         self.loss_sum = tf.Variable(0.0, dtype=dtype, trainable=False)
         self.bad_steps = tf.Variable(0, dtype=tf.int32, trainable=False)
         self.compiled = False
@@ -301,15 +337,18 @@ class _Steps:
     def _single(self, flow, variables, jit: bool):
         from .tfsetup import tf
 
-        def one_step(x, w, lr):
+        weight = self.density_weight
+
+        def one_step(batch, lr):
+            x, w, *ya = batch
             with tf.GradientTape() as tape:
-                loss = -tf.reduce_sum(w * flow.train_log_prob(x)) / tf.reduce_sum(w)
+                loss = batch_loss(flow.train_log_prob(x), w, *ya, density_weight=weight)
             self._apply(tape.gradient(loss, variables), variables, loss, lr)
 
         @tf.function(jit_compile=jit)
-        def run(xs, ws, lrs, stop):
+        def run(block, lrs, stop):
             def body(k):
-                one_step(xs[k], ws[k], lrs[k])
+                one_step(tuple(b[k] for b in block), lrs[k])
                 return (k + 1,)
             tf.while_loop(lambda k: k < stop, body, (tf.constant(0),))
 
@@ -361,7 +400,8 @@ class _Steps:
             tf.cond(first(finite)[0], update, skip)
 
         @tf.function
-        def run(xs, ws, lrs, stop):
+        def run(block, lrs, stop):
+            xs, ws = block[:2]  # maximum likelihood only (see _Steps)
             for k in tf.range(stop):
                 one_step(xs[k], ws[k], lrs[k])
 
@@ -371,12 +411,12 @@ class _Steps:
         """The epoch's mean training loss over its ``done`` steps, skipped steps left out."""
         return float(self.loss_sum.numpy()) / max(1, done - int(self.bad_steps.numpy()))
 
-    def run(self, x, w, lrs, stop: int) -> None:
-        """The first ``stop`` steps of the block ``x`` (batches, rows, dim) with weights ``w``
-        at rates ``lrs``, waiting until they are done."""
+    def run(self, block: tuple, lrs, stop: int) -> None:
+        """The first ``stop`` steps of ``block``, ``(x, w)`` or ``(x, w, y, a)`` (steps first:
+        x of shape (steps, rows, dim)), at rates ``lrs``, waiting until they are done."""
         from .tfsetup import tf
 
-        self._run(x, w, lrs, tf.constant(stop))
+        self._run(tuple(block), lrs, tf.constant(stop))
         self.loss_sum.numpy()   # wait for the device: the clock must see the real time
         self.compiled = True
 
@@ -509,11 +549,11 @@ def _run_epoch(steps: _Steps, rows, plan: _Plan, loop: _Loop, epoch: int, seed: 
                   block=_BLOCK, dtype=steps.loss_sum.dtype)
     done, time_limit, in_steps = 0, False, 0.0
     while done < plan.steps_in(epoch):
-        x, w = next(blocks)
+        block = next(blocks)
         stop = min(done + _BLOCK, plan.steps_in(epoch))
         measured = steps.compiled   # the first call compiles: not a step's cost
         t_block = time.perf_counter()
-        steps.run(x, w, _block_rates(steps, plan, loop, epoch, done), stop - done)
+        steps.run(block, _block_rates(steps, plan, loop, epoch, done), stop - done)
         in_steps += time.perf_counter() - t_block
         if measured:
             clock.measured(time.perf_counter() - t_block, stop - done)
@@ -537,6 +577,8 @@ def _run_epoch(steps: _Steps, rows, plan: _Plan, loop: _Loop, epoch: int, seed: 
     record = {"epoch": epoch, "train_loss": steps.mean_loss(done),
               "val_loss": loss, "lr": float(optimizer.learning_rate.numpy()),
               "bad_steps": bad, "steps": done, "time": time.perf_counter() - t0}
+    if "val_residual_std" in getattr(val_loss, "parts", {}):
+        record.update(val_loss.parts)
     if time_limit:
         record["time_limit"] = True
     # the validation was traced before training; the first block's compile is in in_steps
@@ -588,26 +630,50 @@ def _epochs_since_best(result: TrainResult) -> int:
     return len(result.history) - 1 - result.best_epoch if result.history else 0
 
 
-def make_mean_loss(flow, x: np.ndarray, w: np.ndarray | None, batch: int = 8192):
-    """A function returning the weighted mean negative log-likelihood of ``flow`` on ``x``.
+def make_mean_loss(flow, x: np.ndarray, w: np.ndarray | None, batch: int = 8192, *,
+                   y: np.ndarray | None = None, density_weight: float = 0.0):
+    """A function returning the weighted mean negative log-likelihood of ``flow`` on ``x``
+    (with ``y``, the target's log density at ``x``, and ``density_weight`` > 0: plus that
+    weight times the variance of the residual ``log q - y``, as in training).
 
     Compiled and batched; each call evaluates afresh (no TFP bijector cache across weight
-    updates, which eager calls on the same tensor would hit).
+    updates, which eager calls on the same tensor would hit). The function's ``parts`` holds
+    the last call's ``val_nll`` and, with ``y``, ``val_residual_std`` (nats).
     """
     from .tfsetup import tf
 
     dtype = flow.dtype
     from .batching import batch_slices
     w = np.ones(len(x)) if w is None else w
-    xs = [tf.constant(x[rows], dtype=dtype) for rows in batch_slices(len(x), batch)]
-    ws = [tf.constant(w[rows], dtype=dtype) for rows in batch_slices(len(x), batch)]
+    slices = list(batch_slices(len(x), batch))
+    xs = [tf.constant(x[rows], dtype=dtype) for rows in slices]
+    ws = [tf.constant(w[rows], dtype=dtype) for rows in slices]
+    ys = None if y is None else [tf.constant(y[rows], dtype=dtype) for rows in slices]
     total_w = float(sum(float(tf.reduce_sum(wb)) for wb in ws))
 
     @tf.function(reduce_retracing=True)
     def weighted_sum(xb, wb):
         return -tf.reduce_sum(wb * flow.train_log_prob(xb))
 
-    def mean_loss() -> float:
-        return float(sum(float(weighted_sum(xb, wb)) for xb, wb in zip(xs, ws))) / total_w
+    @tf.function(reduce_retracing=True)
+    def weighted_sums(xb, wb, yb):
+        lq = flow.train_log_prob(xb)
+        r = tf.cast(lq - yb, tf.float64)
+        wd = tf.cast(wb, tf.float64)
+        return (-tf.reduce_sum(wd * tf.cast(lq, tf.float64)), tf.reduce_sum(wd * r),
+                tf.reduce_sum(wd * r * r))
 
+    def mean_loss() -> float:
+        if ys is None:
+            value = float(sum(float(weighted_sum(xb, wb)) for xb, wb in zip(xs, ws))) / total_w
+            mean_loss.parts = {"val_nll": value}
+            return value
+        sums = np.sum([[float(v) for v in weighted_sums(xb, wb, yb)]
+                       for xb, wb, yb in zip(xs, ws, ys)], axis=0) / total_w
+        value, mean_r, mean_r2 = sums
+        var = max(0.0, mean_r2 - mean_r ** 2)
+        mean_loss.parts = {"val_nll": float(value), "val_residual_std": float(np.sqrt(var))}
+        return float(value + density_weight * var)
+
+    mean_loss.parts = {}
     return mean_loss

@@ -34,7 +34,9 @@ needs_tf = pytest.mark.skipif(not HAVE_TF, reason="compares with TensorFlow (not
 # surrogate was trained, and to 1e-4 far outside (latent radius ~50, log density ~ -1000s), where
 # TensorFlow's own float32 arithmetic loses digits (numpy computes in float64).
 REL = {"float32": 1e-5, "float64": 1e-10}
-REL_FAR = {"float32": 1e-4, "float64": 1e-10}
+# the worst of 4000 points: in float32, 3 random spline layers at a point 1e-7 from a bound
+# reach 1.2e-4 on some CPUs (this machine, 2026-12) and stay below 1e-4 on others
+REL_FAR = {"float32": 3e-4, "float64": 1e-10}
 # A sketch of TensorFlow's hiding: every import of these fails, as in an environment without it.
 HIDE_TF = (
     "import sys, importlib.abc\n"

@@ -79,3 +79,47 @@ class Target:
     def describe(self) -> dict:
         """Name and settings, stored in the attributes of generated files."""
         return {"target": self.name}
+
+    # --- modes (the anchors of :mod:`likeflow.anchors`) ----------------------------------------
+    def best_fit(self, start: np.ndarray | None = None) -> np.ndarray:
+        """The global mode of ``log_prob`` (L-BFGS-B inside the bounds, TF gradients)."""
+        x0 = self.initial_points(1, seed=0)[0] if start is None else start
+        return self._maximise(np.asarray(x0, dtype=np.float64), fixed=None)
+
+    def conditional_mode(self, poi: int, value: float, start: np.ndarray) -> np.ndarray:
+        """The mode of ``log_prob`` with column ``poi`` held at ``value``."""
+        x0 = np.array(start, dtype=np.float64)
+        x0[poi] = value
+        return self._maximise(x0, fixed=poi)
+
+    def _maximise(self, x0: np.ndarray, fixed: int | None) -> np.ndarray:
+        from scipy.optimize import minimize
+        from ..tfsetup import tf
+
+        fn = self.__dict__.get("_value_and_grad")
+        if fn is None:
+            @tf.function(input_signature=[tf.TensorSpec([1, self.dim], tf.float64)])
+            def fn(x):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    y = -self.log_prob(x)[0]
+                return y, tape.gradient(y, x)[0]
+            self._value_and_grad = fn
+        free = np.ones(self.dim, bool)
+        if fixed is not None:
+            free[fixed] = False
+
+        def f(z):
+            x = x0.copy()
+            x[free] = z
+            y, g = fn(tf.constant(x[None]))
+            return float(y), g.numpy()[free].astype(np.float64)
+
+        lo, hi = self.bounds[free, 0], self.bounds[free, 1]
+        bounds = [(None if not np.isfinite(a) else a, None if not np.isfinite(b) else b)
+                  for a, b in zip(lo, hi)]
+        res = minimize(f, x0[free], jac=True, method="L-BFGS-B", bounds=bounds,
+                       options={"maxiter": 5000, "ftol": 1e-14, "gtol": 1e-9})
+        x = x0.copy()
+        x[free] = res.x
+        return x

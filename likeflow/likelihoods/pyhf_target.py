@@ -212,12 +212,25 @@ class PyhfTarget(Target):
         return self.evaluate(x)["log_prob"]
 
     # --- pyhf's own answers -------------------------------------------------------------------
-    def best_fit(self) -> np.ndarray:
+    def best_fit(self, start: np.ndarray | None = None) -> np.ndarray:
         """pyhf's own maximum-likelihood fit (scipy's optimiser, gradients from TF)."""
         import pyhf
 
-        return np.asarray(pyhf.infer.mle.fit(self.data, self.model, self.init.tolist(),
+        init = self.init if start is None else start
+        return np.asarray(pyhf.infer.mle.fit(self.data, self.model, list(map(float, init)),
                                              self.bounds.tolist(), self.fixed), dtype=np.float64)
+
+    def conditional_mode(self, poi: int, value: float, start: np.ndarray) -> np.ndarray:
+        """pyhf's own fit with the POI held at ``value`` (the profile's point)."""
+        import pyhf
+
+        if poi != self.model.config.poi_index:
+            return super().conditional_mode(poi, value, start)
+        init = np.array(start, dtype=np.float64)
+        init[poi] = value
+        return np.asarray(pyhf.infer.mle.fixed_poi_fit(
+            float(value), self.data, self.model, init.tolist(), self.bounds.tolist(),
+            self.fixed), dtype=np.float64)
 
     def initial_points(self, n: int, seed: int = 0) -> np.ndarray:
         """Around pyhf's best fit, spread by a tenth of the bounds' width (capped at 0.1)."""

@@ -1,0 +1,156 @@
+"""The residual check (log q - log p along each POI, at anchors), the anchors and the density
+term of the loss: known answers, a deliberately drifted surrogate, the file round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+import likeflow  # noqa: E402
+from likeflow.anchors import MODE, Anchors, profile_path  # noqa: E402
+from likeflow.likelihoods import CorrelatedGaussian  # noqa: E402
+from likeflow.losses import batch_loss, nll  # noqa: E402
+from likeflow.report import validate_test  # noqa: E402
+from likeflow.residuals import drift_along  # noqa: E402
+from likeflow.samples import SampleSet, read_samples, write_samples  # noqa: E402
+
+
+def test_a_flat_residual_has_no_drift_and_a_linear_one_is_found():
+    rng = np.random.default_rng(0)
+    mu = rng.normal(size=20000)
+    logp = rng.normal(size=20000)
+    flat = drift_along(rng.normal(0, 0.05, 20000), mu, log_p=logp)
+    assert flat["excess"] < 0.01
+    tilted = drift_along(0.1 * mu + rng.normal(0, 0.05, 20000), mu, log_p=logp)
+    # the 0.5% tail bins sit near +-2.8 sigma: a drift of about 0.28 there
+    assert 0.2 < tilted["excess"] < 0.3
+    assert abs(tilted["worst"]["at"]) > 2
+
+
+def test_tail_bins_with_too_few_points_join_their_neighbour():
+    mu = np.random.default_rng(1).normal(size=1000)   # 0.5% of 1000: 5 points
+    d = drift_along(np.zeros(1000), mu)
+    assert min(d["n"]) >= 20 and d["excess"] == 0
+
+
+@pytest.fixture(scope="module")
+def gaussian_fit():
+    """A small flow fitted well to a 3-d Gaussian whose POI is x0, with held-out points."""
+    t = CorrelatedGaussian(3, seed=2)
+    x = t.sample(30000, seed=0)
+    s = SampleSet(x, names=t.names, poi=["x0"], log_prob=t.evaluate(x)["log_prob"])
+    sur = likeflow.fit(s, seed=0, validate=False, flow_config={"layers": 3, "hidden": (32, 32)},
+                       train_config=likeflow.TrainConfig(epochs=40, cosine_steps=800))
+    test = SampleSet(t.sample(8000, seed=9), names=t.names, poi=["x0"])
+    test.log_prob = t.evaluate(test.values)["log_prob"]
+    return t, sur, test
+
+
+def test_a_well_fitted_surrogate_has_no_residual_reason(gaussian_fit):
+    _, sur, test = gaussian_fit
+    res = validate_test(sur, test, seed=1)
+    assert res.residual["status"] == "measured"
+    assert res.residual["poi"]["x0"]["excess"] < 0.05
+    assert not [r for r in res.verdict()[1] if "drifts" in r]
+
+
+def test_a_drifted_surrogate_fails_and_names_the_poi(gaussian_fit, tmp_path):
+    """The file's density tilted by 0.3 nats per unit of x0 against the surrogate: as a
+    surrogate whose profile is too steep by that much looks to the check."""
+    _, sur, test = gaussian_fit
+    tilted = dataclasses.replace(test, log_prob=test.log_prob + 0.3 * test.values[:, 0])
+    res = validate_test(sur, tilted, seed=1)
+    verdict, reasons = res.verdict()
+    assert verdict == "FAIL"
+    assert any(r.startswith("FAIL: log q - log p drifts along x0") for r in reasons), reasons
+    files = res.write(tmp_path / "report")
+    assert "residual.png" in files
+    assert "residual drift along x0" in (tmp_path / "report" / "index.html").read_text()
+
+
+def test_without_log_prob_the_check_says_it_could_not_run(gaussian_fit):
+    _, sur, test = gaussian_fit
+    res = validate_test(sur, dataclasses.replace(test, log_prob=None), seed=1)
+    assert res.residual == {"status": "no log_prob"}
+    assert any("residual check" in n and "could not run" in n for n in res.notes)
+
+
+def test_anchors_are_the_exact_conditional_modes_out_to_q_9():
+    t = CorrelatedGaussian(4, seed=3)
+    t.poi = ["x0"]
+    x = t.sample(5000, seed=0)
+    a = profile_path(t, x, poi=0, seed=0)
+    modes = a.modes()
+    assert modes.n >= 20 and a.n > 10 * modes.n
+    c = t.cov
+    for m in modes.values:   # the Gaussian's conditional mean given x0
+        expect = t.mean[1:] + c[1:, 0] / c[0, 0] * (m[0] - t.mean[0])
+        np.testing.assert_allclose(m[1:], expect, atol=1e-4)
+    q = (modes.values[:, 0] - t.mean[0]) ** 2 / c[0, 0]
+    assert q.max() >= 8.9 and q.min() < 1e-6       # from the best fit out to q = 9
+    assert np.all(q[1:] > 0)
+    np.testing.assert_allclose(a.log_prob, t.evaluate(a.values)["log_prob"])
+    train, held = a.split(seed=0)
+    assert held.kind[0] == MODE and train.kind[0] == MODE            # the best fit: in both
+    np.testing.assert_array_equal(held.values[0], train.values[0])
+    assert train.n + held.n > a.n and held.modes().n >= 5
+
+
+def test_anchors_round_trip_through_a_sample_file_and_bad_ones_are_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 2))
+    a = Anchors(np.zeros((3, 2)), [-1.0, -2.0, -3.0], [MODE, 1, 1])
+    write_samples(tmp_path / "s.h5", SampleSet(x, poi=["x0"], log_prob=-0.5 * (x ** 2).sum(1),
+                                               anchors=a))
+    back = read_samples(tmp_path / "s.h5").anchors
+    np.testing.assert_array_equal(back.values, a.values)
+    np.testing.assert_array_equal(back.kind, a.kind)
+    bad = Anchors(np.zeros((3, 3)), [0.0, 0, 0], [0, 1, 1])
+    with pytest.raises(likeflow.SampleFileError, match="anchors have 3 columns"):
+        SampleSet(x, anchors=bad).check()
+    outside = Anchors([[5.0, 0.0]], [0.0], [0])
+    with pytest.raises(likeflow.SampleFileError, match="outside the declared bounds"):
+        SampleSet(x, bounds=[[-4.5, 4.5], [-4.5, 4.5]], anchors=outside).check()
+
+
+def test_the_density_term_ignores_the_constant_of_log_p_and_anchors_add_weightless_rows():
+    rng = np.random.default_rng(0)
+    lq = tf.constant(rng.normal(size=64))
+    y = tf.constant(rng.normal(size=64))
+    w = tf.ones(64, tf.float64)
+    base = float(batch_loss(lq, w, y, density_weight=1.0))
+    assert float(batch_loss(lq, w, y + 123.0, density_weight=1.0)) == pytest.approx(base)
+    assert float(batch_loss(lq, w, y, density_weight=0.0)) == pytest.approx(float(nll(lq, w)))
+    r = lq.numpy() - y.numpy()
+    assert base == pytest.approx(float(nll(lq, w)) + r.var())
+    # an anchor (weight 0) changes the loss only through the density term
+    lq2 = tf.concat([lq, [5.0]], 0)
+    w2 = tf.concat([w, [0.0]], 0)
+    y2 = tf.concat([y, [0.0]], 0)
+    a2 = tf.concat([tf.zeros(64, tf.float64), [1.0]], 0)
+    assert float(nll(lq2, w2)) == pytest.approx(float(nll(lq, w)))
+    with_anchor = float(batch_loss(lq2, w2, y2, a2, density_weight=1.0))
+    expect = float(nll(lq, w)) + 0.75 * r.var() + 0.25 * (5.0 - r.mean()) ** 2
+    assert with_anchor == pytest.approx(expect)
+
+
+@pytest.mark.slow
+def test_the_density_term_and_anchors_pull_the_residual_flat_at_the_modes():
+    """A 6-d Gaussian from few samples: trained with the anchors, log q - log p at held-out
+    exact conditional modes is closer to the best fit's than by maximum likelihood alone."""
+    t = CorrelatedGaussian(6, seed=5)
+    t.poi = ["x0"]
+    x = t.sample(4000, seed=0)
+    s = SampleSet(x, names=t.names, poi=["x0"], log_prob=t.evaluate(x)["log_prob"],
+                  anchors=profile_path(t, x, poi=0, seed=0))
+    drift = {}
+    for weight in (0.0, 1.0):
+        sur = likeflow.fit(s, seed=0, flow_config={"layers": 3, "hidden": (32, 32)},
+                           train_config=likeflow.TrainConfig(density_weight=weight))
+        drift[weight] = sur.validation_result.residual["anchors"]["max_abs_drift"]
+        assert sur.training["result"]["density_term"] == (
+            "off" if weight == 0 else "residual and anchors")
+    assert drift[1.0] < 0.6 * drift[0.0], drift
