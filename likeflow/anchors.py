@@ -37,8 +37,9 @@ from .errors import LikeflowError
 
 #: anchor kinds, as stored
 MODE, SEGMENT = 0, 1
-#: the exact profile is anchored out to this q (past the 99.7% limit and every expected band)
-ANCHOR_Q_MAX = 9.0
+#: the exact profile is anchored out to this q: past the +2 sigma expected limit of asymptotic
+#: CLs (q of the Asimov profile about 13; at q = 9 that limit was 4.8% off on RegionB)
+ANCHOR_Q_MAX = 16.0
 #: conditional modes along the POI, and segment points per mode
 MODES = 24
 SEGMENTS_PER_MODE = 24
