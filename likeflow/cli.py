@@ -996,7 +996,7 @@ def marginal_stats(marginal, prior_path, prior_bounds, n, seed, json_path):
                    "evaluated at the rounded points, so they stay exact).")
 @click.option("--anchors/--no-anchors", "anchors", default=None,
               help="Add anchors along the exact profile of the POI: the target's conditional "
-                   "modes out to q = 16 and points between them and the samples, with their "
+                   "modes out to q = 9 and points between them and the samples, with their "
                    "exact log densities. Profiles and limits are decided there and no sample "
                    "goes there; 'fit' trains on them and 'validate' measures the profile's "
                    "error at held-out ones [default: for targets with a POI].")
