@@ -19,6 +19,14 @@ def _plt():
     return plt
 
 
+def _save(fig, path: str, *, dpi: int = 90, rect=None) -> str:
+    """Lay ``fig`` out, write it to ``path`` and close it; ``path``."""
+    fig.tight_layout(**({} if rect is None else {"rect": rect}))
+    fig.savefig(path, dpi=dpi)
+    _plt().close(fig)
+    return path
+
+
 def _text(name: str) -> str:
     """A parameter name drawn as written: '$' would start matplotlib's math mode (and a name
     like '$\\notacommand$' would fail to draw)."""
@@ -73,10 +81,7 @@ def marginals(result, path: str) -> str:
         ax.tick_params(labelsize=5)
         ax.set_yticks([])
     fig.legend(["test data", "surrogate"], loc="upper right", fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path, rect=(0, 0, 1, 0.97))
 
 
 def corner(result, path: str, k: int = 5) -> str:
@@ -124,10 +129,7 @@ def corner(result, path: str, k: int = 5) -> str:
                 ax.set_ylabel(_text(result.names[i]), fontsize=8)
             ax.tick_params(labelsize=6)
     fig.suptitle("test data (filled) vs surrogate (lines): 68% and 95% regions", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _hpd_levels(h: np.ndarray) -> list[float]:
@@ -153,10 +155,7 @@ def correlation_difference(result, path: str) -> str:
         ax.set_yticks(range(d), [_text(n) for n in result.names], fontsize=7)
     ax.set_title(f"correlation difference (Frobenius {result.model['corr_frobenius']:.3f}, "
                  f"floor {result.floor['corr_frobenius']:.3f})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def log_prob_scatter(result, path: str) -> str:
@@ -174,10 +173,7 @@ def log_prob_scatter(result, path: str) -> str:
     ax.set_title(f"Pearson {result.log_prob['pearson']:.5f}, spread "
                  f"{result.log_prob['diff_std']:.3f}", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def residual_drifts(result, path: str) -> str:
@@ -209,10 +205,7 @@ def residual_drifts(result, path: str) -> str:
         ax.set_ylabel("log q - log p, drift (nats)")
         ax.legend(fontsize=7)
     fig.suptitle("residual of the surrogate's log density: flat where it is right", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def training_curves(history: list[dict], path: str) -> str:
@@ -235,10 +228,7 @@ def training_curves(history: list[dict], path: str) -> str:
     ax2.semilogy(ep, [h["lr"] for h in history], color="k")
     ax2.set_ylabel("learning rate")
     ax2.set_xlabel("epoch")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def profile_plot(curves: list[tuple], path: str, *, poi: str,
@@ -279,10 +269,7 @@ def profile_plot(curves: list[tuple], path: str, *, poi: str,
     ax.set_xlabel(_text(poi), fontsize=12)
     ax.set_ylabel(r"$-2\,\Delta \ln L$", fontsize=12)
     ax.legend(fontsize=8, loc="upper left", frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 def roc_plot(fpr: np.ndarray, tpr: np.ndarray, path: str, *, auc: float,
@@ -305,10 +292,7 @@ def roc_plot(fpr: np.ndarray, tpr: np.ndarray, path: str, *, auc: float,
     ax.set_ylabel("true-positive rate (signal accepted)")
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8, loc="upper left", frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110)
 
 
 def check_plot_format(path: str | os.PathLike) -> None:
