@@ -52,7 +52,7 @@ SEGMENT_FRACTIONS = (0.2, 0.4, 0.6)
 @dataclass
 class Anchors:
     """Points with their exact log density (``log_prob``) and kind (:data:`MODE` or
-    :data:`SEGMENT`); ``poi_value`` is the POI value of the slice each belongs to."""
+    :data:`SEGMENT`); each mode is followed by its segment points."""
 
     values: np.ndarray
     log_prob: np.ndarray
@@ -121,14 +121,20 @@ def read(group) -> Anchors:
     return Anchors(group["values"][()], group["log_prob"][()], group["kind"][()])
 
 
-def profile_path(target, samples: np.ndarray, *, poi: int, q_max: float = ANCHOR_Q_MAX,
-                 modes: int = MODES, per_mode: int = SEGMENTS_PER_MODE, seed: int = 0,
+def profile_path(target, samples: np.ndarray, *, poi: int,
+                 best_fit: Callable[[np.ndarray], np.ndarray],
+                 conditional_mode: Callable[[float, np.ndarray], np.ndarray],
+                 q_max: float = ANCHOR_Q_MAX, modes: int = MODES,
+                 per_mode: int = SEGMENTS_PER_MODE, seed: int = 0,
                  progress: Callable[[str], None] | None = None) -> Anchors:
     """Anchors along the exact profile of POI column ``poi`` of ``target``.
 
     Args:
-        target: a :class:`~likeflow.likelihoods.Target`: its ``best_fit`` and
-            ``conditional_mode`` find the modes, its ``evaluate`` the log densities.
+        target: a :class:`~likeflow.likelihoods.Target` (its ``evaluate`` gives the log
+            densities).
+        best_fit: ``start -> x``, the target's global mode from a start.
+        conditional_mode: ``(poi_value, start) -> x``, its mode with the POI held at the value
+            (:func:`likeflow.generating.mode_finders` gives both).
         samples: (N, D) samples of the target (the slices' typical points).
         q_max: how far out along the profile: to where the exact q reaches it, or the bound.
         modes: conditional modes in all (the best fit included), evenly spaced in the POI
@@ -139,11 +145,11 @@ def profile_path(target, samples: np.ndarray, *, poi: int, q_max: float = ANCHOR
     lo, hi = target.bounds[poi]
     logp = lambda x: np.asarray(target.evaluate(np.atleast_2d(x))["log_prob"], np.float64)
     # the best fit from the densest sample: an optimiser started in the bulk
-    best = target.best_fit(samples[np.argmax(logp(samples[:2000]))])
+    best = best_fit(samples[np.argmax(logp(samples[:2000]))])
     top = float(logp(best)[0])
 
     def q_at(value: float, start: np.ndarray):
-        x = target.conditional_mode(poi, value, start)
+        x = conditional_mode(value, start)
         return 2.0 * (top - float(logp(x)[0])), x
 
     # walk out from the best fit in each open direction until q passes q_max (or a bound),
@@ -168,18 +174,17 @@ def profile_path(target, samples: np.ndarray, *, poi: int, q_max: float = ANCHOR
         ends.append((sign, value, q))
     say(f"anchors: the exact profile of {target.names[poi]} from {best[poi]:.4g} out to "
         + ", ".join(f"{v:.4g} (q {q:.2f})" for _, v, q in ends))
-    # the modes: evenly in sqrt(q) along each direction (by interpolation in the POI value
-    # of the walk's end: q grows about quadratically)
+    # the modes: evenly in the POI from the best fit to the walk's end on each side
     values = [float(best[poi])]
     per_side = max(1, (modes - 1) // max(1, len(ends)))
-    for sign, end, q_end in ends:
+    for _, end, _ in ends:
         values += [float(best[poi] + (end - best[poi]) * t)
                    for t in np.linspace(0, 1, per_side + 1)[1:]]
     points, start = [best], best
     for v in values[1:]:
         if (start[poi] - best[poi]) * (v - best[poi]) < 0:
             start = best  # the other side: start again from the best fit
-        start = target.conditional_mode(poi, v, start)
+        start = conditional_mode(v, start)
         points.append(start)
     modes_x = np.array(points)
     # segment points: from each mode towards samples of its slice (the nearest in the POI)

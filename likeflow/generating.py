@@ -104,7 +104,8 @@ def generate(target, n: int, *, out: str | os.PathLike | None = None, seed: int 
     if anchors or (anchors is None and t.poi):
         from .anchors import profile_path
         t_a = time.perf_counter()
-        found = profile_path(t, x, poi=t.names.index(t.poi[0]), seed=seed, progress=progress)
+        i = t.names.index(t.poi[0])
+        found = profile_path(t, x, poi=i, seed=seed, progress=progress, **mode_finders(t, i))
         if progress is not None:
             progress(f"anchors: {found.n} points ({int((found.kind == 0).sum())} conditional "
                      f"modes) in {time.perf_counter() - t_a:.0f} s")
@@ -118,6 +119,22 @@ def generate(target, n: int, *, out: str | os.PathLike | None = None, seed: int 
         attrs.update({"mcmc": json.dumps(diag)} if diag else {"sampler": "exact"})
         write_samples(out, s, attrs=attrs)
     return g
+
+
+def mode_finders(target, poi: int) -> dict:
+    """``best_fit`` and ``conditional_mode`` of :func:`likeflow.anchors.profile_path` for
+    ``target``: pyhf's own fits for a pyhf workspace, else likeflow's batched L-BFGS
+    (:func:`likeflow.inference.maximize`) on the target's TF gradients."""
+    from .likelihoods.pyhf_target import PyhfTarget
+    if isinstance(target, PyhfTarget):
+        return {"best_fit": target.best_fit,
+                "conditional_mode": lambda value, start: target.conditional_mode(poi, value,
+                                                                                 start)}
+    from .inference import as_density, maximize
+    dens = as_density(target)
+    return {"best_fit": lambda start: maximize(dens, start[None]).x,
+            "conditional_mode": lambda value, start: maximize(
+                dens, start[None], fixed={poi: np.array([value])})[0].x}
 
 
 def _target(target, *, dim, components, seed, workspace, patch, poi, asimov):

@@ -11,6 +11,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 import likeflow  # noqa: E402
 from likeflow.anchors import MODE, Anchors, profile_path  # noqa: E402
+from likeflow.generating import mode_finders  # noqa: E402
 from likeflow.likelihoods import CorrelatedGaussian  # noqa: E402
 from likeflow.losses import batch_loss, nll  # noqa: E402
 from likeflow.report import validate_test  # noqa: E402
@@ -82,7 +83,7 @@ def test_anchors_are_the_exact_conditional_modes_out_to_q_9():
     t = CorrelatedGaussian(4, seed=3)
     t.poi = ["x0"]
     x = t.sample(5000, seed=0)
-    a = profile_path(t, x, poi=0, seed=0)
+    a = profile_path(t, x, poi=0, seed=0, **mode_finders(t, 0))
     modes = a.modes()
     assert modes.n >= 20 and a.n > 10 * modes.n
     c = t.cov
@@ -145,7 +146,7 @@ def test_the_density_term_and_anchors_pull_the_residual_flat_at_the_modes():
     t.poi = ["x0"]
     x = t.sample(4000, seed=0)
     s = SampleSet(x, names=t.names, poi=["x0"], log_prob=t.evaluate(x)["log_prob"],
-                  anchors=profile_path(t, x, poi=0, seed=0))
+                  anchors=profile_path(t, x, poi=0, seed=0, **mode_finders(t, 0)))
     drift = {}
     for weight in (0.0, 1.0):
         sur = likeflow.fit(s, seed=0, flow_config={"layers": 3, "hidden": (32, 32)},

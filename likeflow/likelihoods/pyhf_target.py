@@ -225,7 +225,8 @@ class PyhfTarget(Target):
         import pyhf
 
         if poi != self.model.config.poi_index:
-            return super().conditional_mode(poi, value, start)
+            raise LikeflowError(f"{self.source}: pyhf profiles its model's POI "
+                                f"({self.poi[0]}), not {self.names[poi]}")
         init = np.array(start, dtype=np.float64)
         init[poi] = value
         return np.asarray(pyhf.infer.mle.fixed_poi_fit(
