@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import weighted_quantile
+from .metrics import effective_size, weighted_quantile, weighted_std
 
 #: POI quantiles that bound the bins: out to the 0.5% tails on both sides
 EDGES = (0.0, 0.005, 0.025, 0.16, 0.5, 0.84, 0.975, 0.995, 1.0)
@@ -45,11 +45,9 @@ MIN_BIN = 20
 
 def _stats(r: np.ndarray, w: np.ndarray) -> tuple[float, float, float]:
     """Weighted mean, its standard error and the effective size."""
-    total = w.sum()
-    mean = float(np.sum(w * r) / total)
-    n_eff = float(total ** 2 / np.sum(w ** 2))
-    var = float(np.sum(w * (r - mean) ** 2) / total)
-    return mean, float(np.sqrt(var / max(n_eff, 1.0))), n_eff
+    n_eff = effective_size(w, len(r))
+    se = float(weighted_std(r, w)) / np.sqrt(max(n_eff, 1.0))
+    return float(np.average(r, weights=w)), se, n_eff
 
 
 def _bins(t: np.ndarray, w: np.ndarray, edges) -> list[np.ndarray]:
@@ -85,10 +83,6 @@ def drift_along(r: np.ndarray, t: np.ndarray, w: np.ndarray | None = None, *,
     w = np.ones(len(r)) if w is None else np.asarray(w, dtype=np.float64)
     ref, _, _ = _stats(r, w)
     out = {"center": [], "n": [], "drift": [], "se": []}
-    dense_ref = None
-    if log_p is not None:
-        out.update(dense_drift=[], dense_se=[])
-        tops = []
     masks = _bins(t, w, edges)
     for m in masks:
         mean, se, n_eff = _stats(r[m], w[m])
@@ -96,14 +90,10 @@ def drift_along(r: np.ndarray, t: np.ndarray, w: np.ndarray | None = None, *,
         out["n"].append(n_eff)
         out["drift"].append(mean - ref)
         out["se"].append(se)
-        if log_p is not None:
-            cut = weighted_quantile(log_p[m], [0.75], w[m])[0]
-            top = m & (log_p >= cut)
-            tops.append(top)
     if log_p is not None:
-        every = np.zeros(len(r), bool)
-        for top in tops:
-            every |= top
+        out.update(dense_drift=[], dense_se=[])
+        tops = [m & (log_p >= weighted_quantile(log_p[m], [0.75], w[m])[0]) for m in masks]
+        every = np.logical_or.reduce(tops)
         dense_ref, _, _ = _stats(r[every], w[every])
         for top in tops:
             mean, se, _ = _stats(r[top], w[top])
