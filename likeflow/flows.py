@@ -91,6 +91,7 @@ MAX_HIDDEN_UNITS = 8192     # per hidden layer
 MAX_HIDDEN_LAYERS = 16      # per conditioner
 MAX_BINS = 512
 MAX_WEIGHTS = 200_000_000   # trainable numbers in all
+MAX_SEED = 2 ** 32 - 1      # the initialisers' seeds (seed * 1000 + ...) stay within int64
 
 # The splines' minimum bin size (a fraction of the range) and knot slope: keep a spline
 # invertible in float32. Part of what a file's weights mean (both readers use them).
@@ -194,6 +195,11 @@ class FlowConfig:
             if len(pair) != 2 or not all(b is None or _is_number(b) for b in pair):
                 raise LikeflowError(f"flow config: bounds entry {pair!r:.60} is not [lo, hi] "
                                     "(numbers, or null for none)")
+        # JSON's 2.0 passes a schema's "integer"; TFP's permutations and indexing do not
+        if not all(type(i) is int for p in self.permutations for i in p):
+            raise LikeflowError("flow config: 'permutations' must hold integers")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise LikeflowError(f"flow config: seed {self.seed:.4g} is outside [0, {MAX_SEED}]")
         limits = (("dim", self.dim, MAX_DIM), ("layers", self.layers, MAX_LAYERS),
                   ("bins", self.bins, MAX_BINS),
                   ("hidden layers", len(self.hidden), MAX_HIDDEN_LAYERS),
@@ -237,6 +243,16 @@ class FlowConfig:
         for key in ("names", "bounds", "shift", "scale", "softclip"):
             if len(getattr(self, key)) != self.dim:
                 bad(f"'{key}' has {len(getattr(self, key))} entries for dim {self.dim}")
+        for name, (lo, hi) in zip(self.names, self.bounds):
+            if lo is not None and hi is not None and not lo < hi:
+                bad(f"the bounds of '{name}' are [{lo:g}, {hi:g}]: the lower must be below the "
+                    "upper")
+        twice = sorted({n for n in self.names if self.names.count(n) > 1})
+        if twice:
+            bad(f"parameter {', '.join(repr(n) for n in twice)} named twice")
+        unknown = [p for p in self.poi if p not in self.names]
+        if unknown:
+            bad(f"POI {', '.join(repr(p) for p in unknown)} is not a parameter")
         if len(self.permutations) != self.layers - 1 or any(
                 sorted(p) != list(range(self.dim)) for p in self.permutations):
             bad("'permutations' must hold layers-1 permutations of range(dim)")
@@ -262,11 +278,13 @@ class FlowConfig:
                   poi: Sequence[str] = (), bounds: np.ndarray | None = None,
                   weights: np.ndarray | None = None, reflect="auto",
                   bound_map: str = "probit", marginal_spline: bool | None = None,
-                  **hyper) -> "FlowConfig":
+                  best_fit: np.ndarray | None = None, **hyper) -> "FlowConfig":
         """A config whose preprocessing standardises ``values`` (the training data).
 
         ``bounds`` is (D, 2) with +-inf for none; ``reflect`` is ``"auto"`` (from the data, see
         :func:`bound_reflections`), ``"none"``, or explicit ``[dimension, bound]`` pairs;
+        ``best_fit`` (the target's exact mode, from a file's anchors) keeps ``"auto"`` from
+        reflecting a bound the best fit lies inside of;
         ``marginal_spline`` defaults to True for the affine flows (maf, realnvp); ``hyper`` sets
         any other field (``flow``, ``layers``, ``hidden``, ...).
         """
@@ -279,7 +297,7 @@ class FlowConfig:
             if reflect not in ("auto", "none"):
                 raise LikeflowError(f"flow config: reflect must be 'auto', 'none' or a list of "
                                     f"[dimension, bound] pairs, not '{reflect}'")
-            reflect = bound_reflections(values, b) if reflect == "auto" else []
+            reflect = bound_reflections(values, b, best_fit) if reflect == "auto" else []
         reflect = [[int(i), float(v)] for i, v in reflect]
         # the flow sees the data mirrored across each reflected bound, on the extended range
         fb = flow_bounds(b, reflect)
