@@ -236,6 +236,11 @@ def check_stored(path: str, ds: h5py.Dataset, error) -> None:
         if stored < declared:
             raise fail(f"declares {_size(declared)} but only {_size(stored)} are written: the "
                        "file is truncated or still being written")
+        unwritten = _unwritten_share(path, ds.id.get_offset(), stored)
+        if unwritten:
+            raise fail(f"{unwritten:.0%} of its {_size(declared)} are not written yet (the "
+                       "rest would read as zeros): the file is still being written or was "
+                       "truncated")
     else:
         expected = int(np.prod([-(-s // c) for s, c in zip(shape, ds.chunks)], dtype=np.float64))
         written = ds.id.get_num_chunks()
@@ -247,6 +252,37 @@ def check_stored(path: str, ds: h5py.Dataset, error) -> None:
             raise fail(f"declares {_size(declared)} in {_size(stored)} on disk (compression "
                        f"ratio {declared / max(stored, 1):.0f} > {MAX_COMPRESSION_RATIO:.0f}): "
                        "refused as a likely decompression bomb")
+
+
+def _unwritten_share(path: str, offset: int | None, size: int) -> float:
+    """The share of the contiguous bytes [offset, offset + size) of ``path`` that are not on
+    disk: beyond the file's end, or a hole of a sparse file (HDF5 allocates a contiguous
+    dataset whole and a writer fills it in order; without file locking, routine on NFS and
+    Lustre, a reader sees the unwritten rest as zeros). Only an unwritten tail counts. 0 where
+    the file system cannot say."""
+    if offset is None or size <= 0 or not hasattr(os, "SEEK_HOLE"):
+        return 0.0
+    end = offset + size
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return 0.0
+    try:
+        eof = os.fstat(fd).st_size
+        gap = min(os.lseek(fd, offset, os.SEEK_HOLE) if offset < eof else offset, eof)
+        if gap >= end:
+            return 0.0
+        # data after the gap: a hole in the middle (a file system that stores runs of zeros
+        # as holes, as ZFS with compression does), not an unwritten tail
+        try:
+            after = os.lseek(fd, gap, os.SEEK_DATA) if gap < eof else eof
+        except OSError:  # ENXIO: no data after the gap
+            after = eof
+    except OSError:
+        return 0.0
+    finally:
+        os.close(fd)
+    return (end - gap) / size if after >= end else 0.0
 
 
 def check_memory(path: str, name: str, nbytes: float, error) -> None:
@@ -313,7 +349,29 @@ def check_output_folder(path: str | None) -> None:
 # The command line probes every HDF5 file it reads in a forked child first (probe_h5): set by
 # the 'likeflow' entry point, off for the API.
 _PROBE = {"on": False, "seconds": 10.0}
-PROBE_DATA_BYTES = 64 * 2 ** 20
+PROBE_DATA_BYTES = 64 * 2 ** 20   # the data the probe reads, per file (as declared)
+PROBE_BLOCK_BYTES = 8 * 2 ** 20   # ... in reads of at most this much
+
+
+def _probe_data(ds, budget: list[int]) -> None:
+    """Read the leading rows of ``ds`` within ``budget`` (bytes left, updated), a block at a
+    time; a chunk larger than the budget (decompressed whole by any read) is not touched."""
+    item = ds.dtype.itemsize
+    if ds.chunks is not None and int(np.prod(ds.chunks)) * item > budget[0]:
+        return
+    if ds.shape == () or ds.nbytes <= min(budget[0], PROBE_BLOCK_BYTES):
+        ds[()]
+        budget[0] -= ds.nbytes
+        return
+    row = max(1, int(np.prod(ds.shape[1:])) * item)
+    step = max(1, PROBE_BLOCK_BYTES // row)
+    if ds.chunks is not None:  # whole chunks per read
+        step = max(ds.chunks[0], step // ds.chunks[0] * ds.chunks[0])
+    start = 0
+    while start < ds.shape[0] and budget[0] > 0:
+        ds[start:start + step]
+        budget[0] -= step * row
+        start += step
 
 
 def guard_reads(on: bool = True, seconds: float = 10.0) -> None:
@@ -322,30 +380,33 @@ def guard_reads(on: bool = True, seconds: float = 10.0) -> None:
 
 
 def probe_h5(path, error) -> None:
-    """Parse ``path`` in a forked child first: every object, every attribute, and the data of
-    files up to :data:`PROBE_DATA_BYTES`. A damaged file can make the HDF5 library loop forever
-    or crash inside its C code, where no Python exception reaches; the child takes that risk,
-    and a child that hangs (killed after a few seconds) or dies is a damaged file: ``error``
-    (a :class:`~likeflow.errors.FileError` class). POSIX only, and only when :func:`guard_reads` is on."""
+    """Parse ``path`` in a forked child first: every object, every attribute, and the leading
+    :data:`PROBE_DATA_BYTES` of the data (as declared, in blocks, so that the child's memory
+    stays small whatever a file declares: a decompression bomb or a dataset with no chunk
+    written is refused by the parent's size checks, not read in full here). A damaged file can
+    make the HDF5 library loop forever or crash inside its C code, where no Python exception
+    reaches; the child takes that risk, and a child that hangs (killed after a few seconds) or
+    dies is a damaged file: ``error`` (a :class:`~likeflow.errors.FileError` class). POSIX
+    only, and only when :func:`guard_reads` is on."""
     if not _PROBE["on"] or not hasattr(os, "fork") or not os.path.isfile(path):
         return
-    small = os.path.getsize(path) <= PROBE_DATA_BYTES
     pid = os.fork()
     if pid == 0:  # the child: parse, then leave without any cleanup of the parent's state
-        code = 0
         try:
             with h5py.File(path, "r", locking=False) as f:
+                budget = [PROBE_DATA_BYTES]
+
                 def visit(name, obj):
                     for k in obj.attrs:
                         obj.attrs[k]
-                    if small and isinstance(obj, h5py.Dataset) and obj.size:
-                        obj[()]
+                    if isinstance(obj, h5py.Dataset) and obj.size and budget[0] > 0:
+                        _probe_data(obj, budget)
                 for k in f.attrs:
                     f.attrs[k]
                 f.visititems(visit)
         except BaseException:  # noqa: BLE001 - a Python error is the parent's to report
-            code = 0
-        os._exit(code)
+            pass
+        os._exit(0)
     deadline = time.monotonic() + _PROBE["seconds"]
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
