@@ -34,11 +34,12 @@ import os
 from dataclasses import dataclass
 from typing import Iterator
 
+import h5py
 import numpy as np
 
 from .errors import LikeflowError, SampleFileError
 from .feeding import pad_steps
-from .fileio import available_memory, open_h5
+from .fileio import available_memory, check_stored, open_h5
 from .samples import (ReadOptions, SampleSet, SplitSpec, read_samples, rows_dataset,
                       split_labels)
 
@@ -158,12 +159,27 @@ def should_stream(path: str, options: ReadOptions) -> bool:
     try:
         with open_h5(path, SampleFileError) as f:
             name = rows_dataset(path, f, options)[1]
-            ds = f[name] if name in f else None
-            if ds is None or ds.ndim != 2:   # emcee's chains are 3-D: not streamed
+            ds = _rows(path, f, name)    # a dataset the reader refuses: refused there
+            if ds.ndim != 2:   # emcee's chains are 3-D: not streamed
                 return False
             return 8.0 * ds.shape[0] * ds.shape[1] > AUTO_SHARE * available_memory()
-    except SampleFileError:
+    except (SampleFileError, KeyError, OSError, RuntimeError, ValueError):
+        # the reader, which fit calls next, names what is wrong as every command does
         return False
+
+
+def _rows(path: str, f, name: str):
+    """The dataset of rows, with the checks of the in-memory reader (stored as declared;
+    a link that does not open is the file's fault, named)."""
+    try:
+        ds = f[name] if name in f else None
+    except (KeyError, OSError, RuntimeError) as e:
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SampleFileError(path, f"cannot be opened ({msg})", name) from None
+    if not isinstance(ds, h5py.Dataset) or ds.ndim not in (2, 3):
+        raise SampleFileError(path, "--stream needs a 2-D dataset of rows", name)
+    check_stored(path, ds, SampleFileError)
+    return ds
 
 
 def open_stream(path: str | os.PathLike, options: ReadOptions, spec: SplitSpec) -> Stream:
@@ -181,7 +197,7 @@ def open_stream(path: str | os.PathLike, options: ReadOptions, spec: SplitSpec) 
         if layout == "emcee":
             raise LikeflowError(f"--stream reads HDF5 sample files of the likeflow or array "
                                 f"layout; {path} holds emcee chains")
-        if name not in f or getattr(f[name], "ndim", 0) != 2:
+        if _rows(path, f, name).ndim != 2:
             raise SampleFileError(path, "--stream needs a 2-D dataset of rows", name)
         n = int(f[name].shape[0])
         weights = "weights" if layout == "likeflow" and "weights" in f else None
