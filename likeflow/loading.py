@@ -113,7 +113,7 @@ def load(path: str | os.PathLike, *, backend: str | None = None) -> Surrogate:
         raise SurrogateFileError(path, f"damaged surrogate file ({msg})") from None
     except LikeflowError as e:
         raise SurrogateFileError(path, f"damaged surrogate file ({e})") from None
-    flows = [_build(path, backend, *part) for part in parts]
+    flows = [StoredFlow(path, backend, *part) for part in parts]
     if piecewise is not None:
         sur = PiecewiseSurrogate([Surrogate(fl) for fl in flows], piecewise, training,
                                  validation)
@@ -121,6 +121,22 @@ def load(path: str | os.PathLike, *, backend: str | None = None) -> Surrogate:
         sur = Surrogate(flows[0], training, validation)
     sur.path, sur.provenance = path, records.get("provenance", {})
     return sur
+
+
+class StoredFlow:
+    """A flow as read from a file, checked, not built yet: :class:`~likeflow.surrogate.
+    Surrogate` builds it on first use (TensorFlow starts then, not when a file is opened)."""
+
+    def __init__(self, path: str, backend: str, config: FlowConfig, weights, names):
+        self.path, self.backend, self.config = path, backend, config
+        self.weights, self.names = weights, names
+        self._flow = None
+
+    def build(self):
+        """The flow with the file's weights (built once)."""
+        if self._flow is None:
+            self._flow = _build(self.path, self.backend, self.config, self.weights, self.names)
+        return self._flow
 
 
 def _build(path: str, backend: str, config: FlowConfig, weights, names):

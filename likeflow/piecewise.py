@@ -169,7 +169,7 @@ class PiecewiseSurrogate(Surrogate):
                for c in components):
             raise LikeflowError("the flows of a piecewise surrogate must share parameters and "
                                 "bounds")
-        super().__init__(first.flow, training, validation)
+        super().__init__(first.__dict__.get("_source") or first.flow, training, validation)
         self.components = components
         self.record = dict(record)
         w = np.asarray(record["weights"], float)

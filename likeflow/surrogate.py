@@ -67,6 +67,8 @@ XLA_AFTER_POINTS = 100_000
 # copies (float32 draws, float64 values, log_prob's input) are what streaming holds besides
 # TensorFlow; 16 batches made 'sample -n 10000000' of a 95-dim MAF peak at 1.61 GB.
 SAMPLE_STREAM_BLOCK = 4 * SAMPLE_BATCH
+# What Surrogate._start makes on first use (Surrogate.__getattr__)
+_ENGINE = ("flow", "_log_prob", "_to_latent", "_from_latent", "_unfolded", "_base_sample")
 
 
 class Surrogate:
@@ -79,7 +81,11 @@ class Surrogate:
     """
 
     def __init__(self, flow, training: dict | None = None, validation: dict | None = None):
-        self.flow = flow
+        """``flow``: a built flow (TensorFlow or numpy), or a :class:`~likeflow.loading.
+        StoredFlow` that builds it on first use: the records, names and bounds of a loaded
+        file are there at once, TensorFlow starts only when something is evaluated (a command
+        checks its inputs first, in well under a second)."""
+        self._source = flow
         self.config: FlowConfig = flow.config
         self.training = training or {}
         self.validation = validation or {}
@@ -90,33 +96,47 @@ class Surrogate:
         # file of format version 1)
         self.provenance: dict = {}
         self._bounds = self.config.bounds_array()
-        if isinstance(flow, NumpyFlow):
-            self.backend = "numpy"
-            # numpy computes in float64 whatever the file's dtype
-            self._dtype = np.dtype(np.float64)
+        self.backend = getattr(flow, "backend", "numpy" if isinstance(flow, NumpyFlow)
+                               else "tensorflow")
+        # numpy computes in float64 whatever the file's dtype
+        self._dtype = np.dtype(np.float64 if self.backend == "numpy" else self.config.dtype)
+
+    def __getattr__(self, name: str):
+        # called only when an attribute is not there: the engine, made on first use
+        if name in _ENGINE and "_source" in self.__dict__:
+            self._start()
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _start(self) -> None:
+        """Build the flow (a stored one: now) and its batched, compiled evaluations."""
+        flow = self._source
+        if hasattr(flow, "build"):
+            flow = flow.build()
+        if self.backend == "numpy":
             self._log_prob = _Batched(flow.log_prob, EVAL_BATCH)
             self._to_latent = _Batched(flow.to_latent, EVAL_BATCH)
             self._from_latent = _Batched(flow.from_latent, SAMPLE_BATCH)
             self._unfolded = _Batched(flow.unfolded_log_prob, EVAL_BATCH)
             self._base_sample = lambda m, seed: flow.base_sample(int(m), [int(s) for s in seed])
-            return
-        from .tfsetup import tf
-
-        self.backend = "tensorflow"
-        d, dtype = self.config.dim, flow.dtype
-        self._dtype = np.dtype(dtype.as_numpy_dtype)
-        self._log_prob = _Compiled(flow.log_prob, d, dtype, EVAL_BATCH)
-        self._to_latent = _Compiled(flow.to_latent, d, dtype, EVAL_BATCH)
-        # the autoregressive spline's sampling steps run in a while loop, where XLA on a CPU
-        # computes the spline 4x slower than a plain graph (measured: 3,000 against 10,700
-        # samples/s of the default 95-dim A-NSF); the affine steps gain 4x from it
-        self._from_latent = _Compiled(flow.from_latent, d, dtype, SAMPLE_BATCH,
-                                      xla=not (self.config.transformer == "spline"
-                                               and self.config.conditioner == "autoregressive"))
-        self._unfolded = None  # compiled on first use (only folded surrogates need it)
-        base = tf.function(flow.base.sample, input_signature=[
-            tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int32)])
-        self._base_sample = lambda m, seed: base(np.int32(m), seed).numpy()
+        else:
+            from .tfsetup import tf
+            d, dtype = self.config.dim, flow.dtype
+            self._log_prob = _Compiled(flow.log_prob, d, dtype, EVAL_BATCH)
+            self._to_latent = _Compiled(flow.to_latent, d, dtype, EVAL_BATCH)
+            # the autoregressive spline's sampling steps run in a while loop, where XLA on a
+            # CPU computes the spline 4x slower than a plain graph (measured: 3,000 against
+            # 10,700 samples/s of the default 95-dim A-NSF); the affine steps gain 4x from it
+            self._from_latent = _Compiled(flow.from_latent, d, dtype, SAMPLE_BATCH,
+                                          xla=not (self.config.transformer == "spline"
+                                                   and self.config.conditioner
+                                                   == "autoregressive"))
+            self._unfolded = None  # compiled on first use (only folded surrogates need it)
+            base = tf.function(flow.base.sample, input_signature=[
+                tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int32)])
+            self._base_sample = lambda m, seed: base(np.int32(m), seed).numpy()
+        self.flow = flow
+        del self._source
 
     # --- identity ---------------------------------------------------------------------------
     @property
@@ -393,8 +413,10 @@ class Surrogate:
     def weight_arrays(self) -> list[tuple[str, np.ndarray]]:
         """The flow's weights as (variable name, array) in file order
         (:func:`likeflow.flows.weight_roles` says what each is)."""
-        if self.backend == "numpy":
-            return list(zip(self.flow.names, self.flow.weights))
+        stored = self.__dict__.get("_source")
+        if self.backend == "numpy" or hasattr(stored, "build"):
+            flow = stored if hasattr(stored, "build") else self.flow
+            return list(zip(flow.names, flow.weights))
         return [(v.name, v.numpy()) for v in self.flow.trainable_variables]
 
     def _records(self) -> dict:
