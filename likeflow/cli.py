@@ -704,6 +704,13 @@ def eval_(surrogate, points, output, typicality, seed, spread, read_opts):
     s = sur.columns_of(likeflow.read_samples(points, read_opts, check=False), points)
     scores = likeflow.typicality(sur, s.values, seed=seed) if typicality else {}
     lp = scores.pop("log_prob") if typicality else sur.log_prob(s.values)
+    undefined = ~np.isfinite(s.values).all(axis=1)
+    if undefined.any():  # not "outside the bounds" (-inf): no density at all
+        lp = np.where(undefined, np.nan, lp)
+        rows = np.flatnonzero(undefined)
+        _warn(f"note: {len(rows)} point{'s' * (len(rows) > 1)} of {points} hold NaN or inf "
+              f"(row {', '.join(map(str, rows[:5]))}{' ...' if len(rows) > 5 else ''}): "
+              "log_prob nan")
     if spread:
         if not getattr(sur, "is_ensemble", False):
             raise LikeflowError(f"{surrogate}: --spread needs an ensemble surrogate "

@@ -74,6 +74,10 @@ class Combination(Target):
         if bad:
             raise LikeflowError(f"unknown priors {bad} (flat or normal)")
         self.shared = [n for n, c in zip(names, counts) if c > 1]
+        if not self.shared:
+            raise LikeflowError("the surrogates share no parameter by name: their joint "
+                                "density is the product of independent ones (sample each "
+                                "with 'likeflow sample'), or rename the shared parameters")
         self.priors = {n: priors.get(n, "flat") for n in self.shared}
 
     def describe(self) -> dict:

@@ -38,6 +38,8 @@ import numpy as np
 from .bounds import unbounded_coordinates
 from .errors import LikeflowError
 
+# a --range may reach this many training-range widths beyond a surrogate's training range
+RANGE_REACH = 10
 # a free parameter this close to its support box (in tanh units) is pressed against it
 _EDGE = 1e-3
 
@@ -875,13 +877,17 @@ def profile(target, poi: str | None = None, values=None, *, points: int = DEFAUL
     import time
     t0 = time.perf_counter()
     obj, partner, source = open_target(target, patch=patch, asimov=asimov)
-    # drawn once: the starting points, the grid's width and the credible limit
-    dens = as_density(obj, seed=seed, n_samples=bayesian_samples if limits else 0)
-    poi = poi or (dens.poi[0] if dens.poi else None)
+    # the POI and the range are checked on the records, before anything is built or drawn
+    poi = poi or (obj.poi[0] if obj.poi else None)
     if poi is None:
         raise LikeflowError(f"{source}: no POI recorded; name one (--poi)")
+    if poi not in obj.names:
+        raise LikeflowError(f"{source}: unknown parameter '{poi}'; the parameters are "
+                            f"{', '.join(obj.names[:10])}{' ...' if len(obj.names) > 10 else ''}")
     if values is None and value_range is not None:
-        values = _range_grid(dens, poi, value_range, points)
+        values = _range_grid(obj, poi, value_range, points)
+    # drawn once: the starting points, the grid's width and the credible limit
+    dens = as_density(obj, seed=seed, n_samples=bayesian_samples if limits else 0)
     prof = scan(dens, poi, values, seed=seed, best=best, points=points)
     out = ProfileResult(prof, cl, source)
     if limits:
@@ -898,12 +904,25 @@ def profile(target, poi: str | None = None, values=None, *, points: int = DEFAUL
     return out
 
 
-def _range_grid(dens: Density, poi: str, value_range, points: int) -> np.ndarray:
-    lo, hi = dens.bounds[dens.index(poi)]
+def _range_grid(obj, poi: str, value_range, points: int) -> np.ndarray:
+    """The grid of ``value_range`` for ``obj`` (a surrogate or a target): inside the POI's
+    bounds and, for a surrogate, within :data:`RANGE_REACH` widths of its training range
+    (beyond, every point would be untrusted, and at 1e300 the optimiser overflows)."""
+    i = list(obj.names).index(poi)
+    lo, hi = np.asarray(obj.bounds, float)[i]
     a, b = (float(v) for v in value_range)
     if not (np.isfinite([a, b]).all() and lo <= a < b <= hi):
         raise LikeflowError(f"range {a:g}:{b:g}: {poi} must stay finite, increasing and inside "
                             f"its bounds [{lo:g}, {hi:g}]")
+    sup = getattr(obj, "support", None)
+    if sup is not None:
+        t_lo, t_hi = float(sup["lo"][i]), float(sup["hi"][i])
+        reach = RANGE_REACH * (t_hi - t_lo)
+        if a < t_lo - reach or b > t_hi + reach:
+            raise LikeflowError(f"range {a:g}:{b:g}: the surrogate was trained on {poi} in "
+                                f"[{t_lo:.4g}, {t_hi:.4g}]; a profile reaching more than "
+                                f"{RANGE_REACH} times that width beyond it would hold only "
+                                "untrusted points")
     return np.linspace(a, b, points)
 
 

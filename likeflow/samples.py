@@ -192,22 +192,22 @@ class SampleSet:
                                   "parameter_names")
         if len(set(self.names)) != d:
             dup = sorted({x for x in self.names if self.names.count(x) > 1})
-            raise SampleFileError(path, f"duplicate parameter names {dup}", "parameter_names")
+            raise SampleFileError(path, f"duplicate parameter names {dup}")
         unknown = [p for p in self.poi if p not in self.names]
         if unknown:
             raise SampleFileError(path, f"POI {unknown} not among the parameter names "
-                                  f"{_short_list(self.names)}", "poi")
+                                  f"{_short_list(self.names)}")
         for col in OPTIONAL_COLUMNS:
             c = getattr(self, col)
             if c is not None and c.shape[0] != n:
                 raise SampleFileError(path, f"has {c.shape[0]} entries but there are {n} samples",
                                       col)
         if self.bounds.shape != (d, 2):
-            raise SampleFileError(path, f"bounds must have shape ({d}, 2), got "
-                                  f"{self.bounds.shape}", "bounds")
+            raise SampleFileError(path, f"the bounds must have shape ({d}, 2), got "
+                                  f"{self.bounds.shape}")
         if np.isnan(self.bounds).any() or (self.bounds[:, 0] >= self.bounds[:, 1]).any():
             bad = [self.names[i] for i in np.flatnonzero(~(self.bounds[:, 0] < self.bounds[:, 1]))]
-            raise SampleFileError(path, f"lower bound not below upper bound for {bad}", "bounds")
+            raise SampleFileError(path, f"the bounds: lower bound not below upper bound for {bad}")
         problem = None if self.anchors is None else self.anchors.problem(d, self.bounds)
         if problem:
             raise SampleFileError(path, problem, "anchors")
