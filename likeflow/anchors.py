@@ -87,6 +87,12 @@ class Anchors:
             return "anchors lie outside the declared bounds"
         return None
 
+    @property
+    def best_fit(self) -> np.ndarray | None:
+        """The target's global mode: the first mode (None without modes)."""
+        modes = np.flatnonzero(self.kind == MODE)
+        return self.values[modes[0]] if len(modes) else None
+
     def split(self, seed: int, test: float = 0.25) -> tuple["Anchors", "Anchors"]:
         """(training, held-out) anchors. Every fourth mode (seeded offset) and its segments are
         held out whole, and so is the best fit (the first mode): validation measures the

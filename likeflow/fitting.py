@@ -162,6 +162,7 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
     else:
         config = FlowConfig.from_data(parts[0].values, names=s.names, poi=s.poi, bounds=s.bounds,
                                       weights=parts[0].weights, seed=seeds.flow,
+                                      best_fit=None if s.anchors is None else s.anchors.best_fit,
                                       **(flow_config or {}))
         _seed_everything(seeds.flow)
         flow, previous = _built(config, strategy), None
