@@ -111,7 +111,12 @@ class Surrogate:
     def _start(self) -> None:
         """Build the flow (a stored one: now) and its batched, compiled evaluations."""
         flow = self._source
-        if hasattr(flow, "build"):
+        if hasattr(flow, "build") and self.backend != "numpy":
+            from .tfsetup import tf
+            # first use may come inside a trace (combine's joint density): build eagerly
+            with tf.init_scope():
+                flow = flow.build()
+        elif hasattr(flow, "build"):
             flow = flow.build()
         if self.backend == "numpy":
             self._log_prob = _Batched(flow.log_prob, EVAL_BATCH)

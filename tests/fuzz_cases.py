@@ -82,7 +82,8 @@ def surrogate_cases(good: str, folder: str, rng, n: int) -> list[tuple[str, str]
         config = json.loads(f["config"][()])
     for k in range(n):
         p = os.path.join(folder, f"m{k}.likeflow.h5")
-        kind = ["flip", "flip", "truncate", "delete", "config", "config", "json"][k % 7]
+        kind = ["flip", "flip", "truncate", "delete", "config", "config", "json",
+                "semantic"][k % 8]
         shutil.copy(good, p)
         if kind in ("flip", "truncate"):
             what = _damage_bytes(kind, good, p, rng)
@@ -100,6 +101,23 @@ def surrogate_cases(good: str, folder: str, rng, n: int) -> list[tuple[str, str]
                 del f["config"]
                 f["config"] = json.dumps(bad)
             what = f"config {key} = {val!r}"
+        elif kind == "semantic":  # well-typed fields that no flow can mean (issue 32)
+            bad = json.loads(json.dumps(config))
+            change = int(rng.integers(0, 5))
+            if change == 0:
+                bad["bounds"][0] = [1.0, -1.0]
+            elif change == 1:
+                bad["names"][1] = bad["names"][0]
+            elif change == 2:
+                bad["poi"] = ["not_a_parameter"]
+            elif change == 3:
+                bad["seed"] = 10 ** 30
+            else:
+                bad["permutations"] = [[float(i) for i in p] for p in bad["permutations"]]
+            with h5py.File(p, "a") as f:
+                del f["config"]
+                f["config"] = json.dumps(bad)
+            what = f"config with semantic damage {change}"
         else:
             name = ["training", "validation", "config"][int(rng.integers(0, 3))]
             val = ["[]", "not json", "null", '{"result": 5}', "\udcff"][int(rng.integers(0, 5))]
