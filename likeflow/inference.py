@@ -72,10 +72,15 @@ class Density:
         return self._candidate_lp
 
     def index(self, name: str) -> int:
-        if name not in self.names:
-            raise LikeflowError(f"unknown parameter '{name}'; the parameters are "
-                                f"{', '.join(self.names[:10])}{' ...' if len(self.names) > 10 else ''}")
-        return self.names.index(name)
+        return parameter_index(self.names, name)
+
+
+def parameter_index(names: list[str], name: str) -> int:
+    """The column of ``name``, or a :class:`LikeflowError` listing the parameters."""
+    if name not in names:
+        raise LikeflowError(f"unknown parameter '{name}'; the parameters are "
+                            f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}")
+    return list(names).index(name)
 
 
 def as_density(obj, *, n_candidates: int = 20000, n_samples: int = 0,
@@ -881,9 +886,10 @@ def profile(target, poi: str | None = None, values=None, *, points: int = DEFAUL
     poi = poi or (obj.poi[0] if obj.poi else None)
     if poi is None:
         raise LikeflowError(f"{source}: no POI recorded; name one (--poi)")
-    if poi not in obj.names:
-        raise LikeflowError(f"{source}: unknown parameter '{poi}'; the parameters are "
-                            f"{', '.join(obj.names[:10])}{' ...' if len(obj.names) > 10 else ''}")
+    try:
+        parameter_index(obj.names, poi)
+    except LikeflowError as e:
+        raise LikeflowError(f"{source}: {e}") from None
     if values is None and value_range is not None:
         values = _range_grid(obj, poi, value_range, points)
     # drawn once: the starting points, the grid's width and the credible limit
@@ -908,7 +914,7 @@ def _range_grid(obj, poi: str, value_range, points: int) -> np.ndarray:
     """The grid of ``value_range`` for ``obj`` (a surrogate or a target): inside the POI's
     bounds and, for a surrogate, within :data:`RANGE_REACH` widths of its training range
     (beyond, every point would be untrusted, and at 1e300 the optimiser overflows)."""
-    i = list(obj.names).index(poi)
+    i = parameter_index(obj.names, poi)
     lo, hi = np.asarray(obj.bounds, float)[i]
     a, b = (float(v) for v in value_range)
     if not (np.isfinite([a, b]).all() and lo <= a < b <= hi):

@@ -649,7 +649,9 @@ def rows_dataset(path, f: h5py.File, opts: ReadOptions) -> tuple[str, str]:
     return layout, (opts.dataset or (ARRAY_DATASET if layout == "array" else "mcmc/chain"))
 
 
-def _dataset(path, f: h5py.File, name: str, ndim: Sequence[int]) -> h5py.Dataset:
+def checked_dataset(path, f: h5py.File, name: str, ndim: Sequence[int]) -> h5py.Dataset:
+    """Dataset ``name`` of ``f``, refused (:class:`SampleFileError`) unless it is there, has
+    one of the dimensions ``ndim``, is numeric and is stored as declared (``check_stored``)."""
     if name not in f or not isinstance(f[name], h5py.Dataset):
         raise SampleFileError(path, f"no such dataset; datasets in the file: {_list_datasets(f)}",
                               name)
@@ -747,13 +749,13 @@ def _meta(path, f, obj, d: int) -> dict:
 
 
 def _read_likeflow(path, f, opts: ReadOptions, rows: np.ndarray | None = None) -> SampleSet:
-    ds = _dataset(path, f, "samples", (2,))
+    ds = checked_dataset(path, f, "samples", (2,))
     n, d = ds.shape
     rows = _rows_to_read(n, opts) if rows is None else _checked_rows(path, rows, n)
     cols = {}
     for c in OPTIONAL_COLUMNS:
         if c in f:
-            cds = _dataset(path, f, c, (1,))
+            cds = checked_dataset(path, f, c, (1,))
             if cds.shape[0] != n:
                 raise SampleFileError(path, f"has {cds.shape[0]} entries but 'samples' has {n} "
                                       "rows", c)
@@ -767,7 +769,7 @@ def _read_likeflow(path, f, opts: ReadOptions, rows: np.ndarray | None = None) -
 
 def _read_array(path, f, opts: ReadOptions, rows: np.ndarray | None = None) -> SampleSet:
     name = opts.dataset or ARRAY_DATASET
-    ds = _dataset(path, f, name, (1, 2))
+    ds = checked_dataset(path, f, name, (1, 2))
     n = ds.shape[0]
     d = 1 if ds.ndim == 1 else ds.shape[1]
     rows = _rows_to_read(n, opts) if rows is None else _checked_rows(path, rows, n)
@@ -776,7 +778,7 @@ def _read_array(path, f, opts: ReadOptions, rows: np.ndarray | None = None) -> S
         lp_name = "data/Y"
     cols = {}
     if lp_name is not None:
-        lds = _dataset(path, f, lp_name, (1, 2))
+        lds = checked_dataset(path, f, lp_name, (1, 2))
         if lds.shape[0] != n or (lds.ndim == 2 and lds.shape[1] != 1):
             raise SampleFileError(path, f"shape {lds.shape} does not match {n} samples in "
                                   f"'{name}'", lp_name)
@@ -788,7 +790,7 @@ def _read_array(path, f, opts: ReadOptions, rows: np.ndarray | None = None) -> S
 
 def _read_emcee(path, f, opts: ReadOptions) -> SampleSet:
     name = opts.dataset or "mcmc/chain"
-    ds = _dataset(path, f, name, (3,))
+    ds = checked_dataset(path, f, name, (3,))
     steps, walkers, d = ds.shape
     group = ds.parent
     try:  # emcee preallocates; 'iteration' is filled
@@ -812,7 +814,7 @@ def _read_emcee(path, f, opts: ReadOptions) -> SampleSet:
     lp_name = opts.log_prob_dataset or (f"{group.name}/log_prob".lstrip("/")
                                         if "log_prob" in group else None)
     if lp_name is not None:
-        lds = _dataset(path, f, lp_name, (2,))
+        lds = checked_dataset(path, f, lp_name, (2,))
         if lds.shape[:2] != (steps, walkers):
             raise SampleFileError(path, f"shape {lds.shape} does not match the chain's "
                                   f"{(steps, walkers)}", lp_name)

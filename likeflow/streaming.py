@@ -34,14 +34,13 @@ import os
 from dataclasses import dataclass
 from typing import Iterator
 
-import h5py
 import numpy as np
 
 from .errors import LikeflowError, SampleFileError
 from .feeding import pad_steps
-from .fileio import available_memory, check_stored, open_h5
-from .samples import (ReadOptions, SampleSet, SplitSpec, read_samples, rows_dataset,
-                      split_labels)
+from .fileio import available_memory, open_h5
+from .samples import (ReadOptions, SampleSet, SplitSpec, checked_dataset, read_samples,
+                      rows_dataset, split_labels)
 
 #: held-out rows kept in memory per part (validation for early stopping, test for validation:
 #: as many as a fit of a million rows in memory has)
@@ -169,17 +168,14 @@ def should_stream(path: str, options: ReadOptions) -> bool:
 
 
 def _rows(path: str, f, name: str):
-    """The dataset of rows, with the checks of the in-memory reader (stored as declared;
-    a link that does not open is the file's fault, named)."""
+    """The dataset of rows, with the reader's checks (:func:`~likeflow.samples.
+    checked_dataset`); a link that does not open is the file's fault, named as the reader
+    names it."""
     try:
-        ds = f[name] if name in f else None
+        return checked_dataset(path, f, name, (2, 3))
     except (KeyError, OSError, RuntimeError) as e:
         msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise SampleFileError(path, f"cannot be opened ({msg})", name) from None
-    if not isinstance(ds, h5py.Dataset) or ds.ndim not in (2, 3):
-        raise SampleFileError(path, "--stream needs a 2-D dataset of rows", name)
-    check_stored(path, ds, SampleFileError)
-    return ds
+        raise SampleFileError(path, f"damaged or unreadable ({msg})") from None
 
 
 def open_stream(path: str | os.PathLike, options: ReadOptions, spec: SplitSpec) -> Stream:

@@ -111,14 +111,8 @@ class Surrogate:
     def _start(self) -> None:
         """Build the flow (a stored one: now) and its batched, compiled evaluations."""
         flow = self._source
-        if hasattr(flow, "build") and self.backend != "numpy":
-            from .tfsetup import tf
-            # first use may come inside a trace (combine's joint density): build eagerly
-            with tf.init_scope():
-                flow = flow.build()
-        elif hasattr(flow, "build"):
-            flow = flow.build()
         if self.backend == "numpy":
+            flow = flow.build() if hasattr(flow, "build") else flow
             self._log_prob = _Batched(flow.log_prob, EVAL_BATCH)
             self._to_latent = _Batched(flow.to_latent, EVAL_BATCH)
             self._from_latent = _Batched(flow.from_latent, SAMPLE_BATCH)
@@ -126,6 +120,10 @@ class Surrogate:
             self._base_sample = lambda m, seed: flow.base_sample(int(m), [int(s) for s in seed])
         else:
             from .tfsetup import tf
+            if hasattr(flow, "build"):
+                # first use may come inside a trace (combine's joint density): build eagerly
+                with tf.init_scope():
+                    flow = flow.build()
             d, dtype = self.config.dim, flow.dtype
             self._log_prob = _Compiled(flow.log_prob, d, dtype, EVAL_BATCH)
             self._to_latent = _Compiled(flow.to_latent, d, dtype, EVAL_BATCH)
@@ -419,9 +417,10 @@ class Surrogate:
         """The flow's weights as (variable name, array) in file order
         (:func:`likeflow.flows.weight_roles` says what each is)."""
         stored = self.__dict__.get("_source")
-        if self.backend == "numpy" or hasattr(stored, "build"):
-            flow = stored if hasattr(stored, "build") else self.flow
-            return list(zip(flow.names, flow.weights))
+        if hasattr(stored, "build"):  # not built yet: the file's arrays
+            return list(zip(stored.names, stored.weights))
+        if self.backend == "numpy":
+            return list(zip(self.flow.names, self.flow.weights))
         return [(v.name, v.numpy()) for v in self.flow.trainable_variables]
 
     def _records(self) -> dict:

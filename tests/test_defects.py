@@ -17,12 +17,11 @@ import time
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 pytest.importorskip("tensorflow")
 
+from cli_helpers import refused as bad, run  # noqa: E402
 from likeflow import fileio  # noqa: E402
-from likeflow.cli import cli  # noqa: E402
 from likeflow.errors import LikeflowError  # noqa: E402
 from likeflow.inference import default_grid  # noqa: E402
 from likeflow.samples import SampleSet, read_samples, write_samples  # noqa: E402
@@ -31,20 +30,6 @@ from likeflow.loading import load  # noqa: E402
 from likeflow.training import TrainConfig  # noqa: E402
 
 TINY = {"layers": 2, "hidden": (8,)}
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def bad(result, *fragments):
-    """Exit 2, one line on stderr naming what is wrong, no traceback."""
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    err = result.stderr
-    assert "Traceback" not in result.output
-    assert len(err.strip().splitlines()) == 1, err
-    for frag in fragments:
-        assert frag in err, err
 
 
 def small_set(n=600, d=3, seed=0, **kw) -> SampleSet:

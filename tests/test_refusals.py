@@ -12,28 +12,12 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
-from likeflow.cli import cli
+from cli_helpers import refused, run
 from likeflow.samples import SampleSet, write_samples
 
 pytest.importorskip("tensorflow")
 
 TINY = {"layers": 1, "hidden": (8,)}
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def refused(result, *fragments):
-    """Exit 2, one line on stderr holding every fragment, no traceback."""
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    assert "Traceback" not in result.output
-    err = result.stderr.strip().splitlines()
-    assert len(err) == 1, result.stderr
-    for frag in fragments:
-        assert frag in err[0], err[0]
 
 
 @pytest.fixture(scope="module")
