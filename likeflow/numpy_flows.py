@@ -61,6 +61,26 @@ ACTIVATION_FUNCTIONS = {
 }
 
 
+def _gelu_grad(x):
+    return 0.5 * special.erfc(-x * 0.7071067811865476) + x * np.exp(-0.5 * x * x) / math.sqrt(
+        2 * math.pi)
+
+
+def _silu_grad(x):
+    sig = special.expit(x)
+    return sig * (1 + x * (1 - sig))
+
+
+# the derivative of each activation at its input (for the reverse pass of :class:`Dense`)
+ACTIVATION_GRADIENTS = {
+    "relu": lambda x: (x > 0).astype(float),
+    "tanh": lambda x: 1 - np.tanh(x) ** 2,
+    "elu": lambda x: np.where(x > 0, 1.0, np.exp(np.minimum(x, 0.0))),
+    "gelu": _gelu_grad,
+    "silu": _silu_grad,
+}
+
+
 class Spline:
     """The rational-quadratic spline of :mod:`likeflow.splines` (identity outside its
     interval) from a conditioner's raw parameters (..., 3K - 1), as the flows parametrise it."""
@@ -76,6 +96,8 @@ class Spline:
         self._ky = _knots(heights, -bound)
         one = np.ones_like(slopes[..., :1])
         self._kd = np.concatenate([one, slopes, one], axis=-1)
+        self._raw = (w, h, s)      # for the gradient of the parameters (:meth:`inverse_grad`)
+        self._scale = (1 - k * MIN_BIN) * (2 * bound)
 
     def _bin(self, v, knots):
         lo, hi = knots[..., 0], knots[..., -1]
@@ -93,14 +115,15 @@ class Spline:
                 return a[cols, k + off]
         else:
             # number of interior knots at or left of v: the bin, in 0 .. K - 1
-            k = np.sum(v[..., None] >= knots[..., 1:-1], axis=-1)[..., None]
+            k = np.sum(v[..., None] >= knots[..., 1:-1], axis=-1)
 
             def pick(a, off=0):
                 return np.take_along_axis(np.broadcast_to(a, v.shape + a.shape[-1:]),
-                                          k + off, axis=-1)[..., 0]
+                                          k[..., None] + off, axis=-1)[..., 0]
 
         kx, ky, kd = self._kx, self._ky, self._kd
         x_k, y_k = pick(kx), pick(ky)
+        self._last_bin = k
         return (v, inside, x_k, pick(kx, 1) - x_k, y_k, pick(ky, 1) - y_k, pick(kd),
                 pick(kd, 1))
 
@@ -118,6 +141,60 @@ class Spline:
             x, ldj = rq.inverse(yc, *knots, log=np.log, sqrt=np.sqrt, maximum=np.maximum)
         return np.where(inside, x, y), np.where(inside, ldj, 0.0)
 
+    def inverse_grad(self, y):
+        """:meth:`inverse` and its reverse-mode derivative: ``(x, log dx/dy, back)`` with
+        ``back(gx) -> (gy, gparams)``, the gradients of ``sum(gx * x) + sum(log dx/dy)`` with
+        respect to ``y`` and to the raw parameters (None for one spline per column, whose
+        parameters are not a conditioner's output). The inverse is differentiated implicitly
+        through the forward map (:func:`likeflow.rq.forward_partials`)."""
+        yc, inside, x_k, w_k, y_k, h_k, d_k, d_k1 = self._bin(y, self._ky)
+        k = self._last_bin
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xc, ldj = rq.inverse(yc, x_k, w_k, y_k, h_k, d_k, d_k1, log=np.log, sqrt=np.sqrt,
+                                 maximum=np.maximum)
+            slope, f, ell = rq.forward_partials(xc, x_k, w_k, y_k, h_k, d_k, d_k1)
+        x = np.where(inside, xc, y)
+
+        def back(gx):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gy_in = (gx - ell["x"]) / slope
+            gy = np.where(inside, gy_in, gx)
+            if self._kx.ndim == 2 and y.ndim == 2:
+                return gy, None
+
+            def part(name):
+                return np.where(inside, -gy_in * f[name] - ell[name], 0.0)
+            g_w = part("w_k")
+            g_h = part("h_k")
+            return gy, self._raw_grad(k, part("x_k") - g_w, g_w, part("y_k") - g_h, g_h,
+                                      part("d_k"), part("d_k1"))
+
+        return x, np.where(inside, ldj, 0.0), back
+
+    def _raw_grad(self, k, g_x0, g_x1, g_y0, g_y1, g_d0, g_d1):
+        """Gradients at the knots a point's bin reads (bin ``k``: knots k and k + 1) to the
+        raw parameters: through the cumulative sums, the softmax with its minimum bin and the
+        softplus of the slopes."""
+        w, h, s = self._raw
+        n_knots = self._kx.shape[-1]
+
+        def scatter(g0, g1):
+            out = np.zeros(k.shape + (n_knots,))
+            np.put_along_axis(out, k[..., None], g0[..., None], axis=-1)
+            g = np.zeros_like(out)
+            np.put_along_axis(g, k[..., None] + 1, g1[..., None], axis=-1)
+            return out + g
+
+        def through_softmax(g_knots, raw):
+            # knot j is the sum of the sizes before it: a size's gradient sums the knots after
+            g_size = np.cumsum(g_knots[..., :0:-1], axis=-1)[..., ::-1] * self._scale
+            sm = special.softmax(raw, axis=-1)
+            return sm * (g_size - np.sum(g_size * sm, axis=-1, keepdims=True))
+
+        g_d = scatter(g_d0, g_d1)[..., 1:-1] * special.expit(s + math.log(math.e - 1))
+        return np.concatenate([through_softmax(scatter(g_x0, g_x1), w),
+                               through_softmax(scatter(g_y0, g_y1), h), g_d], axis=-1)
+
 
 def _knots(sizes, start):
     zero = np.zeros_like(sizes[..., :1])
@@ -129,6 +206,7 @@ class Affine:
 
     def __init__(self, params: np.ndarray, clamp: float):
         self.shift = params[..., 0]
+        self.clamp = clamp
         self.log_scale = clamp * np.tanh(params[..., 1] / clamp)
 
     def forward(self, x):
@@ -136,6 +214,19 @@ class Affine:
 
     def inverse(self, y):
         return (y - self.shift) * np.exp(-self.log_scale), -self.log_scale
+
+    def inverse_grad(self, y):
+        """:meth:`inverse` and ``back(gx) -> (gy, gparams)`` (as :meth:`Spline.inverse_grad`)."""
+        inv_scale = np.exp(-self.log_scale)
+        x = (y - self.shift) * inv_scale
+
+        def back(gx):
+            g_log_scale = -gx * x - 1.0
+            tanh = self.log_scale / self.clamp
+            return gx * inv_scale, np.stack([-gx * inv_scale,
+                                             g_log_scale * (1 - tanh * tanh)], axis=-1)
+
+        return x, -self.log_scale, back
 
 
 def transformer(config: FlowConfig):
@@ -151,6 +242,8 @@ class Dense:
     def __init__(self, kernels, biases, activation: str):
         self.kernels, self.biases = kernels, biases
         self.act = ACTIVATION_FUNCTIONS[activation]
+        self.act_grad = ACTIVATION_GRADIENTS[activation]
+        self._transposed = [np.ascontiguousarray(w.T) for w in kernels]
 
     def __call__(self, x):
         for i, (w, b) in enumerate(zip(self.kernels, self.biases)):
@@ -158,6 +251,25 @@ class Dense:
             if i < len(self.kernels) - 1:
                 x = self.act(x)
         return x
+
+    def with_grad(self, x):
+        """The output and ``back(g_out) -> g_x``, the reverse pass (the pre-activations are
+        kept for it)."""
+        pre = []
+        for i, (w, b) in enumerate(zip(self.kernels, self.biases)):
+            x = x @ w + b
+            if i < len(self.kernels) - 1:
+                pre.append(x)
+                x = self.act(x)
+
+        def back(g):
+            for i in range(len(self.kernels) - 1, -1, -1):
+                if i < len(self.kernels) - 1:
+                    g = g * self.act_grad(pre[i])
+                g = g @ self._transposed[i]
+            return g
+
+        return x, back
 
 
 def made_degrees(dim: int, hidden) -> list[np.ndarray]:
@@ -216,6 +328,18 @@ class Made:
             params = hs[-1] @ ws[-1][:, cols] + bs[-1][cols]
             y[:, k] = column(params, z[:, k])
         return y
+
+
+def _image_signs(reflect, dim: int) -> list[np.ndarray]:
+    """d image / d x of each mirror image of :func:`likeflow.bounds.mirror_images` (same
+    order): -1 in the columns reflected an odd number of times."""
+    signs = [np.ones(dim)]
+    for i, _ in reflect:
+        for sign in list(signs):
+            flipped = sign.copy()
+            flipped[int(i)] = -flipped[int(i)]
+            signs.append(flipped)
+    return signs
 
 
 # --- the layers of the chain ----------------------------------------------------------------
@@ -309,6 +433,76 @@ class Preprocess:
                                                                 tiny))
         return (v - self.shift) / self.scale
 
+    def forward_derivative(self, u):
+        """dx/du of :meth:`forward`, elementwise (n, D) (the clip at the bounds aside)."""
+        v = self.shift + self.scale * u
+        dv = np.ones_like(v)
+        t = self.two
+        if t.size:
+            vt = v[:, t]
+            dv[:, t] = self.t_width * (np.exp(-0.5 * vt * vt - 0.5 * _LOG_2PI) if self.probit
+                                       else special.expit(vt) * special.expit(-vt))
+        if self.soft.size:
+            vs, c = v[:, self.soft], self.s_c
+            dv[:, self.soft] = special.expit((vs - self.s_lo) / c) - special.expit(
+                (vs - self.s_hi) / c)
+        if self.lower.size:
+            dv[:, self.lower] = special.expit(v[:, self.lower])
+        if self.upper.size:
+            dv[:, self.upper] = -special.expit(v[:, self.upper])
+        return dv * self.scale
+
+    def inverse_derivative(self, x, probit_max: float = PROBIT_MAX):
+        """du/dx of :meth:`inverse`, elementwise (n, D): zero where a value is held (the
+        probit map's hold, the clips at the bounds), as TensorFlow's gradient of the clips."""
+        x = np.asarray(x, np.float64)
+        dv = np.ones_like(x)
+        tiny = self.tiny
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            t = self.two
+            if t.size:
+                xt, width = x[:, t], self.t_width
+                a, b = (xt - self.t_lo) / width, (self.t_hi - xt) / width
+                if self.probit:
+                    t_min = 0.5 * math.erfc(probit_max / math.sqrt(2.0))
+                    held = (a < t_min) | (b < t_min)
+                    v = np.where(a < 0.5, special.ndtri(np.clip(a, t_min, 0.5)),
+                                 -special.ndtri(np.clip(b, t_min, 0.5)))
+                    # d ndtri(a)/da = 1 / phi(ndtri(a))
+                    dv[:, t] = np.where(held, 0.0, np.exp(0.5 * v * v + 0.5 * _LOG_2PI) / width)
+                else:
+                    held = (a < self.eps) | (a > 1 - self.eps)
+                    dv[:, t] = np.where(held, 0.0, 1.0 / (width * a * (1 - a)))
+            if self.soft.size:
+                xs, c = x[:, self.soft], self.s_c
+                a, b = (xs - self.s_lo) / c, (xs - self.s_hi) / c
+                dv[:, self.soft] = (np.where(a > tiny, 1.0 / -np.expm1(-a), 0.0)
+                                    + np.where(b < -tiny, 1.0 / np.expm1(-b), 0.0))
+            if self.lower.size:
+                d = x[:, self.lower] - self.l_lo
+                dv[:, self.lower] = np.where(d > tiny, 1.0 / -np.expm1(-d), 0.0)
+            if self.upper.size:
+                d = self.u_hi - x[:, self.upper]
+                dv[:, self.upper] = np.where(d > tiny, -1.0 / -np.expm1(-d), 0.0)
+        return dv / self.scale
+
+    def forward_log_det_grad(self, u):
+        """The gradient of :meth:`forward_log_det` with respect to ``u`` (n, D)."""
+        v = self.shift + self.scale * u
+        g = np.zeros_like(v)
+        t = self.two
+        if t.size:
+            vt = v[:, t]
+            g[:, t] = -vt if self.probit else 1 - 2 * special.expit(vt)
+        if self.soft.size:
+            vs, c = v[:, self.soft], self.s_c
+            g[:, self.soft] = (-1 + special.expit(-(vs - self.s_lo) / c)
+                               + special.expit(-(vs - self.s_hi) / c)) / c
+        one = np.concatenate([self.lower, self.upper])
+        if one.size:
+            g[:, one] = special.expit(-v[:, one])
+        return g * self.scale
+
     def forward_log_det(self, u):
         ldj = np.full(len(u), self.log_scale_sum)
         t = self.two
@@ -339,6 +533,18 @@ class _Autoregressive:
         x, ldj = self.make(self.made(y)).inverse(y)
         return x, ldj.sum(axis=-1)
 
+    def inverse_grad(self, y):
+        """:meth:`inverse` and ``back(gx) -> gy`` for ``sum(gx * x) + ldj``."""
+        out, net_back = self.made.net.with_grad(y)
+        x, ldj, back_t = self.make(out.reshape(y.shape[0], self.made.dim,
+                                               self.made.params)).inverse_grad(y)
+
+        def back(gx):
+            gy, gp = back_t(gx)
+            return gy + net_back(gp.reshape(len(gy), -1))
+
+        return x, ldj.sum(axis=-1), back
+
     def forward(self, z):
         return self.made.forward_pass(z, lambda p, zk: self.make(p).forward(zk)[0])
 
@@ -357,6 +563,19 @@ class _Coupling:
         x1, ldj = self._transform(y[:, :self.m]).inverse(y[:, self.m:])
         return np.concatenate([y[:, :self.m], x1], axis=1), ldj.sum(axis=-1)
 
+    def inverse_grad(self, y):
+        """:meth:`inverse` and ``back(gx) -> gy`` for ``sum(gx * x) + ldj``."""
+        m = self.m
+        out, net_back = self.mlp.with_grad(y[:, :m])
+        x1, ldj, back_t = self.make(out.reshape(len(y), -1, self.p)).inverse_grad(y[:, m:])
+
+        def back(gx):
+            gy1, gp = back_t(gx[:, m:])
+            return np.concatenate([gx[:, :m] + net_back(gp.reshape(len(gy1), -1)), gy1],
+                                  axis=1)
+
+        return np.concatenate([y[:, :m], x1], axis=1), ldj.sum(axis=-1), back
+
     def forward(self, z):
         y1, _ = self._transform(z[:, :self.m]).forward(z[:, self.m:])
         return np.concatenate([z[:, :self.m], y1], axis=1)
@@ -370,6 +589,13 @@ class _Permute:
     def inverse(self, y):
         return y[:, self.inv], 0.0
 
+    def inverse_grad(self, y):
+        def back(gx):
+            gy = np.empty_like(gx)
+            gy[:, self.inv] = gx
+            return gy
+        return y[:, self.inv], 0.0, back
+
     def forward(self, z):
         return z[:, self.perm]
 
@@ -382,6 +608,10 @@ class _Marginal:
     def inverse(self, y):
         x, ldj = self.spline.inverse(y)
         return x, ldj.sum(axis=-1)
+
+    def inverse_grad(self, y):
+        x, ldj, back = self.spline.inverse_grad(y)
+        return x, ldj.sum(axis=-1), lambda gx: back(gx)[0]
 
     def forward(self, z):
         return self.spline.forward(z)[0]
@@ -437,6 +667,58 @@ class NumpyFlow:
             ldj = ldj + part
         d = self.config.dim
         return -0.5 * np.sum(u * u, axis=1) - 0.5 * d * _LOG_2PI + ldj
+
+    def _inner_log_prob_grad(self, u):
+        """:meth:`_inner_log_prob` and its gradient with respect to ``u``: the layers'
+        inverses forward, their reverse passes back from the base density's -z."""
+        ldj = np.zeros(len(u))
+        backs = []
+        for layer in reversed(self._layers):
+            u, part, back = layer.inverse_grad(u)
+            ldj = ldj + part
+            backs.append(back)
+        d = self.config.dim
+        g = -u
+        for back in reversed(backs):
+            g = back(g)
+        return -0.5 * np.sum(u * u, axis=1) - 0.5 * d * _LOG_2PI + ldj, g
+
+    def unfolded_log_prob_grad(self, x, probit_max: float = PROBIT_MAX):
+        """:meth:`unfolded_log_prob` and its gradient with respect to ``x`` (n, D)."""
+        x = np.asarray(x, np.float64)
+        pre = self.preprocess
+        with np.errstate(all="ignore"):
+            u = pre.inverse(x, probit_max)
+            lp, g_u = self._inner_log_prob_grad(u)
+            lp = lp - pre.forward_log_det(u)
+            return lp, (g_u - pre.forward_log_det_grad(u)) * pre.inverse_derivative(x, probit_max)
+
+    def log_prob_grad(self, x):
+        """:meth:`log_prob` and its exact gradient with respect to ``x`` (n, D), by reverse
+        mode through every layer, the bound maps and the fold (no finite differences): the
+        gradient L-BFGS needs without TensorFlow. Where the density is 0 the gradient is nan.
+
+        Example:
+            >>> cfg = FlowConfig(dim=2, flow="maf", layers=2, hidden=(4,))
+            >>> flow = NumpyFlow(cfg, [np.zeros(s) for s in expected_weight_shapes(cfg)])
+            >>> flow.log_prob_grad(np.array([[1.0, -2.0]]))[1]   # N(0, I): -x
+            array([[-1.,  2.]])
+        """
+        x = np.asarray(x, np.float64)
+        if not self.config.reflect:
+            return self.unfolded_log_prob_grad(x)
+        images, ok = mirror_images(x, self.config.reflect, self._flow_range)
+        signs = _image_signs(self.config.reflect, x.shape[1])
+        parts = [self.unfolded_log_prob_grad(img) for img in images]
+        lp = np.array([p[0] for p in parts])
+        lp = np.where(ok & ~np.isnan(lp), lp, -np.inf)
+        total = special.logsumexp(lp, axis=0)
+        with np.errstate(invalid="ignore"):
+            share = np.exp(lp - total)          # each image's part of the density
+        grad = sum(np.where(sh[:, None] > 0, sh[:, None] * sign * p[1], 0.0)
+                   for sh, sign, p in zip(share, signs, parts))
+        grad = np.where(np.isfinite(total)[:, None], grad, np.nan)
+        return total, grad
 
     def unfolded_log_prob(self, x, probit_max: float = PROBIT_MAX):
         """The flow's own density on its extended range (no fold), the probit map held at

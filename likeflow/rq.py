@@ -36,3 +36,38 @@ def inverse(y, x_k, w_k, y_k, h_k, d_k, d_k1, log, sqrt, maximum):
     ldj = (2 * log(s) + log(d_k1 * xi * xi + 2 * s * xi1 + d_k * (1 - xi) * (1 - xi))
            - 2 * log(s + c2 * xi1))
     return x, -ldj
+
+
+def forward_partials(x, x_k, w_k, y_k, h_k, d_k, d_k1):
+    """The forward map's first derivatives in a bin, for gradients through the inverse.
+
+    Returns ``(D, F, L)``: the slope D = dy/dx, the partials F of y and the partials L of
+    log D, each a dict over ``x, x_k, w_k, y_k, h_k, d_k, d_k1`` (``F["x"]`` is D). The inverse
+    x(y) is differentiated implicitly: dx/dy = 1 / D and dx/dθ = -F[θ] / D.
+    """
+    s = h_k / w_k
+    xi = (x - x_k) / w_k
+    t = xi * (1 - xi)
+    c2 = d_k1 + d_k - 2 * s
+    den = s + c2 * t
+    r = (s * xi * xi + d_k * t) / den
+    numd = d_k1 * xi * xi + 2 * s * t + d_k * (1 - xi) * (1 - xi)
+    # partials in (xi, s, d_k, d_k1) of den, of r = (y - y_k) / h_k and of numd
+    den_xi, den_s = c2 * (1 - 2 * xi), 1 - 2 * t
+    r_xi = (2 * s * xi + d_k * (1 - 2 * xi) - r * den_xi) / den
+    r_s = (xi * xi - r * den_s) / den
+    r_dk = (t - r * t) / den
+    r_dk1 = -r * t / den
+    l_xi = (2 * d_k1 * xi + 2 * s * (1 - 2 * xi) - 2 * d_k * (1 - xi)) / numd - 2 * den_xi / den
+    l_s = 2 / s + 2 * t / numd - 2 * den_s / den
+    l_dk = (1 - xi) * (1 - xi) / numd - 2 * t / den
+    l_dk1 = xi * xi / numd - 2 * t / den
+    slope = s * s * numd / (den * den)
+    # chain rule to the bin's quantities: dxi/dx = 1/w, dxi/dx_k = -1/w, dxi/dw = -xi/w,
+    # ds/dh = 1/w, ds/dw = -s/w
+    f = {"x": h_k * r_xi / w_k, "x_k": -h_k * r_xi / w_k,
+         "w_k": -h_k * (xi * r_xi + s * r_s) / w_k, "y_k": 1.0 + 0 * x,
+         "h_k": r + r_s * s, "d_k": h_k * r_dk, "d_k1": h_k * r_dk1}
+    ell = {"x": l_xi / w_k, "x_k": -l_xi / w_k, "w_k": -(xi * l_xi + s * l_s) / w_k,
+           "y_k": 0 * x, "h_k": l_s / w_k, "d_k": l_dk, "d_k1": l_dk1}
+    return slope, f, ell
