@@ -61,9 +61,10 @@ class Density:
     # below ~1e-5 (rounding), so asking for 1e-10 there only burns max_iterations
     tolerance: float = 1e-10
     samples: np.ndarray | None = None  # all the draws the candidates are the first of
-    # (n, D) float64 array -> (n,): a surrogate on the numpy backend (no TensorFlow; the
-    # optimiser's gradient is then a finite difference)
+    # (n, D) float64 array -> (n,): a surrogate on the numpy backend (no TensorFlow)
     log_prob_np: object = None
+    # (n, D) -> ((n,), (n, D)): its log density and exact gradient (the numpy reader's)
+    log_prob_grad_np: object = None
 
     def candidate_log_prob(self) -> np.ndarray:
         """The log density at the candidates, computed once (best fit and profile both use it)."""
@@ -100,7 +101,8 @@ def as_density(obj, *, n_candidates: int = 20000, n_samples: int = 0,
                        sampler=lambda n, s: obj.sample(n, seed=s), kind="surrogate",
                        tolerance=1e-10 if obj.config.dtype == "float64" else 1e-4,
                        support=obj.support, latent_r2=obj.latent_r2, samples=draws,
-                       log_prob_np=obj.log_prob if numpy else None)
+                       log_prob_np=obj.log_prob if numpy else None,
+                       log_prob_grad_np=obj.log_prob_grad if numpy else None)
     if not getattr(obj, "has_gradients", True):
         raise LikeflowError(f"{getattr(obj, 'name', obj)} has no TF gradients; profile a "
                             "surrogate of it instead")
@@ -227,6 +229,14 @@ class _Space:
         w = np.asarray(w, np.float64)
         return self.map.forward(self.c + self.h * np.tanh(w) if self.boxed else w)
 
+    def to_x_derivative(self, w: np.ndarray) -> np.ndarray:
+        """dx/dw of :meth:`to_x`, elementwise (the map is one column at a time)."""
+        w = np.asarray(w, np.float64)
+        if not self.boxed:
+            return self.map.forward_derivative(w)
+        t = np.tanh(w)
+        return self.map.forward_derivative(self.c + self.h * t) * self.h * (1 - t * t)
+
     def to_w(self, x: np.ndarray) -> np.ndarray:
         u = self.map.inverse(np.asarray(x, np.float64))
         if not self.boxed:
@@ -286,7 +296,7 @@ def _compiled_lbfgs(dens: Density, space: _Space, mask: tuple, k: int, tolerance
     # a float32 flow's log density is exact to ~1e-7 relative, a float64 likelihood's to ~1e-15
     f_tolerance = 1e-7 if dens.tolerance > 1e-8 else 1e-12
     if dens.log_prob_tf is None:
-        fg = _finite_difference(dens, space, np.array(mask))
+        fg = _numpy_value_and_grad(dens, space, np.array(mask))
         return lambda w0, values: minimize(
             lambda w: fg(w, values), w0, tolerance=tolerance, max_iterations=max_iterations,
             f_tolerance=f_tolerance)
@@ -325,33 +335,16 @@ def _compiled_lbfgs(dens: Density, space: _Space, mask: tuple, k: int, tolerance
     return run
 
 
-def _finite_difference(dens: Density, space: _Space, fixed: np.ndarray):
-    """Value and gradient of -log p(x(w)) for the numpy backend, all rows and steps in one
-    batched call. Central differences (2 k D + k points; error ~1e-11 with steps of 1e-5) where
-    the optimiser asks for float64 precision, forward ones (k D + k points, half the work;
-    error ~1e-8 with steps of 1e-8) where a float32 file's 1e-4 is enough."""
-    free = np.flatnonzero(~fixed)
-    central = dens.tolerance < 1e-8
-    signs = (1.0, -1.0) if central else (1.0,)
-    step = 1e-5 if central else 1e-8
+def _numpy_value_and_grad(dens: Density, space: _Space, fixed: np.ndarray):
+    """Value and gradient of -log p(x(w)) for the numpy backend: the reader's exact gradient
+    in x (:meth:`likeflow.numpy_flows.NumpyFlow.log_prob_grad`, one pass for all rows)
+    times the map's dx/dw; fixed dimensions do not move."""
 
     def fg(w: np.ndarray, values: np.ndarray):
-        k, d = w.shape
-        h = step * np.maximum(1.0, np.abs(w[:, free]))        # (k, m)
-        steps = np.zeros((len(signs) * len(free), k, d))
-        for j, i in enumerate(free):
-            for s, sign in enumerate(signs):
-                steps[len(signs) * j + s, :, i] = sign * h[:, j]
-        ws = np.concatenate([w[None], w[None] + steps]).reshape(-1, d)
-        n = 1 + len(steps)
-        x = np.where(fixed, np.tile(values, (n, 1)), space.to_x(ws))
-        y = -dens.log_prob_np(x).reshape(n, k)
-        g = np.zeros((k, d))
-        if central:
-            g[:, free] = (y[1::2] - y[2::2]).T / (2 * h)
-        else:
-            g[:, free] = (y[1:] - y[0]).T / h
-        return y[0], g
+        x = np.where(fixed, values, space.to_x(w))
+        lp, gx = dens.log_prob_grad_np(x)
+        g = np.where(fixed, 0.0, -gx * space.to_x_derivative(w))
+        return -lp, g
 
     return fg
 

@@ -330,6 +330,18 @@ class Made:
         return y
 
 
+def sum_gradient(log_parts: np.ndarray, grads: list[np.ndarray]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """log sum_i exp(l_i) over parts (rows of ``log_parts``, (k, n)) and its gradient from
+    the parts' gradients (k of (n, D)): each weighted by its share exp(l_i) / sum. The fold's
+    images and a mixture's flows add up so; nan where the sum is 0."""
+    total = special.logsumexp(log_parts, axis=0)
+    with np.errstate(invalid="ignore"):
+        share = np.exp(log_parts - total)
+    grad = sum(np.where(sh[:, None] > 0, sh[:, None] * g, 0.0) for sh, g in zip(share, grads))
+    return total, np.where(np.isfinite(total)[:, None], grad, np.nan)
+
+
 def _image_signs(reflect, dim: int) -> list[np.ndarray]:
     """d image / d x of each mirror image of :func:`likeflow.bounds.mirror_images` (same
     order): -1 in the columns reflected an odd number of times."""
@@ -711,14 +723,8 @@ class NumpyFlow:
         signs = _image_signs(self.config.reflect, x.shape[1])
         parts = [self.unfolded_log_prob_grad(img) for img in images]
         lp = np.array([p[0] for p in parts])
-        lp = np.where(ok & ~np.isnan(lp), lp, -np.inf)
-        total = special.logsumexp(lp, axis=0)
-        with np.errstate(invalid="ignore"):
-            share = np.exp(lp - total)          # each image's part of the density
-        grad = sum(np.where(sh[:, None] > 0, sh[:, None] * sign * p[1], 0.0)
-                   for sh, sign, p in zip(share, signs, parts))
-        grad = np.where(np.isfinite(total)[:, None], grad, np.nan)
-        return total, grad
+        return sum_gradient(np.where(ok & ~np.isnan(lp), lp, -np.inf),
+                            [sign * p[1] for sign, p in zip(signs, parts)])
 
     def unfolded_log_prob(self, x, probit_max: float = PROBIT_MAX):
         """The flow's own density on its extended range (no fold), the probit map held at

@@ -202,6 +202,16 @@ class PiecewiseSurrogate(Surrogate):
         with np.errstate(invalid="ignore"):
             return logsumexp(lp, axis=0)
 
+    def log_prob_grad(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """log sum_k w_k p_k(x) and its gradient: the flows' gradients weighted by their
+        responsibilities w_k p_k(x) / p(x)."""
+        from .numpy_flows import sum_gradient
+        x = self._as_points(x)
+        parts = [c.log_prob_grad(x) for c in self.components]
+        with np.errstate(invalid="ignore"):
+            return sum_gradient(np.stack([lw + p[0] for lw, p in zip(self._log_w, parts)]),
+                                [p[1] for p in parts])
+
     @property
     def is_ensemble(self) -> bool:
         """An ensemble (flows of the same data) rather than a piecewise flow (of clusters)."""

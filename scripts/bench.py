@@ -906,12 +906,81 @@ def bench_reader(args) -> dict:
     return out
 
 
+def bench_cls(args) -> dict:
+    """Reinterpretation speed (issue 31): on a surrogate pair of a real workspace (``--cls-pair
+    NAME OBS ASIMOV WORKSPACE PATCH``, repeatable), per backend, the first and next CLs
+    hypothesis tests through spey's ``exclusion_confidence_level`` (a new mu each call),
+    spey's ``poi_upper_limit`` warm, a 31-point profile, and beside them pyhf's own
+    ``hypotest`` (numpy backend) on the workspace, in the same run; the CLs values and limits
+    are kept to compare runs ("the numbers do not move")."""
+    import jsonpatch
+    import pyhf
+    import spey
+
+    import likeflow
+    from likeflow.inference import scan
+
+    out = {}
+    for name, obs, asimov, ws, patch in args.cls_pair:
+        rec = {"observed": obs, "asimov": asimov}
+        with open(ws) as f, open(patch) as g:
+            spec = jsonpatch.apply_patch(json.load(f), json.load(g))
+        pyhf.set_backend("numpy")
+        w = pyhf.Workspace(spec)
+        model, data = w.model(), None
+        data = w.data(model)
+        times, cls_exact = [], []
+        for mu in (1.0, 1.1, 1.2):
+            t0 = time.perf_counter()
+            cls_exact.append(float(pyhf.infer.hypotest(mu, data, model, test_stat="qtilde")))
+            times.append(time.perf_counter() - t0)
+        rec["pyhf"] = {"hypotest_first_s": times[0], "hypotest_next_s": float(np.mean(times[1:])),
+                       "cls": cls_exact}
+        rows = [["pyhf hypotest (numpy)", "-", times[0], np.mean(times[1:]), "-", "-"]]
+        for backend in args.cls_backends:
+            t0 = time.perf_counter()
+            sur = likeflow.load(obs, backend=backend)
+            sur_a = likeflow.load(asimov, backend=backend)
+            stat = spey.get_backend("likeflow")(surrogate=sur, asimov=sur_a, analysis=name,
+                                                xsection=1.0)
+            load_s = time.perf_counter() - t0
+            times, cls = [], []
+            for mu in (1.0, 1.1, 1.2):
+                t0 = time.perf_counter()
+                cls.append(1 - float(stat.exclusion_confidence_level(poi_test=mu)[0]))
+                times.append(time.perf_counter() - t0)
+            # warm: after the tests above (traced, best fits known); spey remembers a limit,
+            # so only its first call computes one
+            t0 = time.perf_counter()
+            limit = float(stat.poi_upper_limit())
+            limit_s = time.perf_counter() - t0
+            poi = sur.poi[0]
+            i = sur.names.index(poi)
+            t0 = time.perf_counter()
+            prof = scan(sur, poi, np.linspace(0.0, float(sur.support["hi"][i]), 31))
+            prof_s = time.perf_counter() - t0
+            rec[backend] = {"load_s": load_s, "cls_first_s": times[0],
+                            "cls_next_s": float(np.mean(times[1:])), "cls": cls,
+                            "poi_upper_limit_s": limit_s, "poi_upper_limit": limit,
+                            "profile31_s": prof_s, "profile_q": list(map(float, prof.q))}
+            rows.append([f"likeflow {backend}", load_s, times[0], np.mean(times[1:]), limit_s,
+                         prof_s])
+        out[name] = rec
+        print(f"{name}: CLs at mu = 1, 1.1, 1.2: pyhf {np.round(cls_exact, 5).tolist()}, "
+              + ", ".join(f"{b} {np.round(rec[b]['cls'], 5).tolist()}"
+                          for b in args.cls_backends))
+        table(f"{name}: one CLs hypothesis test (mu = 1, 1.1, 1.2), spey's poi_upper_limit, "
+              "a 31-point profile", ["", "load s", "CLs 1st s", "CLs next s",
+                                     "upper limit warm s", "profile 31 s"], rows)
+    return out
+
+
 BENCHES = {"throughput": bench_throughput, "sampling": bench_sampling, "quality": bench_quality,
            "scaling": bench_scaling, "memory": bench_memory, "stream": bench_stream,
            "streamfit": bench_streamfit, "devices": bench_devices,
            "bounded": bench_bounded,
            "real": bench_real, "profile": bench_profile, "reader": bench_reader,
-           "piecewise": bench_piecewise}
+           "piecewise": bench_piecewise, "cls": bench_cls}
 
 
 def main() -> None:
@@ -962,6 +1031,11 @@ def main() -> None:
                     help="piecewise: samples of the 4-mode mixture")
     ap.add_argument("--reader-surrogate", default=None,
                     help="reader: the surrogate file to time (default: a fresh 95-dim MAF)")
+    ap.add_argument("--cls-pair", nargs=5, action="append", default=[],
+                    metavar=("NAME", "OBS", "ASIMOV", "WORKSPACE", "PATCH"),
+                    help="cls: a surrogate pair and the workspace and patch it came from")
+    ap.add_argument("--cls-backends", nargs="+", default=["tensorflow", "numpy"],
+                    choices=["tensorflow", "numpy"])
     ap.add_argument("--peer-python", default=None,
                     help="a Python with torch and zuko: runs scripts/peer_zuko.py beside our "
                          "figures (throughput, sampling)")
