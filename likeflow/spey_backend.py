@@ -109,19 +109,16 @@ class LikeflowBackend(BackendBase):
         return lambda pars: float(sur.log_prob(np.asarray(pars, float)[None])[0])
 
     def get_objective_function(self, expected=None, data=None, do_grad: bool = True):
-        """-log L and its gradient (central differences in the surrogate's float64 numbers)."""
+        """-log L and its exact gradient (:meth:`~likeflow.surrogate.Surrogate.log_prob_grad`,
+        on either backend)."""
         sur = self._surrogate(expected, data)
 
         def objective(pars):
-            p = np.asarray(pars, float)
-            f = -float(sur.log_prob(p[None])[0])
+            p = np.asarray(pars, float)[None]
             if not do_grad:
-                return f
-            h = 1e-6 * np.maximum(1.0, np.abs(p))
-            steps = np.concatenate([p + np.diag(h), p - np.diag(h)])
-            vals = -sur.log_prob(steps)
-            d = len(p)
-            return f, (vals[:d] - vals[d:]) / (2 * h)
+                return -float(sur.log_prob(p)[0])
+            lp, grad = sur.log_prob_grad(p)
+            return -float(lp[0]), -grad[0]
 
         return objective
 

@@ -122,7 +122,7 @@ def test_numpy_surrogate_saves_the_same_file(tmp_path):
 
 
 def test_numpy_profile_agrees_with_tensorflow_profile_of_the_same_file():
-    """profile on the numpy backend (finite-difference gradients) of a parameter piled at its
+    """profile on the numpy backend (the reader's exact gradients) of a parameter piled at its
     bound (reflected): every maximum within 1e-3 of TensorFlow's or higher (TensorFlow's
     L-BFGS stopped 0.003 lower against the reflected bound at x0 = 4), and close."""
     sur = likeflow.load(os.path.join(V1, "maf_float64.likeflow.h5"), backend="numpy")

@@ -5,6 +5,7 @@ file, for every flow, activation, bound map, the soft clip and the fold at a ref
 from __future__ import annotations
 
 import dataclasses
+import os
 import importlib.util
 
 import numpy as np
@@ -106,3 +107,41 @@ def test_identity_flow_gradient_is_the_normal_one():
     nf = NumpyFlow(cfg, [np.zeros(s) for s in expected_weight_shapes(cfg)])
     z = np.random.default_rng(0).normal(size=(50, 3))
     np.testing.assert_allclose(nf.log_prob_grad(z)[1], -z, atol=1e-12)
+
+
+# --- the surrogate's log_prob_grad, on stored files --------------------------------------------
+
+V1 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "v1")
+
+
+@pytest.mark.parametrize("name", ["maf_float64", "ansf_float64", "cnsf_float64",
+                                  "realnvp_float64"])
+def test_surrogate_gradient_on_both_backends(name):
+    import likeflow
+
+    a = likeflow.load(os.path.join(V1, f"{name}.likeflow.h5"), backend="numpy")
+    pts = a.sample(300, seed=4)
+    outside = pts[:5].copy()
+    outside[:, 0] = a.bounds[0, 0] - 1.0 if np.isfinite(a.bounds[0, 0]) else np.nan
+    lp, g = a.log_prob_grad(np.vstack([pts, outside]))
+    np.testing.assert_array_equal(lp[:300], a.log_prob(pts))
+    if np.isfinite(a.bounds[0, 0]):
+        assert np.all(lp[300:] == -np.inf) and np.all(np.isnan(g[300:]))
+    if HAVE_TF:
+        b = likeflow.load(a.path, backend="tensorflow")
+        lp_b, g_b = b.log_prob_grad(pts)
+        np.testing.assert_allclose(lp_b, lp[:300], rtol=1e-10)
+        np.testing.assert_allclose(g_b, g[:300], rtol=1e-6, atol=1e-6)
+
+
+def test_mixture_gradient_is_the_responsibility_weighted_sum():
+    from likeflow.numpy_flows import sum_gradient
+
+    rng = np.random.default_rng(5)
+    lp = np.log(rng.random((3, 10)))
+    lp[:, 0] = -np.inf                      # a point of no density: nan, not a warning
+    grads = [rng.normal(size=(10, 2)) for _ in range(3)]
+    total, g = sum_gradient(lp, grads)
+    w = np.exp(lp[:, 1:]) / np.exp(lp[:, 1:]).sum(0)
+    np.testing.assert_allclose(g[1:], sum(wk[:, None] * gk[1:] for wk, gk in zip(w, grads)))
+    assert total[0] == -np.inf and np.all(np.isnan(g[0]))

@@ -68,6 +68,14 @@ def test_piecewise_file_on_both_backends(fits):
         assert rec["components"] == 4 and "components/3/weights" in f
     s = likeflow.load(folder / "piece.likeflow.h5", backend="numpy").sample(2000, seed=4)
     assert between(s) < 0.01
+    # the mixture's gradient: the flows' weighted by their responsibilities, on both backends
+    num = likeflow.load(folder / "piece.likeflow.h5", backend="numpy")
+    lp, g = num.log_prob_grad(x)
+    h = 1e-6
+    fd = np.stack([(num.log_prob(x + h * e) - num.log_prob(x - h * e)) / (2 * h)
+                   for e in np.eye(x.shape[1])], axis=1)
+    np.testing.assert_allclose(g, fd, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(piece.log_prob_grad(x)[1], g, rtol=1e-3, atol=1e-3)  # float32
     # a profile goes through the whole mixture: both modes of x0 have q near 0
     res = likeflow.profile(piece, "x0", values=np.array([-5.0, 0.0, 5.0]),
                            bayesian_samples=5000)
