@@ -213,6 +213,16 @@ def _points(x, bounds, rng):
                    np.where(fin[:, 1], bounds[:, 1], np.inf))
 
 
+def perturbed(flow, rng, scale: float) -> NumpyFlow:
+    """Move a fresh TensorFlow flow's weights by ``scale`` normal noise (every transform far
+    from the identity; the MADE's masked entries stay 0) and return its numpy twin."""
+    for v in flow.trainable_variables:
+        w = v.numpy()
+        keep = (w != 0) if (w.ndim == 2 and "marginal" not in v.name) else 1  # MADE masks
+        v.assign(w + scale * rng.normal(size=w.shape) * keep)
+    return NumpyFlow(flow.config, [v.numpy() for v in flow.trainable_variables])
+
+
 CASES = [(flow, dtype, act, perm, bmap)
          for flow in ("maf", "realnvp", "ansf", "cnsf")
          for dtype, act, perm, bmap in (("float32", "relu", "reverse", "probit"),
@@ -233,11 +243,7 @@ def test_numpy_flow_equals_tensorflow_flow(flow, dtype, act, perm, bmap):
                                bound_map=bmap, bins=5, marginal_spline=True)
     f = build_flow(cfg)
     rng = np.random.default_rng(1)
-    for v in f.trainable_variables:
-        w = v.numpy()
-        keep = (w != 0) if (w.ndim == 2 and "marginal" not in v.name) else 1  # MADE masks
-        v.assign(w + 0.3 * rng.normal(size=w.shape) * keep)
-    nf = NumpyFlow(cfg, [v.numpy() for v in f.trainable_variables])
+    nf = perturbed(f, rng, 0.3)
     # the points as TensorFlow sees them (a float32 flow rounds them first)
     pts = _points(x, bounds, rng).astype(dtype).astype(np.float64)
     a = f.log_prob(tf.constant(pts.astype(dtype))).numpy().astype(np.float64)

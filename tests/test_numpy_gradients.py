@@ -14,7 +14,7 @@ import pytest
 from likeflow.flows import FlowConfig, expected_weight_shapes
 from likeflow.numpy_flows import NumpyFlow
 
-from test_numpy_backend import _data, _points
+from test_numpy_backend import _data, _points, perturbed
 
 HAVE_TF = all(importlib.util.find_spec(m) is not None
               for m in ("tensorflow", "tensorflow_probability"))
@@ -81,12 +81,7 @@ def test_gradient_equals_tensorflow_gradient(flow, act, perm, bmap, soft):
 
     x, bounds, cfg = _config(flow, act, perm, bmap, soft)
     f = build_flow(cfg)
-    rng = np.random.default_rng(1)
-    for v in f.trainable_variables:
-        w = v.numpy()
-        keep = (w != 0) if (w.ndim == 2 and "marginal" not in v.name) else 1  # MADE masks
-        v.assign(w + 0.4 * rng.normal(size=w.shape) * keep)
-    nf = NumpyFlow(cfg, [v.numpy() for v in f.trainable_variables])
+    nf = perturbed(f, np.random.default_rng(1), 0.4)
     pts = _points(x, bounds, np.random.default_rng(3))[:1500]
     xt = tf.constant(pts)
     with tf.GradientTape() as tape:
