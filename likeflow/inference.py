@@ -38,6 +38,8 @@ import numpy as np
 from .bounds import unbounded_coordinates
 from .errors import LikeflowError
 
+# the confidence (or credibility) level of every upper limit unless one is asked for
+DEFAULT_CL = 0.95
 # a --range may reach this many training-range widths beyond a surrogate's training range
 RANGE_REACH = 10
 # a free parameter this close to its support box (in tanh units) is pressed against it
@@ -488,7 +490,7 @@ class UpperLimit:
                 "best_fit": self.best_fit, "trusted": self.trusted, "note": self.note}
 
 
-def upper_limit(obj, poi: str, *, cl: float = 0.95, seed: int = 0,
+def upper_limit(obj, poi: str, *, cl: float = DEFAULT_CL, seed: int = 0,
                 prof: Profile | None = None, best: Maximum | None = None) -> UpperLimit:
     """Asymptotic one-sided profile-likelihood upper limit on ``poi`` at ``cl``.
 
@@ -640,7 +642,7 @@ def cls_values(q_obs: np.ndarray, q_asimov: np.ndarray) -> tuple[np.ndarray, np.
     return cls, band
 
 
-def cls_limits(obs, asimov, poi: str, *, cl: float = 0.95, seed: int = 0,
+def cls_limits(obs, asimov, poi: str, *, cl: float = DEFAULT_CL, seed: int = 0,
                points: int = 21, best: Maximum | None = None) -> CLsLimits:
     """Asymptotic CLs upper limits on ``poi`` from the observed likelihood ``obs`` and its
     background-only Asimov partner ``asimov`` (surrogates or exact targets).
@@ -703,7 +705,7 @@ def cls_limits(obs, asimov, poi: str, *, cl: float = 0.95, seed: int = 0,
                            "cls_expected": band.tolist()})
 
 
-def credible_upper_limit(samples: np.ndarray, *, cl: float = 0.95,
+def credible_upper_limit(samples: np.ndarray, *, cl: float = DEFAULT_CL,
                          weights: np.ndarray | None = None) -> UpperLimit:
     """Bayesian upper limit: the ``cl`` quantile of the marginal samples of the parameter."""
     s = np.asarray(samples, dtype=np.float64)
@@ -717,7 +719,7 @@ def credible_upper_limit(samples: np.ndarray, *, cl: float = 0.95,
                       "marginal posterior samples)")
 
 
-def bayesian_upper_limit(obj, poi: str, *, cl: float = 0.95, n: int = 200_000,
+def bayesian_upper_limit(obj, poi: str, *, cl: float = DEFAULT_CL, n: int = 200_000,
                          seed: int = 0) -> UpperLimit:
     """:func:`credible_upper_limit` from ``n`` samples of a surrogate (or exact target)."""
     dens = as_density(obj, n_samples=n, seed=seed)
@@ -850,7 +852,7 @@ class ProfileResult:
 
 
 def profile(target, poi: str | None = None, values=None, *, points: int = DEFAULT_POINTS,
-            value_range: tuple[float, float] | None = None, cl: float = 0.95,
+            value_range: tuple[float, float] | None = None, cl: float = DEFAULT_CL,
             limits: bool = True, asimov=None, patch=None, bayesian_samples: int = 200_000,
             seed: int = 0, best: Maximum | None = None) -> ProfileResult:
     """Profile likelihood of ``poi``, its best fit and upper limits.
