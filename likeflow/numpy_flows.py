@@ -103,9 +103,10 @@ class Spline:
         lo, hi = knots[..., 0], knots[..., -1]
         inside = (v > lo) & (v < hi)
         v = np.where(inside, v, lo)
-        if knots.ndim == 2 and v.ndim == 2:
-            # one spline per column for all points (the marginal spline): a binary search per
-            # column, then a gather, instead of comparing every point with every knot
+        if knots.ndim == 2 and v.ndim == 2 and len(v) > 256:
+            # one spline per column for many points (the marginal spline): a binary search per
+            # column, then a gather, instead of comparing every point with every knot (a few
+            # points, as an optimiser's, compare at once: one call, not one per column)
             k = np.empty(v.shape, dtype=np.intp)
             for d in range(v.shape[1]):
                 k[:, d] = np.searchsorted(knots[d, 1:-1], v[:, d], side="right")

@@ -38,10 +38,6 @@ except ImportError:  # pragma: no cover - exercised only without spey
     BackendBase = object
     ExpectationType = ModelConfig = None
 
-# starting points of every fit: the best of this many surrogate samples (and the grid's)
-_STARTS = 8
-
-
 class LikeflowBackend(BackendBase):
     """A spey statistical model of a likeflow surrogate (and its Asimov partner).
 
@@ -60,7 +56,8 @@ class LikeflowBackend(BackendBase):
     arXiv: list = []
 
     def __init__(self, surrogate, asimov=None, poi: str | None = None):
-        from .inference import as_density, open_target
+        from .cls_test import CLsTest
+        from .inference import open_target
         from .surrogate import Surrogate
 
         sur, partner, _ = open_target(surrogate, asimov=asimov)
@@ -79,9 +76,8 @@ class LikeflowBackend(BackendBase):
         if self.asimov is not None and self.asimov.names != names:
             raise LikeflowError("the Asimov partner's parameters differ from the surrogate's")
         self.poi_name, self.poi_index = poi, names.index(poi)
-        self._dens = {"observed": as_density(self.surrogate)}
-        if self.asimov is not None:
-            self._dens["asimov"] = as_density(self.asimov)
+        # every fit goes through likeflow's hypothesis-test API (batched, remembered)
+        self._test = CLsTest(self.surrogate, self.asimov, poi)
 
     # --- what spey must know ------------------------------------------------------------------
     @property
@@ -182,29 +178,10 @@ class LikeflowBackend(BackendBase):
         return lo, hi
 
     def _best(self, kind: str, allow_negative_signal: bool):
-        from .inference import best_fit
-
-        cache = self.__dict__.setdefault("_best_cache", {})
-        key = (kind, bool(allow_negative_signal))
-        if key not in cache:
-            m = best_fit(self._dens[kind], starts=_STARTS)
-            if not allow_negative_signal and m.x[self.poi_index] < 0:
-                m = self._profile(kind, 0.0)
-            cache[key] = m
-        return cache[key]
+        return self._test.best(kind, allow_negative_signal)
 
     def _profile(self, kind: str, value: float):
-        from .inference import maximize
-
-        cache = self.__dict__.setdefault("_profile_cache", {})
-        if (kind, value) not in cache:
-            dens = self._dens[kind]
-            lp = dens.candidate_log_prob()
-            starts = dens.candidates[np.argsort(lp)[::-1][:_STARTS]].copy()
-            starts[:, self.poi_index] = value
-            fits = maximize(dens, starts, fixed={self.poi_index: np.full(len(starts), value)})
-            cache[(kind, value)] = max(fits, key=lambda m: m.log_prob)
-        return cache[(kind, value)]
+        return self._test.fit(kind, [value])[0]
 
 
 def _spey_best(m, poi_index: int, poi_indices, names):

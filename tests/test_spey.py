@@ -8,6 +8,8 @@ samples and fitted by a small flow.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -84,3 +86,29 @@ def test_backend_errors(pair):
     assert alone.get_logpdf_func()([0.5, 0.0]) == pytest.approx(float(sur.log_prob([0.5, 0.0])[0]))
     cfg = alone.config(allow_negative_signal=False)
     assert cfg.poi_index == 0 and cfg.suggested_bounds[0][0] == 0.0
+
+
+def test_hypotest_batches_and_agrees_with_spey_and_the_analytic_answer(pair):
+    """likeflow.CLsTest: a batch of mu in one call equals one test at a time, spey's CLs is
+    the same computation, and the Gaussian's asymptotic answer (q~ = (mu - 0.6)^2,
+    q_A = mu^2) is met."""
+    obs_path, asimov_path = pair
+    obs, asimov = likeflow.load(obs_path), likeflow.load(asimov_path)
+    mu = np.array([1.0, 2.0, 3.0])
+    res = likeflow.CLsTest(obs, asimov)(mu)
+    one = [likeflow.hypotest(obs, asimov, m).cls[0] for m in mu]
+    np.testing.assert_allclose(res.cls, one, rtol=1e-4)
+    exact, exact_band = cls_values((mu - 0.6) ** 2 / SIGMA ** 2, mu ** 2 / SIGMA ** 2)
+    # the surrogates' own error (the limit test above allows 0.1 in mu: 0.035 in CLs at mu = 1)
+    np.testing.assert_allclose(res.cls, exact, atol=0.035)
+    np.testing.assert_allclose(res.cls_expected, exact_band, atol=0.035)
+    assert res.to_dict()["expected_sigma"] == [-2, -1, 0, 1, 2]
+    model = spey.get_backend("likeflow")(surrogate=obs, asimov=asimov, analysis="gauss",
+                                         xsection=1.0)
+    for m, c in zip(mu, res.cls):
+        assert 1 - model.exclusion_confidence_level(poi_test=m)[0] == pytest.approx(c, abs=5e-3)
+    with pytest.raises(likeflow.LikeflowError, match="Asimov partner"):
+        likeflow.CLsTest(obs)(1.0)
+    with pytest.raises(likeflow.LikeflowError, match="parameters differ"):
+        likeflow.CLsTest(obs, likeflow.load(os.path.join(os.path.dirname(__file__), "data",
+                                                         "v1", "maf_float64.likeflow.h5")))

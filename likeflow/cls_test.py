@@ -1,0 +1,138 @@
+"""One CLs hypothesis test, or a batch of them, on a surrogate pair: what reinterpreters call.
+
+A reinterpretation tool asks one question thousands of times: is the signal strength ``mu``
+excluded? With the asymptotic calculator (q~ test statistic, as pyhf's ``hypotest``) that is
+four fits: the observed and the background-only Asimov likelihood, each at its best fit and at
+``mu``. :class:`CLsTest` keeps what every test shares (the two densities, their candidate
+starting points, both best fits) and fits a whole batch of ``mu`` values in one batched L-BFGS
+call per likelihood. spey's likeflow backend goes through it, so that spey's numbers and
+likeflow's are one computation.
+
+Each fixed-``mu`` fit starts from the ``starts`` highest-density candidates (a surrogate's own
+samples) with the POI set to ``mu``, and keeps the best: a surrogate's density can have several
+local maxima a few hundredths of a nat apart, and one start would pick among them by chance.
+
+Example:
+    >>> test = CLsTest(likeflow.load("obs.likeflow.h5"),            # doctest: +SKIP
+    ...                likeflow.load("asimov.likeflow.h5"))
+    >>> test([0.5, 1.0, 1.5]).cls                                    # doctest: +SKIP
+    array([0.61, 0.18, 0.04])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import LikeflowError
+from .inference import Maximum, as_density, best_fit, cls_values, maximize
+
+# starting points of every fit: the best of this many candidate points
+STARTS = 8
+
+
+@dataclass
+class HypoTest:
+    """CLs at each tested POI value: observed, and the expected band at -2..+2 sigma (rows),
+    from q~_mu (observed) and q_mu,A (Asimov)."""
+
+    mu: np.ndarray
+    cls: np.ndarray
+    cls_expected: np.ndarray     # (5, n): -2, -1, 0, +1, +2 sigma
+    q_observed: np.ndarray
+    q_asimov: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {"mu": self.mu.tolist(), "cls": self.cls.tolist(),
+                "cls_expected": self.cls_expected.tolist(), "expected_sigma": [-2, -1, 0, 1, 2],
+                "q_observed": self.q_observed.tolist(), "q_asimov": self.q_asimov.tolist()}
+
+
+class CLsTest:
+    """The fits of an observed likelihood and its Asimov partner, kept between tests.
+
+    Args:
+        observed: a surrogate (or an exact target) of the observed likelihood.
+        asimov: its background-only Asimov partner (None: fits and q~ work, CLs does not).
+        poi: the parameter of interest (default: the first POI).
+        starts: candidate starting points per fit.
+    """
+
+    def __init__(self, observed, asimov=None, poi: str | None = None, *, starts: int = STARTS,
+                 seed: int = 0):
+        self.dens = {"observed": as_density(observed, seed=seed)}
+        if asimov is not None:
+            self.dens["asimov"] = as_density(asimov, seed=seed)
+            if self.dens["asimov"].names != self.dens["observed"].names:
+                raise LikeflowError("the Asimov partner's parameters differ from the observed "
+                                    "likelihood's")
+        d = self.dens["observed"]
+        poi = poi or (d.poi[0] if d.poi else None)
+        if poi is None:
+            raise LikeflowError("a hypothesis test needs a parameter of interest: the "
+                                "surrogate names none; give poi=")
+        self.poi, self.index = poi, d.index(poi)
+        self.starts = starts
+        self._best: dict = {}
+        self._fits: dict = {}
+
+    def best(self, kind: str = "observed", allow_negative: bool = True) -> Maximum:
+        """The best fit of ``kind`` (``observed`` or ``asimov``); with ``allow_negative``
+        False, a best POI below 0 is replaced by the fit at POI = 0 (q~)."""
+        key = (kind, bool(allow_negative))
+        if key not in self._best:
+            m = best_fit(self._density(kind), starts=self.starts)
+            if not allow_negative and m.x[self.index] < 0:
+                m = self.fit(kind, [0.0])[0]
+            self._best[key] = m
+        return self._best[key]
+
+    def fit(self, kind: str, values) -> list[Maximum]:
+        """The maximum at each POI value (one batched L-BFGS over every value and start);
+        remembered, so a value asked for again costs nothing."""
+        dens = self._density(kind)
+        values = np.atleast_1d(np.asarray(values, np.float64))
+        new = np.array([v for v in dict.fromkeys(values.tolist())
+                        if (kind, v) not in self._fits])
+        if len(new):
+            lp = dens.candidate_log_prob()
+            top = dens.candidates[np.argsort(lp)[::-1][:self.starts]]
+            k = len(top)
+            starts = np.tile(top, (len(new), 1))
+            fixed = np.repeat(new, k)
+            starts[:, self.index] = fixed
+            fits = maximize(dens, starts, fixed={self.index: fixed})
+            for j, v in enumerate(new):
+                self._fits[(kind, float(v))] = max(fits[j * k:(j + 1) * k],
+                                                   key=lambda m: m.log_prob)
+        return [self._fits[(kind, float(v))] for v in values]
+
+    def q(self, values) -> tuple[np.ndarray, np.ndarray]:
+        """q~_mu of the observed likelihood and q_mu,A of the Asimov partner at each value."""
+        mu = np.atleast_1d(np.asarray(values, np.float64))
+        best_o, best_a = self.best("observed", False), self.best("asimov", False)
+        mu_hat = best_o.x[self.index]
+        q_o = np.array([-2 * (m.log_prob - best_o.log_prob) for m in self.fit("observed", mu)])
+        q_o = np.where(mu < mu_hat, 0.0, np.maximum(q_o, 0.0))
+        q_a = np.array([-2 * (m.log_prob - best_a.log_prob) for m in self.fit("asimov", mu)])
+        return q_o, np.maximum(q_a, 0.0)
+
+    def __call__(self, values) -> HypoTest:
+        """CLs at each POI value in ``values`` (a number or an array)."""
+        mu = np.atleast_1d(np.asarray(values, np.float64))
+        q_o, q_a = self.q(mu)
+        cls, band = cls_values(q_o, q_a)
+        return HypoTest(mu, cls, band, q_o, q_a)
+
+    def _density(self, kind: str):
+        if kind not in self.dens:
+            raise LikeflowError("CLs with the asymptotic calculator needs the Asimov partner "
+                                "surrogate: give asimov= (or fit with --asimov-partner)")
+        return self.dens[kind]
+
+
+def hypotest(observed, asimov, mu, *, poi: str | None = None) -> HypoTest:
+    """CLs at ``mu`` (a number or an array, fitted as one batch) from a surrogate and its
+    Asimov partner; for many calls on one pair, keep a :class:`CLsTest`."""
+    return CLsTest(observed, asimov, poi)(mu)
