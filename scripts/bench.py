@@ -936,7 +936,7 @@ def bench_cls(args) -> dict:
             times.append(time.perf_counter() - t0)
         rec["pyhf"] = {"hypotest_first_s": times[0], "hypotest_next_s": float(np.mean(times[1:])),
                        "cls": cls_exact}
-        rows = [["pyhf hypotest (numpy)", "-", times[0], np.mean(times[1:]), "-", "-"]]
+        rows = [["pyhf hypotest (numpy)", "-", times[0], np.mean(times[1:]), "-", "-", "-"]]
         for backend in args.cls_backends:
             t0 = time.perf_counter()
             sur = likeflow.load(obs, backend=backend)
@@ -949,6 +949,11 @@ def bench_cls(args) -> dict:
                 t0 = time.perf_counter()
                 cls.append(1 - float(stat.exclusion_confidence_level(poi_test=mu)[0]))
                 times.append(time.perf_counter() - t0)
+            # a batch of 10 new values in one likeflow.CLsTest call (the pair's fits shared)
+            batch = np.linspace(1.3, 2.2, 10)
+            t0 = time.perf_counter()
+            batch_cls = stat.backend._test(batch).cls
+            batch_s = time.perf_counter() - t0
             # warm: after the tests above (traced, best fits known); spey remembers a limit,
             # so only its first call computes one
             t0 = time.perf_counter()
@@ -962,16 +967,18 @@ def bench_cls(args) -> dict:
             rec[backend] = {"load_s": load_s, "cls_first_s": times[0],
                             "cls_next_s": float(np.mean(times[1:])), "cls": cls,
                             "poi_upper_limit_s": limit_s, "poi_upper_limit": limit,
-                            "profile31_s": prof_s, "profile_q": list(map(float, prof.q))}
-            rows.append([f"likeflow {backend}", load_s, times[0], np.mean(times[1:]), limit_s,
-                         prof_s])
+                            "profile31_s": prof_s, "profile_q": list(map(float, prof.q)),
+                            "batch10_s": batch_s, "batch10_cls": batch_cls.tolist()}
+            rows.append([f"likeflow {backend}", load_s, times[0], np.mean(times[1:]), batch_s,
+                         limit_s, prof_s])
         out[name] = rec
         print(f"{name}: CLs at mu = 1, 1.1, 1.2: pyhf {np.round(cls_exact, 5).tolist()}, "
               + ", ".join(f"{b} {np.round(rec[b]['cls'], 5).tolist()}"
                           for b in args.cls_backends))
         table(f"{name}: one CLs hypothesis test (mu = 1, 1.1, 1.2), spey's poi_upper_limit, "
               "a 31-point profile", ["", "load s", "CLs 1st s", "CLs next s",
-                                     "upper limit warm s", "profile 31 s"], rows)
+                                     "10 mu in one CLsTest s", "upper limit warm s",
+                                     "profile 31 s"], rows)
     return out
 
 
