@@ -100,6 +100,8 @@ class Spline:
         self._scale = (1 - k * MIN_BIN) * (2 * bound)
 
     def _bin(self, v, knots):
+        """Each value's bin: ``(v or the left end outside the interval, inside, the bin's
+        index, x_k, w_k, y_k, h_k, d_k, d_k+1)``."""
         lo, hi = knots[..., 0], knots[..., -1]
         inside = (v > lo) & (v < hi)
         v = np.where(inside, v, lo)
@@ -124,20 +126,19 @@ class Spline:
 
         kx, ky, kd = self._kx, self._ky, self._kd
         x_k, y_k = pick(kx), pick(ky)
-        self._last_bin = k
-        return (v, inside, x_k, pick(kx, 1) - x_k, y_k, pick(ky, 1) - y_k, pick(kd),
+        return (v, inside, k, x_k, pick(kx, 1) - x_k, y_k, pick(ky, 1) - y_k, pick(kd),
                 pick(kd, 1))
 
     def forward(self, x):
         """``(y, log dy/dx)`` elementwise."""
-        xc, inside, *knots = self._bin(x, self._kx)
+        xc, inside, _, *knots = self._bin(x, self._kx)
         with np.errstate(divide="ignore", invalid="ignore"):
             y, ldj = rq.forward(xc, *knots, log=np.log)
         return np.where(inside, y, x), np.where(inside, ldj, 0.0)
 
     def inverse(self, y):
         """``(x, log dx/dy)`` elementwise."""
-        yc, inside, *knots = self._bin(y, self._ky)
+        yc, inside, _, *knots = self._bin(y, self._ky)
         with np.errstate(divide="ignore", invalid="ignore"):
             x, ldj = rq.inverse(yc, *knots, log=np.log, sqrt=np.sqrt, maximum=np.maximum)
         return np.where(inside, x, y), np.where(inside, ldj, 0.0)
@@ -148,8 +149,7 @@ class Spline:
         respect to ``y`` and to the raw parameters (None for one spline per column, whose
         parameters are not a conditioner's output). The inverse is differentiated implicitly
         through the forward map (:func:`likeflow.rq.forward_partials`)."""
-        yc, inside, x_k, w_k, y_k, h_k, d_k, d_k1 = self._bin(y, self._ky)
-        k = self._last_bin
+        yc, inside, k, x_k, w_k, y_k, h_k, d_k, d_k1 = self._bin(y, self._ky)
         with np.errstate(divide="ignore", invalid="ignore"):
             xc, ldj = rq.inverse(yc, x_k, w_k, y_k, h_k, d_k, d_k1, log=np.log, sqrt=np.sqrt,
                                  maximum=np.maximum)
