@@ -343,16 +343,13 @@ def sum_gradient(log_parts: np.ndarray, grads: list[np.ndarray]
     return total, np.where(np.isfinite(total)[:, None], grad, np.nan)
 
 
-def _image_signs(reflect, dim: int) -> list[np.ndarray]:
-    """d image / d x of each mirror image of :func:`likeflow.bounds.mirror_images` (same
-    order): -1 in the columns reflected an odd number of times."""
-    signs = [np.ones(dim)]
-    for i, _ in reflect:
-        for sign in list(signs):
-            flipped = sign.copy()
-            flipped[int(i)] = -flipped[int(i)]
-            signs.append(flipped)
-    return signs
+def _image_signs(reflect, flow_range: np.ndarray) -> list[np.ndarray]:
+    """d image / d x of each mirror image (the same order): the images are affine in x, so
+    their slopes are the images of a unit row less those of a zero row, by the one rule of
+    :func:`likeflow.bounds.mirror_images`."""
+    probe = np.vstack([np.zeros(len(flow_range)), np.ones(len(flow_range))])
+    images, _ = mirror_images(probe, reflect, flow_range)
+    return [img[1] - img[0] for img in images]
 
 
 # --- the layers of the chain ----------------------------------------------------------------
@@ -721,7 +718,7 @@ class NumpyFlow:
         if not self.config.reflect:
             return self.unfolded_log_prob_grad(x)
         images, ok = mirror_images(x, self.config.reflect, self._flow_range)
-        signs = _image_signs(self.config.reflect, x.shape[1])
+        signs = _image_signs(self.config.reflect, self._flow_range)
         parts = [self.unfolded_log_prob_grad(img) for img in images]
         lp = np.array([p[0] for p in parts])
         return sum_gradient(np.where(ok & ~np.isnan(lp), lp, -np.inf),
