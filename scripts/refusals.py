@@ -1,6 +1,8 @@
 """How fast and how small likeflow's refusals are (issue 32): bad sample files, damaged
-surrogate records and bad options, each refused by a real ``likeflow`` subprocess. Prints a
-table (slowest first), the slowest and the largest, and writes JSON with the machine.
+surrogate records, bad options and (as root, on tmpfs mounts) read-only outputs, each refused
+by a real ``likeflow`` subprocess; and, on a full disk, commands that fail during their work,
+which must exit 2 with one line and lose no fit. Prints a table, the slowest and the largest
+refusal, and writes JSON with the machine.
 
     python scripts/refusals.py --workdir /tmp/refusals --out refusals.json
 
@@ -80,6 +82,57 @@ def make_inputs(w: str) -> dict[str, str]:
     return p
 
 
+def mount_outputs(w: str) -> dict[str, str]:
+    """A read-only folder and a full disk, as tmpfs mounts (root only; skipped elsewhere):
+    outputs that cannot be written, refused before any work, and a disk that fills during
+    the work, which must lose nothing."""
+    mounts = {}
+    for name, opts in {"ro": "ro,size=1m", "full": "size=2m"}.items():
+        mnt = os.path.join(w, name)
+        os.makedirs(mnt, exist_ok=True)
+        subprocess.run(["umount", mnt], capture_output=True)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", mnt],
+                          capture_output=True).returncode == 0:
+            mounts[name] = mnt
+    if "full" in mounts:   # 48 kB left, as in the issue
+        st = os.statvfs(mounts["full"])
+        with open(os.path.join(mounts["full"], "filler"), "wb") as f:
+            f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - 48 * 1024))
+    return mounts
+
+
+def lost_fits(mounts: dict[str, str]) -> int | None:
+    """The fit on the full disk must have left a surrogate that loads (its report failed)."""
+    if "full" not in mounts:
+        return None
+    from likeflow import load
+    left = sorted(set(os.listdir(mounts["full"])) - {"filler", "x.likeflow.h5"})
+    if left:
+        print(f"  half-written outputs left on the full disk: {left}")
+    try:
+        load(os.path.join(mounts["full"], "x.likeflow.h5"))
+        return 0
+    except Exception as e:  # noqa: BLE001 - any failure to load is a lost fit
+        print(f"  the full disk's fit did not load: {e}")
+        return 1
+
+
+def unmount(mounts: dict[str, str]) -> None:
+    for mnt in mounts.values():
+        subprocess.run(["umount", mnt], capture_output=True)
+
+
+def mount_commands(p: dict, mounts: dict[str, str], name: str) -> list[list[str]]:
+    if name not in mounts:
+        return []
+    mnt = mounts[name]
+    tiny = ["--epochs", "1", "--layers", "1", "--hidden", "8", "-q"]
+    return [["fit", p["good"], "-o", os.path.join(mnt, "x.likeflow.h5"), *tiny],
+            ["validate", p["sur"], p["good"], "--report", os.path.join(mnt, "rep")],
+            ["sample", p["sur"], "-n", "200000", "-o", os.path.join(mnt, "s.h5")],
+            ["eval", p["sur"], p["good"], "-o", os.path.join(mnt, "e.h5")]]
+
+
 def commands(p: dict, w: str) -> list[list[str]]:
     o = os.path.join(w, "out")
     bad_files = ["random", "rank1", "bomb", "lazy", "tera", "contig", "extlink"]
@@ -129,23 +182,34 @@ def main() -> None:
     args = ap.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     p = make_inputs(args.workdir)
+    mounts = mount_outputs(args.workdir)
+    print("read-only folder and full disk: " + (", ".join(mounts) if mounts else
+          "skipped (no tmpfs mount here: run as root)"))
     rows = []
-    for cmd in commands(p, args.workdir):
-        rows.append(run(cmd))
-        r = rows[-1]
-        print(f"{r['exit']:>3} {r['seconds']:6.2f} s {r['peak_mb']:7.0f} MB  {r['command'][:60]:60}"
-              f"  {r['message'][:90]}", flush=True)
+    try:
+        todo = [(c, "refusal") for c in commands(p, args.workdir) + mount_commands(p, mounts, "ro")]
+        todo += [(c, "full disk") for c in mount_commands(p, mounts, "full")]
+        for cmd, kind in todo:
+            rows.append(dict(run(cmd), kind=kind))
+            r = rows[-1]
+            print(f"{r['exit']:>3} {r['seconds']:6.2f} s {r['peak_mb']:7.0f} MB  "
+                  f"{r['command'][:60]:60}  {r['message'][:90]}", flush=True)
+        lost = lost_fits(mounts)
+    finally:
+        unmount(mounts)
     bad = [r for r in rows if r["exit"] != 2 or r["lines"] != 1 or r["traceback"]]
-    slow = max(rows, key=lambda r: r["seconds"])
-    large = max(rows, key=lambda r: r["peak_mb"])
+    refusals = [r for r in rows if r["kind"] == "refusal"]
+    slow = max(refusals, key=lambda r: r["seconds"])
+    large = max(refusals, key=lambda r: r["peak_mb"])
     print(f"\n{len(rows)} commands; not 'exit 2 with one line': {len(bad)}")
     for r in bad:
         print(f"  exit {r['exit']}, {r['lines']} lines: {r['command']}: {r['message']}")
-    print(f"slowest: {slow['seconds']:.2f} s  {slow['command']}")
-    print(f"largest: {large['peak_mb']:.0f} MB  {large['command']}")
+    print(f"fits lost on the full disk: {lost}")
+    print(f"slowest refusal: {slow['seconds']:.2f} s  {slow['command']}")
+    print(f"largest refusal: {large['peak_mb']:.0f} MB  {large['command']}")
     with open(args.out, "w") as f:
         json.dump({"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
-                   "rows": rows}, f, indent=1)
+                   "mounts": sorted(mounts), "fits_lost": lost, "rows": rows}, f, indent=1)
     print(f"wrote {args.out}")
 
 
