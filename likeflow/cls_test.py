@@ -8,9 +8,10 @@ starting points, both best fits) and fits a whole batch of ``mu`` values in one 
 call per likelihood. spey's likeflow backend goes through it, so that spey's numbers and
 likeflow's are one computation.
 
-Each fixed-``mu`` fit starts from the ``starts`` highest-density candidates (a surrogate's own
-samples) with the POI set to ``mu``, and keeps the best: a surrogate's density can have several
-local maxima a few hundredths of a nat apart, and one start would pick among them by chance.
+Each fixed-``mu`` fit starts where a profile's does (:func:`likeflow.inference.
+conditional_starts`): from the known maximum nearest in ``mu`` (the best fit, or the fit at a
+value tested before: a warm start a few iterations away on a smooth surrogate) and from the
+best candidate sample near ``mu``; the better of the two is kept.
 
 Example:
     >>> test = CLsTest(likeflow.load("obs.likeflow.h5"),            # doctest: +SKIP
@@ -26,10 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import LikeflowError
-from .inference import Maximum, as_density, best_fit, cls_values, maximize
-
-# starting points of every fit: the best of this many candidate points
-STARTS = 8
+from .inference import (Maximum, as_density, best_fit, better_maximum, cls_values,
+                        conditional_starts, maximize)
 
 
 @dataclass
@@ -56,11 +55,13 @@ class CLsTest:
         observed: a surrogate (or an exact target) of the observed likelihood.
         asimov: its background-only Asimov partner (None: fits and q~ work, CLs does not).
         poi: the parameter of interest (default: the first POI).
-        starts: candidate starting points per fit.
+        best: the observed likelihood's best fit when known (a profile's), so that a profile
+            and its CLs limits share one.
+        seed: of the surrogates' candidate samples (starting points).
     """
 
-    def __init__(self, observed, asimov=None, poi: str | None = None, *, starts: int = STARTS,
-                 seed: int = 0):
+    def __init__(self, observed, asimov=None, poi: str | None = None, *,
+                 best: Maximum | None = None, seed: int = 0):
         self.dens = {"observed": as_density(observed, seed=seed)}
         if asimov is not None:
             self.dens["asimov"] = as_density(asimov, seed=seed)
@@ -73,8 +74,7 @@ class CLsTest:
             raise LikeflowError("a hypothesis test needs a parameter of interest: the "
                                 "surrogate names none; give poi=")
         self.poi, self.index = poi, d.index(poi)
-        self.starts = starts
-        self._best: dict = {}
+        self._best: dict = {} if best is None else {("observed", True): best}
         self._fits: dict = {}
 
     def best(self, kind: str = "observed", allow_negative: bool = True) -> Maximum:
@@ -82,30 +82,26 @@ class CLsTest:
         False, a best POI below 0 is replaced by the fit at POI = 0 (q~)."""
         key = (kind, bool(allow_negative))
         if key not in self._best:
-            m = best_fit(self._density(kind), starts=self.starts)
+            m = self._best.get((kind, True)) or best_fit(self._density(kind))
+            self._best[(kind, True)] = m
             if not allow_negative and m.x[self.index] < 0:
                 m = self.fit(kind, [0.0])[0]
             self._best[key] = m
         return self._best[key]
 
     def fit(self, kind: str, values) -> list[Maximum]:
-        """The maximum at each POI value (one batched L-BFGS over every value and start);
-        remembered, so a value asked for again costs nothing."""
+        """The maximum at each POI value (one batched L-BFGS over every new value, warm-started
+        from the nearest known maximum); remembered, so a value asked for again costs nothing."""
         dens = self._density(kind)
         values = np.atleast_1d(np.asarray(values, np.float64))
         new = np.array([v for v in dict.fromkeys(values.tolist())
                         if (kind, v) not in self._fits])
         if len(new):
-            lp = dens.candidate_log_prob()
-            top = dens.candidates[np.argsort(lp)[::-1][:self.starts]]
-            k = len(top)
-            starts = np.tile(top, (len(new), 1))
-            fixed = np.repeat(new, k)
-            starts[:, self.index] = fixed
-            fits = maximize(dens, starts, fixed={self.index: fixed})
+            known = [self.best(kind).x] + [m.x for (k, _), m in self._fits.items() if k == kind]
+            starts = conditional_starts(dens, self.index, new, np.array(known))
+            fits = maximize(dens, starts, fixed={self.index: np.tile(new, 2)})
             for j, v in enumerate(new):
-                self._fits[(kind, float(v))] = max(fits[j * k:(j + 1) * k],
-                                                   key=lambda m: m.log_prob)
+                self._fits[(kind, float(v))] = better_maximum(fits[j], fits[len(new) + j])
         return [self._fits[(kind, float(v))] for v in values]
 
     def q(self, values) -> tuple[np.ndarray, np.ndarray]:

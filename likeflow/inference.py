@@ -53,7 +53,7 @@ class Density:
     names: list[str]
     poi: list[str]
     bounds: np.ndarray
-    log_prob_tf: object          # (n, D) float64 tensor -> (n,) float64 tensor; None: numpy
+    log_prob_tf: object          # (n, D) float64 tensor -> (n,) float64 tensor (exact targets)
     candidates: np.ndarray       # points in the bulk, to pick starting points from
     sampler: object = None       # n, seed -> (n, D) samples, for Bayesian limits
     kind: str = "surrogate"
@@ -63,7 +63,7 @@ class Density:
     # below ~1e-5 (rounding), so asking for 1e-10 there only burns max_iterations
     tolerance: float = 1e-10
     samples: np.ndarray | None = None  # all the draws the candidates are the first of
-    # (n, D) float64 array -> (n,): a surrogate on the numpy backend (no TensorFlow)
+    # (n, D) float64 array -> (n,): a surrogate, by the numpy reader (either backend)
     log_prob_np: object = None
     # (n, D) -> ((n,), (n, D)): its log density and exact gradient (the numpy reader's)
     log_prob_grad_np: object = None
@@ -96,15 +96,15 @@ def as_density(obj, *, n_candidates: int = 20000, n_samples: int = 0,
     if isinstance(obj, Density):
         return obj
     if hasattr(obj, "flow"):  # a Surrogate, on either backend
-        numpy = obj.backend == "numpy"
+        # fits evaluate in float64 numpy on either backend (Surrogate.numpy_twin): the same
+        # numbers with and without TensorFlow; the draws come from the surrogate itself
+        ev = obj.numpy_twin()
         draws = obj.sample(max(n_candidates, n_samples), seed=seed)
-        return Density(list(obj.names), list(obj.poi), obj.bounds,
-                       None if numpy else _tf_log_prob(obj), draws[:n_candidates],
+        return Density(list(obj.names), list(obj.poi), obj.bounds, None, draws[:n_candidates],
                        sampler=lambda n, s: obj.sample(n, seed=s), kind="surrogate",
                        tolerance=1e-10 if obj.config.dtype == "float64" else 1e-4,
-                       support=obj.support, latent_r2=obj.latent_r2, samples=draws,
-                       log_prob_np=obj.log_prob if numpy else None,
-                       log_prob_grad_np=obj.log_prob_grad if numpy else None)
+                       support=obj.support, latent_r2=ev.latent_r2, samples=draws,
+                       log_prob_np=ev.log_prob, log_prob_grad_np=ev.log_prob_grad)
     if not getattr(obj, "has_gradients", True):
         raise LikeflowError(f"{getattr(obj, 'name', obj)} has no TF gradients; profile a "
                             "surrogate of it instead")
@@ -114,22 +114,6 @@ def as_density(obj, *, n_candidates: int = 20000, n_samples: int = 0,
     return Density(list(obj.names), list(obj.poi), np.asarray(obj.bounds, float), obj.log_prob,
                    np.asarray(cand, float), sampler=None,
                    kind=f"exact ({getattr(obj, 'name', 'target')})")
-
-
-def _tf_log_prob(sur):
-    """A TensorFlow-backed surrogate's log density as a float64 tensor function (a piecewise
-    surrogate's: log sum_k w_k p_k(x))."""
-    from .tfsetup import tf
-
-    parts = getattr(sur, "components", None) or [sur]
-    log_w = getattr(sur, "_log_w", [0.0])
-
-    def lp(x):
-        each = [lw + tf.cast(c.flow.log_prob(tf.cast(x, c.flow.dtype)), tf.float64)
-                for lw, c in zip(log_w, parts)]
-        return each[0] if len(each) == 1 else tf.reduce_logsumexp(tf.stack(each), axis=0)
-
-    return lp
 
 
 @dataclass
@@ -175,9 +159,9 @@ def maximize(obj, starts: np.ndarray, *, fixed: dict[int, np.ndarray] | None = N
     starts = np.clip(starts, lo + 1e-6 * span, hi - 1e-6 * span)
     tol = dens.tolerance if tolerance is None else tolerance
     space = _space(dens)
-    # XLA compiles once per batch size (1-2 s for a 95-dim flow; a pyhf target is traced
-    # anew): sizes are padded to a few (copies of the first start, which converge with it)
-    size = _padded_size(k) if dens.log_prob_tf is not None else k  # numpy compiles nothing
+    # an exact target is traced once per batch size: sizes are padded to a few (copies of the
+    # first start, which converge with it); numpy compiles nothing
+    size = _padded_size(k) if dens.log_prob_tf is not None else k
     run = _compiled_lbfgs(dens, space, tuple(mask), size, tol, max_iterations)
     pad = np.repeat(starts[:1], size - k, axis=0)
     res = run(space.to_w(np.concatenate([starts, pad])),
@@ -287,11 +271,11 @@ def _compiled_lbfgs(dens: Density, space: _Space, mask: tuple, k: int, tolerance
     """L-BFGS (:mod:`likeflow.lbfgs`) on ``dens`` with the dimensions in ``mask`` fixed, for
     ``k`` starts: a function ``(w0, values) -> lbfgs.Result``.
 
-    The value and gradient are one compiled function, traced once per density whatever the
-    mask and (surrogates) the number of starts, and XLA-compiled for surrogates (once per
-    batch size: :func:`_padded_size`); pyhf targets evaluate a fixed number of points per
-    compiled call, so theirs is traced per ``k``. L-BFGS also stops at the log density's
-    rounding (``f_tolerance`` of :func:`likeflow.lbfgs.minimize`).
+    A surrogate's value and gradient are the numpy reader's (:func:`_numpy_value_and_grad`,
+    on either backend: :func:`as_density`). An exact target's are one TensorFlow function,
+    traced once per density and batch size whatever the mask (pyhf targets evaluate a fixed
+    number of points per compiled call; sizes are padded: :func:`_padded_size`). L-BFGS also
+    stops at the log density's rounding (``f_tolerance`` of :func:`likeflow.lbfgs.minimize`).
     """
     from .lbfgs import minimize
 
@@ -304,15 +288,12 @@ def _compiled_lbfgs(dens: Density, space: _Space, mask: tuple, k: int, tolerance
             f_tolerance=f_tolerance)
     from .tfsetup import tf
 
-    dynamic = _dynamic(dens)
     cache = dens.__dict__.setdefault("_value_and_grad", {})
-    key = None if dynamic else k
-    if key not in cache:
+    if k not in cache:
         d = len(mask)
-        spec = tf.TensorSpec([None if dynamic else k, d], tf.float64)
+        spec = tf.TensorSpec([k, d], tf.float64)
 
-        @tf.function(input_signature=[spec, spec, tf.TensorSpec([d], tf.bool)],
-                     jit_compile=dynamic)
+        @tf.function(input_signature=[spec, spec, tf.TensorSpec([d], tf.bool)])
         def value_and_grad(w, values, fixed):
             with tf.GradientTape() as tape:
                 tape.watch(w)
@@ -320,8 +301,8 @@ def _compiled_lbfgs(dens: Density, space: _Space, mask: tuple, k: int, tolerance
             # fixed dimensions do not move
             return y, tf.where(fixed, tf.zeros_like(w), tape.gradient(y, w))
 
-        cache[key] = value_and_grad
-    vg = cache[key]
+        cache[k] = value_and_grad
+    vg = cache[k]
     fixed = tf.constant(np.array(mask))
 
     def run(w0: np.ndarray, values: np.ndarray):
@@ -351,12 +332,6 @@ def _numpy_value_and_grad(dens: Density, space: _Space, fixed: np.ndarray):
     return fg
 
 
-def _dynamic(dens: Density) -> bool:
-    """Whether the density takes any number of points per call (surrogates do; pyhf targets
-    are compiled for a fixed number)."""
-    return dens.kind == "surrogate"
-
-
 def _padded_size(k: int) -> int:
     """The batch size an L-BFGS run of ``k`` starts is padded to: 32, then powers of two."""
     from .batching import padded_size
@@ -373,6 +348,40 @@ def best_fit(obj, *, starts: int = 16, seed: int = 0) -> Maximum:
     lp = dens.candidate_log_prob()
     top = dens.candidates[np.argsort(lp)[::-1][:starts]]
     return maximize(dens, top)
+
+
+def conditional_starts(dens: Density, i: int, values: np.ndarray,
+                       known: np.ndarray) -> np.ndarray:
+    """Two starting points per value of parameter ``i`` for fits with it held there, as
+    (2k, D) rows, every value's first start, then every value's second:
+
+    1. the known maximum (``known``, (m, D): the best fit, or fits at other values) nearest in
+       parameter ``i``, with ``i`` moved to the value: a warm start, a few iterations from a
+       neighbouring value's optimum;
+    2. the candidate sample of highest density among those near the value: a start of its
+       own, where the optimum at the value lies away from the known ones.
+    """
+    values = np.asarray(values, np.float64)
+    known = np.atleast_2d(known)
+    start1 = known[np.argmin(np.abs(known[:, i][None, :] - values[:, None]), axis=1)].copy()
+    lp = dens.candidate_log_prob()
+    col = dens.candidates[:, i]
+    width = max(np.std(col) * 0.1, 1e-12)
+    start2 = np.empty_like(start1)
+    for j, v in enumerate(values):
+        near = np.abs(col - v) < width
+        pool = np.flatnonzero(near) if near.any() else np.argsort(np.abs(col - v))[:10]
+        start2[j] = dens.candidates[pool[np.argmax(lp[pool])]]
+    both = np.concatenate([start1, start2])
+    both[:, i] = np.tile(values, 2)
+    return both
+
+
+def better_maximum(x: Maximum, y: Maximum) -> Maximum:
+    """Of two maxima at one point of a profile, the trusted one, else the higher."""
+    if x.trusted != y.trusted:
+        return x if x.trusted else y
+    return x if x.log_prob >= y.log_prob or not np.isfinite(y.log_prob) else y
 
 
 @dataclass
@@ -426,7 +435,8 @@ def scan(obj, poi: str, values=None, *, seed: int = 0, best: Maximum | None = No
     all other parameters. (:func:`profile` adds the best fit and the upper limits.)
 
     Each grid point starts from the global best fit with the POI set to the value and from the
-    best candidate sample near that value; the better trusted optimum is kept.
+    best candidate sample near that value (:func:`conditional_starts`); the better trusted
+    optimum is kept (:func:`better_maximum`).
     """
     dens = as_density(obj, seed=seed)
     i = dens.index(poi)
@@ -439,25 +449,9 @@ def scan(obj, poi: str, values=None, *, seed: int = 0, best: Maximum | None = No
         raise LikeflowError(f"profile of {poi}: every grid value must be finite and inside its "
                             f"bounds [{lo:g}, {hi:g}]")
     k = len(values)
-    start1 = np.tile(best.x, (k, 1))
-    # second start: the candidate of highest density among those nearest each value
-    lp = dens.candidate_log_prob()
-    col = dens.candidates[:, i]
-    width = max(np.std(col) * 0.1, 1e-12)
-    start2 = np.empty_like(start1)
-    for j, v in enumerate(values):
-        near = np.abs(col - v) < width
-        pool = np.flatnonzero(near) if near.any() else np.argsort(np.abs(col - v))[:10]
-        start2[j] = dens.candidates[pool[np.argmax(lp[pool])]]
-    both = maximize(dens, np.concatenate([start1, start2]), fixed={i: np.tile(values, 2)})
-    a, b = both[:k], both[k:]
-
-    def better(x: Maximum, y: Maximum) -> Maximum:
-        if x.trusted != y.trusted:
-            return x if x.trusted else y
-        return x if x.log_prob >= y.log_prob or not np.isfinite(y.log_prob) else y
-
-    chosen = [better(x, y) for x, y in zip(a, b)]
+    both = maximize(dens, conditional_starts(dens, i, values, best.x[None]),
+                    fixed={i: np.tile(values, 2)})
+    chosen = [better_maximum(x, y) for x, y in zip(both[:k], both[k:])]
     maxima = np.array([c.log_prob for c in chosen])
     trusted = np.array([c.trusted for c in chosen])
     # a trusted grid point that beats the best fit is the best fit: one best fit for all
@@ -647,8 +641,9 @@ def cls_limits(obs, asimov, poi: str, *, cl: float = DEFAULT_CL, seed: int = 0,
     """Asymptotic CLs upper limits on ``poi`` from the observed likelihood ``obs`` and its
     background-only Asimov partner ``asimov`` (surrogates or exact targets).
 
-    q~_mu is profiled on ``obs`` (zero where the best fit is above mu), q_mu,A on ``asimov``;
-    CLs(mu) as in pyhf; the limits are where CLs and each expected band reach ``1 - cl``,
+    q~_mu is profiled on ``obs`` (zero where the best fit is above mu), q_mu,A on ``asimov``,
+    both by a :class:`likeflow.cls_test.CLsTest` (its fits and starting points); CLs(mu) as
+    in pyhf; the limits are where CLs and each expected band reach ``1 - cl``,
     found on a grid over the POI's range and refined together (:func:`_crossings`). ``best``
     is the best fit of ``obs`` when known (a profile's), so that every limit uses the same one.
     """
@@ -663,19 +658,12 @@ def cls_limits(obs, asimov, poi: str, *, cl: float = DEFAULT_CL, seed: int = 0,
         hi = min(hi, d_obs.support["hi"][i], d_a.support["hi"][i] if d_a.support else hi)
     if not np.isfinite(hi):
         hi = max(10.0, float(np.quantile(d_obs.candidates[:, i], 0.999)))
-    best_o, best_a = best or best_fit(d_obs, seed=seed), best_fit(d_a, seed=seed)
-    mu_hat = float(best_o.x[i])
-    start = max(lo, 0.0)
-    ref_o = best_o.log_prob if mu_hat >= 0 else maximize(
-        d_obs, best_o.x[None], fixed={i: np.array([0.0])})[0].log_prob
+    from .cls_test import CLsTest
 
-    def qs(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mo = maximize(d_obs, np.tile(best_o.x, (len(mu), 1)), fixed={i: mu})
-        ma = maximize(d_a, np.tile(best_a.x, (len(mu), 1)), fixed={i: mu})
-        q_o = np.array([-2 * (m.log_prob - ref_o) for m in mo])
-        q_o = np.where(mu < mu_hat, 0.0, np.maximum(q_o, 0.0))
-        q_a = np.maximum(np.array([-2 * (m.log_prob - best_a.log_prob) for m in ma]), 0.0)
-        return q_o, q_a
+    test = CLsTest(d_obs, d_a, poi, best=best)   # its fits, its q~ rule
+    mu_hat = float(test.best("observed").x[i])
+    start = max(lo, 0.0)
+    qs = test.q
 
     grid = np.linspace(start, hi, points)[1:]
     q_o, q_a = qs(grid)

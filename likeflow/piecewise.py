@@ -212,6 +212,15 @@ class PiecewiseSurrogate(Surrogate):
             return sum_gradient(np.stack([lw + p[0] for lw, p in zip(self._log_w, parts)]),
                                 [p[1] for p in parts])
 
+    def numpy_twin(self) -> PiecewiseSurrogate:
+        """:meth:`Surrogate.numpy_twin` of every flow."""
+        if self.backend == "numpy":
+            return self
+        twin = PiecewiseSurrogate([c.numpy_twin() for c in self.components], self.record,
+                                  self.training, self.validation)
+        twin.path, twin.provenance = self.path, self.provenance
+        return twin
+
     @property
     def is_ensemble(self) -> bool:
         """An ensemble (flows of the same data) rather than a piecewise flow (of clusters)."""

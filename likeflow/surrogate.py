@@ -211,6 +211,21 @@ class Surrogate:
         grad[gone] = np.nan
         return lp, grad
 
+    def numpy_twin(self) -> Surrogate:
+        """This surrogate evaluated by the numpy reader in float64 (itself on the numpy backend).
+
+        Inference uses it whatever the backend: its fits evaluate a few points at a time, where
+        numpy's float64 beats TensorFlow's per-call cost, and a file then gives the same
+        numbers on a machine with TensorFlow as on one without. Made afresh each call (a
+        surrogate on TensorFlow may still be training)."""
+        if self.backend == "numpy":
+            return self
+        names, weights = zip(*self.weight_arrays())
+        twin = Surrogate(NumpyFlow(self.config, list(weights), list(names)), self.training,
+                         self.validation)
+        twin.path, twin.provenance = self.path, self.provenance
+        return twin
+
     def to_latent(self, x) -> np.ndarray:
         """Physical points -> base space (standard normal for a perfect surrogate)."""
         x = self._as_points(x)
