@@ -8,10 +8,11 @@ starting points, both best fits) and fits a whole batch of ``mu`` values in one 
 call per likelihood. spey's likeflow backend goes through it, so that spey's numbers and
 likeflow's are one computation.
 
-Each fixed-``mu`` fit starts where a profile's does (:func:`likeflow.inference.
-conditional_starts`): from the known maximum nearest in ``mu`` (the best fit, or the fit at a
-value tested before: a warm start a few iterations away on a smooth surrogate) and from the
-best candidate sample near ``mu``; the better of the two is kept.
+Each fixed-``mu`` fit starts from the known maximum nearest in ``mu`` (the best fit, or the
+fit at a value tested before: a warm start, a few iterations away on a smooth surrogate); a
+value more than :data:`WARM_STEP` marginal standard deviations from every known maximum also
+starts from the best candidate sample near it, as a profile's points do
+(:func:`likeflow.inference.conditional_starts`), and the better of the two is kept.
 
 Example:
     >>> test = CLsTest(likeflow.load("obs.likeflow.h5"),            # doctest: +SKIP
@@ -29,6 +30,11 @@ import numpy as np
 from .errors import LikeflowError
 from .inference import (Maximum, as_density, best_fit, better_maximum, cls_values,
                         conditional_starts, maximize)
+
+# a POI value this many marginal standard deviations or less from a known maximum (the best
+# fit, or a value tested before) is fitted from there alone: a few iterations on a smooth
+# surrogate, where a start of its own costs a whole fit
+WARM_STEP = 0.5
 
 
 @dataclass
@@ -97,11 +103,21 @@ class CLsTest:
         new = np.array([v for v in dict.fromkeys(values.tolist())
                         if (kind, v) not in self._fits])
         if len(new):
-            known = [self.best(kind).x] + [m.x for (k, _), m in self._fits.items() if k == kind]
-            starts = conditional_starts(dens, self.index, new, np.array(known))
-            fits = maximize(dens, starts, fixed={self.index: np.tile(new, 2)})
+            known = np.array([self.best(kind).x] + [m.x for (k, _), m in self._fits.items()
+                                                      if k == kind])
+            both = conditional_starts(dens, self.index, new, known)
+            # a value near a known maximum (the profile's path moves little over that step)
+            # starts there only; one farther away also from the best candidate near it
+            step = WARM_STEP * max(float(np.std(dens.candidates[:, self.index])), 1e-12)
+            near = np.min(np.abs(known[:, self.index][None, :] - new[:, None]), axis=1) <= step
+            cold = np.flatnonzero(~near)
+            starts = np.concatenate([both[:len(new)], both[len(new) + cold]])
+            fits = maximize(dens, starts, fixed={self.index: starts[:, self.index]})
             for j, v in enumerate(new):
-                self._fits[(kind, float(v))] = better_maximum(fits[j], fits[len(new) + j])
+                m = fits[j]
+                if not near[j]:
+                    m = better_maximum(m, fits[len(new) + int(np.searchsorted(cold, j))])
+                self._fits[(kind, float(v))] = m
         return [self._fits[(kind, float(v))] for v in values]
 
     def q(self, values) -> tuple[np.ndarray, np.ndarray]:

@@ -100,14 +100,16 @@ class LikeflowBackend(BackendBase):
                            parameter_names=list(self.surrogate.names))
 
     def get_logpdf_func(self, expected=None, data=None):
-        """log L(parameters): the surrogate's (observed), its Asimov partner's (apriori)."""
-        sur = self._surrogate(expected, data)
+        """log L(parameters): the surrogate's (observed), its Asimov partner's (apriori), by
+        the numpy reader in float64 on either backend (as likeflow's own fits)."""
+        sur = self._surrogate(expected, data).numpy_twin()
         return lambda pars: float(sur.log_prob(np.asarray(pars, float)[None])[0])
 
     def get_objective_function(self, expected=None, data=None, do_grad: bool = True):
-        """-log L and its exact gradient (:meth:`~likeflow.surrogate.Surrogate.log_prob_grad`,
-        on either backend)."""
-        sur = self._surrogate(expected, data)
+        """-log L and its exact gradient (:meth:`~likeflow.surrogate.Surrogate.log_prob_grad`
+        of the numpy reader in float64, on either backend: one point at a time is what spey's
+        optimisers ask for, where TensorFlow's per-call cost dominates)."""
+        sur = self._surrogate(expected, data).numpy_twin()
 
         def objective(pars):
             p = np.asarray(pars, float)[None]

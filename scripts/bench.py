@@ -144,7 +144,7 @@ def bench_throughput(args) -> dict:
     for i in range(default.layers):
         made = tfp.bijectors.AutoregressiveNetwork(params=2, event_shape=[d],
                                                    hidden_units=list(default.hidden),
-                                                   activation="relu")
+                                                   activation=default.activation)
         layers += [tfp.bijectors.MaskedAutoregressiveFlow(made)]
         if i < default.layers - 1:
             layers.append(tfp.bijectors.Permute(list(range(d - 1, -1, -1))))
