@@ -663,10 +663,8 @@ def cls_limits(obs, asimov, poi: str, *, cl: float = DEFAULT_CL, seed: int = 0,
     test = CLsTest(d_obs, d_a, poi, best=best)   # its fits, its q~ rule
     mu_hat = float(test.best("observed").x[i])
     start = max(lo, 0.0)
-    qs = test.q
-
     grid = np.linspace(start, hi, points)[1:]
-    q_o, q_a = qs(grid)
+    q_o, q_a = test.q(grid)
     cls, band = cls_values(q_o, q_a)
     alpha = 1 - cl
     rows = np.vstack([cls, band]) - alpha      # observed, then expected -2 .. +2 sigma
@@ -681,7 +679,7 @@ def cls_limits(obs, asimov, poi: str, *, cl: float = DEFAULT_CL, seed: int = 0,
         return (grid[j - 1], grid[j], vals[j - 1], vals[j])
 
     def all_rows(mu: np.ndarray) -> np.ndarray:
-        qo, qa = qs(mu)
+        qo, qa = test.q(mu)
         c, bd = cls_values(qo, qa)
         return np.vstack([c, bd]) - alpha
 
