@@ -23,13 +23,13 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import LikeflowError
-from .inference import (Maximum, as_density, best_fit, better_maximum, cls_values,
-                        conditional_starts, maximize)
+from .inference import (DEFAULT_CL, Maximum, crossings, as_density, best_fit, better_maximum,
+                        cls_values, conditional_starts, maximize)
 
 # a POI value this many marginal standard deviations or less from a known maximum (the best
 # fit, or a value tested before) is fitted from there alone: a few iterations on a smooth
@@ -148,3 +148,73 @@ def hypotest(observed, asimov, mu, *, poi: str | None = None) -> HypoTest:
     """CLs at ``mu`` (a number or an array, fitted as one batch) from a surrogate and its
     Asimov partner; for many calls on one pair, keep a :class:`CLsTest`."""
     return CLsTest(observed, asimov, poi)(mu)
+
+
+@dataclass
+class CLsLimits:
+    """Observed and expected CLs upper limits (expected at -2, -1, 0, +1, +2 sigma)."""
+
+    observed: float | None
+    expected: list[float | None]
+    cl: float
+    method: str
+    best_fit: float
+    scan: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"observed": self.observed, "expected": self.expected,
+                "expected_sigma": [-2, -1, 0, 1, 2], "cl": self.cl, "method": self.method,
+                "best_fit": self.best_fit, "scan": self.scan}
+
+
+def cls_limits(obs, asimov, poi: str, *, cl: float = DEFAULT_CL, seed: int = 0,
+               points: int = 21, best: Maximum | None = None) -> CLsLimits:
+    """Asymptotic CLs upper limits on ``poi`` from the observed likelihood ``obs`` and its
+    background-only Asimov partner ``asimov`` (surrogates or exact targets).
+
+    q~_mu is profiled on ``obs`` (zero where the best fit is above mu), q_mu,A on ``asimov``,
+    both by a :class:`likeflow.cls_test.CLsTest` (its fits and starting points); CLs(mu) as
+    in pyhf; the limits are where CLs and each expected band reach ``1 - cl``,
+    found on a grid over the POI's range and refined together (:func:`crossings`). ``best``
+    is the best fit of ``obs`` when known (a profile's), so that every limit uses the same one.
+    """
+
+    d_obs, d_a = as_density(obs, seed=seed), as_density(asimov, seed=seed)
+    i = d_obs.index(poi)
+    if d_a.names != d_obs.names:
+        raise LikeflowError("the Asimov partner has other parameters than the observed "
+                            f"likelihood ({len(d_a.names)} vs {len(d_obs.names)}, or other names)")
+    lo, hi = d_obs.bounds[i]
+    if d_obs.support is not None:
+        hi = min(hi, d_obs.support["hi"][i], d_a.support["hi"][i] if d_a.support else hi)
+    if not np.isfinite(hi):
+        hi = max(10.0, float(np.quantile(d_obs.candidates[:, i], 0.999)))
+    test = CLsTest(d_obs, d_a, poi, best=best)   # its fits, its q~ rule
+    mu_hat = float(test.best("observed").x[i])
+    start = max(lo, 0.0)
+    grid = np.linspace(start, hi, points)[1:]
+    q_o, q_a = test.q(grid)
+    cls, band = cls_values(q_o, q_a)
+    alpha = 1 - cl
+    rows = np.vstack([cls, band]) - alpha      # observed, then expected -2 .. +2 sigma
+
+    def bracket(vals: np.ndarray):
+        below = np.flatnonzero(vals < 0)
+        if not len(below):
+            return None
+        j = below[0]
+        if j == 0:   # CLs is 1 at mu = 0 (q = 0)
+            return (start, grid[0], 1.0 - alpha, vals[0])
+        return (grid[j - 1], grid[j], vals[j - 1], vals[j])
+
+    def all_rows(mu: np.ndarray) -> np.ndarray:
+        qo, qa = test.q(mu)
+        c, bd = cls_values(qo, qa)
+        return np.vstack([c, bd]) - alpha
+
+    observed, *expected = crossings(all_rows, [bracket(r) for r in rows])
+    return CLsLimits(observed, expected, cl,
+                     f"asymptotic CLs, q~ test statistic (pyhf's formulae), {cl:.0%} CL; "
+                     f"{d_obs.kind} and its background-only Asimov partner", mu_hat,
+                     scan={"mu": grid.tolist(), "cls": cls.tolist(),
+                           "cls_expected": band.tolist()})

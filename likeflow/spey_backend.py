@@ -57,7 +57,7 @@ class LikeflowBackend(BackendBase):
 
     def __init__(self, surrogate, asimov=None, poi: str | None = None):
         from .cls_test import CLsTest
-        from .inference import open_target
+        from .profiling import open_target
         from .surrogate import Surrogate
 
         sur, partner, _ = open_target(surrogate, asimov=asimov)

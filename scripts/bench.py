@@ -647,7 +647,8 @@ def _pyhf_cls_numpy(ws: str, patch: str | None, hi: float) -> dict:
 def bench_real(args) -> dict:
     """Real likelihoods end to end, surrogate against exact, one case after the other."""
     import likeflow
-    from likeflow.inference import bayesian_upper_limit, cls_limits, scan, upper_limit
+    from likeflow.cls_test import cls_limits
+    from likeflow.inference import bayesian_upper_limit, scan, upper_limit
     from likeflow.likelihoods.pyhf_target import PyhfTarget
     from likeflow.samples import mcmc_record, read_samples
 

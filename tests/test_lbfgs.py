@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import rosen, rosen_der
 
-from likeflow.inference import _crossings
+from likeflow.inference import crossings
 from likeflow.lbfgs import minimize
 
 
@@ -75,7 +75,7 @@ def test_crossings_find_several_roots_from_shared_batches():
         calls.append(len(v))
         return np.vstack([v ** 3 - 2.0, np.exp(-v) - 0.3, v - 10.0])
 
-    roots = _crossings(fn, [(0.0, 3.0, -2.0, 25.0), (0.0, 3.0, 0.7, np.exp(-3) - 0.3), None])
+    roots = crossings(fn, [(0.0, 3.0, -2.0, 25.0), (0.0, 3.0, 0.7, np.exp(-3) - 0.3), None])
     assert roots[0] == np.float64(roots[0]) and abs(roots[0] - 2 ** (1 / 3)) < 1e-3
     assert abs(roots[1] + np.log(0.3)) < 1e-3
     assert roots[2] is None

@@ -164,7 +164,7 @@ def _pyhf_limits_numpy(ws_path) -> tuple[float, list[float]]:
 
 
 def test_exact_cls_limits_equal_pyhfs_within_one_percent(small_ws):
-    from likeflow.inference import cls_limits
+    from likeflow.cls_test import cls_limits
 
     t = PyhfTarget(small_ws)
     a = PyhfTarget(small_ws, asimov=True)
@@ -205,7 +205,7 @@ def test_asimov_target_has_its_best_fit_at_zero(small_ws):
 
 def test_cls_partner_of_another_dimension_is_refused():
     from likeflow.errors import LikeflowError
-    from likeflow.inference import cls_limits
+    from likeflow.cls_test import cls_limits
     from likeflow.likelihoods import CorrelatedGaussian
 
     with pytest.raises(LikeflowError, match="other parameters"):

@@ -18,7 +18,8 @@ spey = pytest.importorskip("spey", reason="the spey backend needs spey (pip inst
 pytest.importorskip("tensorflow", reason="fits the surrogates with TensorFlow")
 
 import likeflow  # noqa: E402
-from likeflow.inference import cls_limits, cls_values  # noqa: E402
+from likeflow.cls_test import cls_limits  # noqa: E402
+from likeflow.inference import cls_values  # noqa: E402
 
 SIGMA = 1.0
 
