@@ -1,4 +1,4 @@
-"""One CLs hypothesis test, or a batch of them, on a surrogate pair: what reinterpreters call.
+"""CLs hypothesis tests on a surrogate pair, what reinterpreters call, and the CLs limits.
 
 A reinterpretation tool asks one question thousands of times: is the signal strength ``mu``
 excluded? With the asymptotic calculator (q~ test statistic, as pyhf's ``hypotest``) that is
@@ -6,7 +6,8 @@ four fits: the observed and the background-only Asimov likelihood, each at its b
 ``mu``. :class:`CLsTest` keeps what every test shares (the two densities, their candidate
 starting points, both best fits) and fits a whole batch of ``mu`` values in one batched L-BFGS
 call per likelihood. spey's likeflow backend goes through it, so that spey's numbers and
-likeflow's are one computation.
+likeflow's are one computation, and so does :func:`cls_limits` (the observed and expected
+limits, found where CLs and its band reach ``1 - cl``).
 
 Each fixed-``mu`` fit starts from the known maximum nearest in ``mu`` (the best fit, or the
 fit at a value tested before: a warm start, a few iterations away on a smooth surrogate); a
@@ -28,8 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import LikeflowError
-from .inference import (DEFAULT_CL, Maximum, crossings, as_density, best_fit, better_maximum,
-                        cls_values, conditional_starts, maximize)
+from .inference import (DEFAULT_CL, Maximum, as_density, best_fit, better_maximum, cls_values,
+                        conditional_starts, crossings, maximize)
 
 # a POI value this many marginal standard deviations or less from a known maximum (the best
 # fit, or a value tested before) is fitted from there alone: a few iterations on a smooth
