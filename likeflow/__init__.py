@@ -50,6 +50,8 @@ _LAZY = {
     "train": "training",
     "validate": "report",
     "ValidationResult": "report",
+    "validate_exact": "exact_check",
+    "ExactCheck": "exact_check",
     "profile": "profiling",
     "ProfileResult": "profiling",
     "read_reference": "profiling",

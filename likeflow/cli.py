@@ -730,44 +730,6 @@ def eval_(surrogate, points, output, typicality, seed, spread, read_opts):
         click.echo("\n".join(f"{v:.10g}" for v in lp))
 
 
-@cli.command()
-@click.argument("surrogate", type=click.Path(dir_okay=False))
-@click.argument("samples", type=click.Path(dir_okay=False))
-@click.option("-n", "n", type=click.IntRange(min=40), default=None,
-              help="Use at most N test points (two halves of N/2; the surrogate draws N/2).")
-@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
-              help="Write metrics.json, plots and index.html into this folder.")
-@click.option("--json", "as_json", is_flag=True, help="Print every metric as JSON.")
-@click.option("--no-plots", is_flag=True, help="With --report: metrics.json and index.html only.")
-@click.option("--seed", type=int, default=_default(likeflow.validate, "seed"), show_default=True)
-@read_options
-def validate(surrogate, samples, n, report_dir, as_json, no_plots, seed, read_opts):
-    """How close a SURROGATE is to held-out SAMPLES, next to the noise floor.
-
-    With the file the surrogate was trained on, only its test split is used (recorded in the
-    surrogate: never training data); any other file is used whole, and the report says so.
-    Every metric is also computed between two disjoint halves of the test data: the noise
-    floor, what a perfect surrogate scores at this sample size.
-
-    \b
-    Examples:
-      likeflow validate toy.likeflow.h5 toy.h5 --report toy-report
-      likeflow validate toy.likeflow.h5 fresh_mcmc.h5 -n 100000 --json > metrics.json
-    """
-    given = None if read_opts == likeflow.ReadOptions() else read_opts
-    result = likeflow.validate(surrogate, samples, n=n, seed=seed, read_options=given,
-                               report=report_dir, plots=not no_plots)
-    if as_json:
-        click.echo(result.to_json())
-    else:
-        click.echo(result.table())
-        click.echo(f"({result.elapsed:.1f} s)")
-    if report_dir:
-        click.echo(f"report: {os.path.join(report_dir, 'index.html')}", err=as_json)
-
-
-# --- profile ----------------------------------------------------------------------------------
-
 def _parse_range(ctx, param, value):
     if value is None:
         return None
@@ -779,6 +741,96 @@ def _parse_range(ctx, param, value):
         raise click.BadParameter("STOP must be above START")
     return a, b
 
+
+@cli.command()
+@click.argument("surrogate", type=click.Path(dir_okay=False))
+@click.argument("samples", type=click.Path(dir_okay=False), required=False)
+@click.option("-n", "n", type=click.IntRange(min=40), default=None,
+              help="Use at most N test points (two halves of N/2; the surrogate draws N/2).")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="Write metrics.json, plots and index.html into this folder (with --exact "
+                   "also exact.json and exact_profile.png).")
+@click.option("--json", "as_json", is_flag=True, help="Print every metric as JSON.")
+@click.option("--no-plots", is_flag=True, help="With --report: metrics.json and index.html only.")
+@click.option("--exact", "workspace", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The pyhf workspace the surrogate's samples came from: compare profiles, "
+                   "limits and importance weights with the exact likelihood.")
+@click.option("--patch", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="With --exact: the workspace's signal patch.")
+@click.option("--asimov", "asimov_path", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="With --exact: the Asimov partner surrogate, for the CLs "
+              "limits [default: the partner the file names].")
+@click.option("--poi", default=None, help="With --exact: the parameter [default: the first POI].")
+@click.option("--range", "value_range", callback=_parse_range,
+              default=None, help="With --exact: START:STOP of the profile grid [default: "
+              "the surrogate's best fit -2/+4 marginal std].")
+@click.option("--points", type=click.IntRange(min=5),
+              default=_default(likeflow.validate_exact, "points"), show_default=True,
+              help="With --exact: profile grid points.")
+@click.option("--importance-samples", type=click.IntRange(min=1000),
+              default=_default(likeflow.validate_exact, "importance_samples"),
+              show_default=True, help="With --exact: surrogate samples weighted by p/q.")
+@click.option("--seed", type=int, default=_default(likeflow.validate, "seed"), show_default=True)
+@read_options
+def validate(surrogate, samples, n, report_dir, as_json, no_plots, workspace, patch,
+             asimov_path, poi, value_range, points, importance_samples, seed, read_opts):
+    """How close a SURROGATE is to held-out SAMPLES, next to the noise floor; with --exact,
+    to the pyhf likelihood it replaces.
+
+    With the file the surrogate was trained on, only its test split is used (recorded in the
+    surrogate: never training data); any other file is used whole, and the report says so.
+    Every metric is also computed between two disjoint halves of the test data: the noise
+    floor, what a perfect surrogate scores at this sample size.
+
+    --exact WS.json (with --patch) holds the surrogate to the exact likelihood where limits
+    are set: its profile and the exact one on one grid (largest difference where the exact
+    q < 6), the q~ and CLs limits with the expected band side by side (with the Asimov
+    partner), and importance sampling of the exact likelihood with the surrogate as proposal
+    (the weights' effective-sample-size fraction, the credible limit corrected by them; with
+    SAMPLES, also the exact samples' own). Its verdict is separate; thresholds in
+    docs/validation.md.
+
+    \b
+    Examples:
+      likeflow validate toy.likeflow.h5 toy.h5 --report toy-report
+      likeflow validate toy.likeflow.h5 fresh_mcmc.h5 -n 100000 --json > metrics.json
+      likeflow validate obs.likeflow.h5 --exact BkgOnly.json --patch patch.json --report rep
+    """
+    if samples is None and workspace is None:
+        raise click.UsageError("give SAMPLES, or --exact WS.json for the exact check")
+    if workspace is None and (patch or asimov_path or poi or value_range):
+        raise click.UsageError("--patch, --asimov, --poi and --range belong to --exact")
+    out = {}
+    if samples is not None:
+        given = None if read_opts == likeflow.ReadOptions() else read_opts
+        out["samples"] = likeflow.validate(surrogate, samples, n=n, seed=seed,
+                                           read_options=given, report=report_dir,
+                                           plots=not no_plots)
+        _echo_result(out["samples"], as_json)
+    if workspace is not None:
+        out["exact"] = likeflow.validate_exact(
+            surrogate, workspace, patch=patch, asimov=asimov_path, poi=poi, points=points,
+            value_range=value_range, importance_samples=importance_samples, seed=seed,
+            samples=samples, progress=lambda m: click.echo(m, err=True))
+        if report_dir:
+            out["exact"].write(report_dir, plots=not no_plots)
+        _echo_result(out["exact"], as_json)
+    if as_json:
+        click.echo(out["samples"].to_json() if set(out) == {"samples"} else
+                   json.dumps({k: json.loads(v.to_json()) for k, v in out.items()}))
+    if report_dir:
+        click.echo(f"report: {os.path.join(report_dir, 'index.html' if samples else 'exact.json')}",
+                   err=as_json)
+
+
+def _echo_result(result, as_json: bool) -> None:
+    """A validation's table and time (JSON is printed once, at the end)."""
+    if not as_json:
+        click.echo(result.table())
+        click.echo(f"({result.elapsed:.1f} s)")
+
+
+# --- profile ----------------------------------------------------------------------------------
 
 @cli.command("profile")
 @click.argument("surrogate", type=click.Path(dir_okay=False, exists=True))

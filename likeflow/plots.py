@@ -19,9 +19,11 @@ def _plt():
     return plt
 
 
-def _save(fig, path: str, *, dpi: int = 90, rect=None) -> str:
-    """Lay ``fig`` out, write it to ``path`` and close it; ``path``."""
-    fig.tight_layout(**({} if rect is None else {"rect": rect}))
+def _save(fig, path: str, *, dpi: int = 90, rect=None, layout: bool = True) -> str:
+    """Lay ``fig`` out (unless ``layout`` is False: a figure that sets its own spacing),
+    write it to ``path`` and close it; ``path``."""
+    if layout:
+        fig.tight_layout(**({} if rect is None else {"rect": rect}))
     fig.savefig(path, dpi=dpi)
     _plt().close(fig)
     return path
@@ -306,3 +308,80 @@ def check_plot_format(path: str | os.PathLike) -> None:
         from .errors import LikeflowError
         raise LikeflowError(f"{path}: cannot write a plot of type '{ext or '(none)'}'; use one "
                             f"of {', '.join(sorted(known))}")
+
+
+def exact_comparison_plot(check, path: str, *, q_compared: float,
+                          profile_tolerance: float, limit_tolerance: tuple[float, float]) -> str:
+    """Left: the exact and surrogate profiles of one POI (top) and their difference (bottom,
+    the PASS band ``profile_tolerance`` shaded where the exact q is below ``q_compared``), with
+    both CLs observed limits. Right: every limit's relative difference from the exact one,
+    against ``limit_tolerance`` (PASS, WARN)."""
+    plt = _plt()
+    fig = plt.figure(figsize=(10.5, 6.0))
+    grid = fig.add_gridspec(2, 2, height_ratios=[2.2, 1], width_ratios=[1.6, 1], wspace=0.45)
+    ax = fig.add_subplot(grid[0, 0])
+    bx = fig.add_subplot(grid[1, 0], sharex=ax)
+    cx = fig.add_subplot(grid[:, 1])
+    x, qe, qs = check.values, check.q_exact, check.q_surrogate
+    ax.plot(x, qe, color="k", lw=2, label="exact (pyhf)")
+    ax.plot(x, qs, color=MODEL_COLOR, lw=2, ls="--", label="surrogate")
+    both = np.concatenate([qe, qs])
+    top = float(np.nanmax(both)) if np.isfinite(both).any() else 5.0
+    ax.set_ylim(0, min(max(top, 5.0), 12.0) * 1.05)
+    for level in (1.0, 4.0):
+        ax.axhline(level, color="gray", lw=0.8, ls=":")
+    shown = "CLs observed" if any(l["name"] == "CLs observed" for l in check.limits) else \
+        "q~ profile limit"
+    for lim in check.limits:
+        if lim["name"] != shown:
+            continue
+        for v, c, style in ((lim["exact"], "k", "-"), (lim["surrogate"], MODEL_COLOR, "--")):
+            if v is not None:
+                ax.axvline(v, color=c, lw=1, ls=style)
+        ax.plot([], [], color="gray", lw=1, label=f"{shown}: exact {_fmtv(lim['exact'])}, "
+                f"surrogate {_fmtv(lim['surrogate'])}")
+    ax.set_ylabel(r"$-2\,\Delta \ln L$", fontsize=12)
+    ax.legend(fontsize=8, loc="upper left", frameon=False)
+    plt.setp(ax.get_xticklabels(), visible=False)
+    verdict, _ = check.verdict()
+    fig.suptitle(f"surrogate against the exact likelihood: verdict {verdict}", fontsize=11)
+    near = np.isfinite(qe) & (qe < q_compared)
+    d = qs - qe
+    bx.axhspan(-profile_tolerance, profile_tolerance, color="#7c7", alpha=0.25, lw=0)
+    bx.axhline(0, color="k", lw=0.8)
+    bx.plot(x, d, color="#555", lw=1, ls=":")
+    bx.plot(np.where(near, x, np.nan), np.where(near, d, np.nan), "o-", color=MODEL_COLOR,
+            ms=3, label=f"where exact q < {q_compared:g}")
+    span = float(np.nanmax(np.abs(d[near]))) if near.any() else 0.5
+    bx.set_ylim(-max(0.3, 1.3 * span), max(0.3, 1.3 * span))
+    bx.set_ylabel(r"$q_{sur} - q_{exact}$", fontsize=11)
+    bx.set_xlabel(_text(check.poi), fontsize=12)
+    bx.legend(fontsize=8, loc="lower left", frameon=False)
+    # the limits, one row each, relative to the exact
+    names = [l["name"] for l in check.limits]
+    rel = [100 * l["relative"] if l["relative"] is not None else np.nan for l in check.limits]
+    rows = np.arange(len(names))[::-1]
+    tol = 100 * limit_tolerance[0]
+    cx.axvspan(-tol, tol, color="#7c7", alpha=0.25, lw=0)
+    cx.axvline(0, color="k", lw=0.8)
+    colours = ["#070" if abs(r) <= tol else "#a60" if abs(r) <= 100 * limit_tolerance[1]
+               else "#b00" for r in np.nan_to_num(rel, nan=1e9)]
+    cx.scatter(np.nan_to_num(rel, nan=0.0), rows, c=colours, s=40, zorder=3)
+    for r, y, lim in zip(rel, rows, check.limits):
+        label = ("none" if np.isnan(r) else f"{r:+.1f}%") + f"  ({_fmtv(lim['surrogate'])} vs " \
+            f"{_fmtv(lim['exact'])})"
+        cx.annotate(label, (0, y), xytext=(0, 7), textcoords="offset points", ha="center",
+                    fontsize=7)
+    cx.set_yticks(rows)
+    cx.set_yticklabels(names, fontsize=8)
+    lim = max(2 * tol, 1.2 * float(np.nanmax(np.abs(rel))) if np.isfinite(rel).any() else 0)
+    cx.set_xlim(-lim, lim)
+    cx.set_ylim(-0.7, len(names) - 0.3)
+    cx.set_xlabel("surrogate / exact - 1 (%)", fontsize=10)
+    cx.set_title("limits", fontsize=10)
+    fig.subplots_adjust(left=0.08, right=0.97, top=0.9, bottom=0.09, hspace=0.08)
+    return _save(fig, path, dpi=120, layout=False)
+
+
+def _fmtv(v) -> str:
+    return "none" if v is None else f"{v:.3f}"
