@@ -95,32 +95,48 @@ class PyhfTarget(Target):
             raise LikeflowError(f"{what} ({_first_line(e)})") from None
         data = np.asarray(ws.data(model), dtype=np.float64)
         cfg = model.config
-        self.names = list(cfg.par_names)
+        names = list(cfg.par_names)
+        bounds = np.asarray(cfg.suggested_bounds(), dtype=np.float64)
+        init = np.asarray(cfg.suggested_init(), dtype=np.float64)
+        fixed = np.asarray(cfg.suggested_fixed(), dtype=bool)
         self.poi = [cfg.poi_name] if cfg.poi_name else []
-        self.bounds = np.asarray(cfg.suggested_bounds(), dtype=np.float64)
-        self.init = np.asarray(cfg.suggested_init(), dtype=np.float64)
-        self.fixed = list(cfg.suggested_fixed())
+        if self.poi and fixed[cfg.poi_index]:
+            raise LikeflowError(f"{self.source}: the POI '{self.poi[0]}' is fixed in the "
+                                "measurement; a fixed POI has no profile or limit")
         if asimov:
             if not self.poi:
                 raise LikeflowError(f"{self.source}: Asimov data need a POI")
             data = np.asarray(pyhf.infer.calculators.generate_asimov_data(
-                0.0, data, model, self.init.tolist(), self.bounds.tolist(), self.fixed),
+                0.0, data, model, init.tolist(), bounds.tolist(), fixed.tolist()),
                 dtype=np.float64)
+        # Parameters fixed in the measurement (a luminosity, a normalisation) are held at their
+        # value, as pyhf's fits hold them, and are not parameters of the target: the sampled
+        # and fitted vector holds the free ones, embedded into pyhf's full vector by
+        # ``x @ self._embed + self._offset`` (0/1 entries: exact in float64).
+        self._free = np.flatnonzero(~fixed)
+        self._full_init = init
+        self._fixed_mask = fixed
+        self._embed = np.zeros((len(self._free), len(names)))
+        self._embed[np.arange(len(self._free)), self._free] = 1.0
+        self._offset = np.where(fixed, init, 0.0)
+        self.fixed_parameters = {n: float(v) for n, v, f in zip(names, init, fixed) if f}
+        self.names = [names[j] for j in self._free]
+        self.bounds = bounds[self._free]
+        self.init = init[self._free]
+        self._poi_full = cfg.poi_index if self.poi else None
         self._ws = ws
         self.model = model
         self.data = data
         self.asimov = bool(asimov)
-        if any(self.fixed):
-            names = [n for n, f in zip(self.names, self.fixed) if f]
-            raise LikeflowError(f"{self.source}: fixed parameters ({', '.join(names[:5])}) are "
-                                "not supported; remove 'fixed' from the measurement")
         self._traced = {}
 
     def describe(self) -> dict:
         return {"target": self.name, "workspace": self.source, "patch": self.patch_source,
                 "parameters": len(self.names), "poi": self.poi,
                 "data": "asimov (background-only, mu=0)" if self.asimov else "observed",
-                "prior": "flat inside pyhf's suggested bounds"}
+                "prior": "flat inside pyhf's suggested bounds",
+                **({"fixed_parameters": self.fixed_parameters} if self.fixed_parameters
+                   else {})}
 
     # --- TensorFlow ---------------------------------------------------------------------------
     def _compiled(self, batch: int, grad: bool):
@@ -133,9 +149,13 @@ class PyhfTarget(Target):
         with tf.init_scope():  # eager: the function outlives the graph being traced now
             model = self._batched_model(batch)
             data = tf.constant(self.data)
+            embed, offset = tf.constant(self._embed), tf.constant(self._offset)
+            full = (lambda x: x) if not self.fixed_parameters else (
+                lambda x: tf.matmul(x, embed) + offset)
 
             @tf.autograph.experimental.do_not_convert  # pyhf's own Python, not autograph's
             def logpdf(x):
+                x = full(x)
                 return tf.reshape(model.logpdf(x if batch > 1 else x[0], data), [batch])
 
             @tf.function(jit_compile=True,
@@ -212,26 +232,59 @@ class PyhfTarget(Target):
         return self.evaluate(x)["log_prob"]
 
     # --- pyhf's own answers -------------------------------------------------------------------
-    def best_fit(self, start: np.ndarray | None = None) -> np.ndarray:
-        """pyhf's own maximum-likelihood fit (scipy's optimiser, gradients from TF)."""
+    def full(self, x: np.ndarray) -> np.ndarray:
+        """pyhf's full parameter vector(s) from the target's (free) ones: the parameters fixed
+        in the measurement inserted at their values."""
+        return np.asarray(x, dtype=np.float64) @ self._embed + self._offset
+
+    def _fit(self, init: np.ndarray, poi_value: float | None = None):
+        """pyhf's own fit from the free ``init`` (the POI held at ``poi_value`` if given):
+        (free parameters, log density)."""
         import pyhf
 
-        init = self.init if start is None else start
-        return np.asarray(pyhf.infer.mle.fit(self.data, self.model, list(map(float, init)),
-                                             self.bounds.tolist(), self.fixed), dtype=np.float64)
+        full = self.full(init)
+        args = (self.data, self.model)
+        kw = dict(init_pars=full.tolist(), par_bounds=self._full_bounds().tolist(),
+                  fixed_params=self._fixed_mask.tolist(), return_fitted_val=True)
+        if poi_value is None:
+            x, twice_nll = pyhf.infer.mle.fit(*args, **kw)
+        else:
+            x, twice_nll = pyhf.infer.mle.fixed_poi_fit(float(poi_value), *args, **kw)
+        return np.asarray(x, dtype=np.float64)[self._free], -0.5 * float(twice_nll)
+
+    def _full_bounds(self) -> np.ndarray:
+        return np.asarray(self.model.config.suggested_bounds(), dtype=np.float64)
+
+    def best_fit(self, start: np.ndarray | None = None, *, checks: int = 4) -> np.ndarray:
+        """pyhf's own maximum-likelihood fit (scipy's optimiser, gradients from TF), checked
+        against fits with the POI held at ``checks`` values around it.
+
+        pyhf's global fit can stop at its starting point (seen on workspaces that fix
+        parameters in their measurement); a fixed-POI fit that ends higher restarts it from
+        there, so the best fit is never below a point of the profile it computed."""
+        x, top = self._fit(self.init if start is None else np.asarray(start, np.float64))
+        if not self.poi or checks < 1:
+            return x
+        i = self.names.index(self.poi[0])
+        lo, hi = self.bounds[i]
+        width = 0.1 * (hi - lo) if np.isfinite(hi - lo) else 1.0
+        for value in np.clip(x[i] + width * np.linspace(-1, 1, checks), lo, hi):
+            y, val = self._fit(x, poi_value=value)
+            if val > top + 1e-6:
+                x, top = self._fit(y)
+                if val > top + 1e-6:  # the free fit from there fell back: keep the point
+                    x, top = y, val
+        return x
 
     def conditional_mode(self, poi: int, value: float, start: np.ndarray) -> np.ndarray:
         """pyhf's own fit with the POI held at ``value`` (the profile's point)."""
-        import pyhf
-
-        if poi != self.model.config.poi_index:
+        if self._poi_full is None or self._free[poi] != self._poi_full:
             raise LikeflowError(f"{self.source}: pyhf profiles its model's POI "
-                                f"({self.poi[0]}), not {self.names[poi]}")
+                                f"({self.poi[0] if self.poi else 'none'}), not "
+                                f"{self.names[poi]}")
         init = np.array(start, dtype=np.float64)
         init[poi] = value
-        return np.asarray(pyhf.infer.mle.fixed_poi_fit(
-            float(value), self.data, self.model, init.tolist(), self.bounds.tolist(),
-            self.fixed), dtype=np.float64)
+        return self._fit(init, poi_value=value)[0]
 
     def initial_points(self, n: int, seed: int = 0) -> np.ndarray:
         """Around pyhf's best fit, spread by a tenth of the bounds' width (capped at 0.1)."""
