@@ -52,6 +52,8 @@ _LAZY = {
     "ValidationResult": "report",
     "validate_exact": "exact_check",
     "ExactCheck": "exact_check",
+    "fit_workspace": "from_workspace",
+    "WorkspaceFit": "from_workspace",
     "profile": "profiling",
     "ProfileResult": "profiling",
     "read_reference": "profiling",

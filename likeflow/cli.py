@@ -327,6 +327,12 @@ def _parse_hidden(ctx, param, value):
 @click.option("--asimov-partner", type=click.Path(dir_okay=False), default=None,
               help="Record this surrogate of the background-only Asimov likelihood as the "
                    "partner of the one being fitted: 'likeflow profile' then adds CLs limits.")
+@click.option("--patch", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="With a pyhf workspace as SAMPLES: its signal patch.")
+@click.option("-n", "n_samples", type=click.IntRange(min=1000),
+              default=_default(likeflow.fit_workspace, "n"), show_default=True,
+              help="With a pyhf workspace as SAMPLES: samples of the observed likelihood and "
+                   "of its Asimov partner each.")
 @click.option("--clusters", callback=lambda ctx, p, v: _clusters(v), default=None,
               metavar="K|auto",
               help="A piecewise flow: cluster the training data (k-means) and fit one flow per "
@@ -390,8 +396,8 @@ def _parse_hidden(ctx, param, value):
 @read_options
 @click.pass_context
 def fit(ctx, samples, output, config_file, resume, log_path, quiet, run_validation,
-        report_dir, asimov_partner, read_opts, **opts):
-    """Train a normalizing-flow surrogate of the SAMPLES file.
+        report_dir, asimov_partner, patch, n_samples, read_opts, **opts):
+    """Train a normalizing-flow surrogate of the SAMPLES file, or of a pyhf workspace.
 
     The samples are split (seeded) into 80% training, 10% validation (early stopping) and 10%
     test data that training never sees. The surrogate file records the split, so 'likeflow
@@ -404,9 +410,19 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, run_validati
       likeflow fit samples.h5 --flow ansf --layers 6 --hidden 256,256 -o ansf.likeflow.h5
       likeflow fit chain.h5 --layout emcee --burn 1000 --thin 10 --max-samples 500000
       likeflow fit huge.h5 --stream --devices all
+      likeflow fit BkgOnly.json --patch patch.sbottom_900_850_60.json
+
+    SAMPLES ending in .json is a pyhf workspace: the observed likelihood and its
+    background-only Asimov partner are sampled (NUTS, -n each), both are fitted (the
+    partner recorded), and the pair is held to the exact likelihood ('validate --exact'):
+    its verdict joins the file's. Files go beside OUTPUT (default: the workspace's name with
+    the patch's); an interrupted run resumes, reusing the samples and fits already written.
     """
     if config_file:
         opts = _merge_config_file(ctx, config_file, opts)
+    if samples.endswith(".json") or patch is not None:
+        return _fit_workspace(ctx, samples, patch, n_samples, output, resume, asimov_partner,
+                              log_path, quiet, opts)
     out = output or default_output(samples)
     likeflow.check_outputs([out, log_path], inputs=[samples, config_file, asimov_partner])
     report = (report_dir or default_report(out)) if run_validation else None
@@ -430,6 +446,33 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, run_validati
                 _print_fit(e.surrogate, out, None)
             raise
     _print_fit(sur, out, report)
+
+
+def _fit_workspace(ctx, workspace, patch, n, output, resume, asimov_partner, log_path,
+                   quiet, opts) -> None:
+    """``fit WS.json``: the whole path from a workspace (:func:`likeflow.fit_workspace`)."""
+    if not workspace.endswith(".json"):
+        raise click.UsageError("--patch is for a pyhf workspace (.json) as SAMPLES")
+    if resume or asimov_partner:
+        raise click.UsageError("with a workspace, --resume and --asimov-partner are implied "
+                               "(an interrupted run resumes; the partner is fitted too)")
+    given = [k for k in FLOW_OPTIONS if _on_command_line(ctx, k)]
+    with likeflow.EpochProgress(log=log_path, quiet=quiet, max_time=opts["max_time"]) as bar:
+        run = likeflow.fit_workspace(
+            workspace, patch=patch, out=output, n=n, seed=opts["seed"],
+            flow_config={k: opts[k] for k in given},
+            train_config=likeflow.TrainConfig(**{k: opts[k] for k in TRAIN_OPTIONS}),
+            progress=bar, messages=lambda m: click.echo(m, err=True))
+    click.echo(run.check.table())
+    click.echo("stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in run.stages.items())
+               + (f"; reused: {', '.join(run.reused)}" if run.reused else ""))
+    for key in ("surrogate", "partner", "report"):
+        click.echo(f"{key}: {run.files[key]}")
+    verdict = run.surrogate.validation.get("verdict")
+    click.echo(f"verdict: {verdict}")
+    if verdict != "PASS":
+        _warn(f"the surrogate did not PASS ({verdict}): read the exact check above and the "
+              "report before publishing it")
 
 
 def _clusters(value):

@@ -93,6 +93,16 @@ class ExactCheck:
                                "min_ess_fraction": MIN_ESS_FRACTION},
                 "elapsed": self.elapsed}
 
+    def summary(self) -> dict:
+        """What a surrogate file's validation record keeps (``validation["exact"]``)."""
+        verdict, reasons = self.verdict()
+        return {"verdict": verdict, "verdict_reasons": reasons, "poi": self.poi,
+                "workspace": self.source["workspace"], "patch": self.source.get("patch"),
+                "workspace_sha256": self.source.get("workspace_sha256"),
+                "max_profile_difference": self.max_profile_difference,
+                "q_compared_below": Q_COMPARED, "limits": self.limits,
+                "importance": self.importance, "cl": self.cl}
+
     def to_json(self) -> str:
         from .jsonutil import strict_json
         return json.dumps(strict_json(self.to_dict()))
@@ -138,6 +148,15 @@ class ExactCheck:
             self.plot(os.path.join(folder, "exact_profile.png"))
             files.append("exact_profile.png")
         return files
+
+
+def _sha256(path) -> str | None:
+    """The SHA-256 of a workspace file (None for a spec given as a dict)."""
+    if isinstance(path, dict):
+        return None
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def _fmt(v) -> str:
@@ -228,9 +247,8 @@ def validate_exact(surrogate, workspace, *, patch=None, asimov=None, poi: str | 
     check = ExactCheck(poi, np.asarray(p_sur.values, float), np.asarray(p_ex.q, float),
                        np.asarray(p_sur.q, float), limits, importance,
                        {"surrogate": sur_name, "partner": getattr(partner, "path", None),
-                        "workspace": os.fspath(workspace) if not isinstance(workspace, dict)
-                        else "<dict>", "patch": None if patch is None or
-                        isinstance(patch, list) else os.fspath(patch)}, cl=cl)
+                        "workspace": exact.source, "patch": exact.patch_source,
+                        "workspace_sha256": _sha256(workspace)}, cl=cl)
     check.reasons = _reasons(check)
     check.elapsed = time.perf_counter() - t0
     return check

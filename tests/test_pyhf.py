@@ -396,3 +396,54 @@ def test_fixed_parameters_sample_fit_and_profile(fixed_ws, tmp_path):
     assert check["importance"]["ess_fraction"] > 0.3
     assert check["importance"]["reference_credible_limit"] is not None
     assert (rep / "exact_profile.png").exists() and (rep / "index.html").exists()
+
+
+# --- the whole path from a workspace: likeflow fit WS.json -------------------------------------
+
+@pytest.mark.slow
+def test_fit_a_workspace_in_one_command_and_resume(tmp_path):
+    """Sample both likelihoods, fit both, check the pair against pyhf, record the check in the
+    file; run again after losing the surrogate: the samples and the partner are reused."""
+    import likeflow
+    ws = tmp_path / "ws.json"
+    ws.write_text(json.dumps(small_workspace(observed_shift=-0.5)))
+    r = CliRunner().invoke(cli, ["fit", str(ws), "-n", "4000", "--seed", "1", "-q"])
+    assert r.exit_code == 0, r.output
+    stem = tmp_path / "ws"
+    for suffix in (".samples.h5", ".asimov.samples.h5", ".likeflow.h5", ".asimov.likeflow.h5"):
+        assert (tmp_path / f"ws{suffix}").exists(), suffix
+    assert (tmp_path / "ws.likeflow-report" / "exact_profile.png").exists()
+    assert "CLs expected median" in r.output and "stages (s):" in r.output
+    sur = likeflow.load(f"{stem}.likeflow.h5", backend="numpy")
+    exact = sur.validation["exact"]
+    assert exact["workspace"] == str(ws) and len(exact["workspace_sha256"]) == 64
+    assert [lim["name"] for lim in exact["limits"]][:2] == ["q~ profile limit", "CLs observed"]
+    assert exact["importance"]["ess_fraction"] > 0.2
+    order = ["PASS", "WARN", "FAIL"]
+    assert order.index(sur.validation["verdict"]) >= order.index(exact["verdict"])
+    assert sur.training["asimov_partner"] == "ws.asimov.likeflow.h5"
+    asimov = read_samples(f"{stem}.asimov.samples.h5")
+    assert asimov.n == 4000
+    # the surrogate lost: samples and partner are reused, only the observed fit reruns
+    (tmp_path / "ws.likeflow.h5").unlink()
+    r = CliRunner().invoke(cli, ["fit", str(ws), "-n", "4000", "--seed", "1", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "reused: samples, asimov_samples, partner" in r.output
+    assert "not redrawn" in r.stderr and "not refitted" in r.stderr
+    # a sample file of another request in the way is named, not overwritten
+    r = CliRunner().invoke(cli, ["fit", str(ws), "-n", "5000", "-q"])
+    assert r.exit_code == 2 and "a sample file of another request is in the way" in r.stderr
+
+
+def test_fit_workspace_refusals(small_ws, tmp_path):
+    r = CliRunner().invoke(cli, ["fit", str(small_ws), "--resume"])
+    assert r.exit_code == 2 and "--resume and --asimov-partner are implied" in r.output
+    h5 = tmp_path / "x.h5"
+    h5.write_bytes(b"")
+    r = CliRunner().invoke(cli, ["fit", str(h5), "--patch", str(small_ws)])
+    assert r.exit_code == 2 and "--patch is for a pyhf workspace" in r.output
+    bad = tmp_path / "patch.json"
+    bad.write_text(json.dumps([{"op": "replace", "path": "/channels/7/samples", "value": []}]))
+    r = CliRunner().invoke(cli, ["fit", str(small_ws), "--patch", str(bad)])
+    assert r.exit_code == 2 and "does not apply" in r.stderr
+    assert not list(tmp_path.glob("*.samples.h5"))

@@ -1,0 +1,205 @@
+"""From a pyhf workspace to a checked surrogate pair in one call (``likeflow fit WS.json``).
+
+The analyser holds the workspace; the reinterpreter gets the surrogates. :func:`fit_workspace`
+does what took five commands:
+
+1. samples the observed likelihood (``generate pyhf``, NUTS defaults, anchors) and
+2. its background-only Asimov partner the same way;
+3. fits the partner, then the observed surrogate with the partner recorded (``fit``
+   defaults, each validated on its held-out samples);
+4. holds the pair to the exact likelihood (:func:`likeflow.exact_check.validate_exact`):
+   profiles, q~ / CLs observed / expected-band limits, importance weights. The check goes
+   into the observed surrogate's validation record (``validation["exact"]``) and its verdict:
+   a surrogate whose limits are off from the exact ones cannot PASS.
+
+Every stage writes its file whole, so an interrupted run resumes: sample files already
+written (complete, of this workspace, patch and size) are not redrawn, and a surrogate already
+fitted to them is not refitted.
+
+Files, beside ``out`` (``<workspace>[_<patch>].likeflow.h5`` by default)::
+
+    <stem>.samples.h5              observed samples        <stem>.likeflow.h5           surrogate
+    <stem>.asimov.samples.h5       Asimov samples          <stem>.asimov.likeflow.h5    partner
+    <stem>.likeflow-report/        validation and exact-check report of the surrogate
+
+Example:
+    >>> run = fit_workspace("BkgOnly.json", patch="patch.json", n=200_000)   # doctest: +SKIP
+    >>> run.check.verdict()                                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .errors import LikeflowError
+
+SAMPLES = 200_000
+
+
+@dataclass
+class WorkspaceFit:
+    """What :func:`fit_workspace` made: the surrogate pair, the exact check, the files, and
+    the seconds of each stage (``stages``; a reused stage has 0 and is named in ``reused``)."""
+
+    surrogate: object
+    partner: object
+    check: object
+    files: dict
+    stages: dict = field(default_factory=dict)
+    reused: list = field(default_factory=list)
+
+
+def workspace_files(workspace, patch=None, out=None) -> dict:
+    """The paths :func:`fit_workspace` writes (see the module docstring)."""
+    if out is None:
+        stem = os.path.splitext(os.fspath(workspace))[0]
+        if patch is not None:
+            p = os.path.splitext(os.path.basename(os.fspath(patch)))[0]
+            stem += "_" + (p[len("patch."):] if p.startswith("patch.") else p)
+    else:
+        out = os.fspath(out)
+        stem = out[:-len(".likeflow.h5")] if out.endswith(".likeflow.h5") else \
+            os.path.splitext(out)[0]
+    return {"samples": stem + ".samples.h5", "asimov_samples": stem + ".asimov.samples.h5",
+            "surrogate": out or stem + ".likeflow.h5", "partner": stem + ".asimov.likeflow.h5",
+            "report": stem + ".likeflow-report"}
+
+
+def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: int = 0,
+                  poi: str | None = None, flow_config: dict | None = None,
+                  train_config=None, progress: Callable[[dict], None] | None = None,
+                  messages: Callable[[str], None] | None = None) -> WorkspaceFit:
+    """Sample, fit and check the surrogate pair of a pyhf workspace (module docstring).
+
+    Args:
+        workspace: the pyhf workspace (a JSON file), ``patch`` its signal patch.
+        out: the observed surrogate's file; the other files go beside it.
+        n: samples of each likelihood.
+        seed: seeds the sampling and the fits.
+        poi: default the measurement's.
+        flow_config, train_config: as for :func:`likeflow.fit` (both fits).
+        progress: each fit's epoch records; ``messages``: stage lines and the samplers'
+            progress.
+
+    Returns:
+        A :class:`WorkspaceFit`.
+    """
+    from .exact_check import validate_exact
+    from .fileio import check_outputs
+    from .fitting import fit
+    from .generating import generate
+    from .likelihoods.pyhf_target import PyhfTarget
+    from .loading import load
+
+    say = messages or (lambda m: None)
+    files = workspace_files(workspace, patch, out)
+    check_outputs([files[k] for k in ("samples", "asimov_samples", "surrogate", "partner")],
+                  inputs=[workspace, patch])
+    PyhfTarget(workspace, patch=patch, poi=poi)   # a bad workspace, patch or POI fails first
+    run = WorkspaceFit(None, None, None, files)
+
+    def stage(name: str, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        run.stages[name] = round(time.perf_counter() - t0, 1)
+        return out
+
+    for key, asimov in (("samples", False), ("asimov_samples", True)):
+        what = "Asimov (background-only)" if asimov else "observed"
+        path = files[key]
+        if _complete_samples(path, workspace, patch, asimov, n):
+            say(f"{path}: {n} {what} samples already written; not redrawn")
+            run.reused.append(key)
+            run.stages[key] = 0.0
+            continue
+        say(f"sampling the {what} likelihood: {n} samples -> {path}")
+        stage(key, lambda: generate("pyhf", n, workspace=workspace, patch=patch, poi=poi,
+                                    asimov=asimov, seed=seed, out=path, progress=say))
+
+    def fitted(samples_key: str, sur_key: str, partner=None):
+        path, samples = files[sur_key], files[samples_key]
+        if _fitted_to(path, samples, partner):
+            say(f"{path}: already fitted to {samples}; not refitted")
+            run.reused.append(sur_key)
+            run.stages[sur_key] = 0.0
+            return load(path)
+        say(f"fitting {samples} -> {path}")
+        report = files["report"] if sur_key == "surrogate" else None
+        return stage(sur_key, lambda: fit(samples, out=path, seed=seed, flow_config=flow_config,
+                                          train_config=train_config, report=report,
+                                          asimov_partner=partner, progress=progress,
+                                          messages=say))
+
+    run.partner = fitted("asimov_samples", "partner")
+    run.surrogate = fitted("samples", "surrogate", partner=files["partner"])
+    say("holding the pair to the exact likelihood (profiles, limits, importance weights)")
+    run.check = stage("exact", lambda: validate_exact(
+        run.surrogate, workspace, patch=patch, asimov=run.partner, poi=poi,
+        samples=files["samples"], seed=seed, progress=say))
+    run.check.write(files["report"])
+    run.surrogate = record_exact_check(files["surrogate"], run.check)
+    return run
+
+
+def record_exact_check(path: str, check) -> object:
+    """Store ``check``'s summary in the surrogate file's validation record and let its verdict
+    decide the file's (the worse of the two); the file is rewritten whole."""
+    from .loading import load
+    sur = load(path)
+    v = dict(sur.validation)
+    summary = check.summary()
+    v["exact"] = summary
+    order = ["PASS", "WARN", "FAIL"]
+    own = v.get("verdict", "PASS")
+    if order.index(summary["verdict"]) > order.index(own):
+        v["verdict"] = summary["verdict"]
+    v["verdict_reasons"] = list(v.get("verdict_reasons", [])) + [
+        f"exact: {r}" for r in summary["verdict_reasons"]]
+    sur.validation = v
+    sur.save(path)
+    return sur
+
+
+def _complete_samples(path: str, workspace, patch, asimov: bool, n: int) -> bool:
+    """A sample file of this workspace, patch and kind with ``n`` rows (files are written
+    whole: one that exists is complete, but it may be of another request)."""
+    if not os.path.exists(path):
+        return False
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            target = json.loads(f.attrs.get("target", "{}"))
+            rows = len(f["samples"]) if "samples" in f else -1
+    except (OSError, ValueError, KeyError):
+        return False
+    same = (target.get("workspace") == os.fspath(workspace)
+            and target.get("patch") == (None if patch is None else os.fspath(patch))
+            and target.get("data", "").startswith("asimov") == asimov)
+    if not same or rows != n:
+        raise LikeflowError(f"{path}: a sample file of another request is in the way ({rows} "
+                            f"rows of {target.get('workspace')}, patch {target.get('patch')}); "
+                            "move it or choose another -o")
+    return True
+
+
+def _fitted_to(path: str, samples: str, partner) -> bool:
+    """A surrogate at ``path`` fitted to ``samples`` (by its training record), with the
+    ``partner`` recorded when one is given."""
+    if not os.path.exists(path):
+        return False
+    from .loading import load
+    try:
+        sur = load(path, backend="numpy")
+    except LikeflowError:
+        return False
+    data = sur.training.get("data", {})
+    same = os.path.abspath(str(data.get("file", ""))) == os.path.abspath(samples)
+    finished = sur.training.get("result", {}).get("stopped") not in (None, "interrupted")
+    rec = sur.training.get("asimov_partner")
+    partner_ok = partner is None or (rec is not None and os.path.basename(str(rec))
+                                     == os.path.basename(os.fspath(partner)))
+    return bool(same and finished and partner_ok)
