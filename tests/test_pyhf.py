@@ -403,7 +403,8 @@ def test_fixed_parameters_sample_fit_and_profile(fixed_ws, tmp_path):
 @pytest.mark.slow
 def test_fit_a_workspace_in_one_command_and_resume(tmp_path):
     """Sample both likelihoods, fit both, check the pair against pyhf, record the check in the
-    file; run again after losing the surrogate: the samples and the partner are reused."""
+    file; run again after losing the surrogate: the samples and the partner are reused; then
+    publish and verify the bundle."""
     import likeflow
     ws = tmp_path / "ws.json"
     ws.write_text(json.dumps(small_workspace(observed_shift=-0.5)))
@@ -430,6 +431,15 @@ def test_fit_a_workspace_in_one_command_and_resume(tmp_path):
     assert r.exit_code == 0, r.output
     assert "reused: samples, asimov_samples, partner" in r.output
     assert "not redrawn" in r.stderr and "not refitted" in r.stderr
+    # publish the checked pair, then verify the bundle: its card carries the exact check
+    r = CliRunner().invoke(cli, ["publish", f"{stem}.likeflow.h5", "-o", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    card = json.loads((tmp_path / "b" / "card.json").read_text())
+    assert card["provenance"]["workspace"] == "ws.json"
+    assert card["provenance"]["workspace_sha256"] == exact["workspace_sha256"]
+    assert card["exact_check"]["limits"] == exact["limits"]
+    r = CliRunner().invoke(cli, ["verify", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
     # a sample file of another request in the way is named, not overwritten
     r = CliRunner().invoke(cli, ["fit", str(ws), "-n", "5000", "-q"])
     assert r.exit_code == 2 and "a sample file of another request is in the way" in r.stderr
