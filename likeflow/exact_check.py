@@ -222,6 +222,14 @@ def validate_exact(surrogate, workspace, *, patch=None, asimov=None, poi: str | 
     say(f"profile of {poi} on the surrogate ({points} points)")
     p_sur = profile(sur, poi, points=points, value_range=value_range, cl=cl, seed=seed,
                     asimov=partner, bayesian_samples=importance_samples)
+    wider = None if value_range is not None else _reaching(p_sur, sur.bounds[
+        list(sur.names).index(poi)], points)
+    if wider is not None:   # the default grid ends below q = Q_COMPARED: compare out to it
+        say(f"profile of {poi} on the surrogate, out to q = {Q_COMPARED:g} "
+            f"({wider[0]:.4g} to {wider[-1]:.4g})")
+        limits_of = p_sur
+        p_sur = profile(sur, poi, values=wider, cl=cl, seed=seed, limits=False)
+        p_sur.upper_limit, p_sur.cls = limits_of.upper_limit, limits_of.cls
     say(f"profile of {poi} on the exact likelihood (pyhf, the same grid)")
     p_ex = profile(exact, poi, values=p_sur.values, cl=cl, seed=seed, asimov=exact_asimov,
                    limits=True)
@@ -252,6 +260,24 @@ def validate_exact(surrogate, workspace, *, patch=None, asimov=None, poi: str | 
     check.reasons = _reasons(check)
     check.elapsed = time.perf_counter() - t0
     return check
+
+
+def _reaching(prof, bounds, points: int):
+    """A grid from ``prof``'s start out to where its q reaches :data:`Q_COMPARED` (a
+    quadratic extrapolation from its last point, inside ``bounds``), or None when ``prof``
+    already gets there."""
+    q = np.asarray(prof.q, float)
+    v = np.asarray(prof.values, float)
+    ok = np.isfinite(q)
+    if not ok.any() or np.nanmax(q) >= Q_COMPARED:
+        return None
+    best = float(prof.best.x[prof.index])
+    end, q_end = float(v[ok][-1]), float(q[ok][-1])
+    if q_end <= 0.05 or end <= best:
+        return None
+    reach = best + (end - best) * np.sqrt(1.3 * Q_COMPARED / q_end)
+    reach = min(reach, float(bounds[1]))
+    return np.linspace(float(v[0]), reach, points) if reach > end else None
 
 
 def importance_weights(sur, exact, poi: str, *, n: int = IMPORTANCE_SAMPLES,

@@ -88,9 +88,9 @@ def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: in
     Returns:
         A :class:`WorkspaceFit`.
     """
+    import likeflow   # the fit through the package face, as scan does
     from .exact_check import validate_exact
     from .fileio import check_outputs
-    from .fitting import fit
     from .generating import generate
     from .likelihoods.pyhf_target import PyhfTarget
     from .loading import load
@@ -129,10 +129,9 @@ def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: in
             return load(path)
         say(f"fitting {samples} -> {path}")
         report = files["report"] if sur_key == "surrogate" else None
-        return stage(sur_key, lambda: fit(samples, out=path, seed=seed, flow_config=flow_config,
-                                          train_config=train_config, report=report,
-                                          asimov_partner=partner, progress=progress,
-                                          messages=say))
+        return stage(sur_key, lambda: likeflow.fit(
+            samples, out=path, seed=seed, flow_config=flow_config, train_config=train_config,
+            report=report, asimov_partner=partner, progress=progress, messages=say))
 
     run.partner = fitted("asimov_samples", "partner")
     run.surrogate = fitted("samples", "surrogate", partner=files["partner"])

@@ -27,6 +27,8 @@ Sub-benchmarks:
               and onnxruntime on the exported graph
   piecewise   four separated Gaussians in 10 dims: a single flow against fit --clusters auto
               (mass between the modes, validation, held-out log-likelihood)
+  workspace   'likeflow fit WS.json --patch P.json' with defaults on --real-cases (issue 30):
+              wall time per stage, the exact check in the file, then publish and verify
   real        real ATLAS likelihoods (the sbottom search's pyhf workspaces, read from --atlas):
               'likeflow generate pyhf' (observed and Asimov) and 'likeflow fit' with defaults,
               then the surrogate's profile, profile limit, credible limit and CLs limits next
@@ -983,12 +985,54 @@ def bench_cls(args) -> dict:
     return out
 
 
+def bench_workspace(args) -> dict:
+    """'likeflow fit WS.json --patch P.json' end to end with defaults (issue 30), then
+    'publish' and 'verify': wall time per stage, the exact check, the bundle."""
+    import re
+
+    import likeflow
+    results = {}
+    for case in args.real_cases:
+        region, patch_name, scale = REAL_CASES[case]
+        ws, patch = real_workspace(args, region, patch_name, scale)
+        out = os.path.join(args.workdir, f"ws_{case}.likeflow.h5")
+        cmd = ["fit", ws, "-o", out, "-q", *(["--patch", patch] if patch else []),
+               *(["-n", str(args.real_n)] if args.real_n != 200_000 else [])]
+        wall, text = _cli(cmd, out + ".log")
+        stages = dict(re.findall(r"(\w+) (\d+)", text.split("stages (s): ")[-1].split("\n")[0]))
+        sur = likeflow.load(out, backend="numpy")
+        ex = sur.validation["exact"]
+        bundle = os.path.join(args.workdir, f"bundle_{case}")
+        if os.path.isdir(bundle):
+            import shutil
+            shutil.rmtree(bundle)
+        t_pub, _ = _cli(["publish", out, "-o", bundle], out + ".publish.log")
+        t_ver, vtext = _cli(["verify", bundle], out + ".verify.log")
+        res = {"wall_s": round(wall, 1), "stages_s": {k: float(v) for k, v in stages.items()},
+               "verdict": sur.validation["verdict"], "exact_verdict": ex["verdict"],
+               "max_profile_difference": ex["max_profile_difference"],
+               "limits": ex["limits"], "importance": ex["importance"],
+               "publish_s": round(t_pub, 1), "verify_s": round(t_ver, 1),
+               "verified": "limits reproduce" in vtext}
+        results[case] = res
+        table(f"fit {case} (workspace, defaults): {wall:.0f} s; verdict {res['verdict']}",
+              ["stage", "s"], [[k, v] for k, v in res["stages_s"].items()]
+              + [["publish", res["publish_s"]], ["verify", res["verify_s"]]])
+        table(f"{case}: surrogate against pyhf (max |dq| {ex['max_profile_difference']:.3f}, "
+              f"ESS fraction {ex['importance']['ess_fraction']:.3f})",
+              ["limit", "exact", "surrogate", "diff"],
+              [[lim["name"], lim["exact"], lim["surrogate"],
+                None if lim["relative"] is None else f"{lim['relative']:+.1%}"]
+               for lim in ex["limits"]])
+    return results
+
+
 BENCHES = {"throughput": bench_throughput, "sampling": bench_sampling, "quality": bench_quality,
            "scaling": bench_scaling, "memory": bench_memory, "stream": bench_stream,
            "streamfit": bench_streamfit, "devices": bench_devices,
            "bounded": bench_bounded,
            "real": bench_real, "profile": bench_profile, "reader": bench_reader,
-           "piecewise": bench_piecewise, "cls": bench_cls}
+           "piecewise": bench_piecewise, "cls": bench_cls, "workspace": bench_workspace}
 
 
 def main() -> None:
