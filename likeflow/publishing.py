@@ -261,7 +261,7 @@ import likeflow
 sur = likeflow.load("{f['surrogate']}", backend="numpy")
 x = sur.sample(5, seed=1)
 print(sur.names[:3], sur.log_prob(x))
-print(likeflow.profile(sur, "{poi}", points=7).table())
+print(likeflow.profile(sur, "{poi}", points=7, bayesian_samples=20_000).table())
 ```
 
 ### onnxruntime (`pip install onnxruntime`)
