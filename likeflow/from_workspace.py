@@ -99,7 +99,10 @@ def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: in
     files = workspace_files(workspace, patch, out)
     check_outputs([files[k] for k in ("samples", "asimov_samples", "surrogate", "partner")],
                   inputs=[workspace, patch])
-    PyhfTarget(workspace, patch=patch, poi=poi)   # a bad workspace, patch or POI fails first
+    target = PyhfTarget(workspace, patch=patch, poi=poi)   # a bad workspace or patch fails first
+    if not target.poi:
+        raise LikeflowError(f"{workspace}: the measurement names no POI; a surrogate pair for "
+                            "limits needs one (add \"poi\" to the measurement's config)")
     run = WorkspaceFit(None, None, None, files)
 
     def stage(name: str, fn):

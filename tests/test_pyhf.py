@@ -456,4 +456,10 @@ def test_fit_workspace_refusals(small_ws, tmp_path):
     bad.write_text(json.dumps([{"op": "replace", "path": "/channels/7/samples", "value": []}]))
     r = CliRunner().invoke(cli, ["fit", str(small_ws), "--patch", str(bad)])
     assert r.exit_code == 2 and "does not apply" in r.stderr
+    spec = small_workspace()
+    del spec["measurements"][0]["config"]["poi"]
+    nopoi = tmp_path / "nopoi.json"
+    nopoi.write_text(json.dumps(spec))
+    r = CliRunner().invoke(cli, ["fit", str(nopoi)])
+    assert r.exit_code == 2 and "'poi' is a required property" in r.stderr  # pyhf's schema
     assert not list(tmp_path.glob("*.samples.h5"))
