@@ -43,11 +43,16 @@ def workspace() -> dict:
             "version": "1.0.0"}
 
 
+def _written(tmp_path_factory, name: str, spec: dict):
+    """``spec`` as ws.json in a fresh folder (module fixtures share one file)."""
+    p = tmp_path_factory.mktemp(name) / "ws.json"
+    p.write_text(json.dumps(spec))
+    return p
+
+
 @pytest.fixture(scope="module")
 def ws_file(tmp_path_factory):
-    p = tmp_path_factory.mktemp("pyhf") / "ws.json"
-    p.write_text(json.dumps(workspace()))
-    return p
+    return _written(tmp_path_factory, "pyhf", workspace())
 
 
 def test_target_names_bounds_and_log_density(ws_file):
@@ -120,9 +125,7 @@ def small_workspace(signal_scale: float = 1.0, observed_shift: float = 0.0) -> d
 
 @pytest.fixture(scope="module")
 def small_ws(tmp_path_factory):
-    p = tmp_path_factory.mktemp("small") / "ws.json"
-    p.write_text(json.dumps(small_workspace(observed_shift=-0.5)))
-    return p
+    return _written(tmp_path_factory, "small", small_workspace(observed_shift=-0.5))
 
 
 def _pyhf_q(t, grid):
@@ -297,9 +300,7 @@ def fixed_workspace() -> dict:
 
 @pytest.fixture(scope="module")
 def fixed_ws(tmp_path_factory):
-    p = tmp_path_factory.mktemp("fixed") / "ws.json"
-    p.write_text(json.dumps(fixed_workspace()))
-    return p
+    return _written(tmp_path_factory, "fixed", fixed_workspace())
 
 
 def test_fixed_parameters_are_held_recorded_and_not_sampled(fixed_ws):
