@@ -725,7 +725,7 @@ def verify(bundle, no_limits):
     """Check a BUNDLE written by 'likeflow publish': every file against SHA256SUMS (a
     changed, missing or unlisted file is named), card.json against its schema, and the
     card's limits recomputed from the files (numpy reader, to 1e-6 relative). Exit 0 when
-    all hold, 2 with one line per problem otherwise. Needs no TensorFlow.
+    all hold, 2 with one line naming every problem otherwise. Needs no TensorFlow.
 
     \b
     Example:
