@@ -421,8 +421,13 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, run_validati
     if config_file:
         opts = _merge_config_file(ctx, config_file, opts)
     if samples.endswith(".json") or patch is not None:
-        return _fit_workspace(ctx, samples, patch, n_samples, output, resume, asimov_partner,
-                              log_path, quiet, opts)
+        if resume or asimov_partner or report_dir or not run_validation:
+            raise click.UsageError("with a workspace, --resume and --asimov-partner are "
+                                   "implied (an interrupted run resumes; the partner is fitted "
+                                   "too), validation always runs and the report goes beside "
+                                   "the surrogate: leave out --resume, --asimov-partner, "
+                                   "--report and --no-validate")
+        return _fit_workspace(ctx, samples, patch, n_samples, output, log_path, quiet, opts)
     out = output or default_output(samples)
     likeflow.check_outputs([out, log_path], inputs=[samples, config_file, asimov_partner])
     report = (report_dir or default_report(out)) if run_validation else None
@@ -448,14 +453,10 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, run_validati
     _print_fit(sur, out, report)
 
 
-def _fit_workspace(ctx, workspace, patch, n, output, resume, asimov_partner, log_path,
-                   quiet, opts) -> None:
+def _fit_workspace(ctx, workspace, patch, n, output, log_path, quiet, opts) -> None:
     """``fit WS.json``: the whole path from a workspace (:func:`likeflow.fit_workspace`)."""
     if not workspace.endswith(".json"):
         raise click.UsageError("--patch is for a pyhf workspace (.json) as SAMPLES")
-    if resume or asimov_partner:
-        raise click.UsageError("with a workspace, --resume and --asimov-partner are implied "
-                               "(an interrupted run resumes; the partner is fitted too)")
     given = [k for k in FLOW_OPTIONS if _on_command_line(ctx, k)]
     with likeflow.EpochProgress(log=log_path, quiet=quiet, max_time=opts["max_time"]) as bar:
         run = likeflow.fit_workspace(

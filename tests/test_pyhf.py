@@ -447,8 +447,9 @@ def test_fit_a_workspace_in_one_command_and_resume(tmp_path):
 
 
 def test_fit_workspace_refusals(small_ws, tmp_path):
-    r = CliRunner().invoke(cli, ["fit", str(small_ws), "--resume"])
-    assert r.exit_code == 2 and "--resume and --asimov-partner are implied" in r.output
+    for extra in (["--resume"], ["--no-validate"], ["--report", str(tmp_path / "r")]):
+        r = CliRunner().invoke(cli, ["fit", str(small_ws), *extra])
+        assert r.exit_code == 2 and "--resume and --asimov-partner are implied" in r.output
     h5 = tmp_path / "x.h5"
     h5.write_bytes(b"")
     r = CliRunner().invoke(cli, ["fit", str(h5), "--patch", str(small_ws)])
