@@ -421,13 +421,9 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, run_validati
     if config_file:
         opts = _merge_config_file(ctx, config_file, opts)
     if samples.endswith(".json") or patch is not None:
-        if resume or asimov_partner or report_dir or not run_validation:
-            raise click.UsageError("with a workspace, --resume and --asimov-partner are "
-                                   "implied (an interrupted run resumes; the partner is fitted "
-                                   "too), validation always runs and the report goes beside "
-                                   "the surrogate: leave out --resume, --asimov-partner, "
-                                   "--report and --no-validate")
-        return _fit_workspace(ctx, samples, patch, n_samples, output, log_path, quiet, opts)
+        implied = resume or asimov_partner or report_dir or not run_validation
+        return _fit_workspace(ctx, samples, patch, n_samples, output, log_path, quiet, opts,
+                              implied)
     out = output or default_output(samples)
     likeflow.check_outputs([out, log_path], inputs=[samples, config_file, asimov_partner])
     report = (report_dir or default_report(out)) if run_validation else None
@@ -453,10 +449,18 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, run_validati
     _print_fit(sur, out, report)
 
 
-def _fit_workspace(ctx, workspace, patch, n, output, log_path, quiet, opts) -> None:
-    """``fit WS.json``: the whole path from a workspace (:func:`likeflow.fit_workspace`)."""
+def _fit_workspace(ctx, workspace, patch, n, output, log_path, quiet, opts,
+                   implied: bool) -> None:
+    """``fit WS.json``: the whole path from a workspace (:func:`likeflow.fit_workspace`);
+    ``implied``: an option was given that the path decides itself."""
     if not workspace.endswith(".json"):
         raise click.UsageError("--patch is for a pyhf workspace (.json) as SAMPLES")
+    if implied:
+        raise click.UsageError("with a workspace, --resume and --asimov-partner are implied "
+                               "(an interrupted run resumes; the partner is fitted too), "
+                               "validation always runs and the report goes beside the "
+                               "surrogate: leave out --resume, --asimov-partner, --report and "
+                               "--no-validate")
     given = [k for k in FLOW_OPTIONS if _on_command_line(ctx, k)]
     with likeflow.EpochProgress(log=log_path, quiet=quiet, max_time=opts["max_time"]) as bar:
         run = likeflow.fit_workspace(
