@@ -416,6 +416,10 @@ def test_fit_a_workspace_in_one_command_and_resume(tmp_path):
         assert (tmp_path / f"ws{suffix}").exists(), suffix
     assert (tmp_path / "ws.likeflow-report" / "exact_profile.png").exists()
     assert "CLs expected median" in r.output and "stages (s):" in r.output
+    # the partner's bound is reflected by the sample rule: it is fitted both ways and the one
+    # nearer the exact expected band kept, the other left beside it
+    assert "partner_choice" in r.output and "keeping the" in r.stderr
+    assert (tmp_path / "ws.asimov-rejected.likeflow.h5").exists()
     sur = likeflow.load(f"{stem}.likeflow.h5", backend="numpy")
     exact = sur.validation["exact"]
     assert exact["workspace"] == str(ws) and len(exact["workspace_sha256"]) == 64
