@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import LikeflowError
+from .fileio import file_sha256
 from .inference import DEFAULT_CL, credible_upper_limit
 
 # the profiles are compared where the exact q is below this (limits live at q ~ 2.7-4)
@@ -150,15 +151,6 @@ class ExactCheck:
         return files
 
 
-def _sha256(path) -> str | None:
-    """The SHA-256 of a workspace file (None for a spec given as a dict)."""
-    if isinstance(path, dict):
-        return None
-    import hashlib
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def _fmt(v) -> str:
     return "none" if v is None else f"{v:.4f}"
 
@@ -256,7 +248,8 @@ def validate_exact(surrogate, workspace, *, patch=None, asimov=None, poi: str | 
                        np.asarray(p_sur.q, float), limits, importance,
                        {"surrogate": sur_name, "partner": getattr(partner, "path", None),
                         "workspace": exact.source, "patch": exact.patch_source,
-                        "workspace_sha256": _sha256(workspace)}, cl=cl)
+                        "workspace_sha256": None if isinstance(workspace, dict)
+                        else file_sha256(workspace)}, cl=cl)
     check.reasons = _reasons(check)
     check.elapsed = time.perf_counter() - t0
     return check

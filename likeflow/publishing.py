@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -35,20 +34,13 @@ from dataclasses import dataclass, field
 
 from ._version import __version__
 from .errors import LikeflowError
+from .fileio import file_sha256
 
 CARD_VERSION = "1.0.0"
 SUMS = "SHA256SUMS"
 # the card's limits are recomputed by verify to this relative tolerance
 REPRODUCE_RTOL = 1e-6
 LIMIT_SEED = 0
-
-
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def card_schema() -> dict:
@@ -133,7 +125,7 @@ def publish(surrogate, out_dir, *, partner=None, progress=None) -> dict:
     write_text(os.path.join(out_dir, "card.json"), json.dumps(card, indent=1))
     write_text(os.path.join(out_dir, "README.md"), bundle_readme(card))
     write_text(os.path.join(out_dir, SUMS), "".join(
-        f"{sha256(os.path.join(out_dir, p))}  {p}\n" for p in _files(out_dir)))
+        f"{file_sha256(os.path.join(out_dir, p))}  {p}\n" for p in _files(out_dir)))
     return card
 
 
@@ -320,7 +312,7 @@ def verify(folder, *, limits: bool = True) -> VerifyResult:
     for name, digest in sorted(listed.items()):
         if name not in present:
             res.problems.append(f"{name}: missing")
-        elif sha256(os.path.join(folder, name)) != digest:
+        elif file_sha256(os.path.join(folder, name)) != digest:
             res.problems.append(f"{name}: changed (its SHA-256 is not the one in {SUMS})")
     for name in sorted(present - set(listed)):
         res.problems.append(f"{name}: not in {SUMS}")

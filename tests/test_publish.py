@@ -133,8 +133,9 @@ def test_a_tampered_bundle_fails_naming_the_file(bundle, tmp_path):
 
 
 def _resum(folder) -> None:
-    from likeflow.publishing import SUMS, _files, sha256
-    (folder / SUMS).write_text("".join(f"{sha256(str(folder / p))}  {p}\n"
+    from likeflow.fileio import file_sha256
+    from likeflow.publishing import SUMS, _files
+    (folder / SUMS).write_text("".join(f"{file_sha256(folder / p)}  {p}\n"
                                        for p in _files(str(folder))))
 
 
