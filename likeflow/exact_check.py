@@ -212,8 +212,9 @@ def validate_exact(surrogate, workspace, *, patch=None, asimov=None, poi: str | 
     exact_asimov = PyhfTarget(workspace, patch=patch, asimov=True) if partner is not None else None
 
     say(f"profile of {poi} on the surrogate ({points} points)")
+    # no credible limit here: importance_weights draws the samples and computes it
     p_sur = profile(sur, poi, points=points, value_range=value_range, cl=cl, seed=seed,
-                    asimov=partner, bayesian_samples=importance_samples)
+                    asimov=partner, bayesian_samples=0)
     wider = None if value_range is not None else _reaching(p_sur, sur.bounds[
         list(sur.names).index(poi)], points)
     if wider is not None:   # the default grid ends below q = Q_COMPARED: compare out to it

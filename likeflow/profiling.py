@@ -150,9 +150,9 @@ def profile(target, poi: str | None = None, values=None, *, points: int = DEFAUL
             ``value_range`` (checked against the bounds before any optimisation).
         cl: confidence / credibility level of the limits.
         limits: also compute the limits: the asymptotic profile-likelihood limit (q~), the
-            Bayesian credible limit from ``bayesian_samples`` samples (surrogates) and the CLs
-            limits when an Asimov partner is known (``asimov``, a surrogate or its path; by
-            default the partner a surrogate file records; pyhf workspaces have their own).
+            Bayesian credible limit from ``bayesian_samples`` samples (surrogates; 0: none) and
+            the CLs limits when an Asimov partner is known (``asimov``, a surrogate or its path;
+            by default the partner a surrogate file records; pyhf workspaces have their own).
 
     Returns:
         A :class:`ProfileResult` (``.table()``, ``.to_dict()``, ``.plot(path)``).
@@ -176,7 +176,7 @@ def profile(target, poi: str | None = None, values=None, *, points: int = DEFAUL
     out = ProfileResult(prof, cl, source)
     if limits:
         out.upper_limit = upper_limit(dens, poi, cl=cl, prof=prof, seed=seed)
-        if dens.sampler is not None:
+        if dens.sampler is not None and bayesian_samples:
             out.bayesian_upper_limit = bayesian_upper_limit(dens, poi, cl=cl,
                                                             n=bayesian_samples, seed=seed)
         if partner is not None:

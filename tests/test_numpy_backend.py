@@ -136,6 +136,15 @@ def test_numpy_profile_agrees_with_tensorflow_profile_of_the_same_file():
         assert diff.min() > -1e-3 and diff.max() < 0.01
 
 
+def test_profile_without_a_credible_limit():
+    """bayesian_samples=0: the profile and its q~ limit, no surrogate samples drawn."""
+    sur = likeflow.load(os.path.join(V1, "maf_float64.likeflow.h5"), backend="numpy")
+    with_it = likeflow.profile(sur, "x0", values=np.linspace(0.0, 4.0, 9), bayesian_samples=2000)
+    res = likeflow.profile(sur, "x0", values=np.linspace(0.0, 4.0, 9), bayesian_samples=0)
+    assert res.bayesian_upper_limit is None and with_it.bayesian_upper_limit is not None
+    assert res.upper_limit.value == with_it.upper_limit.value
+
+
 # --- without TensorFlow at all --------------------------------------------------------------
 
 def _run_without_tf(code: str, tmp_path) -> subprocess.CompletedProcess:
