@@ -92,15 +92,15 @@ def publish(surrogate, out_dir, *, partner=None, progress=None) -> dict:
         raise LikeflowError(f"{out_dir}: the bundle folder must be new or empty")
     if not sur.poi:
         raise LikeflowError(f"{src}: no POI recorded; a bundle states limits on one")
-    os.makedirs(out_dir, exist_ok=True)
-    names = {"surrogate": os.path.basename(src)}
+    names, loaded = {"surrogate": os.path.basename(src)}, {"surrogate": sur}
     if partner is not None:
         names["partner"] = os.path.basename(os.fspath(partner))
         if names["partner"] == names["surrogate"]:
             raise LikeflowError("the surrogate and its partner have the same file name")
-        part = load(partner, backend="numpy")
-        if part.names != sur.names:
+        loaded["partner"] = load(partner, backend="numpy")
+        if loaded["partner"].names != sur.names:
             raise LikeflowError(f"{partner}: the Asimov partner has other parameters than {src}")
+    os.makedirs(out_dir, exist_ok=True)   # after every check: a refused bundle leaves nothing
     say("copying the surrogate files")
     shutil.copyfile(src, os.path.join(out_dir, names["surrogate"]))
     if partner is not None:
@@ -112,7 +112,7 @@ def publish(surrogate, out_dir, *, partner=None, progress=None) -> dict:
         graph = name[:-len(".likeflow.h5")] if name.endswith(".likeflow.h5") else \
             os.path.splitext(name)[0]
         onnx[key] = graph + ".onnx"
-        export_onnx(load(os.path.join(out_dir, name)), os.path.join(out_dir, onnx[key]))
+        export_onnx(loaded[key], os.path.join(out_dir, onnx[key]))   # the copies' weights
     report = _report_of(src)
     if report:
         shutil.copytree(report, os.path.join(out_dir, "report"))

@@ -149,6 +149,10 @@ def test_publish_refusals(bundle, tmp_path):
     shutil.copyfile(obs, lone)
     r = CliRunner().invoke(cli, ["publish", str(lone), "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "its Asimov partner" in r.stderr and "is missing" in r.stderr
+    other = os.path.join(os.path.dirname(__file__), "data", "v1", "maf_float64.likeflow.h5")
+    r = CliRunner().invoke(cli, ["publish", obs, "--asimov", other, "-o", str(tmp_path / "p")])
+    assert r.exit_code == 2 and "has other parameters than" in r.stderr
+    assert not (tmp_path / "p").exists()     # refused before the folder is made
 
 
 def test_the_stored_bundle_verifies_without_tensorflow():
