@@ -9,11 +9,15 @@ call per likelihood. spey's likeflow backend goes through it, so that spey's num
 likeflow's are one computation, and so does :func:`cls_limits` (the observed and expected
 limits, found where CLs and its band reach ``1 - cl``).
 
-Each fixed-``mu`` fit starts from the known maximum nearest in ``mu`` (the best fit, or the
-fit at a value tested before: a warm start, a few iterations away on a smooth surrogate); a
-value more than :data:`WARM_STEP` marginal standard deviations from every known maximum also
-starts from the best candidate sample near it, as a profile's points do
-(:func:`likeflow.inference.conditional_starts`), and the better of the two is kept.
+A fit at ``mu`` depends on ``mu`` alone, never on the values tested before or their order: a
+surrogate has local maxima a few hundredths of a nat apart, and a fit warm-started from
+whatever was asked last lands on one or another, so that spey's root finder and likeflow's own
+limit scan (which ask in different orders) found different limits. The POI axis carries a
+fixed lattice of nodes, :data:`WARM_STEP` marginal standard deviations apart; each node is
+fitted once, from the best fit moved there and from the best candidate sample near it
+(:func:`likeflow.inference.conditional_starts`), the better kept; a value between two nodes
+starts from both nodes' maxima (warm starts, a few iterations on a smooth surrogate) and keeps
+the better. Every test after the first few reuses nodes already fitted.
 
 Example:
     >>> test = CLsTest(likeflow.load("obs.likeflow.h5"),            # doctest: +SKIP
@@ -32,9 +36,9 @@ from .errors import LikeflowError
 from .inference import (DEFAULT_CL, Maximum, as_density, best_fit, better_maximum, cls_values,
                         conditional_starts, crossings, maximize)
 
-# a POI value this many marginal standard deviations or less from a known maximum (the best
-# fit, or a value tested before) is fitted from there alone: a few iterations on a smooth
-# surrogate, where a start of its own costs a whole fit
+# the spacing of the POI's lattice of nodes in marginal standard deviations: a value between
+# two nodes is fitted from their maxima alone, a few iterations away on a smooth surrogate,
+# where a start of its own costs a whole fit
 WARM_STEP = 0.5
 
 
@@ -97,29 +101,44 @@ class CLsTest:
         return self._best[key]
 
     def fit(self, kind: str, values) -> list[Maximum]:
-        """The maximum at each POI value (one batched L-BFGS over every new value, warm-started
-        from the nearest known maximum); remembered, so a value asked for again costs nothing."""
+        """The maximum at each POI value, a function of the value alone (module docstring):
+        new values are fitted in one batched L-BFGS from their two lattice nodes' maxima, the
+        nodes not fitted yet in one batch before; remembered, so a value asked for again costs
+        nothing."""
         dens = self._density(kind)
         values = np.atleast_1d(np.asarray(values, np.float64))
         new = np.array([v for v in dict.fromkeys(values.tolist())
                         if (kind, v) not in self._fits])
         if len(new):
-            known = np.array([self.best(kind).x] + [m.x for (k, _), m in self._fits.items()
-                                                      if k == kind])
-            both = conditional_starts(dens, self.index, new, known)
-            # a value near a known maximum (the profile's path moves little over that step)
-            # starts there only; one farther away also from the best candidate near it
-            step = WARM_STEP * max(float(np.std(dens.candidates[:, self.index])), 1e-12)
-            near = np.min(np.abs(known[:, self.index][None, :] - new[:, None]), axis=1) <= step
-            cold = np.flatnonzero(~near)
-            starts = np.concatenate([both[:len(new)], both[len(new) + cold]])
-            fits = maximize(dens, starts, fixed={self.index: starts[:, self.index]})
+            step = self._step(kind)
+            lower = np.floor(new / step)
+            nodes = self._nodes(kind, np.concatenate([lower, lower + 1]))
+            below, above = nodes[:len(new)], nodes[len(new):]
+            starts = np.array([m.x for m in below + above])
+            fits = maximize(dens, starts, fixed={self.index: np.tile(new, 2)})
             for j, v in enumerate(new):
-                m = fits[j]
-                if not near[j]:
-                    m = better_maximum(m, fits[len(new) + int(np.searchsorted(cold, j))])
-                self._fits[(kind, float(v))] = m
+                self._fits[(kind, float(v))] = better_maximum(fits[j], fits[len(new) + j])
         return [self._fits[(kind, float(v))] for v in values]
+
+    def _step(self, kind: str) -> float:
+        """The lattice spacing of ``kind``'s POI: WARM_STEP marginal standard deviations."""
+        col = self._density(kind).candidates[:, self.index]
+        return WARM_STEP * max(float(np.std(col)), 1e-12)
+
+    def _nodes(self, kind: str, ks: np.ndarray) -> list[Maximum]:
+        """The maxima at lattice nodes ``ks`` (integers: POI = k * step, inside the bounds),
+        each fitted once from the best fit moved there and from the best candidate near it."""
+        dens = self._density(kind)
+        keys = [("node", kind, int(k)) for k in ks]
+        todo = [k for k in dict.fromkeys(int(k) for k in ks) if ("node", kind, k) not in self._fits]
+        if todo:
+            lo, hi = dens.bounds[self.index]
+            where = np.clip(np.array(todo, np.float64) * self._step(kind), lo, hi)
+            both = conditional_starts(dens, self.index, where, self.best(kind).x[None])
+            fits = maximize(dens, both, fixed={self.index: both[:, self.index]})
+            for j, k in enumerate(todo):
+                self._fits[("node", kind, k)] = better_maximum(fits[j], fits[len(todo) + j])
+        return [self._fits[key] for key in keys]
 
     def q(self, values) -> tuple[np.ndarray, np.ndarray]:
         """q~_mu of the observed likelihood and q_mu,A of the Asimov partner at each value."""

@@ -59,7 +59,9 @@ def test_spey_limit_equals_likeflows(pair):
     obs, asimov = likeflow.load(obs_path), likeflow.load(asimov_path)
     ours = cls_limits(obs, asimov, "mu")
     theirs = model.poi_upper_limit()
-    assert theirs == pytest.approx(ours.observed, rel=0.02)
+    # one computation: spey's root finder (toms748, rtol 1e-4) asks for other values of mu in
+    # another order than likeflow's scan, and a fit at mu depends on mu alone
+    assert theirs == pytest.approx(ours.observed, rel=1e-4)
     # and the analytic asymptotic limit of this Gaussian: q~ = (mu - 0.6)^2, q_A = mu^2, so
     # CLs = (1 - Phi(mu - 0.6)) / Phi(0.6) = 0.05 at mu = 0.6 + Phi^-1(1 - 0.05 Phi(0.6))
     exact = 0.6 + SIGMA * stats.norm.ppf(1 - 0.05 * stats.norm.cdf(0.6 / SIGMA))
@@ -89,10 +91,12 @@ def test_backend_errors(pair):
     assert cfg.poi_index == 0 and cfg.suggested_bounds[0][0] == 0.0
 
 
-def test_hypotest_is_one_computation_on_both_backends_and_warm_starts_agree_with_fresh(pair):
+def test_hypotest_is_one_computation_on_both_backends_and_does_not_depend_on_history(pair):
     """The fits of a CLs test run in float64 numpy whichever backend loaded the files (the
-    same numbers with and without TensorFlow), and a test warm-started from earlier ones
-    (the nearest known maximum) agrees with a fresh one up to the surrogate's local maxima."""
+    same numbers with and without TensorFlow), and a test's result is a function of mu alone:
+    after other values, in another order, in another batch, it equals a fresh test's. This
+    small flow's Asimov density has two local maxima along theta, 0.03 nats apart: a fit
+    warm-started from the last value tested landed on one or the other (CLs 0.5% apart)."""
     obs_path, asimov_path = pair
     mu = np.array([0.8, 1.7, 2.5])
     tf_test = likeflow.CLsTest(likeflow.load(obs_path, backend="tensorflow"),
@@ -104,14 +108,15 @@ def test_hypotest_is_one_computation_on_both_backends_and_warm_starts_agree_with
     # same seed draws other points: issue 29), the fits from them the same float64 numpy
     np.testing.assert_allclose(a.q_observed, b.q_observed, rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(a.q_asimov, b.q_asimov, rtol=1e-5, atol=1e-8)
-    # now warm: each new value starts from the fit at its neighbour alone; a fresh test
-    # also from candidates where no known maximum is near. Equal up to the surrogate's own
-    # local maxima (this small flow's Asimov density has two along theta, 0.03 nats apart)
-    warm = np_test(mu + 0.05)
+    # one at a time after the values above, descending, against a fresh test of the batch
+    later = mu + 0.05
+    one_by_one = [np_test(m) for m in later[::-1]][::-1]
     fresh = likeflow.CLsTest(likeflow.load(obs_path, backend="numpy"),
-                             likeflow.load(asimov_path, backend="numpy"))(mu + 0.05)
-    np.testing.assert_allclose(warm.cls, fresh.cls, rtol=5e-3)
-    np.testing.assert_allclose(warm.cls_expected, fresh.cls_expected, rtol=5e-3)
+                             likeflow.load(asimov_path, backend="numpy"))(later)
+    for j, res in enumerate(one_by_one):
+        np.testing.assert_allclose(res.cls, fresh.cls[j], rtol=1e-6)
+        np.testing.assert_allclose(res.cls_expected[:, 0], fresh.cls_expected[:, j], rtol=1e-6)
+        np.testing.assert_allclose(res.q_asimov, fresh.q_asimov[j], rtol=1e-6, atol=1e-9)
 
 
 def test_hypotest_batches_and_agrees_with_spey_and_the_analytic_answer(pair):
