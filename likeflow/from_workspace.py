@@ -9,7 +9,9 @@ does what took five commands:
    defaults, each validated on its held-out samples). Where the partner's POI bound is
    reflected, it is also fitted without reflection and the one whose expected CLs band is
    nearer the exact likelihood's is kept (:func:`_choose_partner`);
-4. holds the pair to the exact likelihood (:func:`likeflow.exact_check.validate_exact`):
+4. refines the observed surrogate against the exact likelihood at its own conditional modes
+   (:mod:`likeflow.refining`: its profile, where the q~ and CLs observed limits are set);
+5. holds the pair to the exact likelihood (:func:`likeflow.exact_check.validate_exact`):
    profiles, q~ / CLs observed / expected-band limits, importance weights. The check goes
    into the observed surrogate's validation record (``validation["exact"]``) and its verdict:
    a surrogate whose limits are off from the exact ones cannot PASS.
@@ -76,7 +78,8 @@ def workspace_files(workspace, patch=None, out=None) -> dict:
 
 def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: int = 0,
                   poi: str | None = None, flow_config: dict | None = None,
-                  train_config=None, progress: Callable[[dict], None] | None = None,
+                  train_config=None, refine: bool = True,
+                  progress: Callable[[dict], None] | None = None,
                   messages: Callable[[str], None] | None = None) -> WorkspaceFit:
     """Sample, fit and check the surrogate pair of a pyhf workspace (module docstring).
 
@@ -87,6 +90,8 @@ def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: in
         seed: seeds the sampling and the fits.
         poi: default the measurement's.
         flow_config, train_config: as for :func:`likeflow.fit` (both fits).
+        refine: refine the observed surrogate against the exact likelihood at its own
+            conditional modes (:func:`likeflow.refining.refine`) before the exact check.
         progress: each fit's epoch records; ``messages``: stage lines and the samplers'
             progress.
 
@@ -147,6 +152,10 @@ def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: in
         run.partner = stage("partner_choice", lambda: _choose_partner(
             run, workspace, patch, poi, flow_config, train_config, seed, progress, say))
     run.surrogate = fitted("samples", "surrogate", partner=files["partner"])
+    if refine and "refinement" not in run.surrogate.training:
+        from .refining import refine as refine_against
+        run.surrogate = stage("refine", lambda: refine_against(
+            files["surrogate"], files["samples"], target, report=files["report"], messages=say))
     say("holding the pair to the exact likelihood (profiles, limits, importance weights)")
     run.check = stage("exact", lambda: validate_exact(
         run.surrogate, workspace, patch=patch, asimov=run.partner, poi=poi,

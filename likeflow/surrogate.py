@@ -4,7 +4,7 @@
 A surrogate file (``*.likeflow.h5``) holds
 
 - root attributes ``format = "likeflow-surrogate"``, ``format_version`` (2; the major number
-  of ``schema_version``, "2.3.0"), ``likeflow_version``, ``tensorflow_version``;
+  of ``schema_version``, "2.4.0"), ``likeflow_version``, ``tensorflow_version``;
 - four JSON records, each following its schema (``likeflow/schemas/<version>/``,
   :mod:`likeflow.schema`): ``config``, the :class:`~likeflow.flows.FlowConfig` (architecture,
   hyperparameters, names, POIs, bounds, preprocessing constants, dtype, seed, permutations);

@@ -170,7 +170,8 @@ def train(flow, train_x, val_x: np.ndarray, *, train_w: np.ndarray | None = None
           config: TrainConfig | None = None, seed: int = 0,
           progress: Callable[[dict], None] | None = None,
           on_best: Callable[[TrainResult], None] | None = None,
-          previous: TrainResult | None = None, strategy=None) -> TrainResult:
+          previous: TrainResult | None = None, strategy=None,
+          keep_best: bool = True) -> TrainResult:
     """Fit ``flow`` by maximum likelihood on ``train_x``, early-stopping on ``val_x``.
 
     Args:
@@ -194,6 +195,9 @@ def train(flow, train_x, val_x: np.ndarray, *, train_w: np.ndarray | None = None
             loss and learning rate carry on.
         strategy: a ``tf.distribute`` strategy (:func:`likeflow.devices.strategy`) whose scope
             built ``flow``: data-parallel training, the batch shared by its replicas.
+        keep_best: end with the best epoch's weights by the validation loss; False: with the
+            last epoch's (a refinement judged by its own measure, which the validation
+            samples do not see: :mod:`likeflow.refining`).
 
     Returns:
         A :class:`TrainResult`; the flow holds the best epoch's weights.
@@ -265,7 +269,7 @@ def train(flow, train_x, val_x: np.ndarray, *, train_w: np.ndarray | None = None
     except KeyboardInterrupt:
         result.stopped = "interrupted"
         handled()  # training ends here, as asked; what follows (save, validate) still runs
-    while True:  # the best weights go back even if a signal arrives meanwhile
+    while keep_best:  # the best weights go back even if a signal arrives meanwhile
         try:
             restore(variables, loop.best)
             break

@@ -428,6 +428,16 @@ def test_fit_a_workspace_in_one_command_and_resume(tmp_path):
     order = ["PASS", "WARN", "FAIL"]
     assert order.index(sur.validation["verdict"]) >= order.index(exact["verdict"])
     assert sur.training["asimov_partner"] == "ws.asimov.likeflow.h5"
+    # refined against the exact likelihood at its own modes: the kept round is the best
+    # scored, the fit as it came (round 0) among them, so never worse than the fit
+    ref = sur.training["refinement"]
+    assert "refine" in r.output and ref["anchors_added"] > 0
+    assert len(ref["scores"]) == ref["rounds"] + 1
+    assert ref["scores"][ref["kept"]] == min(ref["scores"])
+    from likeflow.likelihoods.pyhf_target import PyhfTarget
+    from likeflow.refining import refine
+    with pytest.raises(likeflow.LikeflowError, match="was not fitted to"):
+        refine(f"{stem}.likeflow.h5", f"{stem}.asimov.samples.h5", PyhfTarget(str(ws)))
     asimov = read_samples(f"{stem}.asimov.samples.h5")
     assert asimov.n == 4000
     # the surrogate lost: samples and partner are reused, only the observed fit reruns
