@@ -921,6 +921,7 @@ def bench_cls(args) -> dict:
     import spey
 
     import likeflow
+    from likeflow.cls_test import cls_limits
     from likeflow.inference import scan
 
     out = {}
@@ -964,17 +965,26 @@ def bench_cls(args) -> dict:
             limit_s = time.perf_counter() - t0
             poi = sur.poi[0]
             i = sur.names.index(poi)
+            # the card's CLs limit (likeflow's own scan, a fresh test): spey's root finder asks
+            # in another order, and a fit at mu depends on mu alone, so the two agree
+            own = cls_limits(sur, sur_a, poi).observed
             t0 = time.perf_counter()
             prof = scan(sur, poi, np.linspace(0.0, float(sur.support["hi"][i]), 31))
             prof_s = time.perf_counter() - t0
             rec[backend] = {"load_s": load_s, "cls_first_s": times[0],
                             "cls_next_s": float(np.mean(times[1:])), "cls": cls,
                             "poi_upper_limit_s": limit_s, "poi_upper_limit": limit,
+                            "cls_limits_observed": own,
+                            "spey_vs_cls_limits": limit / own - 1 if own else None,
                             "profile31_s": prof_s, "profile_q": list(map(float, prof.q)),
                             "batch10_s": batch_s, "batch10_cls": batch_cls.tolist()}
             rows.append([f"likeflow {backend}", load_s, times[0], np.mean(times[1:]), batch_s,
                          limit_s, prof_s])
         out[name] = rec
+        for b in args.cls_backends:
+            print(f"{name} {b}: spey's poi_upper_limit {rec[b]['poi_upper_limit']:.6f}, "
+                  f"likeflow's cls_limits {rec[b]['cls_limits_observed']:.6f} "
+                  f"({rec[b]['spey_vs_cls_limits']:+.2e} relative)")
         print(f"{name}: CLs at mu = 1, 1.1, 1.2: pyhf {np.round(cls_exact, 5).tolist()}, "
               + ", ".join(f"{b} {np.round(rec[b]['cls'], 5).tolist()}"
                           for b in args.cls_backends))
