@@ -50,9 +50,12 @@ def _raise_interrupt(signum, frame):
 
 def _quiet_unraisable(old):
     """An unraisable hook that drops the copies of our interrupt that Python could not raise
-    (``Exception ignored in: ...`` / ``KeyboardInterrupt``) and passes on the rest."""
+    (``Exception ignored in: ...`` / ``KeyboardInterrupt``, or the ``SystemError`` it turns
+    into inside Python code called back from C, as TensorFlow's ``nest`` does during a lazy
+    import) and passes on the rest."""
     def hook(unraisable):
-        if _state["received"] and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        if _state["received"] and issubclass(unraisable.exc_type,
+                                             (KeyboardInterrupt, SystemError)):
             return
         old(unraisable)
     return hook

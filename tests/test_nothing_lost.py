@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -131,9 +132,13 @@ class _SignalledWhileFinalised:
     inside a WeakKeyDictionary callback during validation."""
 
     def __del__(self):
-        os.kill(os.getpid(), signal.SIGTERM)
-        for _ in range(10_000):  # bytecodes for the handler to run between
-            pass
+        # to the main thread itself, and waited for: a signal to the process may land on
+        # another thread (TensorFlow's) and reach Python's handler only later, outside the
+        # test's context, where it interrupted the next test of this pytest worker
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        deadline = time.time() + 10
+        while not interrupts.received() and time.time() < deadline:
+            pass  # bytecodes for the handler to run between
 
 
 def test_a_swallowed_sigterm_is_raised_again_and_not_printed(capsys):
