@@ -43,6 +43,7 @@ _LAZY = {
     "fit": "fitting",
     "fit_summary": "fitting",
     "marginal": "fitting",
+    "refine": "fitting",
     "load": "loading",
     "is_surrogate_file": "loading",
     "Surrogate": "surrogate",

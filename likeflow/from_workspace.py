@@ -10,7 +10,7 @@ does what took five commands:
    reflected, it is also fitted without reflection and the one whose expected CLs band is
    nearer the exact likelihood's is kept (:func:`_choose_partner`);
 4. refines the observed surrogate against the exact likelihood at its own conditional modes
-   (:mod:`likeflow.refining`: its profile, where the q~ and CLs observed limits are set);
+   (:func:`likeflow.refine`: its profile, where the q~ and CLs observed limits are set);
 5. holds the pair to the exact likelihood (:func:`likeflow.exact_check.validate_exact`):
    profiles, q~ / CLs observed / expected-band limits, importance weights. The check goes
    into the observed surrogate's validation record (``validation["exact"]``) and its verdict:
@@ -91,7 +91,7 @@ def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: in
         poi: default the measurement's.
         flow_config, train_config: as for :func:`likeflow.fit` (both fits).
         refine: refine the observed surrogate against the exact likelihood at its own
-            conditional modes (:func:`likeflow.refining.refine`) before the exact check.
+            conditional modes (:func:`likeflow.refine`) before the exact check.
         progress: each fit's epoch records; ``messages``: stage lines and the samplers'
             progress.
 
@@ -153,8 +153,7 @@ def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: in
             run, workspace, patch, poi, flow_config, train_config, seed, progress, say))
     run.surrogate = fitted("samples", "surrogate", partner=files["partner"])
     if refine and "refinement" not in run.surrogate.training:
-        from .refining import refine as refine_against
-        run.surrogate = stage("refine", lambda: refine_against(
+        run.surrogate = stage("refine", lambda: likeflow.refine(
             files["surrogate"], files["samples"], target, report=files["report"], messages=say))
     say("holding the pair to the exact likelihood (profiles, limits, importance weights)")
     run.check = stage("exact", lambda: validate_exact(

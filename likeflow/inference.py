@@ -92,10 +92,11 @@ def as_density(obj, *, n_candidates: int = 20000, n_samples: int = 0,
     if isinstance(obj, Density):
         return obj
     if hasattr(obj, "flow"):  # a Surrogate, on either backend
-        # fits evaluate in float64 numpy on either backend (Surrogate.numpy_twin): the same
-        # numbers with and without TensorFlow; the draws come from the surrogate itself
+        # fits evaluate in float64 numpy on either backend (Surrogate.numpy_twin), and start
+        # from the twin's draws (TensorFlow draws other points for one seed): the same starts,
+        # the same fits, the same numbers with and without TensorFlow
         ev = obj.numpy_twin()
-        draws = obj.sample(max(n_candidates, n_samples), seed=seed)
+        draws = ev.sample(max(n_candidates, n_samples), seed=seed)
         return Density(list(obj.names), list(obj.poi), obj.bounds, None, draws[:n_candidates],
                        sampler=lambda n, s: obj.sample(n, seed=s), kind="surrogate",
                        tolerance=1e-10 if obj.config.dtype == "float64" else 1e-4,

@@ -197,7 +197,7 @@ def train(flow, train_x, val_x: np.ndarray, *, train_w: np.ndarray | None = None
             built ``flow``: data-parallel training, the batch shared by its replicas.
         keep_best: end with the best epoch's weights by the validation loss; False: with the
             last epoch's (a refinement judged by its own measure, which the validation
-            samples do not see: :mod:`likeflow.refining`).
+            samples do not see: :func:`likeflow.fitting.refine`).
 
     Returns:
         A :class:`TrainResult`; the flow holds the best epoch's weights.

@@ -435,9 +435,8 @@ def test_fit_a_workspace_in_one_command_and_resume(tmp_path):
     assert len(ref["scores"]) == ref["rounds"] + 1
     assert ref["scores"][ref["kept"]] == min(ref["scores"])
     from likeflow.likelihoods.pyhf_target import PyhfTarget
-    from likeflow.refining import refine
     with pytest.raises(likeflow.LikeflowError, match="was not fitted to"):
-        refine(f"{stem}.likeflow.h5", f"{stem}.asimov.samples.h5", PyhfTarget(str(ws)))
+        likeflow.refine(f"{stem}.likeflow.h5", f"{stem}.asimov.samples.h5", PyhfTarget(str(ws)))
     asimov = read_samples(f"{stem}.asimov.samples.h5")
     assert asimov.n == 4000
     # the surrogate lost: samples and partner are reused, only the observed fit reruns

@@ -104,10 +104,10 @@ def test_hypotest_is_one_computation_on_both_backends_and_does_not_depend_on_his
     np_test = likeflow.CLsTest(likeflow.load(obs_path, backend="numpy"),
                                likeflow.load(asimov_path, backend="numpy"))
     a, b = tf_test(mu), np_test(mu)
-    # equal to L-BFGS's tolerance: the starting points are each backend's own samples (the
-    # same seed draws other points: issue 29), the fits from them the same float64 numpy
-    np.testing.assert_allclose(a.q_observed, b.q_observed, rtol=1e-5, atol=1e-8)
-    np.testing.assert_allclose(a.q_asimov, b.q_asimov, rtol=1e-5, atol=1e-8)
+    # equal: the starting points are the numpy twin's draws on both backends, the fits from
+    # them the same float64 numpy computation
+    np.testing.assert_allclose(a.q_observed, b.q_observed, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(a.q_asimov, b.q_asimov, rtol=1e-12, atol=1e-12)
     # one at a time after the values above, descending, against a fresh test of the batch
     later = mu + 0.05
     one_by_one = [np_test(m) for m in later[::-1]][::-1]
