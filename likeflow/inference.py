@@ -492,13 +492,11 @@ def upper_limit(obj, poi: str, *, cl: float = DEFAULT_CL, seed: int = 0,
     (``prof.best``) when a profile is given: the same best fit everywhere, and its grid
     brackets the limit; the bracket is then narrowed by batched profiles (:func:`_crossing`).
     """
-    from scipy import stats
-
     dens = as_density(obj, seed=seed)
     i = dens.index(poi)
     best = best or (prof.best if prof is not None else best_fit(dens, seed=seed))
     mu_hat = float(best.x[i])
-    threshold = float(stats.norm.ppf(cl) ** 2)
+    threshold = q_threshold(cl)
     lower = max(mu_hat, 0.0) if dens.bounds[i, 0] <= 0 else mu_hat
     if mu_hat < 0 <= dens.bounds[i, 1]:
         ref = maximize(dens, best.x[None], fixed={i: np.array([0.0])})[0].log_prob
@@ -606,14 +604,27 @@ def crossings(fn, brackets: list, *, rounds: int = 2, points: int = 8) -> list:
 
 def cls_values(q_obs: np.ndarray, q_asimov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Observed CLs and the expected CLs band (-2..+2 sigma, rows) from q~_mu and q_mu,A, as
-    pyhf's asymptotic calculator computes them (its default 'normal' base distribution)."""
-    from scipy import stats
+    pyhf's asymptotic calculator computes them (its default 'normal' base distribution).
+    The normal tail is scipy.special's ``ndtr(-x)``, what ``scipy.stats.norm.sf`` computes,
+    without scipy.stats' second of import in a reinterpreter's first test."""
+    from scipy.special import ndtr
+
+    def sf(x):
+        return ndtr(-x)
+
     q_obs, q_a = np.maximum(q_obs, 0.0), np.maximum(q_asimov, 1e-300)
     sq, sqa = np.sqrt(q_obs), np.sqrt(q_a)
     t = np.where(sq <= sqa, sq - sqa, (q_obs - q_a) / (2 * sqa))
-    cls = stats.norm.sf(t + sqa) / stats.norm.sf(t)
-    band = np.array([stats.norm.sf(n + sqa) / stats.norm.sf(n) for n in (2, 1, 0, -1, -2)])
+    cls = sf(t + sqa) / sf(t)
+    band = np.array([sf(n + sqa) / sf(n) for n in (2, 1, 0, -1, -2)])
     return cls, band
+
+
+def q_threshold(cl: float = DEFAULT_CL) -> float:
+    """q~ at the one-sided asymptotic limit of confidence level ``cl``: Phi^-1(cl)^2 (2.71
+    at 95%)."""
+    from scipy.special import ndtri
+    return float(ndtri(cl) ** 2)
 
 
 def credible_upper_limit(samples: np.ndarray, *, cl: float = DEFAULT_CL,

@@ -99,23 +99,25 @@ class Spline:
         self._raw = (w, h, s)      # for the gradient of the parameters (:meth:`inverse_grad`)
         self._scale = (1 - k * MIN_BIN) * (2 * bound)
 
+    def _per_column(self, v) -> bool:
+        """One spline per column and many points (the marginal spline on a batch)?"""
+        return self._kx.ndim == 2 and v.ndim == 2 and len(v) > 256
+
     def _bin(self, v, knots):
         """Each value's bin: ``(v or the left end outside the interval, inside, the bin's
         index, x_k, w_k, y_k, h_k, d_k, d_k+1)``."""
         lo, hi = knots[..., 0], knots[..., -1]
         inside = (v > lo) & (v < hi)
         v = np.where(inside, v, lo)
-        if knots.ndim == 2 and v.ndim == 2 and len(v) > 256:
-            # one spline per column for many points (the marginal spline): a binary search per
-            # column, then a gather, instead of comparing every point with every knot (a few
-            # points, as an optimiser's, compare at once: one call, not one per column)
-            k = np.empty(v.shape, dtype=np.intp)
-            for d in range(v.shape[1]):
-                k[:, d] = np.searchsorted(knots[d, 1:-1], v[:, d], side="right")
-            cols = np.arange(v.shape[1])
+        kx, ky, kd = self._kx, self._ky, self._kd
+        if self._per_column(v):
+            # one spline per column: a binary search per column, then gathers from the
+            # flattened (D, K + 1) knots (a few points, as an optimiser's, compare at once)
+            k = self._column_bins(v, knots)
+            flat = k + np.arange(v.shape[1]) * kx.shape[1]
 
             def pick(a, off=0):
-                return a[cols, k + off]
+                return np.take(a, flat + off)
         else:
             # number of interior knots at or left of v: the bin, in 0 .. K - 1
             k = np.sum(v[..., None] >= knots[..., 1:-1], axis=-1)
@@ -124,10 +126,32 @@ class Spline:
                 return np.take_along_axis(np.broadcast_to(a, v.shape + a.shape[-1:]),
                                           k[..., None] + off, axis=-1)[..., 0]
 
-        kx, ky, kd = self._kx, self._ky, self._kd
         x_k, y_k = pick(kx), pick(ky)
         return (v, inside, k, x_k, pick(kx, 1) - x_k, y_k, pick(ky, 1) - y_k, pick(kd),
                 pick(kd, 1))
+
+    @staticmethod
+    def _column_bins(v, knots):
+        """The bin of each value (n, D) of a spline per column: the number of interior knots
+        at or left of it, counted a knot at a time (a few bins: faster than a binary search
+        per column)."""
+        k = np.zeros(v.shape, dtype=np.intp)
+        for j in range(1, knots.shape[-1] - 1):
+            k += v >= knots[:, j]
+        return k
+
+    def _inverse_tables(self):
+        """Per bin of a spline per column, flattened (D * K): the bin's knots and widths and
+        :func:`likeflow.rq.bin_constants` (computed once; a batch gathers them)."""
+        if not hasattr(self, "_tables"):
+            kx, ky, kd = self._kx, self._ky, self._kd
+            w, h = np.diff(kx, axis=-1), np.diff(ky, axis=-1)
+            d0, d1 = kd[:, :-1], kd[:, 1:]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                consts = rq.bin_constants(w, h, d0, d1, log=np.log)
+            self._tables = [np.ascontiguousarray(a).ravel()
+                            for a in (kx[:, :-1], w, ky[:, :-1], d0, d1, *consts)]
+        return self._tables
 
     def forward(self, x):
         """``(y, log dy/dx)`` elementwise."""
@@ -138,9 +162,19 @@ class Spline:
 
     def inverse(self, y):
         """``(x, log dx/dy)`` elementwise."""
-        yc, inside, _, *knots = self._bin(y, self._ky)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            x, ldj = rq.inverse(yc, *knots, log=np.log, sqrt=np.sqrt, maximum=np.maximum)
+        if self._per_column(y):
+            ky = self._ky
+            inside = (y > ky[:, 0]) & (y < ky[:, -1])
+            yc = np.where(inside, y, ky[:, 0])
+            flat = self._column_bins(yc, ky) + np.arange(y.shape[1]) * (ky.shape[1] - 1)
+            parts = [np.take(t, flat) for t in self._inverse_tables()]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                x, ldj = rq.inverse_in_bin(yc, *parts, log=np.log, sqrt=np.sqrt,
+                                           maximum=np.maximum)
+        else:
+            yc, inside, _, *knots = self._bin(y, self._ky)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                x, ldj = rq.inverse(yc, *knots, log=np.log, sqrt=np.sqrt, maximum=np.maximum)
         return np.where(inside, x, y), np.where(inside, ldj, 0.0)
 
     def inverse_grad(self, y):
@@ -160,7 +194,7 @@ class Spline:
             with np.errstate(divide="ignore", invalid="ignore"):
                 gy_in = (gx - ell["x"]) / slope
             gy = np.where(inside, gy_in, gx)
-            if self._kx.ndim == 2 and y.ndim == 2:
+            if self._kx.ndim == 2 and y.ndim == 2:   # a spline per column: no raw parameters
                 return gy, None
 
             def part(name):

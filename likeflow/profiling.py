@@ -20,7 +20,7 @@ import numpy as np
 
 from .cls_test import CLsLimits, cls_limits
 from .errors import LikeflowError
-from .inference import (DEFAULT_CL, Maximum, Profile, UpperLimit, as_density,
+from .inference import (DEFAULT_CL, Maximum, Profile, UpperLimit, as_density, q_threshold,
                         bayesian_upper_limit, parameter_index, scan, upper_limit)
 
 # a --range may reach this many training-range widths beyond a surrogate's training range
@@ -117,8 +117,6 @@ class ProfileResult:
 
     def plot(self, path: str | os.PathLike, reference: dict | None = None) -> None:
         """The profile (and the reference's), the limits and the threshold, as PNG or PDF."""
-        from scipy import stats
-
         from .plots import profile_plot
         p, cl = self.profile, self.cl
         curves = [(p.kind, p.values, p.q, p.trusted)]
@@ -131,7 +129,7 @@ class ProfileResult:
         if self.cls is not None:
             limits.append((f"{cl:.0%} CLs limit (observed)", self.cls.observed))
         profile_plot(curves, path, poi=p.poi, limits=[(n, v) for n, v in limits if v is not None],
-                     q_limit=float(stats.norm.ppf(cl) ** 2))
+                     q_limit=q_threshold(cl))
 
 
 def profile(target, poi: str | None = None, values=None, *, points: int = DEFAULT_POINTS,

@@ -21,21 +21,34 @@ def forward(x, x_k, w_k, y_k, h_k, d_k, d_k1, log):
     return y, ldj
 
 
-def inverse(y, x_k, w_k, y_k, h_k, d_k, d_k1, log, sqrt, maximum):
-    """``(x, log dx/dy)`` of points ``y`` inside their bins: the root in [0, 1] of the
-    quadratic, in the form that stays exact when its leading coefficient is near 0."""
+def bin_constants(w_k, h_k, d_k, d_k1, log):
+    """What :func:`inverse` computes of a bin before it sees the point: ``(s, c2, a0, b0,
+    2 log s)``. A spline per column (the marginal spline) has few bins and many points: it
+    computes these once per bin and gathers them (:func:`inverse_in_bin`), the same numbers."""
     s = h_k / w_k
-    dy = y - y_k
     c2 = d_k1 + d_k - 2 * s
-    a = h_k * (s - d_k) + dy * c2
-    b = h_k * d_k - dy * c2
+    return s, c2, h_k * (s - d_k), h_k * d_k, 2 * log(s)
+
+
+def inverse_in_bin(y, x_k, w_k, y_k, d_k, d_k1, s, c2, a0, b0, two_log_s, log, sqrt, maximum):
+    """:func:`inverse` from the bin's :func:`bin_constants`."""
+    dy = y - y_k
+    a = a0 + dy * c2
+    b = b0 - dy * c2
     c = -s * dy
     xi = 2 * c / (-b - sqrt(maximum(b * b - 4 * a * c, 0.0)))
     x = xi * w_k + x_k
     xi1 = xi * (1 - xi)
-    ldj = (2 * log(s) + log(d_k1 * xi * xi + 2 * s * xi1 + d_k * (1 - xi) * (1 - xi))
+    ldj = (two_log_s + log(d_k1 * xi * xi + 2 * s * xi1 + d_k * (1 - xi) * (1 - xi))
            - 2 * log(s + c2 * xi1))
     return x, -ldj
+
+
+def inverse(y, x_k, w_k, y_k, h_k, d_k, d_k1, log, sqrt, maximum):
+    """``(x, log dx/dy)`` of points ``y`` inside their bins: the root in [0, 1] of the
+    quadratic, in the form that stays exact when its leading coefficient is near 0."""
+    return inverse_in_bin(y, x_k, w_k, y_k, d_k, d_k1, *bin_constants(w_k, h_k, d_k, d_k1, log),
+                          log=log, sqrt=sqrt, maximum=maximum)
 
 
 def forward_partials(x, x_k, w_k, y_k, h_k, d_k, d_k1):

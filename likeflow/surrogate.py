@@ -60,6 +60,12 @@ FORMAT = "likeflow-surrogate"
 # point than 65536 with XLA on a 2-core EPYC).
 EVAL_BATCH = 16384
 SAMPLE_BATCH = 16384
+# The numpy backend evaluates batches of this many points on one thread per core (numpy releases
+# the GIL in its loops and BLAS); a call of fewer points is cut in one part per core, none
+# smaller than NUMPY_MIN_BATCH. Measured on the default 95-dim MAF (2 cores): 1.5x faster than
+# one thread, the same numbers (each point's arithmetic does not depend on its batch).
+NUMPY_BATCH = 8192
+NUMPY_MIN_BATCH = 1024
 # A surrogate evaluates through plain graphs until it has seen this many points, then with XLA
 # (see _Compiled: XLA compilations are never freed).
 XLA_AFTER_POINTS = 100_000
@@ -114,13 +120,14 @@ class Surrogate:
         flow = self._source
         if self.backend == "numpy":
             flow = flow.build() if hasattr(flow, "build") else flow
-            self._log_prob = _Batched(flow.log_prob, EVAL_BATCH)
+            self._log_prob = _Batched(flow.log_prob)
             # (n, 1 + D): the log density, then its gradient (one array, batched as one)
-            self._log_prob_grad = _Batched(lambda x: np.column_stack(flow.log_prob_grad(x)),
-                                           EVAL_BATCH)
-            self._to_latent = _Batched(flow.to_latent, EVAL_BATCH)
-            self._from_latent = _Batched(flow.from_latent, SAMPLE_BATCH)
-            self._unfolded = _Batched(flow.unfolded_log_prob, EVAL_BATCH)
+            self._log_prob_grad = _Batched(lambda x: np.column_stack(flow.log_prob_grad(x)))
+            self._to_latent = _Batched(flow.to_latent)
+            # sampling's one-pass MADE is many small products: threads only contend there
+            # (measured: 10^5 samples 5.6 s on one thread, 9.8 s on two)
+            self._from_latent = _Batched(flow.from_latent, SAMPLE_BATCH, threads=1)
+            self._unfolded = _Batched(flow.unfolded_log_prob)
             self._base_sample = lambda m, seed: flow.base_sample(int(m), [int(s) for s in seed])
         else:
             from .tfsetup import tf
@@ -519,17 +526,19 @@ def fresh_seed() -> int:
 
 
 class _Batched:
-    """A numpy flow method on batches of bounded size (memory bounded for any n); the
-    interface of :class:`_Compiled`."""
+    """A numpy flow method on batches of bounded size (memory bounded for any n), evaluated on
+    one thread per core; the interface of :class:`_Compiled`."""
 
-    def __init__(self, fn, batch: int):
+    def __init__(self, fn, batch: int = NUMPY_BATCH, threads: int | None = None):
         self.fn, self.batch = fn, batch
+        self.threads = threads or os.cpu_count() or 1
 
     def will_evaluate(self, n: int) -> None:
         pass
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return map_batches(self.fn, x, self.batch)
+        size = min(self.batch, max(NUMPY_MIN_BATCH, -(-len(x) // self.threads)))
+        return map_batches(self.fn, x, size, threads=self.threads)
 
 
 class _Compiled:

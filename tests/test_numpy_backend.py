@@ -98,6 +98,40 @@ def test_latent_maps_invert_each_other():
                                    atol=1e-8)
 
 
+def test_a_spline_per_column_gathers_the_same_numbers_as_a_spline_per_point():
+    """The marginal spline on a batch (bins counted per column, each bin's constants computed
+    once and gathered) gives the bits of the same splines given per point (the generic path),
+    inside, outside and at the knots, both ways."""
+    from likeflow.numpy_flows import Spline
+    rng = np.random.default_rng(7)
+    raw = rng.normal(size=(5, 3 * 8 - 1))
+    per_column = Spline(raw, 8, 3.0)
+    y = rng.normal(0, 2, size=(400, 5))
+    y[:5] = per_column._ky[:, 3]                    # on a knot
+    y[5:10] = [[-3.0] * 5, [3.0] * 5, [-9.0] * 5, [9.0] * 5, [np.nan] * 5]
+    per_point = Spline(np.broadcast_to(raw, (400, 5, 3 * 8 - 1)), 8, 3.0)
+    assert per_column._per_column(y) and not per_point._per_column(y)
+    for fast, slow in ((per_column.inverse(y), per_point.inverse(y)),
+                       (per_column.forward(y), per_point.forward(y))):
+        for a, b in zip(fast, slow):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_threaded_numpy_batches_give_the_same_bits():
+    """The numpy backend evaluates batches on one thread per core: the numbers are those of
+    one thread and one batch, in order."""
+    from likeflow.surrogate import _Batched
+    sur = likeflow.load(os.path.join(V1, "ansf_float64.likeflow.h5"), backend="numpy")
+    x = sur.sample(5000, seed=2)
+    flow = sur.flow
+    one = flow.log_prob(x)
+    np.testing.assert_array_equal(sur.log_prob(x), one)
+    np.testing.assert_array_equal(_Batched(flow.log_prob, 1024, threads=3)(x), one)
+    np.testing.assert_array_equal(sur.log_prob_grad(x[:3000])[1],
+                                  flow.log_prob_grad(x[:3000])[1])
+    assert _Batched(flow.log_prob, 1024, threads=3)(x[:0]).shape == (0,)
+
+
 def test_backend_choice_and_errors(monkeypatch):
     path = os.path.join(V1, "maf_float32.likeflow.h5")
     with pytest.raises(likeflow.LikeflowError, match="unknown backend"):
