@@ -100,8 +100,8 @@ class Spline:
         self._scale = (1 - k * MIN_BIN) * (2 * bound)
 
     def _per_column(self, v) -> bool:
-        """One spline per column and many points (the marginal spline on a batch)?"""
-        return self._kx.ndim == 2 and v.ndim == 2 and len(v) > 256
+        """One spline per column (the marginal spline) at points (n, D)?"""
+        return self._kx.ndim == 2 and v.ndim == 2
 
     def _bin(self, v, knots):
         """Each value's bin: ``(v or the left end outside the interval, inside, the bin's
@@ -111,8 +111,8 @@ class Spline:
         v = np.where(inside, v, lo)
         kx, ky, kd = self._kx, self._ky, self._kd
         if self._per_column(v):
-            # one spline per column: a binary search per column, then gathers from the
-            # flattened (D, K + 1) knots (a few points, as an optimiser's, compare at once)
+            # one spline per column: bins counted per column, then gathers from the
+            # flattened (D, K + 1) knots
             k = self._column_bins(v, knots)
             flat = k + np.arange(v.shape[1]) * kx.shape[1]
 
@@ -753,10 +753,12 @@ class NumpyFlow:
             return self.unfolded_log_prob_grad(x)
         images, ok = mirror_images(x, self.config.reflect, self._flow_range)
         signs = _image_signs(self.config.reflect, self._flow_range)
-        parts = [self.unfolded_log_prob_grad(img) for img in images]
-        lp = np.array([p[0] for p in parts])
+        # the images in one batch: one pass through the layers (an optimiser's few points
+        # cost the calls, not the arithmetic)
+        lp, grad = self.unfolded_log_prob_grad(np.concatenate(images))
+        lp, grad = lp.reshape(len(images), -1), grad.reshape(len(images), len(x), -1)
         return sum_gradient(np.where(ok & ~np.isnan(lp), lp, -np.inf),
-                            [sign * p[1] for sign, p in zip(signs, parts)])
+                            [sign * g for sign, g in zip(signs, grad)])
 
     def unfolded_log_prob(self, x, probit_max: float = PROBIT_MAX):
         """The flow's own density on its extended range (no fold), the probit map held at
@@ -773,7 +775,7 @@ class NumpyFlow:
         if not self.config.reflect:
             return self.unfolded_log_prob(x)
         images, ok = mirror_images(x, self.config.reflect, self._flow_range)
-        lp = np.array([self.unfolded_log_prob(img) for img in images])
+        lp = self.unfolded_log_prob(np.concatenate(images)).reshape(len(images), -1)
         lp = np.where(ok & ~np.isnan(lp), lp, -np.inf)
         return special.logsumexp(lp, axis=0)
 
