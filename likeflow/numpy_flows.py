@@ -194,7 +194,7 @@ class Spline:
             with np.errstate(divide="ignore", invalid="ignore"):
                 gy_in = (gx - ell["x"]) / slope
             gy = np.where(inside, gy_in, gx)
-            if self._kx.ndim == 2 and y.ndim == 2:   # a spline per column: no raw parameters
+            if self._per_column(y):   # a spline per column: no raw parameters
                 return gy, None
 
             def part(name):
@@ -585,7 +585,7 @@ class _Autoregressive:
 
         def back(gx):
             gy, gp = back_t(gx)
-            return gy + net_back(gp.reshape(len(gy), -1))
+            return gy + net_back(gp.reshape(len(gy), self.made.dim * self.made.params))
 
         return x, ldj.sum(axis=-1), back
 
@@ -598,10 +598,11 @@ class _Coupling:
 
     def __init__(self, mlp: Dense, dim: int, n_params: int, make: callable):
         self.mlp, self.m, self.p, self.make = mlp, dim // 2, n_params, make
+        self.n = dim - dim // 2         # the transformed dimensions (sizes written out: 0 rows)
 
     def _transform(self, x0):
         p = self.mlp(x0)
-        return self.make(p.reshape(x0.shape[0], -1, self.p))
+        return self.make(p.reshape(x0.shape[0], self.n, self.p))
 
     def inverse(self, y):
         x1, ldj = self._transform(y[:, :self.m]).inverse(y[:, self.m:])
@@ -611,12 +612,12 @@ class _Coupling:
         """:meth:`inverse` and ``back(gx) -> gy`` for ``sum(gx * x) + ldj``."""
         m = self.m
         out, net_back = self.mlp.with_grad(y[:, :m])
-        x1, ldj, back_t = self.make(out.reshape(len(y), -1, self.p)).inverse_grad(y[:, m:])
+        x1, ldj, back_t = self.make(out.reshape(len(y), self.n, self.p)).inverse_grad(y[:, m:])
 
         def back(gx):
             gy1, gp = back_t(gx[:, m:])
-            return np.concatenate([gx[:, :m] + net_back(gp.reshape(len(gy1), -1)), gy1],
-                                  axis=1)
+            gy0 = gx[:, :m] + net_back(gp.reshape(len(gy1), self.n * self.p))
+            return np.concatenate([gy0, gy1], axis=1)
 
         return np.concatenate([y[:, :m], x1], axis=1), ldj.sum(axis=-1), back
 
@@ -756,7 +757,7 @@ class NumpyFlow:
         # the images in one batch: one pass through the layers (an optimiser's few points
         # cost the calls, not the arithmetic)
         lp, grad = self.unfolded_log_prob_grad(np.concatenate(images))
-        lp, grad = lp.reshape(len(images), -1), grad.reshape(len(images), len(x), -1)
+        lp, grad = lp.reshape(len(images), len(x)), grad.reshape(len(images), *x.shape)
         return sum_gradient(np.where(ok & ~np.isnan(lp), lp, -np.inf),
                             [sign * g for sign, g in zip(signs, grad)])
 
@@ -775,7 +776,7 @@ class NumpyFlow:
         if not self.config.reflect:
             return self.unfolded_log_prob(x)
         images, ok = mirror_images(x, self.config.reflect, self._flow_range)
-        lp = self.unfolded_log_prob(np.concatenate(images)).reshape(len(images), -1)
+        lp = self.unfolded_log_prob(np.concatenate(images)).reshape(len(images), len(x))
         lp = np.where(ok & ~np.isnan(lp), lp, -np.inf)
         return special.logsumexp(lp, axis=0)
 

@@ -132,6 +132,17 @@ def test_threaded_numpy_batches_give_the_same_bits():
     assert _Batched(flow.log_prob, 1024, threads=3)(x[:0]).shape == (0,)
 
 
+@pytest.mark.parametrize("name", ["maf_float64", "realnvp_float64", "ansf_float32", "cnsf_float32"])
+def test_no_points_give_empty_answers(name):
+    """0 points (an empty selection) give empty arrays, not a reshape error, on every flow."""
+    sur = likeflow.load(os.path.join(V1, f"{name}.likeflow.h5"), backend="numpy")
+    none = np.zeros((0, sur.dim))
+    assert sur.log_prob(none).shape == (0,)
+    lp, grad = sur.log_prob_grad(none)
+    assert lp.shape == (0,) and grad.shape == (0, sur.dim)
+    assert sur.to_latent(none).shape == (0, sur.dim)
+
+
 def test_backend_choice_and_errors(monkeypatch):
     path = os.path.join(V1, "maf_float32.likeflow.h5")
     with pytest.raises(likeflow.LikeflowError, match="unknown backend"):
