@@ -36,7 +36,7 @@ from ._version import __version__
 from .errors import LikeflowError, ReportError
 from .fileio import check_output_folder, check_outputs
 from .flows import FlowConfig
-from .interrupts import sigterm_as_interrupt
+from .interrupts import held, sigterm_as_interrupt
 from .progress import duration
 from .samples import ReadOptions, SampleSet, SplitSpec, as_sample_set, mcmc_record, split_of
 from .loading import load
@@ -187,7 +187,8 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
             # '--resume' or 'validate' completes it)
             if out is not None:
                 result.stopped = "interrupted"
-                Surrogate(flow, dict(record, result=result.to_dict())).save(out)
+                with held():
+                    Surrogate(flow, dict(record, result=result.to_dict())).save(out)
             raise
         _save_and_validate(sur, parts[2], seeds, out, validate, report)
     return sur
@@ -391,9 +392,11 @@ def _save_and_validate(sur: Surrogate, test: SampleSet, seeds: Seeds, out, valid
 
     An interrupt or an error in validation leaves the trained surrogate in ``out``; a report
     that cannot be written (a full disk) is a :class:`~likeflow.errors.ReportError` that
-    carries the validated surrogate, saved."""
+    carries the validated surrogate, saved. A signal during the first save is raised after
+    it (a SIGTERM that landed there lost the fit: seen in CI)."""
     if out is not None:
-        sur.save(out)
+        with held():
+            sur.save(out)
     if not validate:
         return
     from .report import validate_test

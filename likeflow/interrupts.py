@@ -22,7 +22,7 @@ import sys
 from contextlib import contextmanager
 
 #: SIGTERM seen inside the context that is (or was last) active; reset on entering one
-_state = {"received": False, "depth": 0}
+_state = {"received": False, "depth": 0, "held": 0}
 
 
 def received() -> bool:
@@ -45,7 +45,31 @@ def handled() -> None:
 
 def _raise_interrupt(signum, frame):
     _state["received"] = True
+    if _state["held"]:      # inside held(): raised when the held work is done
+        return
     raise KeyboardInterrupt
+
+
+@contextmanager
+def held():
+    """Work that must not be cut (a fit's surrogate being written): SIGTERM and Ctrl-C that
+    arrive inside are recorded, and raised as ``KeyboardInterrupt`` once it is done.
+
+    Blocking the signal would not do: the kernel hands it to another thread (TensorFlow's),
+    and Python runs the handler in the main thread regardless."""
+    try:
+        old_int = signal.signal(signal.SIGINT, _raise_interrupt)
+    except ValueError:  # not the main thread: signals are not raised here anyway
+        yield
+        return
+    _state["held"] += 1
+    try:
+        yield
+    finally:
+        _state["held"] -= 1
+        signal.signal(signal.SIGINT, old_int)
+    if not _state["held"]:
+        check()
 
 
 def _quiet_unraisable(old):

@@ -164,6 +164,25 @@ def test_check_raises_a_swallowed_interrupt_at_the_next_step():
     assert steps == []
 
 
+def test_a_signal_inside_held_work_is_raised_after_it():
+    """A fit's surrogate being written is not cut: SIGTERM or Ctrl-C that arrives inside
+    interrupts.held() is raised once the held work is done (a SIGTERM during a fit's first
+    save lost the fit)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.sigterm_as_interrupt():
+                with interrupts.held():
+                    signal.pthread_kill(threading.main_thread().ident, sig)
+                    deadline = time.time() + 10
+                    while not interrupts.received() and time.time() < deadline:
+                        pass
+                    assert interrupts.received()
+                    done.append("written")
+        assert done == ["written"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_an_error_after_a_signal_is_the_interrupt():
     """SIGTERM inside Python code called back from C can come out as a SystemError: once the
     signal was seen, the command line calls it an interrupt (130), not a fault (1)."""
