@@ -142,7 +142,8 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
         parts = _split(s, seeds.split, path)
         data = _data_record(s, path, read_options, seeds.split, parts)
     _say_about_input(s, path, say)
-    tcfg = train_config or TrainConfig()
+    # the batch follows the training rows unless asked for; written in, so the file says it
+    tcfg = (train_config or TrainConfig()).for_rows(data["n_train"])
     from .devices import describe, strategy as make_strategy
     strategy = make_strategy(devices)
     if clusters not in (None, 1):
@@ -167,8 +168,9 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
         _seed_everything(seeds.flow)
         flow, previous = _built(config, strategy), None
     c = flow.config
-    used = describe(strategy, min(tcfg.batch_size, data["n_train"]))
-    where = (", ".join(used["devices"]) if used["replicas"] == 1 else
+    used = describe(strategy, tcfg.rows_per_step(data["n_train"]))
+    where = (", ".join(used["devices"]) + f", batches of {used['global_batch']}"
+             if used["replicas"] == 1 else
              f"{used['replicas']} devices ({', '.join(used['devices'])}), batch "
              f"{used['global_batch']} = {used['replicas']} x {used['per_replica_batch']}")
     say(f"{path or '<samples>'}: {data['n']} samples of {s.dim} parameters; fitting {c.flow} "
@@ -362,7 +364,7 @@ def _fit_piecewise(s: SampleSet, parts, rec: dict, seeds: Seeds, flow_config, tc
         weights.append(float(tr_k.n if tr_k.weights is None else tr_k.weights.sum()))
     rec = dict(rec, weights=[w / sum(weights) for w in weights])
     training = dict(record, result=results[0], component_results=results,
-                    devices=describe(strategy, min(tcfg.batch_size, tr.n)))
+                    devices=describe(strategy, tcfg.rows_per_step(tr.n)))
     sur = PiecewiseSurrogate([Surrogate(f) for f in flows], rec, training)
     _record_fit(sur, parts)
     return sur
@@ -595,7 +597,7 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
         prof = scan(s_, s_.poi[0], values=grid)
         return float(np.max(np.abs(prof.q - q_exact))), prof.nuisances
 
-    anchors, steps = tr.anchors, int(np.ceil(tr.n / 1024))
+    anchors, steps = tr.anchors, tr.n // TrainConfig().rows_per_step(tr.n)
     first, own = score(sur)
     scores, best = [first], (first, snapshot(sur.flow.trainable_variables), 0)
     say(f"refining against the exact likelihood: profile off by up to {first:.3f} in q "

@@ -11,6 +11,12 @@ Sub-benchmarks:
   quality     'likeflow fit' with defaults on the toy file (--toy): wall time, epochs, the
               validation summary next to the noise floor (--fit-args: e.g. --flow cnsf
               --max-time 180 for time to quality, --flow ansf --max-time 300 for the budget)
+  small       few samples (issue 28): 'likeflow fit' with defaults (and with each
+              --small-batches, e.g. 1024, the batch of every file before session 19) on the
+              README's example and on --small-sets disjoint blocks of --small-n rows of --toy:
+              verdict, log-density correlation, test log-likelihood, the q~ and credible limits
+              of mu against data/lhc_toy_95d_reference.json; the spread over the blocks is what
+              the sample size allows
   profile     'likeflow profile --points 31' of --profile-surrogates: wall time after TF
               start-up, accuracy against --profile-compare references
   scaling     time per epoch and held-out quality for correlated Gaussians, D = 10 .. 1000
@@ -272,6 +278,65 @@ def bench_quality(args) -> dict:
           f"(best {res['best_epoch'] + 1}), stopped: {res['stopped']}, final learning rate "
           f"{res['learning_rate']:.2g}{' (annealed)' if out['annealed'] else ''}; "
           f"{sur.validation.get('verdict', '')}")
+    return out
+
+
+# --- 3a. few samples ------------------------------------------------------------------------------
+
+def bench_small(args) -> dict:
+    import likeflow
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")
+    ref = likeflow.read_reference(os.path.join(here, "lhc_toy_95d_reference.json"))
+    files = [("README example", os.path.join(here, "lhc_toy_95d_example.h5"))]
+    if args.toy:
+        s = likeflow.read_samples(args.toy)
+        for k in range(min(args.small_sets, s.n // args.small_n)):
+            path = os.path.join(args.workdir, f"bench_small_block{k}.h5")
+            if not os.path.exists(path):   # whole chains: the file is written chain by chain
+                likeflow.write_samples(path, s.subset(np.arange(k * args.small_n,
+                                                                (k + 1) * args.small_n)))
+            files.append((f"block {k} of {os.path.basename(args.toy)}", path))
+    settings = [("default", [])] + [(f"batch {b}", ["--batch-size", str(b)])
+                                    for b in args.small_batches]
+    out, rows = {"reference": {"q_limit": ref["upper_limit"],
+                               "credible": ref["bayesian_upper_limit"]}}, []
+    for label, path in files:
+        for setting, extra in settings:
+            sur_path = os.path.join(args.workdir, "bench_small.likeflow.h5")
+            js = os.path.join(args.workdir, "bench_small_profile.json")
+            wall, _ = _cli(["fit", path, "-o", sur_path, "-q", *extra],
+                           os.path.join(args.workdir, "bench_small_fit.log"))
+            _cli(["profile", sur_path, "--poi", "mu", "--range", "-0.6:2.4", "--points", "31",
+                  "--json", js], os.path.join(args.workdir, "bench_small_profile.log"))
+            sur = likeflow.load(sur_path)
+            with open(js) as f:
+                prof = json.load(f)
+            metrics = {r["metric"]: r["surrogate"] for r in sur.validation.get("rows", [])}
+            rec = {"file": label, "setting": setting, "wall_s": wall,
+                   "batch": sur.training["config"]["batch_size"],
+                   "verdict": sur.validation.get("verdict"),
+                   "pearson": metrics.get("log-prob Pearson"),
+                   "test_log_prob": sur.training.get("test_log_prob"),
+                   "q_limit": prof["upper_limit"]["value"],
+                   "credible": prof["bayesian_upper_limit"]["value"]}
+            rec["q_limit_rel"] = rec["q_limit"] / ref["upper_limit"] - 1
+            rec["credible_rel"] = rec["credible"] / ref["bayesian_upper_limit"] - 1
+            out.setdefault("fits", []).append(rec)
+            rows.append([label, setting, rec["batch"], rec["verdict"], rec["pearson"],
+                         rec["test_log_prob"], f"{100 * rec['q_limit_rel']:+.1f}%",
+                         f"{100 * rec['credible_rel']:+.1f}%", wall])
+    table(f"few samples: 'likeflow fit' then 'profile' (exact q~ limit {ref['upper_limit']:.4f}"
+          f", credible {ref['bayesian_upper_limit']:.4f})",
+          ["file", "setting", "batch", "verdict", "log-prob Pearson", "test log L",
+           "q~ limit", "credible", "fit s"], rows)
+    for setting, _ in settings:
+        q = [r["q_limit_rel"] for r in out["fits"] if r["setting"] == setting]
+        c = [r["credible_rel"] for r in out["fits"] if r["setting"] == setting]
+        out[setting] = {"q_limit_rel_mean": float(np.mean(q)), "q_limit_rel_std":
+                        float(np.std(q)), "credible_rel_mean": float(np.mean(c)),
+                        "credible_rel_std": float(np.std(c))}
+        print(f"{setting}: q~ limit {100 * np.mean(q):+.1f} +- {100 * np.std(q):.1f}%, "
+              f"credible {100 * np.mean(c):+.1f} +- {100 * np.std(c):.1f}% over {len(q)} fits")
     return out
 
 
@@ -1042,7 +1107,8 @@ BENCHES = {"throughput": bench_throughput, "sampling": bench_sampling, "quality"
            "streamfit": bench_streamfit, "devices": bench_devices,
            "bounded": bench_bounded,
            "real": bench_real, "profile": bench_profile, "reader": bench_reader,
-           "piecewise": bench_piecewise, "cls": bench_cls, "workspace": bench_workspace}
+           "piecewise": bench_piecewise, "cls": bench_cls, "workspace": bench_workspace,
+           "small": bench_small}
 
 
 def main() -> None:
@@ -1056,6 +1122,10 @@ def main() -> None:
                     help="extra options for 'likeflow fit' in the quality and streamfit "
                          "benchmarks (last)")
     ap.add_argument("--points", type=int, default=1_000_000, help="points for sampling")
+    ap.add_argument("--small-n", type=int, default=10_000, help="small: rows per block")
+    ap.add_argument("--small-sets", type=int, default=4, help="small: blocks of --toy")
+    ap.add_argument("--small-batches", type=int, nargs="*", default=[1024],
+                    help="small: batch sizes fitted beside the default")
     ap.add_argument("--flows", nargs="+", default=list(FLOWS), choices=FLOWS,
                     help="architectures of the throughput and sampling benchmarks")
     ap.add_argument("--spline-bins", type=int, nargs="*", default=[],

@@ -33,6 +33,9 @@ def test_fit_takes_an_array_with_bounds_by_name_and_weights():
     assert sur.validation_result.verdict()[0] in ("PASS", "WARN", "FAIL")
     assert sur.training["seed"] == 1 and "seed" not in sur.training["config"]
     assert "seed" not in sur.training["data"]["split"]
+    # the batch the rule chose for 2400 training rows is written into the file
+    assert sur.training["config"]["batch_size"] == 128
+    assert sur.training["devices"]["global_batch"] == 128
 
 
 @pytest.mark.parametrize("bad, match", [

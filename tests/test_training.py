@@ -12,7 +12,8 @@ from scipy import stats  # noqa: E402
 from likeflow.flows import FLOWS, FlowConfig  # noqa: E402
 from likeflow.tf_flows import build_flow  # noqa: E402
 from likeflow.likelihoods import CorrelatedGaussian  # noqa: E402
-from likeflow.training import TrainConfig, make_mean_loss, train  # noqa: E402
+from likeflow.training import (TrainConfig, default_batch_size, make_mean_loss,  # noqa: E402
+                               train)
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,26 @@ def test_cosine_schedule_length_and_shape():
     assert [h["lr"] for h in res.history] == pytest.approx([1e-2] * 3)
     with pytest.raises(Exception, match="schedule"):
         TrainConfig(schedule="linear")
+
+
+def test_the_default_batch_follows_the_training_rows():
+    """Powers of two, n_train / 64 rounded down, within [128, 1024]; an asked batch wins, and
+    no batch is larger than the training rows."""
+    assert [default_batch_size(n) for n in (1, 5000, 8000, 16384, 40000, 65535, 65536, 10**7)] \
+        == [128, 128, 128, 256, 512, 512, 1024, 1024]
+    auto, asked = TrainConfig(), TrainConfig(batch_size=300)
+    assert auto.batch_size is None and auto.rows_per_step(8000) == 128
+    assert auto.rows_per_step(100) == 100 and asked.rows_per_step(8000) == 300
+    assert auto.for_rows(40000).batch_size == 512 and asked.for_rows(40000) is asked
+    assert TrainConfig.from_dict(auto.to_dict()) == auto   # None survives JSON
+    with pytest.raises(Exception, match="batch"):
+        TrainConfig(batch_size=0)
+    # one epoch of the default on 2560 rows: 20 steps of 128
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2860, 2))
+    f = build_flow(FlowConfig.from_data(x[:2560], layers=1, hidden=(8,)))
+    res = train(f, x[:2560], x[2560:], config=TrainConfig(epochs=1))
+    assert res.history[0]["steps"] == 20
 
 
 def test_nan_guard_survives_a_diverging_learning_rate():
