@@ -93,8 +93,8 @@ def as_density(obj, *, n_candidates: int = 20000, n_samples: int = 0,
         return obj
     if hasattr(obj, "flow"):  # a Surrogate, on either backend
         # fits evaluate in float64 numpy on either backend (Surrogate.numpy_twin), and start
-        # from the twin's draws (TensorFlow draws other points for one seed): the same starts,
-        # the same fits, the same numbers with and without TensorFlow
+        # from the twin's draws (float64 numpy arithmetic: the same starts to the bit), the
+        # same fits, the same numbers with and without TensorFlow
         ev = obj.numpy_twin()
         draws = ev.sample(max(n_candidates, n_samples), seed=seed)
         return Density(list(obj.names), list(obj.poi), obj.bounds, None, draws[:n_candidates],

@@ -804,7 +804,3 @@ class NumpyFlow:
             side = 1.0 if point == self.config.bounds_array()[int(i), 0] else -1.0
             x[:, int(i)] = point + side * np.abs(x[:, int(i)] - point)
         return x
-
-    def base_sample(self, n: int, seed) -> np.ndarray:
-        """``n`` standard-normal draws (n, D), from numpy's generator seeded with ``seed``."""
-        return np.random.default_rng(seed).standard_normal((n, self.config.dim))

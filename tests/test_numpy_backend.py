@@ -89,6 +89,20 @@ def test_seeded_numpy_samples_repeat_and_differ_by_seed():
     assert not np.allclose(sur.sample(100), sur.sample(100))
 
 
+@needs_tf
+@pytest.mark.parametrize("name", ["maf_float64", "cnsf_float64", "ansf_float32"])
+def test_one_seed_gives_the_same_samples_on_every_backend(name):
+    """A seeded sample is the same points with TensorFlow and with numpy (to float rounding):
+    both draw the base points from numpy's generator. More than one batch, and a reflected
+    bound (cnsf's) folded the same way."""
+    path = os.path.join(V1, f"{name}.likeflow.h5")
+    n = 16384 + 7                                   # two batches: the second seeded apart
+    tf_x = likeflow.load(path).sample(n, seed=3)
+    np_x = likeflow.load(path, backend="numpy").sample(n, seed=3)
+    rtol = 1e-9 if name.endswith("64") else 2e-4
+    np.testing.assert_allclose(tf_x, np_x, rtol=rtol, atol=rtol)
+
+
 def test_latent_maps_invert_each_other():
     for name in ("ansf_float64", "realnvp_float64"):
         sur = likeflow.load(os.path.join(V1, f"{name}.likeflow.h5"), backend="numpy")
@@ -347,9 +361,8 @@ def test_surrogate_backends_agree_after_a_fit(tmp_path):
     pts = sur.sample(5000, seed=1)
     rel, _ = _rel(a.log_prob(pts), sur.log_prob(pts))
     assert rel.max() < 1e-5
-    mine = a.sample(5000, seed=2)
-    p = [stats.ks_2samp(mine[:, i], pts[:, i]).pvalue for i in range(5)]
-    assert min(p) > 0.002
+    # one seed, the same points on either backend (float32 rounding through the layers)
+    np.testing.assert_allclose(a.sample(5000, seed=1), pts, rtol=2e-4, atol=2e-4)
     # the held-out and latent machinery of validation work the same
     np.testing.assert_allclose(a.latent_r2(pts[:100]), sur.latent_r2(pts[:100]), rtol=1e-3)
 
