@@ -259,8 +259,10 @@ _FLOW = {f.name: f.default for f in dataclasses.fields(likeflow.FlowConfig)}
 _TRAIN = likeflow.TrainConfig()
 _MCMC = likeflow.MCMCConfig()
 
+#: --whiten's words as FlowConfig.from_data takes them
+_WHITEN = {"on": True, "off": False, "auto": "auto"}
 FLOW_OPTIONS = ("flow", "layers", "hidden", "bins", "spline_range", "permutation", "activation",
-                "dtype", "reflect")
+                "dtype", "reflect", "whiten")
 TRAIN_OPTIONS = ("schedule", "cosine_steps", "epochs", "batch_size", "learning_rate", "patience",
                  "max_time", "density_weight")
 
@@ -324,6 +326,13 @@ def _parse_hidden(ctx, param, value):
                    "best fit at 0): auto models them mirrored across the bound and folds back, "
                    "so the density at the bound is finite and right; none maps every bound "
                    "with a sigmoid/softplus.")
+@click.option("--whiten", type=click.Choice(["auto", "on", "off"]),
+              default=_default(likeflow.FlowConfig.from_data, "whiten"), show_default=True,
+              callback=lambda ctx, p, v: _WHITEN.get(v, v),
+              help="Start the flow as the samples' best Gaussian (a fixed linear map by the "
+                   "Cholesky factor of their correlation before the layers), so that training "
+                   "learns only the departures from it. auto: where the training rows pin the "
+                   "correlation down (at least about 2.5 D^2 rows).")
 @click.option("--asimov-partner", type=click.Path(dir_okay=False), default=None,
               help="Record this surrogate of the background-only Asimov likelihood as the "
                    "partner of the one being fitted: 'likeflow profile' then adds CLs limits.")
@@ -553,7 +562,8 @@ def _config_value(ctx, path: str, key: str, value):
     if not ok or isinstance(value, bool):
         raise LikeflowError(f"{path}: '{key}' must be {kind.name}, not {value!r:.40}")
     try:
-        return kind.convert(value, param, ctx)
+        value = kind.convert(value, param, ctx)
+        return _WHITEN[value] if key == "whiten" else value
     except click.BadParameter as e:
         raise LikeflowError(f"{path}: '{key}': {e.message}") from None
 

@@ -35,7 +35,7 @@ import numpy as np
 from ._version import __version__
 from .errors import LikeflowError, ReportError
 from .fileio import check_output_folder, check_outputs
-from .flows import FlowConfig
+from .flows import FlowConfig, whitening
 from .interrupts import held, sigterm_as_interrupt
 from .progress import duration
 from .samples import ReadOptions, SampleSet, SplitSpec, as_sample_set, mcmc_record, split_of
@@ -166,7 +166,7 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
                                       best_fit=None if s.anchors is None else s.anchors.best_fit,
                                       **(flow_config or {}))
         _seed_everything(seeds.flow)
-        flow, previous = _built(config, strategy), None
+        flow, previous = _new_flow(config, parts[0], strategy), None
     c = flow.config
     used = describe(strategy, tcfg.rows_per_step(data["n_train"]))
     where = (", ".join(used["devices"]) + f", batches of {used['global_batch']}"
@@ -257,7 +257,7 @@ def _check_same_flow(old: Surrogate, flow_config: dict | None) -> None:
     are fine, another value is refused."""
     stored = old.config
     changed = [k for k, v in (flow_config or {}).items()
-               if k != "reflect" and v is not None and hasattr(stored, k)
+               if k != "reflect" and v is not None and v != "auto" and hasattr(stored, k)
                and tuple(np.atleast_1d(v)) != tuple(np.atleast_1d(getattr(stored, k)))]
     if changed:
         raise LikeflowError(
@@ -294,6 +294,15 @@ def _built(config: FlowConfig, strategy):
         return build_flow(config)
 
 
+def _new_flow(config: FlowConfig, train: SampleSet, strategy):
+    """A flow of ``config`` to train on ``train``: built, and its whitening matrix (if any)
+    set from the same rows its standardisation came from."""
+    flow = _built(config, strategy)
+    if config.whiten:
+        flow.whiten.assign(whitening(train.values, config, train.weights).astype(config.dtype))
+    return flow
+
+
 def _resumed(old: Surrogate, out, data: dict, tcfg: TrainConfig, strategy=None):
     """The stored flow, its training so far and its training config (``epochs`` from
     ``tcfg``) of the fit a ``resume`` continues (rebuilt under ``strategy``, if any)."""
@@ -307,7 +316,7 @@ def _resumed(old: Surrogate, out, data: dict, tcfg: TrainConfig, strategy=None):
     flow = old.flow
     if strategy is not None:
         flow = _built(old.config, strategy)
-        restore(flow.trainable_variables, snapshot(old.flow.trainable_variables))
+        restore(flow.stored_variables, snapshot(old.flow.stored_variables))
     return flow, previous, dataclasses.replace(stored, epochs=tcfg.epochs)
 
 
@@ -353,7 +362,7 @@ def _fit_piecewise(s: SampleSet, parts, rec: dict, seeds: Seeds, flow_config, tc
                                       weights=tr_k.weights, seed=seeds.flow + k,
                                       **(flow_config or {}))
         _seed_everything(seeds.flow + k)
-        flow = _built(config, strategy)
+        flow = _new_flow(config, tr_k, strategy)
         say(f"cluster {k + 1}/{rec['components']}: {tr_k.n} training rows")
         # the density term per cluster (the anchors lie between clusters: none)
         results.append(train(flow, tr_k.values, va_k.values, train_w=tr_k.weights,

@@ -145,7 +145,7 @@ def _build(path: str, backend: str, config: FlowConfig, weights, names):
         return NumpyFlow(config, weights, names)
     from .tf_flows import build_flow
     flow = build_flow(config)
-    variables = flow.trainable_variables
+    variables = flow.stored_variables
     if len(weights) != len(variables) or len(variables) != expected_variable_count(config):
         raise SurrogateFileError(path, f"damaged: {len(weights)} weight arrays for a flow with "
                                  f"{len(variables)} variables")
@@ -205,4 +205,9 @@ def _read_weights(path: str, g, config: FlowConfig) -> tuple[list[np.ndarray], l
             raise SurrogateFileError(path, f"damaged: weight {k} holds NaN or inf")
         out.append(w)
         names.append(_text(ds.attrs.get("name", k)))
+    if config.whiten:  # the last array (weight_roles): u = L v needs L invertible
+        m = out[-1]
+        if np.any(np.triu(m, 1) != 0) or not np.all(np.diag(m) > 0):
+            raise SurrogateFileError(path, "damaged: the whitening matrix is not lower "
+                                     "triangular with a positive diagonal")
     return out, names

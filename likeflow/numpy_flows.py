@@ -26,6 +26,7 @@ import math
 
 import numpy as np
 from scipy import special
+from scipy.linalg import solve_triangular
 
 from . import rq
 from .bounds import PROBIT_MAX, PROBIT_TRAIN_MAX, mirror_images
@@ -662,6 +663,26 @@ class _Marginal:
         return self.spline.forward(z)[0]
 
 
+class _Whiten:
+    """``u = L v`` (:attr:`FlowConfig.whiten`): back through ``L``'s inverse (a triangular
+    solve, once), forward through ``L``."""
+
+    def __init__(self, matrix):
+        self.matrix = matrix
+        self.inv = solve_triangular(matrix, np.eye(len(matrix)), lower=True)
+        self.log_det = float(np.sum(np.log(np.diag(matrix))))
+
+    def inverse(self, y):
+        return y @ self.inv.T, -self.log_det
+
+    def inverse_grad(self, y):
+        v, ldj = self.inverse(y)
+        return v, ldj, lambda gv: gv @ self.inv
+
+    def forward(self, z):
+        return z @ self.matrix.T
+
+
 class NumpyFlow:
     """A flow of a surrogate file in numpy: the interface of :class:`likeflow.tf_flows.Flow`
     on numpy arrays (``log_prob``, ``unfolded_log_prob``, ``to_latent``, ``from_latent``),
@@ -696,6 +717,8 @@ class NumpyFlow:
                                        config.params_per_dimension, make))
             if layer < len(config.permutations):
                 order.append(_Permute(config.permutations[layer]))
+        if config.whiten:
+            order.append(_Whiten(byrole["whiten"]))
         if config.marginal_spline:
             order.append(_Marginal(byrole["marginal_spline"], config.bins, config.spline_range))
         self._layers = order      # in the forward (sampling) direction, preprocessing aside

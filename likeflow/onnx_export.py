@@ -37,7 +37,8 @@ from ._version import __version__
 from .bounds import PROBIT_MAX
 from .errors import LikeflowError
 from .flows import SPLINE_MIN_BIN, SPLINE_MIN_SLOPE
-from .numpy_flows import (NumpyFlow, _Autoregressive, _Coupling, _Marginal, _Permute)
+from .numpy_flows import (NumpyFlow, _Autoregressive, _Coupling, _Marginal, _Permute,
+                          _Whiten)
 
 OPSET = 18
 #: flows whose sampling map is exported (one pass through the layers)
@@ -349,6 +350,8 @@ def _reshape_params(g: _Graph, p: str, d: int, n_params: int) -> str:
 def _layer_inverse(g: _Graph, cfg, layer, y: str):
     if isinstance(layer, _Permute):
         return g.cols(y, layer.inv), None
+    if isinstance(layer, _Whiten):
+        return g.op("MatMul", y, g.const(layer.inv.T)), -layer.log_det
     if isinstance(layer, _Marginal):
         sp = _SplineNodes(g, g.const(layer.params), cfg.bins, cfg.spline_range, y)
         x, ldj = sp.inverse(y)
@@ -369,6 +372,8 @@ def _layer_inverse(g: _Graph, cfg, layer, y: str):
 def _layer_forward(g: _Graph, cfg, layer, z: str) -> str:
     if isinstance(layer, _Permute):
         return g.cols(z, layer.perm)
+    if isinstance(layer, _Whiten):
+        return g.op("MatMul", z, g.const(layer.matrix.T))
     if isinstance(layer, _Marginal):
         return _SplineNodes(g, g.const(layer.params), cfg.bins, cfg.spline_range,
                             z).forward(z)

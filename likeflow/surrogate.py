@@ -4,7 +4,7 @@
 A surrogate file (``*.likeflow.h5``) holds
 
 - root attributes ``format = "likeflow-surrogate"``, ``format_version`` (2; the major number
-  of ``schema_version``, "2.4.0"), ``likeflow_version``, ``tensorflow_version``;
+  of ``schema_version``, "2.5.0"), ``likeflow_version``, ``tensorflow_version``;
 - four JSON records, each following its schema (``likeflow/schemas/<version>/``,
   :mod:`likeflow.schema`): ``config``, the :class:`~likeflow.flows.FlowConfig` (architecture,
   hyperparameters, names, POIs, bounds, preprocessing constants, dtype, seed, permutations);
@@ -471,7 +471,7 @@ class Surrogate:
             return list(zip(stored.names, stored.weights))
         if self.backend == "numpy":
             return list(zip(self.flow.names, self.flow.weights))
-        return [(v.name, v.numpy()) for v in self.flow.trainable_variables]
+        return [(v.name, v.numpy()) for v in self.flow.stored_variables]
 
     def _records(self) -> dict:
         """The JSON records of the file (a piecewise surrogate adds its own)."""

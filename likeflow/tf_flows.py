@@ -196,6 +196,30 @@ class MarginalSpline(tfb.Bijector):
         return True
 
 
+class Whiten(tfb.Bijector):
+    """The fixed linear map ``u = L v`` of :attr:`FlowConfig.whiten`, ``L`` lower triangular
+    with a positive diagonal (a variable, so that a file's matrix is assigned to it)."""
+
+    def __init__(self, matrix):
+        super().__init__(forward_min_event_ndims=1, validate_args=False, is_constant_jacobian=True,
+                         dtype=matrix.dtype, name="whiten")
+        self.matrix = matrix
+
+    def _forward(self, x):
+        return tf.linalg.matvec(self.matrix, x)
+
+    def _inverse(self, y):
+        flat = tf.reshape(y, [-1, tf.shape(y)[-1]])
+        v = tf.linalg.triangular_solve(self.matrix, tf.transpose(flat), lower=True)
+        return tf.reshape(tf.transpose(v), tf.shape(y))
+
+    def _forward_log_det_jacobian(self, x):
+        return tf.reduce_sum(tf.math.log(tf.linalg.diag_part(self.matrix)))
+
+    def _inverse_log_det_jacobian(self, y):
+        return -tf.reduce_sum(tf.math.log(tf.linalg.diag_part(self.matrix)))
+
+
 def _ndtr(v):
     return 0.5 * tf.math.erfc(-v / math.sqrt(2.0))
 
@@ -280,6 +304,10 @@ class Flow(tf.Module):
             forward_order.append(t)
             if i < len(config.permutations):
                 forward_order.append(tfb.Permute(config.permutations[i], name=f"perm_{i}"))
+        if config.whiten:
+            # the identity until fit (or a file) assigns the data's matrix; not trained
+            self.whiten = tf.Variable(tf.eye(d, dtype=dtype), trainable=False, name="whiten")
+            forward_order.append(Whiten(self.whiten))
         if config.marginal_spline:
             # zeros: uniform bins and unit slopes, the identity
             forward_order.append(MarginalSpline(
@@ -314,6 +342,14 @@ class Flow(tf.Module):
             tf.zeros([1, d], dtype=dtype)))  # build every layer's variables
         for made in self.conditioners if autoregressive else ():
             _activations_in(made, dtype)
+
+    @property
+    def stored_variables(self) -> list:
+        """The variables a surrogate file stores, in its order
+        (:func:`likeflow.flows.weight_roles`): the
+        trainable ones, then the fixed whitening matrix."""
+        fixed = [self.whiten] if self.config.whiten else []
+        return list(self.trainable_variables) + fixed
 
     def log_prob(self, x):
         """Log density at physical points ``x`` of shape (n, D).

@@ -76,7 +76,7 @@ def test_the_same_seed_through_cli_and_api_gives_bitwise_identical_weights(tmp_p
     api = likeflow.fit(str(path), out=tmp_path / "api.h5", seed=7, validate=False,
                        flow_config=TINY, train_config=likeflow.TrainConfig(epochs=2))
     from_cli = likeflow.load(tmp_path / "cli.h5")
-    for a, b in zip(from_cli.flow.trainable_variables, api.flow.trainable_variables):
+    for a, b in zip(from_cli.flow.stored_variables, api.flow.stored_variables):
         assert np.array_equal(a.numpy(), b.numpy())
     assert from_cli.training["data"]["fingerprint"] == api.training["data"]["fingerprint"]
     # another seed: another surrogate
@@ -84,6 +84,33 @@ def test_the_same_seed_through_cli_and_api_gives_bitwise_identical_weights(tmp_p
                          train_config=likeflow.TrainConfig(epochs=2))
     assert not np.array_equal(other.flow.trainable_variables[0].numpy(),
                               api.flow.trainable_variables[0].numpy())
+
+
+def test_whiten_auto_on_off_through_the_cli_and_a_config_file(tmp_path):
+    """auto whitens where the rows pin the correlation down (2000 rows in 3 dimensions: yes),
+    on/off force it, a --config file says the same words; the file holds the data's matrix."""
+    x = np.random.default_rng(2).normal(size=(2000, 3)) @ np.array(
+        [[1.0, 0.0, 0.0], [0.7, 0.7, 0.0], [0.0, 0.5, 0.9]]).T
+    path = tmp_path / "s.h5"
+    likeflow.write_samples(path, likeflow.SampleSet(x))
+    conf = tmp_path / "c.json"
+    conf.write_text('{"whiten": "off"}')
+    for k, (args, want) in enumerate(((["--whiten", "auto"], True), (["--whiten", "off"], False),
+                                      (["--whiten", "on"], True),
+                                      (["--config", str(conf)], False))):
+        out = tmp_path / f"w{k}.h5"
+        r = CliRunner().invoke(cli, ["fit", str(path), "-o", str(out), "--epochs", "1",
+                                     "--layers", "2", "--hidden", "8", "-q", "--no-validate",
+                                     *args])
+        assert r.exit_code == 0, r.output
+        sur = likeflow.load(out, backend="numpy")
+        assert sur.config.whiten is want, args
+    sur_on = likeflow.load(tmp_path / "w0.h5", backend="numpy")
+    lower = dict(zip(sur_on.flow.names, sur_on.flow.weights))
+    matrix = next(w for name, w in lower.items() if name.startswith("whiten"))
+    assert matrix[1, 0] > 0.5 and np.allclose(np.triu(matrix, 1), 0)
+    r = CliRunner().invoke(cli, ["fit", str(path), "--whiten", "maybe"])
+    assert r.exit_code == 2 and "maybe" in r.output
 
 
 def test_sample_without_a_seed_is_fresh_and_with_one_reproducible(tmp_path):

@@ -330,6 +330,30 @@ def test_a_nan_weight_is_refused(work, tmp_path):
     bad(run("sample", p, "-n", "5", "-o", tmp_path / "o.h5"), "NaN")
 
 
+def test_a_singular_whitening_is_refused(work, tmp_path):
+    """The whitening matrix (the last weight) must be invertible: lower triangular with a
+    positive diagonal; a zero on the diagonal or an upper entry is refused as damage."""
+    folder, x, s = work
+    with h5py.File(s) as f:
+        last = sorted(f["weights"])[-1]
+        assert f["weights"][last].attrs["name"].startswith("whiten")
+
+    def zero_diagonal(w):
+        w[1, 1] = 0
+        return w
+
+    def upper(w):
+        w[0, 1] = 0.5
+        return w
+
+    for change in (zero_diagonal, upper):
+        p = _with_weight_changed(s, tmp_path / f"{change.__name__}.likeflow.h5",
+                                 f"weights/{last}", change, keep_checksum=False)
+        with pytest.raises(LikeflowError, match="whitening matrix"):
+            load(p)
+    bad(run("sample", p, "-n", "5", "-o", tmp_path / "o.h5"), "whitening matrix")
+
+
 # 10 -----------------------------------------------------------------------------------------
 def test_bad_metadata_is_exit_2_naming_the_file(tmp_path, emcee_file):
     x = np.random.default_rng(0).normal(size=(500, 2))

@@ -13,6 +13,7 @@ from likeflow.errors import LikeflowError  # noqa: E402
 from likeflow.flows import (FLOWS, FlowConfig, expected_variable_count,  # noqa: E402
                             make_permutations)
 from likeflow.tf_flows import build_flow  # noqa: E402
+from flow_helpers import random_whitening  # noqa: E402
 
 D = 4
 BOUNDS = np.array([[-1.0, 5.0], [0.0, np.inf], [-np.inf, np.inf], [-np.inf, 2.0]])
@@ -42,6 +43,8 @@ def make(flow, dtype="float64", **kw):
         # MADE keeps its autoregressive masks as kernel constraints, as the optimizer does
         constraint = getattr(v, "constraint", None)
         v.assign(constraint(moved) if constraint is not None else moved)
+    if cfg.whiten:  # a whitening far from the identity too
+        f.whiten.assign(random_whitening(cfg.dim, rng))
     return f
 
 
@@ -164,10 +167,13 @@ def test_log_det_with_preprocessing_matches_autodiff_jacobian(flow64):
 @pytest.mark.parametrize("flow", FLOWS)
 def test_variable_count_and_every_variable_learns(flow):
     f = make(flow, dtype="float32")
-    # a kernel and a bias per dense layer, and the affine flows' marginal spline
+    # a kernel and a bias per dense layer, and the affine flows' marginal spline; the
+    # whitening is stored, not trained
     marginal = 1 if flow in ("maf", "realnvp") else 0
-    assert f.config.marginal_spline == bool(marginal)
-    assert len(f.trainable_variables) == expected_variable_count(f.config) == 3 * 2 * 3 + marginal
+    assert f.config.marginal_spline == bool(marginal) and f.config.whiten
+    assert len(f.trainable_variables) == 3 * 2 * 3 + marginal
+    assert len(f.stored_variables) == expected_variable_count(f.config) == 3 * 2 * 3 + marginal + 1
+    assert f.stored_variables[-1] is f.whiten and not f.whiten.trainable
     x = tf.constant(training_like_data(256), tf.float32)
     with tf.GradientTape() as tape:
         loss = -tf.reduce_mean(f.log_prob(x))
@@ -254,9 +260,9 @@ def test_preprocessing_standardises_training_data():
 def test_sampling_leaves_the_variable_order_alone(flow):
     """Saved files store weights in variable order: sampling must not add or reorder any."""
     f = make(flow, layers=2)
-    before = [(v.name, tuple(v.shape)) for v in f.trainable_variables]
+    before = [(v.name, tuple(v.shape)) for v in f.stored_variables]
     f.sample(5, seed=tf.constant([1, 2]))
-    assert [(v.name, tuple(v.shape)) for v in f.trainable_variables] == before
+    assert [(v.name, tuple(v.shape)) for v in f.stored_variables] == before
 
 
 def test_default_bins_per_flow_and_given_bins_win():

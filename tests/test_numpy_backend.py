@@ -21,6 +21,7 @@ from scipy import stats
 import likeflow
 from likeflow.flows import FlowConfig, weight_roles, expected_weight_shapes
 from likeflow.numpy_flows import NumpyFlow
+from flow_helpers import random_whitening
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 V1 = os.path.join(HERE, "data", "v1")
@@ -288,7 +289,9 @@ def perturbed(flow, rng, scale: float) -> NumpyFlow:
         w = v.numpy()
         keep = (w != 0) if (w.ndim == 2 and "marginal" not in v.name) else 1  # MADE masks
         v.assign(w + scale * rng.normal(size=w.shape) * keep)
-    return NumpyFlow(flow.config, [v.numpy() for v in flow.trainable_variables])
+    if flow.config.whiten:
+        flow.whiten.assign(random_whitening(flow.config.dim, rng))
+    return NumpyFlow(flow.config, [v.numpy() for v in flow.stored_variables])
 
 
 CASES = [(flow, dtype, act, perm, bmap)
@@ -344,9 +347,10 @@ def test_weight_roles_are_the_tensorflow_variable_order(flow, hidden):
     for layer, cond in enumerate(f.conditioners):
         for j, v in enumerate(cond.trainable_variables):  # kernel, bias per dense, in order
             roles[id(v)] = f"layer{layer}/dense{j // 2}/{'kernel' if j % 2 == 0 else 'bias'}"
-    got = [roles.get(id(v), "marginal_spline") for v in f.trainable_variables]
+    roles[id(f.whiten)] = "whiten"
+    got = [roles.get(id(v), "marginal_spline") for v in f.stored_variables]
     assert got == weight_roles(cfg)
-    assert [tuple(v.shape) for v in f.trainable_variables] == expected_weight_shapes(cfg)
+    assert [tuple(v.shape) for v in f.stored_variables] == expected_weight_shapes(cfg)
 
 
 @needs_tf
@@ -372,3 +376,43 @@ def test_combine_refuses_numpy_backed_surrogates():
     b = likeflow.load(os.path.join(V1, "realnvp_float32.likeflow.h5"), backend="numpy")
     with pytest.raises(likeflow.LikeflowError, match="backend='tensorflow'"):
         likeflow.Combination([a, b])
+
+
+def test_a_whitened_flow_starts_as_the_best_gaussian():
+    """Zero layer weights and the data's whitening: the flow is the Gaussian of the data's
+    mean and Ledoit-Wolf shrunk correlation, computed here the direct way (every row's outer
+    product)."""
+    from likeflow.flows import whitening
+
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(6, 6))
+    x = rng.normal(size=(400, 6)) @ a.T + rng.normal(size=6)
+    # (a zero marginal spline's slopes are 1 + its minimum slope: not exactly the identity)
+    cfg = FlowConfig.from_data(x, flow="maf", layers=2, hidden=(8,), marginal_spline=False)
+    assert cfg.whiten
+    weights = [whitening(x, cfg) if role == "whiten" else np.zeros(shape)
+               for role, shape in zip(weight_roles(cfg), expected_weight_shapes(cfg))]
+    flow = NumpyFlow(cfg, weights)
+    u = (x - x.mean(axis=0)) / x.std(axis=0)
+    corr = u.T @ u / len(u)
+    spread = sum(np.sum((np.outer(r, r) - corr) ** 2) for r in u) / len(u) ** 2
+    shrink = min(1.0, spread / np.sum((corr - np.eye(6)) ** 2))
+    assert 0 < shrink < 0.05
+    std = x.std(axis=0)
+    cov = ((1 - shrink) * corr + shrink * np.eye(6)) * np.outer(std, std)
+    pts = x[:200] + rng.normal(size=(200, 6))
+    np.testing.assert_allclose(flow.log_prob(pts),
+                               stats.multivariate_normal(x.mean(axis=0), cov).logpdf(pts),
+                               rtol=1e-10)
+
+
+def test_independent_parameters_are_not_whitened_by_their_noise():
+    """Uncorrelated data: the Ledoit-Wolf intensity shrinks the sample correlation's noise
+    away (the whitening is the identity to a few per mille)."""
+    from likeflow.flows import whitening
+
+    x = np.random.default_rng(5).normal(size=(500, 20))
+    cfg = FlowConfig.from_data(x, whiten=True)
+    raw = np.abs(np.corrcoef(x, rowvar=False) - np.eye(20)).max()
+    assert raw > 0.1
+    assert np.abs(whitening(x, cfg) - np.eye(20)).max() < 0.2 * raw

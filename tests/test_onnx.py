@@ -17,9 +17,10 @@ onnx = pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install '
 ort = pytest.importorskip("onnxruntime", reason="the check needs onnxruntime")
 
 import likeflow  # noqa: E402
-from likeflow.flows import FlowConfig, expected_weight_shapes  # noqa: E402
+from likeflow.flows import FlowConfig  # noqa: E402
 from likeflow.numpy_flows import NumpyFlow  # noqa: E402
 from likeflow.surrogate import Surrogate  # noqa: E402
+from flow_helpers import random_weights  # noqa: E402
 
 V1 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "v1")
 FILES = [f"{flow}_{dtype}" for flow in ("maf", "realnvp", "ansf", "cnsf")
@@ -69,8 +70,7 @@ def _random_surrogate(flow, activation, bound_map, dtype="float64", seed=0):
     cfg = FlowConfig.from_data(x, flow=flow, layers=2, hidden=(6,), bins=4, bounds=bounds,
                                activation=activation, bound_map=bound_map, dtype=dtype,
                                permutation="random", marginal_spline=True)
-    weights = [0.4 * rng.normal(size=s) for s in expected_weight_shapes(cfg)]
-    return Surrogate(NumpyFlow(cfg, weights)), x
+    return Surrogate(NumpyFlow(cfg, random_weights(cfg, rng))), x
 
 
 @pytest.mark.parametrize("flow", ["maf", "realnvp", "ansf", "cnsf"])
