@@ -5,13 +5,14 @@ files), ``None`` in Python by name. :func:`as_bounds` takes what a user writes (
 ``(D, 2)`` array, or ``{"mu": (0, None)}`` by name) and :func:`bounds_to_json` /
 :func:`bounds_from_json` convert for files.
 
-The bound maps (numpy here, TensorFlow in :class:`likeflow.tf_flows.Preprocess`, built by
-:func:`likeflow.tf_flows.bound_bijector`) send an unbounded, standardised coordinate to the physical parameter:
-the probit map ``lo + (hi - lo) Phi(.)`` for two bounds the data reach, a soft clip for two
-bounds the data stay away from, softplus for one bound, the identity for none. The flows end
+The bound maps (:class:`likeflow.bound_plan.BoundPlan`, which every backend evaluates) send an
+unbounded, standardised coordinate to the physical parameter: the probit map
+``lo + (hi - lo) Phi(.)`` for two bounds the data reach, a soft clip for two bounds the data
+stay away from, softplus for one bound, the identity for none. The flows end
 with this map; inference optimises and MCMC samples in its unbounded coordinates, so no step
 leaves the bounds. Parameters whose samples pile up at a bound are instead reflected across it
-(:func:`bound_reflections`, :func:`flow_bounds`, :func:`mirror_images`).
+(:func:`bound_reflections`, :func:`flow_bounds`). The maps themselves, and the mirror images,
+are written once in :mod:`likeflow.bound_plan`.
 
 Example:
     >>> as_bounds({"mu": (0, None)}, ["mu", "theta"]).tolist()
@@ -40,6 +41,9 @@ PROBIT_MAX = 2.0
 # Training and the latent maps clip the probit map only this far out (a hold in training would
 # pile the training points near a bound onto one point of the base space).
 PROBIT_TRAIN_MAX = 7.0
+# The standardisation reads the two-bound maps no further than this fraction of the range from
+# a bound (about 7 sigma of the probit map).
+UNBOUNDED_EDGE = 1e-12
 # At most this many reflected parameters (log_prob evaluates the flow 2^k times).
 MAX_REFLECTIONS = 3
 # Reflect at a bound when the density there is at least this fraction of the marginal's peak.
@@ -131,36 +135,14 @@ def _edge_ratios(x: np.ndarray, lo: float, hi: float) -> tuple[float, float] | N
 
 def unbounded_coordinates(values: np.ndarray, bounds: np.ndarray,
                           bound_map: str = "sigmoid", softclip=None) -> np.ndarray:
-    """The bound maps of :class:`Preprocess`, inverted, in numpy (for the standardisation)."""
-    from scipy import special
+    """The bound maps inverted without standardisation (what the standardisation is computed
+    from), each held :data:`UNBOUNDED_EDGE` of its range from a bound: the
+    :class:`~likeflow.bound_plan.BoundPlan`'s inverse in numpy."""
+    from .bound_plan import BoundPlan
 
-    lo, hi = bounds[:, 0], bounds[:, 1]
-    v = np.array(values, dtype=np.float64)
-    both = np.isfinite(lo) & np.isfinite(hi)
-    lower = np.isfinite(lo) & ~np.isfinite(hi)
-    upper = ~np.isfinite(lo) & np.isfinite(hi)
-    tiny = np.finfo(np.float64).tiny
+    plan = BoundPlan(bounds, bound_map=bound_map, softclip=softclip)
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.clip((v - lo) / (hi - lo), 1e-12, 1 - 1e-12)
-        if bound_map == "probit":  # from the nearer bound, for precision
-            t_hi = np.clip((hi - v) / (hi - lo), 1e-12, 1 - 1e-12)
-            inner = np.where(t < 0.5, special.ndtri(t), -special.ndtri(t_hi))
-        else:
-            inner = np.log(t) - np.log1p(-t)
-        v = np.where(both, inner, v)
-        if softclip is not None and np.any(np.asarray(softclip) > 0):
-            c = np.where(np.asarray(softclip) > 0, softclip, 1.0)
-            soft = both & (np.asarray(softclip) > 0)
-            a = np.clip((values - lo) / c, 1e-300, None)
-            b = np.clip((values - hi) / c, None, -1e-300)
-            # lo + c softplus^-1((x-lo)/c) - c log(1 - exp((x-hi)/c))
-            inv = lo + c * (a + np.log(-np.expm1(-a))) - c * np.log(-np.expm1(b))
-            v = np.where(soft, inv, v)
-        d_lo = np.maximum(v - lo, tiny) if lower.any() else v
-        v = np.where(lower, d_lo + np.log(-np.expm1(-d_lo)), v)
-        d_hi = np.maximum(hi - values, tiny) if upper.any() else v
-        v = np.where(upper, d_hi + np.log(-np.expm1(-d_hi)), v)
-    return v
+        return plan.inverse(plan.numpy, values, edge=UNBOUNDED_EDGE)
 
 
 def _none_if_inf(x: float) -> float | None:
@@ -216,21 +198,3 @@ def bounds_from_json(pairs) -> np.ndarray:
     """JSON bounds (``null`` for none) as a ``(D, 2)`` array with ``+-inf``."""
     return np.array([[-np.inf if lo is None else lo, np.inf if hi is None else hi]
                      for lo, hi in pairs], dtype=np.float64).reshape(-1, 2)
-
-
-def mirror_images(x: np.ndarray, reflect, flow_range: np.ndarray
-                  ) -> tuple[list[np.ndarray], np.ndarray]:
-    """``x`` (n, D) and its mirror images across the reflected bounds (``[dimension, bound]``
-    pairs: 2^k arrays), and for each image (rows) whether it lies in the flow's extended range
-    ``flow_range`` (edges included; the point itself always counts). The one rule of which
-    images carry density; :class:`likeflow.tf_flows.Flow` computes the same in TensorFlow."""
-    images = [np.asarray(x, dtype=np.float64)]
-    for i, point in reflect:
-        for img in list(images):
-            m = img.copy()
-            m[:, i] = 2 * point - m[:, i]
-            images.append(m)
-    ok = np.array([np.all((img >= flow_range[:, 0]) & (img <= flow_range[:, 1]), axis=1)
-                   for img in images])
-    ok[0] = True
-    return images, ok

@@ -18,9 +18,10 @@ samples and training learns only the departures from it: a flow is never worse t
 Gaussian, and a Gaussian-like density (a mixture's cluster, a likelihood near its maximum)
 needs no epochs to learn its correlations.
 
-The last bijector of the forward chain, :class:`likeflow.tf_flows.Preprocess`, maps the flow's standardised,
-unbounded space to the physical parameters: ``x = lo + (hi - lo) * Phi(m + s * u)`` (the normal
-CDF: ``bound_map="probit"``, the default of new fits) for a parameter bounded on both sides,
+The last layer of every flow, the bound map (:class:`likeflow.bound_plan.BoundPlan`, evaluated
+by every backend), maps the flow's standardised, unbounded space to the physical parameters:
+``x = lo + (hi - lo) * Phi(m + s * u)`` (the normal CDF: ``bound_map="probit"``, the default of
+new fits) for a parameter bounded on both sides,
 ``lo + softplus(.)`` / ``hi - softplus(.)`` for one bound, ``m + s * u`` for none. The probit
 map sends a density that is flat up to the bounds to an exact standard normal (the sigmoid of
 files written before it, ``bound_map="sigmoid"``, to a logistic with exponential tails, which
@@ -30,7 +31,8 @@ parameter): ``x = lo + c softplus((v - lo)/c) - c softplus((v - hi)/c)``, the id
 bulk and bending only within ~c of a bound. Any map that curves inside the data turns a
 Gaussian into a narrow core with wide tails in the flow's coordinates, which flows fit badly.
 Its Jacobian is part of ``log_prob``, so the density is in the coordinates of the sample file
-and no mass lies outside the bounds. The maps and the reflections are in :mod:`likeflow.bounds`.
+and no mass lies outside the bounds. The rules that choose the maps and the reflections are in
+:mod:`likeflow.bounds`.
 
 Densities piled up at a bound (a signal strength whose best fit is 0): such a map sends the
 bound to infinity, where a flow's Gaussian-like tails force the density at the bound to 0 or to
@@ -65,8 +67,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .bounds import (BOUND_MAPS, MAX_REFLECTIONS, bound_maps, bound_reflections,
-                     bounds_from_json, bounds_to_json, flow_bounds, unbounded_coordinates)
+from .bound_plan import BoundPlan
+from .bounds import (BOUND_MAPS, MAX_REFLECTIONS, UNBOUNDED_EDGE, bound_maps,
+                     bound_reflections, bounds_from_json, bounds_to_json, flow_bounds,
+                     unbounded_coordinates)
 from .errors import LikeflowError
 from .jsonutil import check_types
 
@@ -100,10 +104,6 @@ MAX_BINS = 512
 MAX_WEIGHTS = 200_000_000   # trainable numbers in all
 MAX_SEED = 2 ** 32 - 1      # the initialisers' seeds (seed * 1000 + ...) stay within int64
 
-# The splines' minimum bin size (a fraction of the range) and knot slope: keep a spline
-# invertible in float32. Part of what a file's weights mean (both readers use them).
-SPLINE_MIN_BIN = 1e-3
-SPLINE_MIN_SLOPE = 1e-3
 
 
 
@@ -323,7 +323,7 @@ class FlowConfig:
             reflect = bound_reflections(values, b, best_fit) if reflect == "auto" else []
         reflect = [[int(i), float(v)] for i, v in reflect]
         fb = flow_bounds(b, reflect)
-        values, weights = _mirrored(values, weights, reflect, fb)
+        values, weights = _mirrored(values, weights, BoundPlan(fb, reflect=reflect, physical=b))
         softclip = bound_maps(values, fb) if bound_map == "probit" else np.zeros(d)
         u = unbounded_coordinates(values, fb, bound_map, softclip)
         if weights is None:
@@ -387,16 +387,15 @@ class FlowConfig:
         return cls.from_dict(json.loads(text))
 
 
-def _mirrored(values: np.ndarray, weights, reflect, flow_range: np.ndarray):
-    """The data as the flow sees them: mirrored across each reflected bound, on the extended
-    range (a second reflection of a mirror image lies beyond that range: dropped)."""
-    for i, point in reflect:
-        mirrored = values.copy()
-        mirrored[:, i] = 2 * point - mirrored[:, i]
-        keep = (mirrored[:, i] >= flow_range[i, 0]) & (mirrored[:, i] <= flow_range[i, 1])
-        values = np.concatenate([values, mirrored[keep]])
-        if weights is not None:
-            weights = np.concatenate([weights, weights[keep]])
+def _mirrored(values: np.ndarray, weights, plan: BoundPlan):
+    """The data as the flow sees them: with their mirror images across the reflected bounds
+    that carry density (:meth:`BoundPlan.mirror_images`), in the images' order."""
+    if not plan.reflections:
+        return values, weights
+    images, ok = plan.mirror_images(values)
+    values = np.concatenate([img[keep] for img, keep in zip(images, ok)])
+    if weights is not None:
+        weights = np.concatenate([weights[keep] for keep in ok])
     return values, weights
 
 
@@ -446,11 +445,11 @@ def whitening(values: np.ndarray, config: FlowConfig,
         array([[1. , 0. ],
                [0.8, 0.6]])
     """
-    values = np.asarray(values, dtype=np.float64)
-    fb = config.flow_bounds_array()
-    values, weights = _mirrored(values, weights, config.reflect, fb)
-    u = unbounded_coordinates(values, fb, config.bound_map, np.asarray(config.softclip))
-    u = (u - np.asarray(config.shift)) / np.asarray(config.scale)
+    # the standardisation's own plan (float64, as FlowConfig.from_data computed it)
+    plan = BoundPlan.of(config, dtype="float64")
+    values, weights = _mirrored(np.asarray(values, dtype=np.float64), weights, plan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = plan.inverse(plan.numpy, values, edge=UNBOUNDED_EDGE)
     n, d = u.shape
     w = np.full(n, 1.0 / n) if weights is None else weights / weights.sum()
     u = u - w @ u

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .bound_plan import BoundPlan
 from .bounds import unbounded_coordinates
 from .errors import LikeflowError
 
@@ -181,16 +182,14 @@ class _Space:
     ``u = c + h * tanh(w)`` inside a surrogate's support box (``u = w`` for exact targets)."""
 
     def __init__(self, dens: Density):
-        from .numpy_flows import Preprocess
-
         u = unbounded_coordinates(dens.candidates[:4000], dens.bounds)
         shift, scale = u.mean(axis=0), u.std(axis=0)
         scale = np.where(scale > 0, scale, 1.0)
         self.bounds = dens.bounds
         self.shift, self.scale = shift, scale
         # the map in numpy (and in TensorFlow inside the compiled gradient: :meth:`to_x_tf`)
-        self.map = Preprocess(dens.bounds, shift, scale, probit=False,
-                              softclip=np.zeros(len(shift)))
+        self.plan = BoundPlan(dens.bounds, shift, scale)
+        self.map = self.plan.numpy_map
         sup = dens.support
         self.boxed = sup is not None
         if self.boxed:
@@ -200,11 +199,10 @@ class _Space:
 
     def to_x_tf(self, w):
         from .tfsetup import tf
-        from .tf_flows import bound_bijector
 
         if "_bij" not in self.__dict__:
             with tf.init_scope():  # eager constants, usable from every traced function
-                self._bij = bound_bijector(self.bounds, self.shift, self.scale, "float64")
+                self._bij = self.plan.bijector("float64")
         u = self.c + self.h * tf.tanh(w) if self.boxed else w
         return self._bij.forward(u)
 

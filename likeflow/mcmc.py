@@ -1,7 +1,7 @@
 """Sampling a target log density with TFP's MCMC: adapted, vectorised over chains, diagnosed.
 
 :func:`run_mcmc` runs parallel chains of TFP's No-U-Turn sampler (or HMC, or random-walk
-Metropolis) in an unbounded space (the bound map of :func:`likeflow.tf_flows.bound_bijector`), so
+Metropolis) in an unbounded space (the bound map of :meth:`likeflow.bound_plan.BoundPlan.bijector`), so
 that bounded parameters never step outside their bounds:
 
 1. warm-up in three rounds, each adapting the step size (dual averaging) from where the last
@@ -181,11 +181,11 @@ def _runner(cfg: MCMCConfig, log_prob, bounds: np.ndarray, *, adapt: bool):
     0.4-0.7 s for the 50 steps a short round runs (a joint density of two small surrogates).
     Under XLA the number of steps is static (compiled loops have fixed lengths), so each new
     length is traced and compiled."""
-    from .tf_flows import bound_bijector
+    from .bound_plan import BoundPlan
     from .tfsetup import tf, tfp
 
     tfb = tfp.bijectors
-    bound_map = bound_bijector(bounds)
+    bound_map = BoundPlan(bounds).bijector()
 
     @tf.function(jit_compile=cfg.jit_compile)
     def go(state, seed, step_size, mean, std, chol, steps, adapt_steps):

@@ -29,9 +29,10 @@ from scipy import special
 from scipy.linalg import solve_triangular
 
 from . import rq
-from .bounds import PROBIT_MAX, PROBIT_TRAIN_MAX, mirror_images
-from .flows import SPLINE_MIN_BIN as MIN_BIN, SPLINE_MIN_SLOPE as MIN_SLOPE
+from .bound_plan import BoundPlan
+from .bounds import PROBIT_MAX, PROBIT_TRAIN_MAX
 from .flows import FlowConfig, expected_weight_shapes, weight_roles
+from .rq import MIN_BIN
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -40,15 +41,6 @@ _LOG_2PI = math.log(2 * math.pi)
 
 def _softplus(x):
     return np.logaddexp(0.0, x)
-
-
-def _softplus_inverse(y):
-    """log(exp(y) - 1), stable for small and large y."""
-    return y + np.log(-np.expm1(-y))
-
-
-def _log_sigmoid(x):
-    return -np.logaddexp(0.0, -x)
 
 
 ACTIVATION_FUNCTIONS = {
@@ -89,10 +81,8 @@ class Spline:
     def __init__(self, params: np.ndarray, bins: int, bound: float):
         k = bins
         w, h, s = params[..., :k], params[..., k:2 * k], params[..., 2 * k:]
-        widths = (special.softmax(w, axis=-1) * (1 - k * MIN_BIN) + MIN_BIN) * (2 * bound)
-        heights = (special.softmax(h, axis=-1) * (1 - k * MIN_BIN) + MIN_BIN) * (2 * bound)
-        # softplus(s + log(e - 1)) is 1 at s = 0: a fresh spline is the identity
-        slopes = _softplus(s + math.log(math.e - 1)) + MIN_SLOPE
+        widths, heights, slopes = rq.parametrise(
+            w, h, s, k, bound, lambda a: special.softmax(a, axis=-1), _softplus)
         self._kx = _knots(widths, -bound)
         self._ky = _knots(heights, -bound)
         one = np.ones_like(slopes[..., :1])
@@ -378,195 +368,16 @@ def sum_gradient(log_parts: np.ndarray, grads: list[np.ndarray]
     return total, np.where(np.isfinite(total)[:, None], grad, np.nan)
 
 
-def _image_signs(reflect, flow_range: np.ndarray) -> list[np.ndarray]:
+def _image_signs(plan: BoundPlan) -> list[np.ndarray]:
     """d image / d x of each mirror image (the same order): the images are affine in x, so
     their slopes are the images of a unit row less those of a zero row, by the one rule of
-    :func:`likeflow.bounds.mirror_images`."""
-    probe = np.vstack([np.zeros(len(flow_range)), np.ones(len(flow_range))])
-    images, _ = mirror_images(probe, reflect, flow_range)
+    :meth:`likeflow.bound_plan.BoundPlan.images`."""
+    probe = np.vstack([np.zeros(plan.dim), np.ones(plan.dim)])
+    images = plan.images(plan.numpy, probe)
     return [img[1] - img[0] for img in images]
 
 
 # --- the layers of the chain ----------------------------------------------------------------
-
-class Preprocess:
-    """Standardised unbounded space -> physical parameters (:class:`likeflow.tf_flows.Preprocess`
-    in numpy): the probit or sigmoid map of two bounds, the soft clip, softplus for one bound.
-
-    Each map is computed on its own columns only (TensorFlow computes every branch for every
-    column and selects): most parameters of a likelihood are unbounded nuisance parameters."""
-
-    def __init__(self, bounds, shift, scale, *, probit: bool, softclip, dtype="float64"):
-        # the clips at the ends of the range use the file's precision, as TensorFlow does
-        self.eps, self.tiny = np.finfo(dtype).eps, np.finfo(dtype).tiny
-        b = np.asarray(bounds, dtype=np.float64)
-        lo, hi = b[:, 0], b[:, 1]
-        fin_lo, fin_hi = np.isfinite(lo), np.isfinite(hi)
-        softclip = np.asarray(softclip, float)
-        soft = (softclip > 0) & fin_lo & fin_hi
-        self.shift, self.scale = np.asarray(shift, float), np.asarray(scale, float)
-        self.log_scale_sum = float(np.sum(np.log(self.scale)))
-        self.probit = probit
-        # the columns of each map: two bounds (probit or sigmoid), soft clip, lower, upper
-        self.two = np.flatnonzero(fin_lo & fin_hi & ~soft)
-        self.soft = np.flatnonzero(soft)
-        self.lower = np.flatnonzero(fin_lo & ~fin_hi)
-        self.upper = np.flatnonzero(~fin_lo & fin_hi)
-        t, sc = self.two, self.soft
-        self.t_lo, self.t_hi = lo[t], hi[t]
-        self.t_width = hi[t] - lo[t]
-        self.t_log_width = float(np.sum(np.log(self.t_width)))
-        self.s_lo, self.s_hi, self.s_c = lo[sc], hi[sc], softclip[sc]
-        self.s_k = np.log(-np.expm1(-(hi[sc] - lo[sc]) / softclip[sc]))
-        self.l_lo, self.u_hi = lo[self.lower], hi[self.upper]
-        # rounding must never put a value outside its bounds
-        self.clip_lo = np.where(fin_lo, lo, -np.inf)
-        self.clip_hi = np.where(fin_hi, hi, np.inf)
-        self.bounded = np.flatnonzero(fin_lo | fin_hi)
-
-    def forward(self, u):
-        v = self.shift + self.scale * u
-        x = v.copy()
-        t = self.two
-        if t.size:
-            vt = v[:, t]
-            if self.probit:
-                x[:, t] = np.where(vt < 0, self.t_lo + self.t_width * special.ndtr(vt),
-                                   self.t_hi - self.t_width * special.ndtr(-vt))
-            else:
-                x[:, t] = self.t_lo + self.t_width * special.expit(vt)
-        if self.soft.size:
-            vs, c = v[:, self.soft], self.s_c
-            x[:, self.soft] = (self.s_lo + c * _softplus((vs - self.s_lo) / c)
-                               - c * _softplus((vs - self.s_hi) / c))
-        if self.lower.size:
-            x[:, self.lower] = self.l_lo + _softplus(v[:, self.lower])
-        if self.upper.size:
-            x[:, self.upper] = self.u_hi - _softplus(v[:, self.upper])
-        b = self.bounded
-        if b.size:
-            x[:, b] = np.clip(x[:, b], self.clip_lo[b], self.clip_hi[b])
-        return x
-
-    def inverse(self, x, probit_max: float = PROBIT_MAX):
-        """Physical -> standardised; the probit map is held at ``probit_max`` sigma."""
-        tiny = self.tiny
-        v = np.array(x, dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = self.two
-            if t.size:
-                xt = v[:, t]
-                if self.probit:
-                    t_min = 0.5 * math.erfc(probit_max / math.sqrt(2.0))
-                    a = np.clip((xt - self.t_lo) / self.t_width, t_min, 0.5)
-                    b = np.clip((self.t_hi - xt) / self.t_width, t_min, 0.5)
-                    v[:, t] = np.where(a < 0.5, special.ndtri(a), -special.ndtri(b))
-                else:
-                    p = np.clip((xt - self.t_lo) / self.t_width, self.eps, 1 - self.eps)
-                    v[:, t] = np.log(p) - np.log1p(-p)
-            if self.soft.size:
-                xs, c = v[:, self.soft], self.s_c
-                a = np.maximum((xs - self.s_lo) / c, tiny)
-                b = np.minimum((xs - self.s_hi) / c, -tiny)
-                v[:, self.soft] = (self.s_lo + c * _softplus_inverse(a)
-                                   - c * np.log(-np.expm1(b)))
-            if self.lower.size:
-                v[:, self.lower] = _softplus_inverse(np.maximum(v[:, self.lower] - self.l_lo,
-                                                                tiny))
-            if self.upper.size:
-                v[:, self.upper] = _softplus_inverse(np.maximum(self.u_hi - v[:, self.upper],
-                                                                tiny))
-        return (v - self.shift) / self.scale
-
-    def forward_derivative(self, u):
-        """dx/du of :meth:`forward`, elementwise (n, D) (the clip at the bounds aside)."""
-        v = self.shift + self.scale * u
-        dv = np.ones_like(v)
-        t = self.two
-        if t.size:
-            vt = v[:, t]
-            dv[:, t] = self.t_width * (np.exp(-0.5 * vt * vt - 0.5 * _LOG_2PI) if self.probit
-                                       else special.expit(vt) * special.expit(-vt))
-        if self.soft.size:
-            vs, c = v[:, self.soft], self.s_c
-            dv[:, self.soft] = special.expit((vs - self.s_lo) / c) - special.expit(
-                (vs - self.s_hi) / c)
-        if self.lower.size:
-            dv[:, self.lower] = special.expit(v[:, self.lower])
-        if self.upper.size:
-            dv[:, self.upper] = -special.expit(v[:, self.upper])
-        return dv * self.scale
-
-    def inverse_derivative(self, x, probit_max: float = PROBIT_MAX):
-        """du/dx of :meth:`inverse`, elementwise (n, D): zero where a value is held (the
-        probit map's hold, the clips at the bounds), as TensorFlow's gradient of the clips."""
-        x = np.asarray(x, np.float64)
-        dv = np.ones_like(x)
-        tiny = self.tiny
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            t = self.two
-            if t.size:
-                xt, width = x[:, t], self.t_width
-                a, b = (xt - self.t_lo) / width, (self.t_hi - xt) / width
-                if self.probit:
-                    t_min = 0.5 * math.erfc(probit_max / math.sqrt(2.0))
-                    held = (a < t_min) | (b < t_min)
-                    v = np.where(a < 0.5, special.ndtri(np.clip(a, t_min, 0.5)),
-                                 -special.ndtri(np.clip(b, t_min, 0.5)))
-                    # d ndtri(a)/da = 1 / phi(ndtri(a))
-                    dv[:, t] = np.where(held, 0.0, np.exp(0.5 * v * v + 0.5 * _LOG_2PI) / width)
-                else:
-                    held = (a < self.eps) | (a > 1 - self.eps)
-                    dv[:, t] = np.where(held, 0.0, 1.0 / (width * a * (1 - a)))
-            if self.soft.size:
-                xs, c = x[:, self.soft], self.s_c
-                a, b = (xs - self.s_lo) / c, (xs - self.s_hi) / c
-                dv[:, self.soft] = (np.where(a > tiny, 1.0 / -np.expm1(-a), 0.0)
-                                    + np.where(b < -tiny, 1.0 / np.expm1(-b), 0.0))
-            if self.lower.size:
-                d = x[:, self.lower] - self.l_lo
-                dv[:, self.lower] = np.where(d > tiny, 1.0 / -np.expm1(-d), 0.0)
-            if self.upper.size:
-                d = self.u_hi - x[:, self.upper]
-                dv[:, self.upper] = np.where(d > tiny, -1.0 / -np.expm1(-d), 0.0)
-        return dv / self.scale
-
-    def forward_log_det_grad(self, u):
-        """The gradient of :meth:`forward_log_det` with respect to ``u`` (n, D)."""
-        v = self.shift + self.scale * u
-        g = np.zeros_like(v)
-        t = self.two
-        if t.size:
-            vt = v[:, t]
-            g[:, t] = -vt if self.probit else 1 - 2 * special.expit(vt)
-        if self.soft.size:
-            vs, c = v[:, self.soft], self.s_c
-            g[:, self.soft] = (-1 + special.expit(-(vs - self.s_lo) / c)
-                               + special.expit(-(vs - self.s_hi) / c)) / c
-        one = np.concatenate([self.lower, self.upper])
-        if one.size:
-            g[:, one] = special.expit(-v[:, one])
-        return g * self.scale
-
-    def forward_log_det(self, u):
-        ldj = np.full(len(u), self.log_scale_sum)
-        t = self.two
-        if t.size:
-            vt = self.shift[t] + self.scale[t] * u[:, t]
-            if self.probit:
-                part = -0.5 * vt * vt - 0.5 * _LOG_2PI
-            else:
-                part = _log_sigmoid(vt) + _log_sigmoid(-vt)
-            ldj += self.t_log_width + part.sum(axis=1)
-        if self.soft.size:
-            vs = self.shift[self.soft] + self.scale[self.soft] * u[:, self.soft]
-            a, b = (vs - self.s_lo) / self.s_c, (vs - self.s_hi) / self.s_c
-            ldj += (-b + self.s_k - _softplus(-a) - _softplus(-b)).sum(axis=1)
-        one = np.concatenate([self.lower, self.upper])
-        if one.size:
-            ldj += _log_sigmoid(self.shift[one] + self.scale[one] * u[:, one]).sum(axis=1)
-        return ldj
-
 
 class _Autoregressive:
     """A MAF / A-NSF layer: ``y = T_{params(y_<k)}(x)``."""
@@ -722,10 +533,8 @@ class NumpyFlow:
         if config.marginal_spline:
             order.append(_Marginal(byrole["marginal_spline"], config.bins, config.spline_range))
         self._layers = order      # in the forward (sampling) direction, preprocessing aside
-        self.preprocess = Preprocess(config.flow_bounds_array(), config.shift, config.scale,
-                                     probit=config.bound_map == "probit",
-                                     softclip=config.softclip, dtype=config.dtype)
-        self._flow_range = config.flow_bounds_array()
+        self.plan = BoundPlan.of(config)
+        self.preprocess = self.plan.numpy_map
 
     def _inner_log_prob(self, u):
         """Log density of the flow before preprocessing, at standardised ``u``."""
@@ -775,8 +584,8 @@ class NumpyFlow:
         x = np.asarray(x, np.float64)
         if not self.config.reflect:
             return self.unfolded_log_prob_grad(x)
-        images, ok = mirror_images(x, self.config.reflect, self._flow_range)
-        signs = _image_signs(self.config.reflect, self._flow_range)
+        images, ok = self.plan.mirror_images(x)
+        signs = _image_signs(self.plan)
         # the images in one batch: one pass through the layers (an optimiser's few points
         # cost the calls, not the arithmetic)
         lp, grad = self.unfolded_log_prob_grad(np.concatenate(images))
@@ -798,7 +607,7 @@ class NumpyFlow:
         x = np.asarray(x, np.float64)
         if not self.config.reflect:
             return self.unfolded_log_prob(x)
-        images, ok = mirror_images(x, self.config.reflect, self._flow_range)
+        images, ok = self.plan.mirror_images(x)
         lp = self.unfolded_log_prob(np.concatenate(images)).reshape(len(images), len(x))
         lp = np.where(ok & ~np.isnan(lp), lp, -np.inf)
         return special.logsumexp(lp, axis=0)
@@ -821,9 +630,4 @@ class NumpyFlow:
             for layer in self._layers:
                 z = layer.forward(z)
             x = self.preprocess.forward(z)
-        if not fold:
-            return x
-        for i, point in self.config.reflect:
-            side = 1.0 if point == self.config.bounds_array()[int(i), 0] else -1.0
-            x[:, int(i)] = point + side * np.abs(x[:, int(i)] - point)
-        return x
+        return self.plan.fold(self.plan.numpy, x) if fold else x

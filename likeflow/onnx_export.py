@@ -30,13 +30,14 @@ from __future__ import annotations
 import json
 import math
 import os
+from types import SimpleNamespace
 
 import numpy as np
 
 from ._version import __version__
-from .bounds import PROBIT_MAX
+from .bound_plan import BoundPlan
 from .errors import LikeflowError
-from .flows import SPLINE_MIN_BIN, SPLINE_MIN_SLOPE
+from . import rq
 from .numpy_flows import (NumpyFlow, _Autoregressive, _Coupling, _Marginal, _Permute,
                           _Whiten)
 
@@ -227,12 +228,10 @@ class _SplineNodes:
         def part(lo, hi):
             return g.op("Slice", params, g.const([lo], integer=True), g.const([hi], integer=True),
                         g.const([-1], integer=True))
-        w, h, s = part(0, k), part(k, 2 * k), part(2 * k, 3 * k - 1)
-        scale = 1 - k * SPLINE_MIN_BIN
-        widths = g.mul(g.add(g.mul(g.op("Softmax", w, axis=-1), scale), SPLINE_MIN_BIN), 2 * bound)
-        heights = g.mul(g.add(g.mul(g.op("Softmax", h, axis=-1), scale), SPLINE_MIN_BIN),
-                        2 * bound)
-        slopes = g.add(g.softplus(g.add(s, math.log(math.e - 1))), SPLINE_MIN_SLOPE)
+        w, h, s = (_Node(g, t) for t in (part(0, k), part(k, 2 * k), part(2 * k, 3 * k - 1)))
+        widths, heights, slopes = (t.name for t in rq.parametrise(
+            w, h, s, k, bound, lambda a: _Node(g, g.op("Softmax", a.name, axis=-1)),
+            lambda a: _Node(g, g.softplus(a.name))))
         if batch_like is not None:  # one spline per column for all points: broadcast to them
             shape = g.op("Concat", g.op("Shape", batch_like), g.const([1], integer=True), axis=0)
             widths, heights, slopes = (g.op("Expand", t, shape) for t in (widths, heights, slopes))
@@ -395,94 +394,113 @@ def _regroup(g: _Graph, parts: list[tuple[np.ndarray, str]]) -> str:
     return g.cols(cat, np.argsort(order))
 
 
-def _pre_inverse(g: _Graph, pre, x: str, d: int) -> str:
-    """Physical -> standardised u (held at PROBIT_MAX), as numpy_flows.Preprocess.inverse."""
-    free = np.setdiff1d(np.arange(d), np.concatenate([pre.two, pre.soft, pre.lower, pre.upper]))
-    parts = [(free, g.cols(x, free))] if len(free) else []
-    if pre.two.size:
-        xt = g.cols(x, pre.two)
-        if pre.probit:
-            t_min = 0.5 * math.erfc(PROBIT_MAX / math.sqrt(2.0))
-            a = g.clip(g.div(g.sub(xt, pre.t_lo), pre.t_width), t_min, 0.5)
-            b = g.clip(g.div(g.sub(pre.t_hi, xt), pre.t_width), t_min, 0.5)
-            v = g.where(g.less(a, 0.5), g.ndtri(a), g.neg(g.ndtri(b)))
-        else:
-            p = g.clip(g.div(g.sub(xt, pre.t_lo), pre.t_width), pre.eps, 1 - pre.eps)
-            v = g.sub(g.log(p), g.log(g.sub(1.0, p)))
-        parts.append((pre.two, v))
-    if pre.soft.size:
-        xs = g.cols(x, pre.soft)
-        a = g.maximum(g.div(g.sub(xs, pre.s_lo), pre.s_c), pre.tiny)
-        b = g.minimum(g.div(g.sub(xs, pre.s_hi), pre.s_c), -pre.tiny)
-        # log(-expm1(b)) = log(1 - exp(b)) = softplus_inverse(-b) + b
-        nb = g.neg(b)
-        log1mexp = g.sub(g.softplus_inverse(nb), nb)
-        v = g.sub(g.add(pre.s_lo, g.mul(g.softplus_inverse(a), pre.s_c)),
-                  g.mul(log1mexp, pre.s_c))
-        parts.append((pre.soft, v))
-    if pre.lower.size:
-        dl = g.maximum(g.sub(g.cols(x, pre.lower), pre.l_lo), pre.tiny)
-        parts.append((pre.lower, g.softplus_inverse(dl)))
-    if pre.upper.size:
-        du = g.maximum(g.sub(pre.u_hi, g.cols(x, pre.upper)), pre.tiny)
-        parts.append((pre.upper, g.softplus_inverse(du)))
-    v = _regroup(g, parts)
-    return g.div(g.sub(v, pre.shift), pre.scale)
+class _Node:
+    """A tensor of a graph under construction with Python's operators, so that the bound
+    plan's formulas (:mod:`likeflow.bound_plan`) build nodes as they compute numbers."""
+
+    __array_ufunc__ = None  # numpy constants defer to these operators
+
+    def __init__(self, g: _Graph, name: str):
+        self.g, self.name = g, name
+
+    def _wrap(self, name: str) -> "_Node":
+        return _Node(self.g, name)
+
+    def __add__(self, o): return self._wrap(self.g.add(self.name, _name(o)))
+    def __radd__(self, o): return self._wrap(self.g.add(_name(o), self.name))
+    def __sub__(self, o): return self._wrap(self.g.sub(self.name, _name(o)))
+    def __rsub__(self, o): return self._wrap(self.g.sub(_name(o), self.name))
+    def __mul__(self, o): return self._wrap(self.g.mul(self.name, _name(o)))
+    def __rmul__(self, o): return self._wrap(self.g.mul(_name(o), self.name))
+    def __truediv__(self, o): return self._wrap(self.g.div(self.name, _name(o)))
+    def __rtruediv__(self, o): return self._wrap(self.g.div(_name(o), self.name))
+    def __neg__(self): return self._wrap(self.g.neg(self.name))
+    def __lt__(self, o): return self._wrap(self.g.less(self.name, _name(o)))
+
+    def __ge__(self, o):
+        return self._wrap(self.g.op("GreaterOrEqual", self.name, self.g._t(_name(o))))
+
+    def __le__(self, o):
+        return self._wrap(self.g.op("LessOrEqual", self.name, self.g._t(_name(o))))
 
 
-def _pre_forward_log_det(g: _Graph, pre, u: str) -> str:
-    ldj = None
-
-    def add(t):
-        nonlocal ldj
-        ldj = t if ldj is None else g.add(ldj, t)
-
-    def v_of(idx):
-        return g.add(pre.shift[idx], g.mul(g.cols(u, idx), pre.scale[idx]))
-
-    if pre.two.size:
-        vt = v_of(pre.two)
-        if pre.probit:
-            part = g.sub(g.mul(g.mul(vt, vt), -0.5), 0.5 * math.log(2 * math.pi))
-        else:
-            part = g.add(g.log_sigmoid(vt), g.log_sigmoid(g.neg(vt)))
-        add(g.add(g.sum_last(part), pre.t_log_width))
-    if pre.soft.size:
-        vs = v_of(pre.soft)
-        a, b = g.div(g.sub(vs, pre.s_lo), pre.s_c), g.div(g.sub(vs, pre.s_hi), pre.s_c)
-        part = g.sub(g.sub(g.add(g.neg(b), pre.s_k), g.softplus(g.neg(a))), g.softplus(g.neg(b)))
-        add(g.sum_last(part))
-    one = np.concatenate([pre.lower, pre.upper])
-    if one.size:
-        add(g.sum_last(g.log_sigmoid(v_of(one))))
-    base = g.fill(u, pre.log_scale_sum)
-    return base if ldj is None else g.add(ldj, base)
+def _name(a):
+    return a.name if isinstance(a, _Node) else a
 
 
-def _pre_forward(g: _Graph, pre, u: str, d: int) -> str:
-    v = g.add(g.mul(u, pre.scale), pre.shift)
-    free = np.setdiff1d(np.arange(d), np.concatenate([pre.two, pre.soft, pre.lower, pre.upper]))
-    parts = [(free, g.cols(v, free))] if len(free) else []
-    if pre.two.size:
-        vt = g.cols(v, pre.two)
-        if pre.probit:
-            x = g.where(g.less(vt, 0.0), g.add(pre.t_lo, g.mul(g.ndtr(vt), pre.t_width)),
-                        g.sub(pre.t_hi, g.mul(g.ndtr(g.neg(vt)), pre.t_width)))
-        else:
-            x = g.add(pre.t_lo, g.mul(g.sigmoid(vt), pre.t_width))
-        parts.append((pre.two, x))
-    if pre.soft.size:
-        vs, c = g.cols(v, pre.soft), pre.s_c
-        x = g.sub(g.add(pre.s_lo, g.mul(g.softplus(g.div(g.sub(vs, pre.s_lo), c)), c)),
-                  g.mul(g.softplus(g.div(g.sub(vs, pre.s_hi), c)), c))
-        parts.append((pre.soft, x))
-    if pre.lower.size:
-        parts.append((pre.lower, g.add(pre.l_lo, g.softplus(g.cols(v, pre.lower)))))
-    if pre.upper.size:
-        parts.append((pre.upper, g.sub(pre.u_hi, g.softplus(g.cols(v, pre.upper)))))
-    x = _regroup(g, parts)
-    return g.clip(x, np.where(np.isfinite(pre.clip_lo), pre.clip_lo, -np.finfo(g.dtype).max),
-                  np.where(np.isfinite(pre.clip_hi), pre.clip_hi, np.finfo(g.dtype).max))
+class GraphOps:
+    """The bound plan's namespace as ONNX nodes: each map on its own columns (gathered, then
+    concatenated back in order)."""
+
+    def __init__(self, g: _Graph, plan: BoundPlan):
+        self.g, self.plan = g, plan
+
+    def _unary(self, method: str, a) -> _Node:
+        return _Node(self.g, getattr(self.g, method)(_name(a)))
+
+    def where(self, c, a, b): return _Node(self.g, self.g.where(_name(c), _name(a), _name(b)))
+    def maximum(self, a, b): return _Node(self.g, self.g.maximum(_name(a), _name(b)))
+    def minimum(self, a, b): return _Node(self.g, self.g.minimum(_name(a), _name(b)))
+    def clip(self, a, lo, hi): return _Node(self.g, self.g.clip(_name(a), lo, hi))
+    def square(self, a): return a * a
+    def abs(self, a): return self._unary("abs", a)
+    def log(self, a): return self._unary("log", a)
+    def log1p(self, a): return self.log(1.0 + a)
+    def ndtr(self, a): return self._unary("ndtr", a)
+    def ndtri(self, a): return self._unary("ndtri", a)
+    def sigmoid(self, a): return self._unary("sigmoid", a)
+    def log_sigmoid(self, a): return self._unary("log_sigmoid", a)
+    def softplus(self, a): return self._unary("softplus", a)
+    def softplus_inverse(self, a): return self._unary("softplus_inverse", a)
+
+    def log1mexp(self, y):
+        """log(1 - exp(-y)) = softplus_inverse(y) - y."""
+        return self.softplus_inverse(y) - y
+
+    def logical_and(self, a, b):
+        return _Node(self.g, self.g.op("And", _name(a), _name(b)))
+
+    def consts(self, group):
+        cols = slice(None) if group is None else self.plan.columns[group]
+        return SimpleNamespace(**{k: v[cols] for k, v in self.plan.constants.items()})
+
+    def take(self, v, group):
+        return _Node(self.g, self.g.cols(_name(v), self.plan.columns[group]))
+
+    @staticmethod
+    def guard(value, group, safe):
+        return value
+
+    def assemble(self, base, parts):
+        taken = np.concatenate([self.plan.columns[group] for group, _ in parts]) if parts \
+            else np.array([], int)
+        free = np.setdiff1d(np.arange(self.plan.dim), taken)
+        pieces = [(free, self.g.cols(_name(base), free))] if len(free) else []
+        pieces += [(self.plan.columns[group], _name(v)) for group, v in parts]
+        return _Node(self.g, _regroup(self.g, pieces))
+
+    def clip_columns(self, x, group):
+        big = np.finfo(self.g.dtype).max
+        return self.clip(x, np.where(np.isfinite(self.plan.clip_lo), self.plan.clip_lo, -big),
+                         np.where(np.isfinite(self.plan.clip_hi), self.plan.clip_hi, big))
+
+    def row_sum(self, parts, base, like):
+        total = None
+        for _, values in parts:
+            part = _Node(self.g, self.g.sum_last(_name(values)))
+            total = part if total is None else total + part
+        fill = _Node(self.g, self.g.fill(_name(like), base))
+        return fill if total is None else total + fill
+
+    def column(self, a, i):
+        return _Node(self.g, self.g.op("Squeeze", self.g.cols(_name(a), [i]),
+                                       self.g.const([1], integer=True)))
+
+    def with_column(self, a, i, fn):
+        hot = np.zeros(self.plan.dim, bool)
+        hot[i] = True
+        return _Node(self.g, self.g.where(self.g.const(hot, boolean=True), _name(fn(a)),
+                                          _name(a)))
 
 
 # --- the two graphs ------------------------------------------------------------------------------
@@ -490,26 +508,16 @@ def _pre_forward(g: _Graph, pre, u: str, d: int) -> str:
 def _log_prob_graph(g: _Graph, flow: NumpyFlow, x: str) -> str:
     cfg, d = flow.config, flow.config.dim
     neg_inf = -np.inf
+    plan = flow.plan
+    ops = GraphOps(g, plan)
     # the mirror images across the reflected bounds, stacked: (2^k n, D)
-    images, oks = [x], [None]
-    flow_range = cfg.flow_bounds_array()
-    for i, point in cfg.reflect:
-        hot = np.zeros(d, bool)
-        hot[int(i)] = True
-        hot_t = g.const(hot, boolean=True)
-        new = [g.where(hot_t, g.sub(2 * point, img), img) for img in images]
-        images += new
-    for img in images[1:]:
-        ok = None
-        for i in sorted({int(i) for i, _ in cfg.reflect}):
-            col = g.op("Squeeze", g.cols(img, [i]), g.const([1], integer=True))
-            inside = g.op("And", g.op("GreaterOrEqual", col, g.const(flow_range[i, 0])),
-                          g.op("LessOrEqual", col, g.const(flow_range[i, 1])))
-            ok = inside if ok is None else g.op("And", ok, inside)
-        oks.append(ok)
+    images = plan.images(ops, _Node(g, x))
+    oks = [None] + [plan.image_counts(ops, img).name for img in images[1:]]
+    images = [_name(img) for img in images]
     stacked = g.op("Concat", *images, axis=0) if len(images) > 1 else x
-    u = _pre_inverse(g, flow.preprocess, stacked, d)
-    ldj = g.neg(_pre_forward_log_det(g, flow.preprocess, u))
+    u = plan.inverse(ops, _Node(g, stacked))
+    ldj = g.neg(plan.forward_log_det(ops, u).name)
+    u = u.name
     for layer in reversed(flow._layers):
         u, part = _layer_inverse(g, cfg, layer, u)
         if part is not None:
@@ -541,15 +549,8 @@ def _sampling_graph(g: _Graph, flow: NumpyFlow, z: str) -> str:
     cfg = flow.config
     for layer in flow._layers:
         z = _layer_forward(g, cfg, layer, z)
-    x = _pre_forward(g, flow.preprocess, z, cfg.dim)
-    lows = cfg.bounds_array()[:, 0]
-    for i, point in cfg.reflect:
-        side = 1.0 if point == lows[int(i)] else -1.0
-        hot = np.zeros(cfg.dim, bool)
-        hot[int(i)] = True
-        folded = g.add(point, g.mul(g.abs(g.sub(x, point)), side))
-        x = g.where(g.const(hot, boolean=True), folded, x)
-    return x
+    ops = GraphOps(g, flow.plan)
+    return flow.plan.fold(ops, flow.plan.forward(ops, _Node(g, z))).name
 
 
 def export_onnx(surrogate, path: str | os.PathLike, *, dtype: str = "float64",

@@ -2,11 +2,33 @@
 array library: TensorFlow's (:mod:`likeflow.splines`) and numpy's (:mod:`likeflow.numpy_flows`)
 evaluate the same expressions, so the two readers of a file cannot drift apart.
 
-Inputs are a point's bin: its left knot (x_k, y_k), the bin's width w_k and height h_k, and the
+:func:`parametrise` turns a conditioner's raw parameters into the spline (for ONNX too). The
+other functions' inputs are a point's bin: its left knot (x_k, y_k), the bin's width w_k and height h_k, and the
 knot slopes d_k, d_k+1; ``log``, ``sqrt`` and ``maximum`` are the library's.
 """
 
 from __future__ import annotations
+
+import math
+
+# The smallest bin (a fraction of the interval) and interior knot slope: they keep a spline
+# invertible in float32, and are part of what a file's weights mean.
+MIN_BIN = 1e-3
+MIN_SLOPE = 1e-3
+
+
+def parametrise(w, h, s, bins: int, bound: float, softmax, softplus):
+    """A conditioner's raw parameters -> the spline's bin widths and heights (..., K) on
+    ``[-bound, bound]`` and its interior knot slopes (..., K - 1): a softmax with a minimum bin
+    and a shifted softplus, so that zero parameters (a fresh layer) give the identity. The one
+    definition that TensorFlow, numpy and ONNX evaluate (``softmax`` over the last axis and
+    ``softplus`` are the library's)."""
+    scale = 1 - bins * MIN_BIN
+    widths = (softmax(w) * scale + MIN_BIN) * (2 * bound)
+    heights = (softmax(h) * scale + MIN_BIN) * (2 * bound)
+    # softplus(s + log(e - 1)) is 1 at s = 0: a fresh spline is the identity
+    slopes = softplus(s + math.log(math.e - 1)) + MIN_SLOPE
+    return widths, heights, slopes
 
 
 def forward(x, x_k, w_k, y_k, h_k, d_k, d_k1, log):

@@ -45,7 +45,7 @@ from . import schema
 from .anchors import held_out_anchors
 from ._version import __version__
 from .batching import batch_slices, map_batches, padded_size
-from .bounds import mirror_images
+from .bound_plan import BoundPlan
 from .errors import LikeflowError
 from .fileio import atomic_h5, check_outputs
 from .flows import FlowConfig
@@ -247,8 +247,8 @@ class Surrogate:
 
     def _images(self, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """``x`` and its mirror images across the reflected bounds, and for each image (rows)
-        whether it lies inside the flow's extended range (:func:`likeflow.bounds.mirror_images`)."""
-        return mirror_images(x, self.config.reflect, self.config.flow_bounds_array())
+        whether it carries density (:meth:`likeflow.bound_plan.BoundPlan.mirror_images`)."""
+        return BoundPlan.of(self.config).mirror_images(x)
 
     def unfold(self, x, *, seed: int = 0) -> np.ndarray:
         """Physical points moved to one of their mirror images across the reflected bounds,

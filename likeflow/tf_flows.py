@@ -6,8 +6,9 @@ built (:mod:`likeflow.flows` holds the configs and never imports it). The condit
 tf_keras (Keras 2) layers held in a ``tf.Module``: Keras 3 layers would not be tracked and the
 flow would never train. One class or function per concept:
 
-- :class:`Preprocess`: the bound map (standardised unbounded space -> physical parameters), also
-  what inference and MCMC move in (:func:`bound_bijector`);
+- :class:`Preprocess`: the bound map (standardised unbounded space -> physical parameters), the
+  :class:`~likeflow.bound_plan.BoundPlan` evaluated with :class:`TensorOps`; also what
+  inference and MCMC move in (:meth:`~likeflow.bound_plan.BoundPlan.bijector`);
 - :func:`affine`, :func:`spline` (chosen by :func:`transformer`): the two transformers;
   :func:`made_conditioner`, :func:`coupling_conditioner` (an :class:`MLP`): the two conditioners;
 - :class:`MarginalSpline`: the elementwise spline next to the data;
@@ -18,6 +19,7 @@ flow would never train. One class or function per concept:
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -26,8 +28,10 @@ from .tfsetup import import_tf
 tf, tfp, tf_keras = import_tf()
 tfb, tfd = tfp.bijectors, tfp.distributions
 
+from .bound_plan import BoundPlan  # noqa: E402
 from .bounds import PROBIT_MAX, PROBIT_TRAIN_MAX  # noqa: E402
-from .flows import SPLINE_MIN_BIN, SPLINE_MIN_SLOPE, FlowConfig  # noqa: E402
+from . import rq  # noqa: E402
+from .flows import FlowConfig  # noqa: E402
 from .splines import RationalQuadraticSpline  # noqa: E402
 
 
@@ -45,102 +49,92 @@ def _padded_schedule(final: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarra
     return idx, ok
 
 
-class Preprocess(tfb.Bijector):
-    """Standardised unbounded space -> physical parameters, keeping all mass inside bounds."""
+class TensorOps:
+    """The bound plan's namespace in TensorFlow (:mod:`likeflow.bound_plan`): every map on
+    every column, the right one selected by its mask; a masked-out column is computed from a
+    safe stand-in (:meth:`guard`), so that its gradient, multiplied by zero, stays finite."""
 
-    def __init__(self, bounds, shift, scale, dtype, probit: bool = False, softclip=None,
-                 probit_max: float = PROBIT_MAX):
+    where, maximum, minimum = staticmethod(tf.where), staticmethod(tf.maximum), \
+        staticmethod(tf.minimum)
+    clip, square, abs = staticmethod(tf.clip_by_value), staticmethod(tf.square), \
+        staticmethod(tf.abs)
+    log, log1p, ndtri = staticmethod(tf.math.log), staticmethod(tf.math.log1p), \
+        staticmethod(tf.math.ndtri)
+    sigmoid, log_sigmoid, softplus = staticmethod(tf.sigmoid), \
+        staticmethod(tf.math.log_sigmoid), staticmethod(tf.nn.softplus)
+    softplus_inverse = staticmethod(tfp.math.softplus_inverse)
+    log1mexp = staticmethod(tfp.math.log1mexp)
+    logical_and = staticmethod(tf.logical_and)
+
+    def __init__(self, plan: BoundPlan, dtype):
+        # eager constants, usable from every traced function
+        with tf.init_scope():
+            self._consts = SimpleNamespace(**{k: tf.constant(v, dtype=dtype)
+                                              for k, v in plan.constants.items()})
+            self._masks = {}
+            for group, cols in plan.columns.items():
+                mask = np.zeros(plan.dim, bool)
+                mask[cols] = True
+                self._masks[group] = tf.constant(mask)
+            self._clip_lo = tf.constant(plan.clip_lo, dtype=dtype)
+            self._clip_hi = tf.constant(plan.clip_hi, dtype=dtype)
+
+    @staticmethod
+    def ndtr(v):
+        return 0.5 * tf.math.erfc(-v / math.sqrt(2.0))
+
+    def consts(self, group):
+        return self._consts
+
+    @staticmethod
+    def take(v, group):
+        return v
+
+    def guard(self, value, group, safe):
+        return tf.where(self._masks[group], value, safe)
+
+    def assemble(self, base, parts):
+        for group, values in parts:
+            base = tf.where(self._masks[group], values, base)
+        return base
+
+    def clip_columns(self, x, group):
+        return tf.clip_by_value(x, self._clip_lo, self._clip_hi)
+
+    def row_sum(self, parts, base, like):
+        total = tf.zeros_like(like)
+        for group, values in reversed(parts):
+            total = tf.where(self._masks[group], values, total)
+        return tf.reduce_sum(total, axis=-1) + base
+
+    @staticmethod
+    def column(a, i):
+        return a[..., i]
+
+    def with_column(self, a, i, fn):
+        hot = tf.one_hot(i, a.shape[-1], on_value=True, off_value=False)
+        return tf.where(hot, fn(a), a)
+
+
+class Preprocess(tfb.Bijector):
+    """Standardised unbounded space -> physical parameters, keeping all mass inside bounds:
+    the :class:`~likeflow.bound_plan.BoundPlan` evaluated in TensorFlow."""
+
+    def __init__(self, plan: BoundPlan, dtype, probit_max: float = PROBIT_MAX):
         super().__init__(forward_min_event_ndims=1, validate_args=False, dtype=dtype,
                          name="preprocess")
-        self._probit = bool(probit)
-        self._phi_min = float(0.5 * math.erfc(probit_max / math.sqrt(2.0)))
-        softclip = np.zeros(len(shift)) if softclip is None else np.asarray(softclip, float)
-        b = np.asarray(bounds, dtype=np.float64)
-        lo, hi = b[:, 0], b[:, 1]
-        fin_lo, fin_hi = np.isfinite(lo), np.isfinite(hi)
-        c = lambda a: tf.constant(a, dtype=dtype)  # noqa: E731
-        self._both = tf.constant(fin_lo & fin_hi)
-        self._lower = tf.constant(fin_lo & ~fin_hi)
-        self._upper = tf.constant(~fin_lo & fin_hi)
-        # finite stand-ins where a bound is absent, so that no branch of a tf.where sees inf
-        lo_s, hi_s = np.where(fin_lo, lo, 0.0), np.where(fin_hi, hi, 1.0)
-        width = np.where(fin_lo & fin_hi, hi_s - lo_s, 1.0)
-        self._lo, self._hi, self._width = c(lo_s), c(hi_s), c(width)
-        self._log_width = c(np.where(fin_lo & fin_hi, np.log(width), 0.0))
-        self._shift = c(shift)
-        self._scale = c(scale)
-        self._log_scale_sum = c(np.sum(np.log(scale)))
-        self._eps = c(np.finfo(dtype.as_numpy_dtype).eps)
-        soft = (softclip > 0) & fin_lo & fin_hi
-        self._any_soft = bool(soft.any())
-        self._soft = tf.constant(soft)
-        self._c = c(np.where(soft, softclip, 1.0))
-        # log(1 - exp(-(hi - lo)/c)): a constant of the soft clip's log-derivative
-        self._soft_k = c(np.where(soft, np.log(-np.expm1(-(hi_s - lo_s) / np.where(
-            soft, softclip, 1.0))), 0.0))
-        self._tiny = c(np.finfo(dtype.as_numpy_dtype).tiny)
+        self.plan = plan
+        self._probit_max = probit_max
+        self._ops = TensorOps(plan, dtype)
 
     def _forward(self, u):
-        v = self._shift + self._scale * u
-        if self._probit:  # from the nearer bound: Phi(v) = erfc(-v / sqrt 2) / 2
-            inner = tf.where(v < 0, self._lo + self._width * _ndtr(v),
-                             self._hi - self._width * _ndtr(-v))
-        else:
-            inner = self._lo + self._width * tf.sigmoid(v)
-        x = tf.where(self._both, inner, v)
-        if self._any_soft:
-            soft = (self._lo + self._c * tf.nn.softplus((v - self._lo) / self._c)
-                    - self._c * tf.nn.softplus((v - self._hi) / self._c))
-            x = tf.where(self._soft, soft, x)
-        x = tf.where(self._lower, self._lo + tf.nn.softplus(v), x)
-        x = tf.where(self._upper, self._hi - tf.nn.softplus(v), x)
-        # rounding must never put a sample outside its bounds
-        inf = tf.constant(np.inf, dtype=x.dtype)
-        lo = tf.where(self._both | self._lower, self._lo, -inf)
-        hi = tf.where(self._both | self._upper, self._hi, inf)
-        return tf.clip_by_value(x, lo, hi)
+        return self.plan.forward(self._ops, u)
 
     def _inverse(self, x):
-        if self._probit:  # from the nearer bound, for precision in float32
-            t_min = tf.constant(self._phi_min, dtype=x.dtype)
-            t_lo = tf.clip_by_value((x - self._lo) / self._width, t_min, 0.5)
-            t_hi = tf.clip_by_value((self._hi - x) / self._width, t_min, 0.5)
-            t_lo, t_hi = tf.where(self._both, t_lo, 0.5), tf.where(self._both, t_hi, 0.5)
-            inner = tf.where(t_lo < 0.5, tf.math.ndtri(t_lo), -tf.math.ndtri(t_hi))
-        else:
-            t = tf.clip_by_value((x - self._lo) / self._width, self._eps, 1 - self._eps)
-            t = tf.where(self._both, t, 0.5)
-            inner = tf.math.log(t) - tf.math.log1p(-t)
-        v = tf.where(self._both, inner, x)
-        if self._any_soft:
-            a = tf.maximum((x - self._lo) / self._c, self._tiny)
-            b = tf.minimum((x - self._hi) / self._c, -self._tiny)
-            a = tf.where(self._soft, a, 1.0)
-            b = tf.where(self._soft, b, -1.0)
-            inv = (self._lo + self._c * tfp.math.softplus_inverse(a)
-                   - self._c * tfp.math.log1mexp(-b))
-            v = tf.where(self._soft, inv, v)
-        d_lo = tf.where(self._lower, tf.maximum(x - self._lo, self._tiny), 1.0)
-        v = tf.where(self._lower, tfp.math.softplus_inverse(d_lo), v)
-        d_hi = tf.where(self._upper, tf.maximum(self._hi - x, self._tiny), 1.0)
-        v = tf.where(self._upper, tfp.math.softplus_inverse(d_hi), v)
-        return (v - self._shift) / self._scale
+        return self.plan.inverse(self._ops, x, self._probit_max)
 
     def _forward_log_det_jacobian(self, u):
-        v = self._shift + self._scale * u
-        if self._probit:
-            both = self._log_width - 0.5 * tf.square(v) - 0.5 * math.log(2 * math.pi)
-        else:
-            both = self._log_width + tf.math.log_sigmoid(v) + tf.math.log_sigmoid(-v)
-        one = tf.math.log_sigmoid(v)
-        ldj = tf.where(self._both, both, tf.where(self._lower | self._upper, one,
-                                                  tf.zeros_like(v)))
-        if self._any_soft:
-            # dx/dv = sigmoid(a) - sigmoid(b), a - b = (hi - lo)/c: stable in logs
-            a, b = (v - self._lo) / self._c, (v - self._hi) / self._c
-            soft = -b + self._soft_k - tf.nn.softplus(-a) - tf.nn.softplus(-b)
-            ldj = tf.where(self._soft, soft, ldj)
-        return tf.reduce_sum(ldj, axis=-1) + self._log_scale_sum
+        return self.plan.forward_log_det(self._ops, u)
 
 
 class MLP(tf.Module):
@@ -232,12 +226,9 @@ def affine(params, clamp):
 
 def spline(params, bins, bound):
     k = bins
-    w, h, s = params[..., :k], params[..., k:2 * k], params[..., 2 * k:]
-    least = SPLINE_MIN_BIN
-    widths = (tf.nn.softmax(w, axis=-1) * (1 - k * least) + least) * (2 * bound)
-    heights = (tf.nn.softmax(h, axis=-1) * (1 - k * least) + least) * (2 * bound)
-    # softplus(s + log(e - 1)) is 1 at s = 0: a fresh spline is the identity
-    slopes = tf.nn.softplus(s + math.log(math.e - 1)) + SPLINE_MIN_SLOPE
+    widths, heights, slopes = rq.parametrise(
+        params[..., :k], params[..., k:2 * k], params[..., 2 * k:], k, bound,
+        lambda a: tf.nn.softmax(a, axis=-1), tf.nn.softplus)
     return RationalQuadraticSpline(widths, heights, slopes, range_min=-bound)
 
 
@@ -313,9 +304,8 @@ class Flow(tf.Module):
             forward_order.append(MarginalSpline(
                 tf.Variable(tf.zeros([d, 3 * config.bins - 1], dtype=dtype),
                             name="marginal_spline"), config.bins, config.spline_range))
-        self.preprocess = Preprocess(config.flow_bounds_array(), config.shift, config.scale,
-                                     dtype, probit=config.bound_map == "probit",
-                                     softclip=config.softclip)
+        self.plan = BoundPlan.of(config)
+        self.preprocess = Preprocess(self.plan, dtype)
         forward_order.append(self.preprocess)
         self._forward_order = forward_order
         # positions only (ints): a second reference to the MADEs would be tracked by
@@ -332,12 +322,6 @@ class Flow(tf.Module):
         self.bijector = tfb.Chain(list(reversed(forward_order)), name="chain")
         self.base = tfd.MultivariateNormalDiag(loc=tf.zeros([d], dtype=dtype))
         self.distribution = tfd.TransformedDistribution(self.base, self.bijector)
-        # reflections: dimension, bound, and +1 for a lower bound (-1 for an upper one)
-        lows = config.bounds_array()[:, 0]
-        self._reflect = [(int(i), float(v), 1.0 if v == lows[int(i)] else -1.0)
-                         for i, v in config.reflect]
-        self._flow_range = {int(i): tuple(float(b) for b in config.flow_bounds_array()[int(i)])
-                            for i, _ in config.reflect}
         self.distribution.log_prob(tf.zeros([1, d], dtype=dtype) + self.preprocess.forward(
             tf.zeros([1, d], dtype=dtype)))  # build every layer's variables
         for made in self.conditioners if autoregressive else ():
@@ -364,7 +348,7 @@ class Flow(tf.Module):
         probit map (:data:`PROBIT_MAX`): held, the training points near a bound would all
         map to one point of the base space and the flow would learn a spike there. Points
         are clipped only at :data:`PROBIT_TRAIN_MAX` sigma."""
-        if not self.preprocess._probit:
+        if not self.plan.probit:
             return self.log_prob(x)
         unheld, inner = self._exact_parts()
 
@@ -377,48 +361,25 @@ class Flow(tf.Module):
     def _exact_parts(self):
         """The probit map without the hold, and the flow inside it (same variables)."""
         if "_exact" not in self.__dict__:
-            c = self.config
             with tf.init_scope():  # eager constants, usable from every traced function
-                unheld = Preprocess(c.flow_bounds_array(), c.shift, c.scale, self.dtype,
-                                    probit=True, softclip=c.softclip,
-                                    probit_max=PROBIT_TRAIN_MAX)
+                unheld = Preprocess(self.plan, self.dtype, probit_max=PROBIT_TRAIN_MAX)
                 inner = tfd.TransformedDistribution(
                     self.base, tfb.Chain(list(reversed(self._forward_order[:-1]))))
             self._exact = (unheld, inner)
         return self._exact
 
     def _fold(self, lp_fn, x):
-        if not self._reflect:
+        """The log of the sum of ``lp_fn``'s density over ``x``'s mirror images that carry
+        density (:meth:`likeflow.bound_plan.BoundPlan.images`, ``image_counts``)."""
+        plan, ops = self.plan, self.preprocess._ops
+        if not plan.reflections:
             return lp_fn(x)
-        images = self.images(x)
+        images = plan.images(ops, x)
         lp = lp_fn(tf.concat(images, axis=0))
-        # an image beyond the edge of the flow's range carries no density; one on the edge
-        # does (the image of a point on the bound that is not reflected: the density is
-        # held there, finite), else the fold would halve the density at that bound
         ok = tf.concat([tf.ones(tf.shape(x)[:-1], tf.bool)]  # the point itself counts
-                       + [self._in_range(img) for img in images[1:]], axis=0)
+                       + [plan.image_counts(ops, img) for img in images[1:]], axis=0)
         lp = tf.where(ok & ~tf.math.is_nan(lp), lp, tf.constant(-np.inf, lp.dtype))
         return tf.reduce_logsumexp(tf.reshape(lp, [len(images), -1]), axis=0)
-
-    def images(self, x):
-        """``x`` and its mirror images across the reflected bounds (2^k tensors; those
-        beyond the flow's range carry no density, see :meth:`_in_range`)."""
-        images = [x]
-        for i, point, _ in self._reflect:
-            hot = tf.one_hot(i, self.config.dim, on_value=True, off_value=False)
-            # 2 b - x exactly, as numpy's mirror_images (near the far edge of the extended
-            # range the density is sensitive to the image's last bit)
-            images += [tf.where(hot, 2 * point - img, img) for img in images]
-        return images
-
-    def _in_range(self, y):
-        """Whether points lie in the flow's (extended) range, edges included, in the
-        reflected dimensions."""
-        inside = tf.ones(tf.shape(y)[:-1], tf.bool)
-        for i in sorted({i for i, _, _ in self._reflect}):
-            lo, hi = self._flow_range[i]
-            inside &= (y[..., i] >= lo) & (y[..., i] <= hi)
-        return inside
 
     def unfolded_log_prob(self, x):
         """The flow's own density on its extended range (no fold)."""
@@ -427,10 +388,7 @@ class Flow(tf.Module):
     def fold(self, y):
         """Points of the flow's extended range -> the physical range (mirror images of
         points beyond a reflected bound)."""
-        for i, point, side in self._reflect:
-            hot = tf.one_hot(i, self.config.dim, on_value=True, off_value=False)
-            y = tf.where(hot, point + side * tf.abs(y - point), y)
-        return y
+        return self.plan.fold(self.preprocess._ops, y)
 
     def sample(self, n, seed):
         """``n`` physical samples; ``seed`` is a stateless (2,) int seed."""
@@ -439,7 +397,7 @@ class Flow(tf.Module):
     def to_latent(self, x):
         """Physical points -> base space (standard normal if the flow is perfect): the
         exact inverse of sampling (no hold of the probit map)."""
-        if not self.preprocess._probit:
+        if not self.plan.probit:
             return self.bijector.inverse(x)
         unheld, inner = self._exact_parts()
         return inner.bijector.inverse(unheld.inverse(x))
@@ -559,22 +517,6 @@ def _coupling_bijector_fn(mlp, n_params, make_transform):
         p = tf.reshape(p, tf.concat([tf.shape(x0)[:-1], [output_units, n_params]], 0))
         return make_transform(p)
     return fn
-
-
-def bound_bijector(bounds: np.ndarray, shift=None, scale=None, dtype: str = "float64", *,
-                   bound_map: str = "sigmoid", softclip=None):
-    """The bound map as a TFP bijector: unbounded, standardised ``u`` -> physical ``x``.
-
-    ``x = map(shift + scale * u)`` (``bounds`` (D, 2), +-inf for none). MCMC samples and
-    inference optimises in ``u``; the flows end with the same map.
-    """
-    bounds = np.asarray(bounds, dtype=np.float64)
-    d = len(bounds)
-    shift = np.zeros(d) if shift is None else np.asarray(shift, dtype=np.float64)
-    scale = np.ones(d) if scale is None else np.asarray(scale, dtype=np.float64)
-    softclip = np.zeros(d) if softclip is None else np.asarray(softclip, dtype=np.float64)
-    return Preprocess(bounds, shift, scale, tf.as_dtype(dtype), probit=bound_map == "probit",
-                      softclip=softclip)
 
 
 def build_flow(config: FlowConfig):

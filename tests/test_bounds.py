@@ -208,16 +208,15 @@ def test_soft_clip_is_a_bijection_with_the_right_log_det():
     """A nuisance parameter ~N(0, 1) with bounds +-5 gets the soft clip (identity in the
     bulk); probit where the data reach the bound. Inverse, log-determinant (against autodiff)
     and the numpy inverse agree."""
+    from likeflow.bound_plan import BoundPlan
     from likeflow.bounds import bound_maps, unbounded_coordinates
-    from likeflow.tf_flows import bound_bijector
 
     rng = np.random.default_rng(0)
     x = np.c_[rng.normal(size=5000).clip(-4.9, 4.9), rng.uniform(0, 10, 5000)]
     b = np.array([[-5.0, 5.0], [0.0, 10.0]])
     soft = bound_maps(x, b)
     assert soft[0] == pytest.approx(0.5, rel=0.05) and soft[1] == 0.0
-    bij = bound_bijector(b, [0.1, 0.0], [1.3, 0.8], "float64", bound_map="probit",
-                         softclip=soft)
+    bij = BoundPlan(b, [0.1, 0.0], [1.3, 0.8], bound_map="probit", softclip=soft).bijector()
     u = tf.constant(rng.normal(scale=3, size=(200, 2)))
     xs = bij.forward(u)
     assert np.all(np.abs(xs.numpy()[:, 0]) < 5) and np.all((xs.numpy()[:, 1] > 0))
