@@ -151,10 +151,15 @@ class BoundPlan:
 
     # --- the map and its inverse ------------------------------------------------------------
 
+    @staticmethod
+    def _scaled(ops, u):
+        """``v = shift + scale * u``: what the maps take."""
+        k = ops.consts(None)
+        return k.shift + k.scale * u
+
     def forward(self, ops, u):
         """Standardised ``u`` -> physical ``x``."""
-        k = ops.consts(None)
-        v = k.shift + k.scale * u
+        v = self._scaled(ops, u)
         parts = []
         if self.has("two"):
             vt, k = ops.take(v, "two"), ops.consts("two")
@@ -216,8 +221,7 @@ class BoundPlan:
 
     def forward_log_det(self, ops, u):
         """log |dx/du| of :meth:`forward`, summed over the columns (n,)."""
-        k = ops.consts(None)
-        v = k.shift + k.scale * u
+        v = self._scaled(ops, u)
         parts = []
         if self.has("two"):
             vt, k = ops.take(v, "two"), ops.consts("two")

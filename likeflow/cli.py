@@ -826,7 +826,7 @@ def eval_(surrogate, points, output, typicality, seed, spread, read_opts):
               f"(row {', '.join(map(str, rows[:5]))}{' ...' if len(rows) > 5 else ''}): "
               "log_prob nan")
     if spread:
-        if not getattr(sur, "is_ensemble", False):
+        if sur.kind != "ensemble":
             raise LikeflowError(f"{surrogate}: --spread needs an ensemble surrogate "
                                 "('likeflow ensemble')")
         scores["log_prob_spread"] = sur.member_spread(s.values)

@@ -41,7 +41,7 @@ class Combination(Target):
     def __init__(self, surrogates, *, shared_priors: dict[str, str] | None = None):
         if len(surrogates) < 2:
             raise LikeflowError("combine needs at least two surrogates")
-        if any(hasattr(s, "components") for s in surrogates):
+        if any(s.kind != "flow" for s in surrogates):
             raise LikeflowError("combine does not take piecewise surrogates")
         if any(getattr(s, "backend", "tensorflow") != "tensorflow" for s in surrogates):
             raise LikeflowError("combine samples the joint density with TensorFlow's NUTS: "

@@ -34,7 +34,7 @@ def ensemble(surrogates, *, out=None) -> PiecewiseSurrogate:
     members = [s if isinstance(s, Surrogate) else load(s) for s in surrogates]
     if len(members) < 2:
         raise LikeflowError("an ensemble needs at least two surrogates")
-    if any(hasattr(m, "components") for m in members):
+    if any(m.kind != "flow" for m in members):
         raise LikeflowError("an ensemble's members are single surrogates, not piecewise ones")
     record = {"components": len(members), "weights": [1.0 / len(members)] * len(members),
               "method": "ensemble", "criterion": "members of equal weight",

@@ -569,7 +569,7 @@ def export_onnx(surrogate, path: str | os.PathLike, *, dtype: str = "float64",
         raise LikeflowError("ONNX export needs onnx: pip install 'likeflow[onnx]'") from None
     if dtype not in ("float32", "float64"):
         raise LikeflowError(f"ONNX export: dtype must be float32 or float64, not {dtype!r}")
-    if hasattr(surrogate, "components"):
+    if surrogate.kind != "flow":
         raise LikeflowError("ONNX export: piecewise surrogates are not exported (export each "
                             "component's flow, or use likeflow's numpy reader)")
     cfg = surrogate.config

@@ -222,14 +222,9 @@ class PiecewiseSurrogate(Surrogate):
         return twin
 
     @property
-    def is_ensemble(self) -> bool:
-        """An ensemble (flows of the same data) rather than a piecewise flow (of clusters)."""
-        return self.record.get("method") == "ensemble"
-
-    @property
     def kind(self) -> str:
-        """``ensemble`` or ``piecewise``."""
-        return "ensemble" if self.is_ensemble else "piecewise"
+        """``ensemble`` (flows of the same data) or ``piecewise`` (a flow per cluster)."""
+        return "ensemble" if self.record.get("method") == "ensemble" else "piecewise"
 
     def member_spread(self, x) -> np.ndarray:
         """Per point, the standard deviation of the members' log densities: how much flows

@@ -179,7 +179,7 @@ def profile(target, poi: str | None = None, values=None, *, points: int = DEFAUL
                                                             n=bayesian_samples, seed=seed)
         if partner is not None:
             out.cls = cls_limits(dens, partner, poi, cl=cl, seed=seed, best=prof.best)
-        if getattr(obj, "is_ensemble", False):
+        if getattr(obj, "kind", None) == "ensemble":
             out.member_upper_limits = [upper_limit(m, poi, cl=cl, seed=seed).value
                                        for m in obj.components]
     out.elapsed = time.perf_counter() - t0

@@ -78,7 +78,7 @@ def publish(surrogate, out_dir, *, partner=None, progress=None) -> dict:
     say = progress or (lambda m: None)
     src = os.fspath(surrogate)
     sur = load(src, backend="numpy")
-    if hasattr(sur, "components"):
+    if sur.kind != "flow":
         raise LikeflowError(f"{src}: a piecewise surrogate is not published as a bundle (its "
                             "flows have no single ONNX graph)")
     if partner is None and sur.training.get("asimov_partner"):

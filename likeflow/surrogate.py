@@ -220,6 +220,12 @@ class Surrogate:
         grad[gone] = np.nan
         return lp, grad
 
+    @property
+    def kind(self) -> str:
+        """``flow``: one flow (a :class:`~likeflow.piecewise.PiecewiseSurrogate` is a
+        ``piecewise`` flow or an ``ensemble``). What callers ask instead of the class."""
+        return "flow"
+
     def numpy_twin(self) -> Surrogate:
         """This surrogate evaluated by the numpy reader in float64 (itself on the numpy backend).
 

@@ -32,7 +32,7 @@ def members(tmp_path_factory):
 def test_ensemble_likelihood_and_spread(members):
     folder, paths = members
     ens = likeflow.ensemble(paths, out=folder / "ens.likeflow.h5")
-    assert ens.is_ensemble and len(ens.components) == 3
+    assert ens.kind == "ensemble" and len(ens.components) == 3
     test = np.random.default_rng(7).multivariate_normal([0, 0], COV, 20000)
     lp_members = [likeflow.load(p).log_prob(test) for p in paths]
     lp_ens = ens.log_prob(test)
@@ -47,7 +47,7 @@ def test_ensemble_likelihood_and_spread(members):
                                       + np.array([5.0, -5.0])))
     assert far > 3 * on
     again = likeflow.load(folder / "ens.likeflow.h5", backend="numpy")
-    assert again.is_ensemble
+    assert again.kind == "ensemble"
     summary = again.summary()
     assert summary["kind"] == "ensemble" and summary["components"]["flows"] == 3
     assert sum(summary["components"]["weights"]) == pytest.approx(1.0)
