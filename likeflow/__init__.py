@@ -25,65 +25,66 @@ from __future__ import annotations
 import importlib
 
 from ._version import __version__
-from .bounds import as_bounds
+from .data.samples import (LAYOUTS, ReadOptions, SampleSet, SplitSpec, as_sample_set, mcmc_record,
+                           read_samples, split_indices, write_samples)
 from .errors import LikeflowError, ReportError, SampleFileError, SurrogateFileError
 from .fileio import check_output_folder, check_outputs, guard_reads
+from .fitting.loop import TrainConfig
+from .fitting.stream import HELD_OUT_ROWS as STREAM_HELD_OUT_ROWS
+from .flows.bounds import as_bounds
+from .flows.config import (ACTIVATIONS, DEFAULT_BINS, FLOW_HELP, FLOWS, PERMUTATIONS,
+                           FlowConfig)
 from .interrupts import sigterm_as_interrupt
-from .flows import ACTIVATIONS, DEFAULT_BINS, FLOWS, PERMUTATIONS, FlowConfig
-from .likelihoods import TARGETS, CorrelatedGaussian, GaussianMixture, LHCToy, make_target
-from .mcmc import MCMCConfig
 from .progress import EpochProgress
-from .samples import (LAYOUTS, ReadOptions, SampleSet, SplitSpec, as_sample_set, mcmc_record,
-                      read_samples, split_indices, write_samples)
-from .streaming import HELD_OUT_ROWS as STREAM_HELD_OUT_ROWS
-from .training import TrainConfig
+from .targets.likelihoods import TARGETS, CorrelatedGaussian, GaussianMixture, LHCToy, make_target
+from .targets.mcmc import MCMCConfig
 
 # name -> module for the parts that import TensorFlow or matplotlib (loaded on first access)
 _LAZY = {
-    "fit": "fitting",
-    "fit_summary": "fitting",
-    "marginal": "fitting",
-    "refine": "fitting",
-    "load": "loading",
-    "is_surrogate_file": "loading",
-    "Surrogate": "surrogate",
-    "build_flow": "tf_flows",
-    "train": "training",
-    "validate": "report",
-    "ValidationResult": "report",
-    "validate_exact": "exact_check",
-    "ExactCheck": "exact_check",
-    "fit_workspace": "from_workspace",
-    "WorkspaceFit": "from_workspace",
-    "publish": "publishing",
-    "verify": "publishing",
-    "VerifyResult": "publishing",
-    "profile": "profiling",
-    "ProfileResult": "profiling",
-    "read_reference": "profiling",
-    "best_fit": "inference",
-    "upper_limit": "inference",
-    "cls_limits": "cls_test",
-    "hypotest": "cls_test",
-    "CLsTest": "cls_test",
-    "HypoTest": "cls_test",
-    "generate": "generating",
-    "combine": "combination",
-    "Combination": "combination",
-    "PyhfTarget": "likelihoods.pyhf_target",
+    "fit": "fitting.run",
+    "fit_summary": "fitting.run",
+    "marginal": "fitting.run",
+    "refine": "fitting.run",
+    "load": "surrogate.loading",
+    "is_surrogate_file": "surrogate.loading",
+    "Surrogate": "surrogate.artifact",
+    "build_flow": "flows.tf_flow",
+    "train": "fitting.loop",
+    "validate": "validation.report",
+    "ValidationResult": "validation.report",
+    "validate_exact": "validation.exact_check",
+    "ExactCheck": "validation.exact_check",
+    "fit_workspace": "fitting.workspace",
+    "WorkspaceFit": "fitting.workspace",
+    "publish": "surrogate.publishing",
+    "verify": "surrogate.publishing",
+    "VerifyResult": "surrogate.publishing",
+    "profile": "infer.profiling",
+    "ProfileResult": "infer.profiling",
+    "read_reference": "infer.profiling",
+    "best_fit": "infer.inference",
+    "upper_limit": "infer.inference",
+    "cls_limits": "infer.cls",
+    "hypotest": "infer.cls",
+    "CLsTest": "infer.cls",
+    "HypoTest": "infer.cls",
+    "generate": "targets.generate",
+    "combine": "targets.combination",
+    "Combination": "targets.combination",
+    "PyhfTarget": "targets.likelihoods.pyhf_target",
     "device": "tfsetup",
-    "check_plot_format": "plots",
-    "export_onnx": "onnx_export",
-    "typicality": "outliers",
-    "classify": "classification",
-    "ClassifyResult": "classification",
-    "marginal_stats": "information",
-    "MarginalStats": "information",
-    "nuisance_free_log_likelihood": "information",
-    "ensemble": "ensembles",
-    "scan": "scanning",
-    "ScanResult": "scanning",
-    "PiecewiseSurrogate": "piecewise",
+    "check_plot_format": "validation.plots",
+    "export_onnx": "flows.onnx_export",
+    "typicality": "infer.outliers",
+    "classify": "infer.classification",
+    "ClassifyResult": "infer.classification",
+    "marginal_stats": "infer.information",
+    "MarginalStats": "infer.information",
+    "nuisance_free_log_likelihood": "infer.information",
+    "ensemble": "surrogate.ensembles",
+    "scan": "fitting.fanout",
+    "ScanResult": "fitting.fanout",
+    "PiecewiseSurrogate": "surrogate.piecewise",
 }
 
 __all__ = [
@@ -92,7 +93,7 @@ __all__ = [
     "split_indices", "mcmc_record", "as_bounds", "check_outputs", "check_output_folder", "guard_reads",
     "sigterm_as_interrupt",
     "ReportError",
-    "FlowConfig", "FLOWS", "DEFAULT_BINS", "PERMUTATIONS", "ACTIVATIONS", "TrainConfig", "MCMCConfig", "EpochProgress",
+    "FlowConfig", "FLOWS", "FLOW_HELP", "DEFAULT_BINS", "PERMUTATIONS", "ACTIVATIONS", "TrainConfig", "MCMCConfig", "EpochProgress",
     "STREAM_HELD_OUT_ROWS",
     "TARGETS", "make_target", "LHCToy", "CorrelatedGaussian", "GaussianMixture",
     *_LAZY,

@@ -91,7 +91,7 @@ def cli(ctx: click.Context, debug: bool, backend: str | None) -> None:
     ctx.obj["debug"] = debug
     if debug:  # TensorFlow's own start-up and log lines too
         os.environ.setdefault("LIKEFLOW_TF_LOGS", "1")
-    if backend:  # read by likeflow.load (likeflow.loading.BACKEND_ENV)
+    if backend:  # read by likeflow.load (likeflow.surrogate.loading.BACKEND_ENV)
         os.environ["LIKEFLOW_BACKEND"] = backend
 
 
@@ -300,8 +300,7 @@ def _parse_hidden(ctx, param, value):
               help="Surrogate file to write [default: SAMPLES with .likeflow.h5].")
 @click.option("--flow", type=click.Choice(likeflow.FLOWS), default=_FLOW["flow"],
               show_default=True,
-              help="maf: masked autoregressive (fast density); realnvp: affine coupling (fast "
-                   "sampling); ansf/cnsf: autoregressive/coupling neural splines (most flexible).")
+              help="; ".join(f"{k}: {v}" for k, v in likeflow.FLOW_HELP.items()) + ".")
 @click.option("--layers", type=click.IntRange(min=1), default=_FLOW["layers"], show_default=True,
               help="Number of flow layers.")
 @click.option("--hidden", callback=_parse_hidden, default=",".join(map(str, _FLOW["hidden"])),

@@ -123,9 +123,9 @@ def bench_throughput(args) -> dict:
     import tensorflow_probability as tfp
     import tf_keras
 
-    from likeflow.flows import FlowConfig
-    from likeflow.tf_flows import build_flow
-    from likeflow.training import TrainConfig, train
+    from likeflow.flows.config import FlowConfig
+    from likeflow.flows.tf_flow import build_flow
+    from likeflow.fitting.loop import TrainConfig, train
 
     d, batch = 95, 512
     x = toy_like(batch * 60, d).astype(np.float32)
@@ -207,9 +207,9 @@ def bench_sampling(args) -> dict:
     sizes per architecture: the first call (XLA compiles inside it, as a user's first call
     does) and a second one; zuko's MAF and NSF of the same sizes beside (10^4 points: its
     NSF sampling inverts the network once per dimension and runs out of memory at 10^5)."""
-    from likeflow.flows import FlowConfig
-    from likeflow.tf_flows import build_flow
-    from likeflow.surrogate import Surrogate
+    from likeflow.flows.config import FlowConfig
+    from likeflow.flows.tf_flow import build_flow
+    from likeflow.surrogate.artifact import Surrogate
 
     n = args.points
     x = toy_like(20000).astype(np.float32)
@@ -402,10 +402,10 @@ def _cli_wall(cmd: list[str]) -> float:
 # --- 4. scaling with dimension -----------------------------------------------------------------
 
 def bench_scaling(args) -> dict:
-    from likeflow.likelihoods import CorrelatedGaussian
-    from likeflow.samples import SampleSet
-    from likeflow.fitting import fit
-    from likeflow.training import TrainConfig
+    from likeflow.targets.likelihoods import CorrelatedGaussian
+    from likeflow.data.samples import SampleSet
+    from likeflow.fitting.run import fit
+    from likeflow.fitting.loop import TrainConfig
 
     out = {}
     for d in args.dims:
@@ -534,9 +534,9 @@ def bench_stream(args) -> dict:
     whether the file holds N rows (the samples are streamed to the file, not held in memory)."""
     import h5py
 
-    from likeflow.samples import SampleSet
-    from likeflow.fitting import fit
-    from likeflow.training import TrainConfig
+    from likeflow.data.samples import SampleSet
+    from likeflow.fitting.run import fit
+    from likeflow.fitting.loop import TrainConfig
 
     sur_path = os.path.join(args.workdir, "bench_stream.likeflow.h5")
     x = np.random.default_rng(0).normal(size=(20_000, args.stream_dim))
@@ -588,13 +588,13 @@ def bounded_workspace(bins: int = 20) -> dict:
 def bench_bounded(args) -> dict:
     """Samples of the bounded workspace (random-walk Metropolis on pyhf), the default fit, and
     per-dimension W1 against a noise floor averaged over several half-splits of the test set."""
-    from likeflow import metrics
-    from likeflow.likelihoods.pyhf_target import PyhfTarget
-    from likeflow.mcmc import MCMCConfig, run_mcmc
-    from likeflow.report import validate
-    from likeflow.samples import SampleSet, write_samples
-    from likeflow.fitting import fit
-    from likeflow.training import TrainConfig
+    from likeflow.validation import metrics
+    from likeflow.targets.likelihoods.pyhf_target import PyhfTarget
+    from likeflow.targets.mcmc import MCMCConfig, run_mcmc
+    from likeflow.validation.report import validate
+    from likeflow.data.samples import SampleSet, write_samples
+    from likeflow.fitting.run import fit
+    from likeflow.fitting.loop import TrainConfig
 
     t = PyhfTarget(bounded_workspace())
     t0 = time.perf_counter()
@@ -714,10 +714,10 @@ def _pyhf_cls_numpy(ws: str, patch: str | None, hi: float) -> dict:
 def bench_real(args) -> dict:
     """Real likelihoods end to end, surrogate against exact, one case after the other."""
     import likeflow
-    from likeflow.cls_test import cls_limits
-    from likeflow.inference import bayesian_upper_limit, scan, upper_limit
-    from likeflow.likelihoods.pyhf_target import PyhfTarget
-    from likeflow.samples import mcmc_record, read_samples
+    from likeflow.infer.cls import cls_limits
+    from likeflow.infer.inference import bayesian_upper_limit, scan, upper_limit
+    from likeflow.targets.likelihoods.pyhf_target import PyhfTarget
+    from likeflow.data.samples import mcmc_record, read_samples
 
     results = {}
     for case in args.real_cases:
@@ -910,9 +910,9 @@ def bench_reader(args) -> dict:
     import tempfile
 
     import likeflow
-    from likeflow.flows import FlowConfig
-    from likeflow.surrogate import Surrogate
-    from likeflow.tf_flows import build_flow
+    from likeflow.flows.config import FlowConfig
+    from likeflow.surrogate.artifact import Surrogate
+    from likeflow.flows.tf_flow import build_flow
 
     path = args.reader_surrogate
     if path is None:
@@ -986,8 +986,8 @@ def bench_cls(args) -> dict:
     import spey
 
     import likeflow
-    from likeflow.cls_test import cls_limits
-    from likeflow.inference import scan
+    from likeflow.infer.cls import cls_limits
+    from likeflow.infer.inference import scan
 
     out = {}
     for name, obs, asimov, ws, patch in args.cls_pair:

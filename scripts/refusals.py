@@ -30,9 +30,9 @@ from bench import machine  # noqa: E402
 
 def make_inputs(w: str) -> dict[str, str]:
     """The bad inputs (and a good file and surrogate to pair them with), in folder ``w``."""
-    from likeflow.fitting import fit
-    from likeflow.samples import SampleSet, write_samples
-    from likeflow.training import TrainConfig
+    from likeflow.fitting.run import fit
+    from likeflow.data.samples import SampleSet, write_samples
+    from likeflow.fitting.loop import TrainConfig
     p = {k: os.path.join(w, v) for k, v in {
         "good": "good4.h5", "sur": "s.likeflow.h5", "random": "random.h5", "rank1": "rank1.h5",
         "bomb": "gzip_bomb.h5", "lazy": "lazy_3g.h5", "tera": "tera.h5", "contig": "half.h5",

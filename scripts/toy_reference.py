@@ -17,8 +17,8 @@ import time
 import numpy as np
 
 import likeflow
-from likeflow.inference import credible_upper_limit, scan, upper_limit
-from likeflow.likelihoods import LHCToy
+from likeflow.infer.inference import credible_upper_limit, scan, upper_limit
+from likeflow.targets.likelihoods import LHCToy
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from likeflow.samples import SampleSet, write_samples
+from likeflow.data.samples import SampleSet, write_samples
 
 # the scripts that made the stored test files are not tests (run by hand against old
 # checkouts); --doctest-modules would import them, and two share the name make.py

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from likeflow.flows import FlowConfig, expected_weight_shapes, weight_roles
+from likeflow.flows.config import FlowConfig, expected_weight_shapes, weight_roles
 
 
 def random_whitening(d: int, rng) -> np.ndarray:

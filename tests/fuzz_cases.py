@@ -137,9 +137,9 @@ def main() -> None:
 
     from likeflow.cli import cli
     from likeflow.fileio import guard_reads
-    from likeflow.samples import SampleSet, write_samples
-    from likeflow.fitting import fit
-    from likeflow.training import TrainConfig
+    from likeflow.data.samples import SampleSet, write_samples
+    from likeflow.fitting.run import fit
+    from likeflow.fitting.loop import TrainConfig
 
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(600, 3))

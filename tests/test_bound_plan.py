@@ -1,4 +1,4 @@
-"""The bound plan (likeflow.bound_plan): one definition of the bound maps, the mirror images and
+"""The bound plan (likeflow.flows.plan): one definition of the bound maps, the mirror images and
 the fold, evaluated by numpy, TensorFlow and ONNX to the same numbers on every kind of column
 (probit, sigmoid, soft clip, one bound either side, none), with the right inverse and
 log-determinant. numpy is always checked; TensorFlow and ONNX where installed."""
@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from likeflow.bound_plan import BoundPlan, NumpyMap
-from likeflow.bounds import PROBIT_TRAIN_MAX
+from likeflow.flows.plan import BoundPlan, NumpyMap
+from likeflow.flows.bounds import PROBIT_TRAIN_MAX
 
 KINDS = ("two", "soft", "lower", "upper", "none")
 
@@ -49,6 +49,7 @@ kinds_st = st.lists(st.sampled_from(KINDS), min_size=1, max_size=6)
 @settings(max_examples=40, deadline=None)
 @given(kinds=kinds_st, bound_map=st.sampled_from(["probit", "sigmoid"]),
        seed=st.integers(0, 10_000))
+@example(kinds=["two", "soft"], bound_map="probit", seed=25)  # a soft clip's far tail
 def test_the_inverse_inverts_and_the_log_det_is_the_jacobian(kinds, bound_map, seed):
     plan = plan_of(kinds, bound_map, seed)
     m = NumpyMap(plan)
@@ -63,9 +64,13 @@ def test_the_inverse_inverts_and_the_log_det_is_the_jacobian(kinds, bound_map, s
     inner = ((np.abs(plan.shift + plan.scale * u) < 4) & (x - lo > 1e-3 * width)
              & (hi - x > 1e-3 * width))
     np.testing.assert_allclose(back[inner], u[inner], rtol=1e-7, atol=1e-7)
-    # the map is one column at a time: log |det| is the sum of the log derivatives
-    np.testing.assert_allclose(m.forward_log_det(u),
-                               np.log(np.abs(m.forward_derivative(u))).sum(axis=1),
+    # the map is one column at a time: log |det| is the sum of the log derivatives (where
+    # those keep their digits: far in a soft clip's tail the derivative is a difference of two
+    # sigmoids near 1, and only the log-determinant, computed in logs, is exact)
+    dx = np.abs(m.forward_derivative(u))
+    fine = np.all(dx > 1e-6, axis=1)
+    assert np.all(np.isfinite(m.forward_log_det(u)))
+    np.testing.assert_allclose(m.forward_log_det(u)[fine], np.log(dx[fine]).sum(axis=1),
                                rtol=1e-9, atol=1e-9)
     # and the derivative is the finite difference of the map
     h = 1e-6
@@ -106,7 +111,7 @@ CASES = [(kinds, bmap, seed) for seed, kinds in enumerate(
 @pytest.mark.parametrize("kinds,bound_map,seed", CASES)
 def test_tensorflow_evaluates_the_same_plan(kinds, bound_map, seed):
     pytest.importorskip("tensorflow")
-    from likeflow.tf_flows import tf
+    from likeflow.flows.tf_flow import tf
 
     plan = plan_of(list(kinds), bound_map, seed, reflect="two" in kinds)
     bij = plan.bijector("float64")
@@ -133,7 +138,7 @@ def test_onnx_evaluates_the_same_plan(kinds, bound_map, seed):
     ort = pytest.importorskip("onnxruntime")
     from onnx import helper
 
-    from likeflow.onnx_export import OPSET, GraphOps, _Graph, _Node
+    from likeflow.flows.onnx_export import OPSET, GraphOps, _Graph, _Node
 
     plan = plan_of(list(kinds), bound_map, seed, reflect="two" in kinds)
     g = _Graph("float64")

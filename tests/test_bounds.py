@@ -9,12 +9,12 @@ from scipy import stats
 
 tf = pytest.importorskip("tensorflow")
 
-from likeflow.flows import FlowConfig, bound_reflections  # noqa: E402
-from likeflow.tf_flows import build_flow  # noqa: E402
-from likeflow.inference import scan  # noqa: E402
-from likeflow.samples import SampleSet, split_indices  # noqa: E402
-from likeflow.fitting import fit  # noqa: E402
-from likeflow.training import TrainConfig  # noqa: E402
+from likeflow.flows.config import FlowConfig, bound_reflections  # noqa: E402
+from likeflow.flows.tf_flow import build_flow  # noqa: E402
+from likeflow.infer.inference import scan  # noqa: E402
+from likeflow.data.samples import SampleSet, split_indices  # noqa: E402
+from likeflow.fitting.run import fit  # noqa: E402
+from likeflow.fitting.loop import TrainConfig  # noqa: E402
 
 N = 100000
 SMALL = {"layers": 4, "hidden": (32, 32)}
@@ -138,8 +138,8 @@ def test_profile_that_runs_off_the_data_stops_and_is_marked(half_normal):
 
 @pytest.mark.slow
 def test_deliberately_bad_surrogate_fails_and_says_why():
-    from likeflow.likelihoods import GaussianMixture
-    from likeflow.report import validate_test
+    from likeflow.targets.likelihoods import GaussianMixture
+    from likeflow.validation.report import validate_test
 
     t = GaussianMixture(4, components=3, seed=2)
     x = t.sample(20000, seed=0)
@@ -156,7 +156,7 @@ def test_deliberately_bad_surrogate_fails_and_says_why():
 
 
 def test_tail_flags_name_the_dimension():
-    from likeflow.report import tail_flags
+    from likeflow.validation.report import tail_flags
 
     def record(diff):
         return {"intervals": {lev: {"diff_std": list(d)} for lev, d in
@@ -208,8 +208,9 @@ def test_soft_clip_is_a_bijection_with_the_right_log_det():
     """A nuisance parameter ~N(0, 1) with bounds +-5 gets the soft clip (identity in the
     bulk); probit where the data reach the bound. Inverse, log-determinant (against autodiff)
     and the numpy inverse agree."""
-    from likeflow.bound_plan import BoundPlan
-    from likeflow.bounds import bound_maps, unbounded_coordinates
+    from likeflow.flows.plan import BoundPlan
+    from likeflow.flows.bounds import bound_maps
+    from likeflow.flows.plan import unbounded_coordinates
 
     rng = np.random.default_rng(0)
     x = np.c_[rng.normal(size=5000).clip(-4.9, 4.9), rng.uniform(0, 10, 5000)]

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from scipy import stats
 
 import likeflow
-from likeflow.classification import roc_curve
+from likeflow.infer.classification import roc_curve
 from likeflow.cli import cli
 
 D = 4

@@ -213,7 +213,7 @@ def test_real_subprocess(likeflow_file):
 
 
 def test_overfitting_hint():
-    from likeflow.fitting import overfitting_hint
+    from likeflow.fitting.run import overfitting_hint
 
     def hist(train, val):
         return [{"train_loss": t, "val_loss": v} for t, v in zip(train, val)]

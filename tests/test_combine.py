@@ -11,14 +11,14 @@ from click.testing import CliRunner
 tf = pytest.importorskip("tensorflow")
 
 from likeflow.cli import cli  # noqa: E402
-from likeflow.combination import Combination  # noqa: E402
+from likeflow.targets.combination import Combination  # noqa: E402
 from likeflow.errors import LikeflowError  # noqa: E402
-from likeflow.fitting import marginal  # noqa: E402
-from likeflow.mcmc import MCMCConfig  # noqa: E402
-from likeflow.samples import SampleSet, read_samples  # noqa: E402
-from likeflow.fitting import fit  # noqa: E402
-from likeflow.loading import load  # noqa: E402
-from likeflow.training import TrainConfig  # noqa: E402
+from likeflow.fitting.run import marginal  # noqa: E402
+from likeflow.targets.mcmc import MCMCConfig  # noqa: E402
+from likeflow.data.samples import SampleSet, read_samples  # noqa: E402
+from likeflow.fitting.run import fit  # noqa: E402
+from likeflow.surrogate.loading import load  # noqa: E402
+from likeflow.fitting.loop import TrainConfig  # noqa: E402
 
 
 def measurement(nuisance, seed):

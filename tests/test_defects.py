@@ -23,11 +23,11 @@ pytest.importorskip("tensorflow")
 from cli_helpers import refused as bad, run  # noqa: E402
 from likeflow import fileio  # noqa: E402
 from likeflow.errors import LikeflowError  # noqa: E402
-from likeflow.inference import default_grid  # noqa: E402
-from likeflow.samples import SampleSet, read_samples, write_samples  # noqa: E402
-from likeflow.fitting import fit  # noqa: E402
-from likeflow.loading import load  # noqa: E402
-from likeflow.training import TrainConfig  # noqa: E402
+from likeflow.infer.inference import default_grid  # noqa: E402
+from likeflow.data.samples import SampleSet, read_samples, write_samples  # noqa: E402
+from likeflow.fitting.run import fit  # noqa: E402
+from likeflow.surrogate.loading import load  # noqa: E402
+from likeflow.fitting.loop import TrainConfig  # noqa: E402
 
 TINY = {"layers": 2, "hidden": (8,)}
 

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from likeflow.devices import parse
+from likeflow.fitting.devices import parse
 from likeflow.errors import LikeflowError
 
 SCRIPT = textwrap.dedent('''
@@ -20,8 +20,8 @@ SCRIPT = textwrap.dedent('''
     import likeflow
     from click.testing import CliRunner
     from likeflow.cli import cli
-    from likeflow.samples import SampleSet, write_samples
-    from likeflow.training import TrainConfig
+    from likeflow.data.samples import SampleSet, write_samples
+    from likeflow.fitting.loop import TrainConfig
 
     folder = sys.argv[1]
     rng = np.random.default_rng(1)
@@ -44,10 +44,10 @@ SCRIPT = textwrap.dedent('''
                                    "511", "-o", f"{folder}/bad.likeflow.h5"])
     out["odd_batch"] = [res.exit_code, res.output]
     # the NaN guard under the strategy: a learning rate that diverges is survived
-    from likeflow.devices import strategy
-    from likeflow.flows import FlowConfig
-    from likeflow.tf_flows import build_flow
-    from likeflow.training import make_mean_loss, train
+    from likeflow.fitting.devices import strategy
+    from likeflow.flows.config import FlowConfig
+    from likeflow.flows.tf_flow import build_flow
+    from likeflow.fitting.loop import make_mean_loss, train
     y = np.random.default_rng(1).normal(size=(2000, 4)) * [1, 10, 0.1, 1]
     mirrored = strategy(2)
     with mirrored.scope():

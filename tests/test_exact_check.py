@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from likeflow.exact_check import (LIMIT_TOLERANCE, ExactCheck, _reasons, importance_weights)
+from likeflow.validation.exact_check import (LIMIT_TOLERANCE, ExactCheck, _reasons, importance_weights)
 
 
 class _Gaussian:

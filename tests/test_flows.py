@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 tf = pytest.importorskip("tensorflow")
 
 from likeflow.errors import LikeflowError  # noqa: E402
-from likeflow.flows import (FLOWS, FlowConfig, expected_variable_count,  # noqa: E402
+from likeflow.flows.config import (FLOWS, FlowConfig, expected_variable_count,  # noqa: E402
                             make_permutations)
-from likeflow.tf_flows import build_flow  # noqa: E402
+from likeflow.flows.tf_flow import build_flow  # noqa: E402
 from flow_helpers import random_whitening  # noqa: E402
 
 D = 4
@@ -130,7 +130,7 @@ def test_sampling_direction_equals_tfp(flow64, rows):
 
 def test_sampling_direction_equals_tfp_with_few_hidden_units():
     """The MADE schedule with fewer hidden units than inputs (at most one new unit per step)."""
-    from likeflow.flows import FlowConfig
+    from likeflow.flows.config import FlowConfig
     x = np.random.default_rng(1).normal(size=(200, 40))
     for flow in ("maf", "ansf"):
         f = build_flow(FlowConfig.from_data(x, flow=flow, layers=2, hidden=(24, 16),

@@ -9,10 +9,10 @@ tf = pytest.importorskip("tensorflow")
 
 from scipy import stats  # noqa: E402
 
-from likeflow.inference import (best_fit, credible_upper_limit, scan,  # noqa: E402
+from likeflow.infer.inference import (best_fit, credible_upper_limit, scan,  # noqa: E402
                                 upper_limit)
-from likeflow.likelihoods import CorrelatedGaussian  # noqa: E402
-from likeflow.likelihoods.base import Target  # noqa: E402
+from likeflow.targets.likelihoods import CorrelatedGaussian  # noqa: E402
+from likeflow.targets.likelihoods.base import Target  # noqa: E402
 
 
 def test_best_fit_of_a_gaussian_is_its_mean():

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 import likeflow
-from likeflow.information import nuisance_free_log_likelihood
+from likeflow.infer.information import nuisance_free_log_likelihood
 
 COV = np.array([[0.04, 0.012], [0.012, 0.09]])
 MEAN = np.array([0.3, -0.2])
@@ -88,9 +88,9 @@ def test_cli_marginal_stats(tmp_path):
     from click.testing import CliRunner
 
     from likeflow.cli import cli
-    from likeflow.flows import FlowConfig, expected_weight_shapes
-    from likeflow.numpy_flows import NumpyFlow
-    from likeflow.surrogate import Surrogate
+    from likeflow.flows.config import FlowConfig, expected_weight_shapes
+    from likeflow.flows.numpy_flow import NumpyFlow
+    from likeflow.surrogate.artifact import Surrogate
 
     # an exact N(0, 1) in 'mu' (zero weights, no bounds)
     cfg = FlowConfig(dim=1, flow="maf", layers=1, hidden=(4,), names=["mu"])

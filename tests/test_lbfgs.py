@@ -1,4 +1,4 @@
-"""The batched L-BFGS of likeflow.lbfgs and the batched root search of the limits."""
+"""The batched L-BFGS of likeflow.infer.lbfgs and the batched root search of the limits."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import rosen, rosen_der
 
-from likeflow.inference import crossings
-from likeflow.lbfgs import minimize
+from likeflow.infer.inference import crossings
+from likeflow.infer.lbfgs import minimize
 
 
 def quadratic(a: np.ndarray, centres: np.ndarray):

@@ -9,7 +9,7 @@ tf = pytest.importorskip("tensorflow")
 
 from scipy import stats  # noqa: E402
 
-from likeflow.likelihoods import (CorrelatedGaussian, GaussianMixture, LHCToy,  # noqa: E402
+from likeflow.targets.likelihoods import (CorrelatedGaussian, GaussianMixture, LHCToy,  # noqa: E402
                                   make_target)
 
 
@@ -32,7 +32,7 @@ def test_toy_reference_values_at_the_origin(toy):
 
 def test_toy_likelihood_matches_an_independent_numpy_implementation(toy):
     """The model of lhc_toy_95d.md written again in plain numpy, at random points."""
-    from likeflow.likelihoods.lhc_toy import load_numbers
+    from likeflow.targets.likelihoods.lhc_toy import load_numbers
     d = load_numbers()
     rng = np.random.default_rng(0)
     x = rng.normal(scale=1.3, size=(40, 95))
@@ -74,7 +74,7 @@ def test_toy_likelihood_matches_an_independent_numpy_implementation(toy):
 
 def test_toy_maximum(toy):
     """The maximum of the log posterior: about -285.96 at mu close to -0.013."""
-    from likeflow.inference import maximize
+    from likeflow.infer.inference import maximize
     best = maximize(toy, np.zeros((1, 95)))
     assert best.log_prob == pytest.approx(-285.96, abs=0.01)
     assert best.x[0] == pytest.approx(-0.013, abs=0.003)

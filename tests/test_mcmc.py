@@ -7,8 +7,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from likeflow.likelihoods import CorrelatedGaussian  # noqa: E402
-from likeflow.mcmc import MCMCConfig, run_mcmc  # noqa: E402
+from likeflow.targets.likelihoods import CorrelatedGaussian  # noqa: E402
+from likeflow.targets.mcmc import MCMCConfig, run_mcmc  # noqa: E402
 
 
 @pytest.mark.slow
@@ -39,7 +39,7 @@ def test_diagnostics_catch_chains_that_have_not_mixed():
 
 
 def test_bounded_parameter_stays_inside():
-    from likeflow.likelihoods.base import Target
+    from likeflow.targets.likelihoods.base import Target
 
     class HalfNormal(Target):
         names, poi = ["s", "x"], ["s"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from likeflow import metrics
+from likeflow.validation import metrics
 
 N = 40000
 

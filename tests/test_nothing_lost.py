@@ -19,14 +19,16 @@ from click.testing import CliRunner
 
 pytest.importorskip("tensorflow")
 
-from likeflow import interrupts, plots  # noqa: E402
+from likeflow import interrupts  # noqa: E402
+
+from likeflow.validation import plots  # noqa: E402
 from likeflow.cli import cli  # noqa: E402
 from likeflow.errors import ReportError  # noqa: E402
-from likeflow.fitting import fit  # noqa: E402
-from likeflow.loading import load  # noqa: E402
-from likeflow.report import validate  # noqa: E402
-from likeflow.samples import SampleSet, write_samples  # noqa: E402
-from likeflow.training import TrainConfig  # noqa: E402
+from likeflow.fitting.run import fit  # noqa: E402
+from likeflow.surrogate.loading import load  # noqa: E402
+from likeflow.validation.report import validate  # noqa: E402
+from likeflow.data.samples import SampleSet, write_samples  # noqa: E402
+from likeflow.fitting.loop import TrainConfig  # noqa: E402
 
 TINY = ["--epochs", "1", "--layers", "1", "--hidden", "8", "-q"]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")

@@ -19,8 +19,8 @@ import pytest
 from scipy import stats
 
 import likeflow
-from likeflow.flows import FlowConfig, weight_roles, expected_weight_shapes
-from likeflow.numpy_flows import NumpyFlow
+from likeflow.flows.config import FlowConfig, weight_roles, expected_weight_shapes
+from likeflow.flows.numpy_flow import NumpyFlow
 from flow_helpers import random_whitening
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -117,7 +117,7 @@ def test_a_spline_per_column_gathers_the_same_numbers_as_a_spline_per_point():
     """The marginal spline on a batch (bins counted per column, each bin's constants computed
     once and gathered) gives the bits of the same splines given per point (the generic path),
     inside, outside and at the knots, both ways."""
-    from likeflow.numpy_flows import Spline
+    from likeflow.flows.numpy_flow import Spline
     rng = np.random.default_rng(7)
     raw = rng.normal(size=(5, 3 * 8 - 1))
     per_column = Spline(raw, 8, 3.0)
@@ -135,7 +135,7 @@ def test_a_spline_per_column_gathers_the_same_numbers_as_a_spline_per_point():
 def test_threaded_numpy_batches_give_the_same_bits():
     """The numpy backend evaluates batches on one thread per core: the numbers are those of
     one thread and one batch, in order."""
-    from likeflow.surrogate import _Batched
+    from likeflow.surrogate.artifact import _Batched
     sur = likeflow.load(os.path.join(V1, "ansf_float64.likeflow.h5"), backend="numpy")
     x = sur.sample(5000, seed=2)
     flow = sur.flow
@@ -306,7 +306,7 @@ CASES = [(flow, dtype, act, perm, bmap)
 @pytest.mark.parametrize("flow,dtype,act,perm,bmap", CASES)
 def test_numpy_flow_equals_tensorflow_flow(flow, dtype, act, perm, bmap):
     """Random (not freshly initialised) weights: every transform far from the identity."""
-    from likeflow.tf_flows import build_flow, tf
+    from likeflow.flows.tf_flow import build_flow, tf
 
     x, bounds = _data()
     cfg = FlowConfig.from_data(x, flow=flow, layers=3, hidden=(8, 7), dtype=dtype,
@@ -338,7 +338,7 @@ def test_numpy_flow_equals_tensorflow_flow(flow, dtype, act, perm, bmap):
 @pytest.mark.parametrize("hidden", [(6,), (6, 5, 4), (9, 8, 7, 6, 5)])
 def test_weight_roles_are_the_tensorflow_variable_order(flow, hidden):
     """The file's weight order, named from the config alone, is TensorFlow's variable order."""
-    from likeflow.tf_flows import build_flow
+    from likeflow.flows.tf_flow import build_flow
 
     x, _ = _data(300)
     cfg = FlowConfig.from_data(x, flow=flow, layers=2, hidden=hidden, marginal_spline=True)
@@ -382,7 +382,7 @@ def test_a_whitened_flow_starts_as_the_best_gaussian():
     """Zero layer weights and the data's whitening: the flow is the Gaussian of the data's
     mean and Ledoit-Wolf shrunk correlation, computed here the direct way (every row's outer
     product)."""
-    from likeflow.flows import whitening
+    from likeflow.flows.config import whitening
 
     rng = np.random.default_rng(4)
     a = rng.normal(size=(6, 6))
@@ -409,7 +409,7 @@ def test_a_whitened_flow_starts_as_the_best_gaussian():
 def test_independent_parameters_are_not_whitened_by_their_noise():
     """Uncorrelated data: the Ledoit-Wolf intensity shrinks the sample correlation's noise
     away (the whitening is the identity to a few per mille)."""
-    from likeflow.flows import whitening
+    from likeflow.flows.config import whitening
 
     x = np.random.default_rng(5).normal(size=(500, 20))
     cfg = FlowConfig.from_data(x, whiten=True)

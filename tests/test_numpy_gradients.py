@@ -11,8 +11,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from likeflow.flows import FlowConfig, expected_weight_shapes
-from likeflow.numpy_flows import NumpyFlow
+from likeflow.flows.config import FlowConfig, expected_weight_shapes
+from likeflow.flows.numpy_flow import NumpyFlow
 
 from test_numpy_backend import _data, _points, perturbed
 from flow_helpers import random_weights
@@ -80,7 +80,7 @@ def test_gradient_equals_tensorflow_gradient(flow, act, perm, bmap, soft):
     density differs from numpy's exact gelu by up to 4e-7 relative on these weights, and the
     random whitening magnifies the difference in the gradient to 1e-3, while each backend's
     gradient equals its own central differences)."""
-    from likeflow.tf_flows import build_flow, tf
+    from likeflow.flows.tf_flow import build_flow, tf
 
     x, bounds, cfg = _config(flow, act, perm, bmap, soft)
     f = build_flow(cfg)
@@ -133,7 +133,7 @@ def test_surrogate_gradient_on_both_backends(name):
 
 
 def test_mixture_gradient_is_the_responsibility_weighted_sum():
-    from likeflow.numpy_flows import sum_gradient
+    from likeflow.flows.numpy_flow import sum_gradient
 
     rng = np.random.default_rng(5)
     lp = np.log(rng.random((3, 10)))

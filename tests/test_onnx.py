@@ -17,9 +17,9 @@ onnx = pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install '
 ort = pytest.importorskip("onnxruntime", reason="the check needs onnxruntime")
 
 import likeflow  # noqa: E402
-from likeflow.flows import FlowConfig  # noqa: E402
-from likeflow.numpy_flows import NumpyFlow  # noqa: E402
-from likeflow.surrogate import Surrogate  # noqa: E402
+from likeflow.flows.config import FlowConfig  # noqa: E402
+from likeflow.flows.numpy_flow import NumpyFlow  # noqa: E402
+from likeflow.surrogate.artifact import Surrogate  # noqa: E402
 from flow_helpers import random_weights  # noqa: E402
 
 V1 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "v1")

@@ -10,9 +10,9 @@ from scipy import stats
 
 import likeflow
 from likeflow.cli import cli
-from likeflow.flows import FlowConfig, expected_weight_shapes
-from likeflow.numpy_flows import NumpyFlow
-from likeflow.surrogate import Surrogate
+from likeflow.flows.config import FlowConfig, expected_weight_shapes
+from likeflow.flows.numpy_flow import NumpyFlow
+from likeflow.surrogate.artifact import Surrogate
 
 D = 10
 

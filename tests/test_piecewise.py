@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 import likeflow
-from likeflow.piecewise import PiecewiseSurrogate, clusters
+from likeflow.surrogate.piecewise import PiecewiseSurrogate, clusters
 
 pytest.importorskip("tensorflow", reason="fits flows")
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 import likeflow
 from likeflow.cli import cli
-from likeflow.publishing import REPRODUCE_RTOL, verify
+from likeflow.surrogate.publishing import REPRODUCE_RTOL, verify
 
 STORED = os.path.join(os.path.dirname(__file__), "data", "bundle")
 
@@ -134,7 +134,7 @@ def test_a_tampered_bundle_fails_naming_the_file(bundle, tmp_path):
 
 def _resum(folder) -> None:
     from likeflow.fileio import file_sha256
-    from likeflow.publishing import SUMS, _files
+    from likeflow.surrogate.publishing import SUMS, _files
     (folder / SUMS).write_text("".join(f"{file_sha256(folder / p)}  {p}\n"
                                        for p in _files(str(folder))))
 

@@ -12,8 +12,8 @@ tf = pytest.importorskip("tensorflow")
 pyhf = pytest.importorskip("pyhf")
 
 from likeflow.cli import cli  # noqa: E402
-from likeflow.likelihoods.pyhf_target import PyhfTarget  # noqa: E402
-from likeflow.samples import read_samples  # noqa: E402
+from likeflow.targets.likelihoods.pyhf_target import PyhfTarget  # noqa: E402
+from likeflow.data.samples import read_samples  # noqa: E402
 
 N_BINS = 56
 
@@ -136,7 +136,7 @@ def _pyhf_q(t, grid):
 
 
 def test_exact_profile_and_best_fit_equal_pyhfs(small_ws):
-    from likeflow.inference import best_fit, scan
+    from likeflow.infer.inference import best_fit, scan
 
     t = PyhfTarget(small_ws)
     i = t.names.index("mu")
@@ -167,7 +167,7 @@ def _pyhf_limits_numpy(ws_path) -> tuple[float, list[float]]:
 
 
 def test_exact_cls_limits_equal_pyhfs_within_one_percent(small_ws):
-    from likeflow.cls_test import cls_limits
+    from likeflow.infer.cls import cls_limits
 
     t = PyhfTarget(small_ws)
     a = PyhfTarget(small_ws, asimov=True)
@@ -180,7 +180,7 @@ def test_exact_cls_limits_equal_pyhfs_within_one_percent(small_ws):
 
 def test_cls_values_match_pyhfs_calculator(small_ws):
     """The formulae alone, on pyhf's own test statistics at one mu."""
-    from likeflow.inference import cls_values
+    from likeflow.infer.inference import cls_values
 
     t = PyhfTarget(small_ws)
     calc = pyhf.infer.calculators.AsymptoticCalculator(t.data, t.model, test_stat="qtilde")
@@ -199,7 +199,7 @@ def test_cls_values_match_pyhfs_calculator(small_ws):
 
 
 def test_asimov_target_has_its_best_fit_at_zero(small_ws):
-    from likeflow.inference import best_fit
+    from likeflow.infer.inference import best_fit
 
     a = PyhfTarget(small_ws, asimov=True)
     assert "asimov" in a.describe()["data"]
@@ -208,8 +208,8 @@ def test_asimov_target_has_its_best_fit_at_zero(small_ws):
 
 def test_cls_partner_of_another_dimension_is_refused():
     from likeflow.errors import LikeflowError
-    from likeflow.cls_test import cls_limits
-    from likeflow.likelihoods import CorrelatedGaussian
+    from likeflow.infer.cls import cls_limits
+    from likeflow.targets.likelihoods import CorrelatedGaussian
 
     with pytest.raises(LikeflowError, match="other parameters"):
         cls_limits(CorrelatedGaussian(3), CorrelatedGaussian(4), "x0")
@@ -265,7 +265,7 @@ def test_bad_compare_file_fails_before_any_work(small_ws, tmp_path, content):
 
 @pytest.mark.slow
 def test_generate_small_workspace_converges_with_defaults(small_ws, tmp_path):
-    from likeflow.samples import mcmc_record
+    from likeflow.data.samples import mcmc_record
 
     out = tmp_path / "s.h5"
     r = CliRunner().invoke(cli, ["generate", "pyhf", str(small_ws), "-n", "2000", "-o", str(out)])
@@ -327,7 +327,7 @@ def test_fixed_parameters_are_held_recorded_and_not_sampled(fixed_ws):
 
 
 def test_fixed_parameters_exact_profile_equals_pyhfs_fixed_poi_fit(fixed_ws):
-    from likeflow.inference import best_fit, scan
+    from likeflow.infer.inference import best_fit, scan
 
     t = PyhfTarget(fixed_ws)
     i = t.names.index("mu")
@@ -434,7 +434,7 @@ def test_fit_a_workspace_in_one_command_and_resume(tmp_path):
     assert "refine" in r.output and ref["anchors_added"] > 0
     assert len(ref["scores"]) == ref["rounds"] + 1
     assert ref["scores"][ref["kept"]] == min(ref["scores"])
-    from likeflow.likelihoods.pyhf_target import PyhfTarget
+    from likeflow.targets.likelihoods.pyhf_target import PyhfTarget
     with pytest.raises(likeflow.LikeflowError, match="was not fitted to"):
         likeflow.refine(f"{stem}.likeflow.h5", f"{stem}.asimov.samples.h5", PyhfTarget(str(ws)))
     asimov = read_samples(f"{stem}.asimov.samples.h5")

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 from cli_helpers import refused, run
-from likeflow.samples import SampleSet, write_samples
+from likeflow.data.samples import SampleSet, write_samples
 
 pytest.importorskip("tensorflow")
 
@@ -23,8 +23,8 @@ TINY = {"layers": 1, "hidden": (8,)}
 @pytest.fixture(scope="module")
 def good4(tmp_path_factory):
     """A 4-parameter sample file (mu in [0, inf)) and a one-epoch surrogate of it."""
-    from likeflow.fitting import fit
-    from likeflow.training import TrainConfig
+    from likeflow.fitting.run import fit
+    from likeflow.fitting.loop import TrainConfig
     folder = tmp_path_factory.mktemp("refusals")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2000, 4))
@@ -79,7 +79,7 @@ def test_a_damaged_config_record_is_refused_on_load(good4, tmp_path, change, mes
     bad = tmp_path / "bad.likeflow.h5"
     _with_config(sur, bad, change)
     from likeflow.errors import SurrogateFileError
-    from likeflow.loading import load
+    from likeflow.surrogate.loading import load
     with pytest.raises(SurrogateFileError, match="bad.likeflow.h5"):
         load(bad, backend=backend)
     for cmd in (["eval", bad, x], ["sample", bad, "-n", "5", "-o", tmp_path / "o.h5"],
@@ -250,7 +250,7 @@ def test_an_unwritable_report_is_refused_before_the_surrogate_is_built(good4, tm
 
 def test_a_loaded_surrogate_builds_its_flow_only_when_evaluated(good4):
     """Names, bounds and records are there at once; the flow (TensorFlow) on first use."""
-    from likeflow.loading import load
+    from likeflow.surrogate.loading import load
     folder, x, sur = good4
     s = load(sur, backend="tensorflow")
     assert s.names == ["mu", "a", "b", "c"] and "flow" not in s.__dict__

@@ -10,12 +10,12 @@ from click.testing import CliRunner
 tf = pytest.importorskip("tensorflow")
 
 from likeflow.cli import cli  # noqa: E402
-from likeflow.likelihoods import CorrelatedGaussian, GaussianMixture  # noqa: E402
-from likeflow.report import validate_test  # noqa: E402
-from likeflow.samples import SampleSet, write_samples  # noqa: E402
-from likeflow.fitting import fit  # noqa: E402
-from likeflow.loading import load  # noqa: E402
-from likeflow.training import TrainConfig  # noqa: E402
+from likeflow.targets.likelihoods import CorrelatedGaussian, GaussianMixture  # noqa: E402
+from likeflow.validation.report import validate_test  # noqa: E402
+from likeflow.data.samples import SampleSet, write_samples  # noqa: E402
+from likeflow.fitting.run import fit  # noqa: E402
+from likeflow.surrogate.loading import load  # noqa: E402
+from likeflow.fitting.loop import TrainConfig  # noqa: E402
 
 
 def target_set(target, n, seed=0):

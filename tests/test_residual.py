@@ -10,13 +10,13 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 import likeflow  # noqa: E402
-from likeflow.anchors import MODE, Anchors, profile_path  # noqa: E402
-from likeflow.generating import mode_finders  # noqa: E402
-from likeflow.likelihoods import CorrelatedGaussian  # noqa: E402
-from likeflow.losses import batch_loss, nll  # noqa: E402
-from likeflow.report import validate_test  # noqa: E402
-from likeflow.residuals import drift_along  # noqa: E402
-from likeflow.samples import SampleSet, read_samples, write_samples  # noqa: E402
+from likeflow.data.anchors import MODE, Anchors, profile_path  # noqa: E402
+from likeflow.targets.generate import mode_finders  # noqa: E402
+from likeflow.targets.likelihoods import CorrelatedGaussian  # noqa: E402
+from likeflow.fitting.losses import batch_loss, nll  # noqa: E402
+from likeflow.validation.report import validate_test  # noqa: E402
+from likeflow.validation.residuals import drift_along  # noqa: E402
+from likeflow.data.samples import SampleSet, read_samples, write_samples  # noqa: E402
 
 
 def test_a_flat_residual_has_no_drift_and_a_linear_one_is_found():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from likeflow.errors import SampleFileError
-from likeflow.samples import (ReadOptions, SampleSet, min_samples, read_samples, split_indices,
+from likeflow.data.samples import (ReadOptions, SampleSet, min_samples, read_samples, split_indices,
                               write_samples)
 
 
@@ -51,7 +51,7 @@ def test_max_samples_is_a_seeded_subset_of_the_rows(likeflow_file, gauss_set):
 
 
 def test_block_reading_matches_a_plain_read(tmp_path, rng, monkeypatch):
-    import likeflow.samples as samples
+    import likeflow.data.samples as samples
     monkeypatch.setattr(samples, "BLOCK_ROWS", 4)  # force many blocks
     x = rng.normal(size=(3000, 5))
     write_samples(tmp_path / "b.h5", SampleSet(x))

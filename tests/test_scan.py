@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import likeflow
-from likeflow.scanning import expand
+from likeflow.fitting.fanout import expand
 
 pytest.importorskip("dask.distributed", reason="scan needs dask.distributed")
 pytest.importorskip("tensorflow", reason="the fits need TensorFlow")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import likeflow
-from likeflow import schema
+from likeflow.surrogate import schema
 
 V1 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "v1")
 

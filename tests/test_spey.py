@@ -18,8 +18,8 @@ spey = pytest.importorskip("spey", reason="the spey backend needs spey (pip inst
 pytest.importorskip("tensorflow", reason="fits the surrogates with TensorFlow")
 
 import likeflow  # noqa: E402
-from likeflow.cls_test import cls_limits  # noqa: E402
-from likeflow.inference import cls_values  # noqa: E402
+from likeflow.infer.cls import cls_limits  # noqa: E402
+from likeflow.infer.inference import cls_values  # noqa: E402
 
 SIGMA = 1.0
 
@@ -79,7 +79,7 @@ def test_spey_limit_equals_likeflows(pair):
 
 def test_backend_errors(pair):
     obs_path, _ = pair
-    from likeflow.spey_backend import LikeflowBackend
+    from likeflow.infer.spey_backend import LikeflowBackend
     sur = likeflow.load(obs_path)
     with pytest.raises(likeflow.LikeflowError, match="unknown parameter of interest"):
         LikeflowBackend(sur, poi="nope")

@@ -1,4 +1,4 @@
-"""The rational-quadratic spline of likeflow.splines: TFP's function, exact inverse and
+"""The rational-quadratic spline of likeflow.flows.splines: TFP's function, exact inverse and
 log-derivative, the same under XLA."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 tf = pytest.importorskip("tensorflow")
 tfp = pytest.importorskip("tensorflow_probability")
 
-from likeflow.splines import RationalQuadraticSpline  # noqa: E402
+from likeflow.flows.splines import RationalQuadraticSpline  # noqa: E402
 
 K, B = 6, 3.0
 

@@ -11,13 +11,13 @@ from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 
 import likeflow
-from likeflow import streaming
+from likeflow.fitting import stream as streaming
 from likeflow.cli import cli
 from likeflow.errors import LikeflowError, SampleFileError
-from likeflow.feeding import ArrayRows, pad_steps
-from likeflow.samples import (ReadOptions, SampleSet, SplitSpec, split_indices, split_labels,
+from likeflow.fitting.rows import ArrayRows, pad_steps
+from likeflow.data.samples import (ReadOptions, SampleSet, SplitSpec, split_indices, split_labels,
                               write_samples)
-from likeflow.training import TrainConfig
+from likeflow.fitting.loop import TrainConfig
 
 SMALL = dict(flow_config=dict(layers=2, hidden=(16, 16)),
              train_config=TrainConfig(epochs=6, batch_size=256, cosine_steps=600))

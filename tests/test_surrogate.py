@@ -17,19 +17,19 @@ tf = pytest.importorskip("tensorflow")
 
 from likeflow.cli import cli  # noqa: E402
 from likeflow.errors import SurrogateFileError  # noqa: E402
-from likeflow.samples import read_samples  # noqa: E402
-from likeflow.fitting import fit  # noqa: E402
-from likeflow.samples import SplitSpec, split_of  # noqa: E402
-from likeflow.schema import FORMAT_VERSION  # noqa: E402
-from likeflow.loading import load  # noqa: E402
-from likeflow.training import TrainConfig  # noqa: E402
+from likeflow.data.samples import read_samples  # noqa: E402
+from likeflow.fitting.run import fit  # noqa: E402
+from likeflow.data.samples import SplitSpec, split_of  # noqa: E402
+from likeflow.surrogate.schema import FORMAT_VERSION  # noqa: E402
+from likeflow.surrogate.loading import load  # noqa: E402
+from likeflow.fitting.loop import TrainConfig  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     """A small surrogate of a bounded 3-dim Gaussian, saved to a file."""
     rng = np.random.default_rng(0)
-    from likeflow.samples import SampleSet, write_samples
+    from likeflow.data.samples import SampleSet, write_samples
     x = rng.multivariate_normal([1, 0, 0], [[1, .5, 0], [.5, 1, 0], [0, 0, .2]], size=3000)
     x[:, 0] = np.clip(x[:, 0], -1.9, 5.9)
     s = SampleSet(x, names=["mu", "a", "b"], poi=["mu"],
@@ -189,7 +189,7 @@ def test_cli_fit_bad_input(tmp_path):
 def test_sigterm_leaves_a_loadable_surrogate_and_resume_continues(tmp_path):
     """A real `likeflow fit` process killed with SIGTERM mid-run, then resumed."""
     rng = np.random.default_rng(0)
-    from likeflow.samples import SampleSet, write_samples
+    from likeflow.data.samples import SampleSet, write_samples
     write_samples(tmp_path / "s.h5", SampleSet(rng.normal(size=(20000, 4))))
     out = tmp_path / "s.likeflow.h5"
     cmd = [sys.executable, "-m", "likeflow", "fit", str(tmp_path / "s.h5"), "-o", str(out),
@@ -220,7 +220,7 @@ def test_sigterm_leaves_a_loadable_surrogate_and_resume_continues(tmp_path):
 
 def test_validation_on_the_training_file_read_otherwise_leaves_training_rows_out(tmp_path):
     """Training on a subsample, then validating on the whole file: no training row may leak."""
-    from likeflow.samples import ReadOptions, SampleSet, read_samples, write_samples
+    from likeflow.data.samples import ReadOptions, SampleSet, read_samples, write_samples
     rng = np.random.default_rng(5)
     x = np.column_stack([np.arange(3000.0), rng.normal(size=3000)])  # column 0 = file row
     path = tmp_path / "s.h5"

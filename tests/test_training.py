@@ -9,10 +9,10 @@ tf = pytest.importorskip("tensorflow")
 
 from scipy import stats  # noqa: E402
 
-from likeflow.flows import FLOWS, FlowConfig  # noqa: E402
-from likeflow.tf_flows import build_flow  # noqa: E402
-from likeflow.likelihoods import CorrelatedGaussian  # noqa: E402
-from likeflow.training import (TrainConfig, default_batch_size, make_mean_loss,  # noqa: E402
+from likeflow.flows.config import FLOWS, FlowConfig  # noqa: E402
+from likeflow.flows.tf_flow import build_flow  # noqa: E402
+from likeflow.targets.likelihoods import CorrelatedGaussian  # noqa: E402
+from likeflow.fitting.loop import (TrainConfig, default_batch_size, make_mean_loss,  # noqa: E402
                                train)
 
 

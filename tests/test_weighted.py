@@ -8,10 +8,10 @@ import pytest
 from scipy import stats
 
 import likeflow
-from likeflow import metrics
-from likeflow.flows import FlowConfig, expected_weight_shapes
-from likeflow.numpy_flows import NumpyFlow
-from likeflow.surrogate import Surrogate
+from likeflow.validation import metrics
+from likeflow.flows.config import FlowConfig, expected_weight_shapes
+from likeflow.flows.numpy_flow import NumpyFlow
+from likeflow.surrogate.artifact import Surrogate
 
 D = 8
 

@@ -13,8 +13,8 @@ import os
 import numpy as np
 
 import likeflow
-from likeflow.samples import SampleSet
-from likeflow.training import TrainConfig
+from likeflow.data.samples import SampleSet
+from likeflow.fitting.loop import TrainConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 _spec = importlib.util.spec_from_file_location("v1make", os.path.join(HERE, "..", "v1", "make.py"))
