@@ -24,8 +24,6 @@ several starting points, inside the surrogate's training region), the same one b
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from .._version import __version__
