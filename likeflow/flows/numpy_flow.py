@@ -31,17 +31,13 @@ from scipy.linalg import solve_triangular
 from . import rq
 from .bounds import PROBIT_MAX, PROBIT_TRAIN_MAX
 from .config import FlowConfig, expected_weight_shapes, weight_roles
-from .plan import BoundPlan
+from .plan import BoundPlan, NumpyOps
 from .rq import MIN_BIN
 
 _LOG_2PI = math.log(2 * math.pi)
 
 
 # --- building blocks ------------------------------------------------------------------------
-
-def _softplus(x):
-    return np.logaddexp(0.0, x)
-
 
 ACTIVATION_FUNCTIONS = {
     "relu": lambda x: np.maximum(x, 0.0),
@@ -82,7 +78,7 @@ class Spline:
         k = bins
         w, h, s = params[..., :k], params[..., k:2 * k], params[..., 2 * k:]
         widths, heights, slopes = rq.parametrise(
-            w, h, s, k, bound, lambda a: special.softmax(a, axis=-1), _softplus)
+            w, h, s, k, bound, lambda a: special.softmax(a, axis=-1), NumpyOps.softplus)
         self._kx = _knots(widths, -bound)
         self._ky = _knots(heights, -bound)
         one = np.ones_like(slopes[..., :1])
