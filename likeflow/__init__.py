@@ -46,7 +46,7 @@ _LAZY = {
     "marginal": "fitting.run",
     "refine": "fitting.run",
     "load": "surrogate.loading",
-    "is_surrogate_file": "surrogate.loading",
+    "is_surrogate_file": "surrogate.fileformat",
     "Surrogate": "surrogate.artifact",
     "build_flow": "flows.tf_flow",
     "train": "fitting.loop",

@@ -1,31 +1,10 @@
-"""The trained artifact: :class:`Surrogate` and its single-file HDF5 format (written by
-:meth:`Surrogate.save`, read by :func:`likeflow.surrogate.loading.load`).
+"""The trained artifact: :class:`Surrogate`, a flow with its records (training, validation,
+provenance), evaluated on TensorFlow or numpy (:mod:`likeflow.flows.numpy_flow`).
 
-A surrogate file (``*.likeflow.h5``) holds
-
-- root attributes ``format = "likeflow-surrogate"``, ``format_version`` (2; the major number
-  of ``schema_version``, "2.5.0"), ``likeflow_version``, ``tensorflow_version``;
-- four JSON records, each following its schema (``likeflow/schemas/<version>/``,
-  :mod:`likeflow.surrogate.schema`): ``config``, the :class:`~likeflow.flows.config.FlowConfig`
-  (architecture,
-  hyperparameters, names, POIs, bounds, preprocessing constants, dtype, seed, permutations);
-  ``training`` (the seed, the training config, the data: file, how it was read, its
-  fingerprint and split; the history per epoch, the training region); ``validation`` (the
-  summary at save time, empty when not validated); ``provenance`` (likeflow, TensorFlow,
-  Python versions, the platform, the time of writing);
-- ``weights/NNNN``: one array per trainable variable, in the flow's variable order
-  (:func:`likeflow.flows.config.weight_roles` names each from the config), each with its variable
-  name and its sha256 as attributes.
-
-Files of format version 1 (before the schemas and the provenance) load as well.
-
-Loading rebuilds the flow from ``config`` and assigns the weights: nothing in the file is
-executed. Writing goes to a temp file in the same folder and is renamed into place, so a file on
-disk is always whole.
-
-Files are read by :func:`likeflow.surrogate.loading.load` (``likeflow.load``), on the TensorFlow or
-the
-numpy backend (:mod:`likeflow.flows.numpy_flow`).
+A surrogate is one file (``*.likeflow.h5``), written by :meth:`Surrogate.save` and read by
+:func:`likeflow.surrogate.loading.load` (``likeflow.load``); its layout, the records' schemas
+and the checks on reading are :mod:`likeflow.surrogate.fileformat`'s. Loading rebuilds the flow
+from the stored config and assigns the weights: nothing in the file is executed.
 
 Example:
     >>> import likeflow                                        # doctest: +SKIP
@@ -37,26 +16,21 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 
 import numpy as np
 
-from .._version import __version__
 from ..batching import batch_slices, map_batches, padded_size
 from ..data.anchors import held_out_anchors
 from ..data.samples import (ReadOptions, SampleSet, SplitSpec, file_rows, split_of,
                             write_sample_stream)
 from ..errors import LikeflowError
-from ..fileio import atomic_h5, check_outputs
+from ..fileio import check_outputs
 from ..flows.config import FlowConfig
 from ..flows.numpy_flow import NumpyFlow
 from ..flows.plan import BoundPlan
 from ..jsonutil import strict_json
-from . import schema
-
-FORMAT = "likeflow-surrogate"
+from . import fileformat, schema
 
 # Points per compiled call of log_prob / sample: bounded memory for any n. Sampling batches
 # are smaller: the MADE pass keeps per-batch state in cache (measured: 16384 is 5x faster per
@@ -483,47 +457,15 @@ class Surrogate:
                 "validation": strict_json(self.validation),
                 "provenance": schema.provenance(self.backend)}
 
-    def _write_components(self, f, path: str) -> None:
-        """Flows beyond the first (a piecewise surrogate's); a plain surrogate has none."""
+    def _other_flows(self) -> list[tuple[dict, list[tuple[str, np.ndarray]]]]:
+        """The flows a file holds beyond this one's, as (config record, weights): a piecewise
+        surrogate's other clusters; a plain surrogate has none."""
+        return []
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the surrogate file atomically (temp file in the same folder, then rename)."""
-        with atomic_h5(path) as f:
-            records = self._records()
-            for name, record in records.items():
-                _check_own(path, name, record)
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = schema.FORMAT_VERSION
-            f.attrs["schema_version"] = schema.SCHEMA_VERSION
-            f.attrs["likeflow_version"] = __version__
-            if records["provenance"]["tensorflow_version"]:
-                f.attrs["tensorflow_version"] = records["provenance"]["tensorflow_version"]
-            for name, record in records.items():
-                f.create_dataset(name, data=json.dumps(record))
-            _write_weights(f.create_group("weights"), self.weight_arrays(), path)
-            self._write_components(f, os.fspath(path))
-
-
-def _check_own(path, name: str, record) -> None:
-    try:
-        schema.check(name, record)
-    except LikeflowError as e:  # a record likeflow itself made: a bug
-        raise LikeflowError(f"{path}: not written: {e} (a bug in likeflow: please report "
-                            "it)") from None
-
-
-def _write_weights(g, arrays, path) -> None:
-    for i, (name, w) in enumerate(arrays):
-        if not np.isfinite(w).all():
-            raise LikeflowError(f"{path}: not written: weight {name} holds NaN or inf (a "
-                                "diverged fit)")
-        ds = g.create_dataset(f"{i:04d}", data=w)
-        ds.attrs["name"] = name
-        ds.attrs["sha256"] = _checksum(w)
-
-
-def _checksum(w: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(w).tobytes()).hexdigest()
+        """Write the surrogate file atomically (:func:`likeflow.surrogate.fileformat.write`:
+        a temp file in the same folder, then renamed)."""
+        fileformat.write(path, self._records(), self.weight_arrays(), self._other_flows())
 
 
 def fresh_seed() -> int:
@@ -619,5 +561,3 @@ class _Compiled:
         return self._traced(self._plain, x)
 
 
-def _text(x) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)

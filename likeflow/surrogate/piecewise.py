@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import LikeflowError
-from .artifact import Surrogate, _check_own, _write_weights
+from .artifact import Surrogate
 
 MAX_AUTO_CLUSTERS = 8
 SILHOUETTE_POINTS = 2000
@@ -299,11 +299,5 @@ class PiecewiseSurrogate(Surrogate):
     def weight_arrays(self):
         return self.components[0].weight_arrays()
 
-    def _write_components(self, f, path: str) -> None:
-        import json
-        for k, c in enumerate(self.components[1:], start=1):
-            g = f.create_group(f"components/{k}")
-            config = c.config.to_dict()
-            _check_own(path, "config", config)
-            g.create_dataset("config", data=json.dumps(config))
-            _write_weights(g.create_group("weights"), c.weight_arrays(), path)
+    def _other_flows(self):
+        return [(c.config.to_dict(), c.weight_arrays()) for c in self.components[1:]]
