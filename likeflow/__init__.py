@@ -30,13 +30,15 @@ from .data.samples import (LAYOUTS, ReadOptions, SampleSet, SplitSpec, as_sample
 from .errors import LikeflowError, ReportError, SampleFileError, SurrogateFileError
 from .fileio import check_output_folder, check_outputs, guard_reads
 from .fitting.loop import TrainConfig
+from .fitting.settings import FitSettings, default_output, default_report, read_config as read_fit_config
 from .fitting.stream import HELD_OUT_ROWS as STREAM_HELD_OUT_ROWS
 from .flows.bounds import as_bounds
 from .flows.config import (ACTIVATIONS, DEFAULT_BINS, FLOW_HELP, FLOWS, PERMUTATIONS,
-                           FlowConfig)
+                           FlowConfig, FlowOptions)
 from .interrupts import sigterm_as_interrupt
 from .progress import EpochProgress
 from .targets.likelihoods import TARGETS, CorrelatedGaussian, GaussianMixture, LHCToy, make_target
+from .targets.combination import COMBINE_MCMC
 from .targets.mcmc import MCMCConfig
 
 # name -> module for the parts that import TensorFlow or matplotlib (loaded on first access)
@@ -76,6 +78,8 @@ _LAZY = {
     "check_plot_format": "validation.plots",
     "export_onnx": "flows.onnx_export",
     "typicality": "infer.outliers",
+    "evaluate": "infer.evaluation",
+    "Evaluation": "infer.evaluation",
     "classify": "infer.classification",
     "ClassifyResult": "infer.classification",
     "marginal_stats": "infer.information",
@@ -93,7 +97,8 @@ __all__ = [
     "split_indices", "mcmc_record", "as_bounds", "check_outputs", "check_output_folder", "guard_reads",
     "sigterm_as_interrupt",
     "ReportError",
-    "FlowConfig", "FLOWS", "FLOW_HELP", "DEFAULT_BINS", "PERMUTATIONS", "ACTIVATIONS", "TrainConfig", "MCMCConfig", "EpochProgress",
+    "FlowConfig", "FlowOptions", "FitSettings", "read_fit_config", "default_output", "default_report",
+    "FLOWS", "FLOW_HELP", "DEFAULT_BINS", "PERMUTATIONS", "ACTIVATIONS", "TrainConfig", "MCMCConfig", "COMBINE_MCMC", "EpochProgress",
     "STREAM_HELD_OUT_ROWS",
     "TARGETS", "make_target", "LHCToy", "CorrelatedGaussian", "GaussianMixture",
     *_LAZY,

@@ -8,7 +8,6 @@ Output cut short by its reader (``likeflow info f.h5 | head``) ends quietly with
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import json
@@ -18,7 +17,6 @@ import time
 import traceback
 
 import click
-import numpy as np
 
 import likeflow
 
@@ -255,27 +253,17 @@ def _default(func, name: str):
     return inspect.signature(func).parameters[name].default
 
 
-_FLOW = {f.name: f.default for f in dataclasses.fields(likeflow.FlowConfig)}
+_FLOW = likeflow.FlowOptions()
 _TRAIN = likeflow.TrainConfig()
 _MCMC = likeflow.MCMCConfig()
+_COMBINE = likeflow.COMBINE_MCMC
 
-#: --whiten's words as FlowConfig.from_data takes them
-_WHITEN = {"on": True, "off": False, "auto": "auto"}
+#: fit's options that are FlowOptions and TrainConfig fields (the others only a --config
+#: file sets)
 FLOW_OPTIONS = ("flow", "layers", "hidden", "bins", "spline_range", "permutation", "activation",
                 "dtype", "reflect", "whiten")
 TRAIN_OPTIONS = ("schedule", "cosine_steps", "epochs", "batch_size", "learning_rate", "patience",
                  "max_time", "density_weight")
-
-
-def default_output(samples_path: str) -> str:
-    """samples.h5 -> samples.likeflow.h5 (beside the input)."""
-    return os.path.splitext(samples_path)[0] + ".likeflow.h5"
-
-
-def default_report(surrogate_path: str) -> str:
-    """samples.likeflow.h5 -> samples.likeflow-report/ (beside the surrogate)."""
-    root = surrogate_path[:-3] if surrogate_path.endswith(".h5") else surrogate_path
-    return root + "-report"
 
 
 def _warn(message: str) -> None:
@@ -298,36 +286,35 @@ def _parse_hidden(ctx, param, value):
 @click.argument("samples", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Surrogate file to write [default: SAMPLES with .likeflow.h5].")
-@click.option("--flow", type=click.Choice(likeflow.FLOWS), default=_FLOW["flow"],
+@click.option("--flow", type=click.Choice(likeflow.FLOWS), default=_FLOW.flow,
               show_default=True,
               help="; ".join(f"{k}: {v}" for k, v in likeflow.FLOW_HELP.items()) + ".")
-@click.option("--layers", type=click.IntRange(min=1), default=_FLOW["layers"], show_default=True,
+@click.option("--layers", type=click.IntRange(min=1), default=_FLOW.layers, show_default=True,
               help="Number of flow layers.")
-@click.option("--hidden", callback=_parse_hidden, default=",".join(map(str, _FLOW["hidden"])),
+@click.option("--hidden", callback=_parse_hidden, default=",".join(map(str, _FLOW.hidden)),
               show_default=True, help="Hidden units per layer of each conditioner network.")
 @click.option("--bins", type=click.IntRange(min=2), default=None,
               help="Spline bins of ansf and cnsf, and of the affine flows' marginal spline "
                    "[default: " + ", ".join(f"{f} {k}" for f, k in
                                             likeflow.DEFAULT_BINS.items()) + "].")
 @click.option("--spline-range", type=click.FloatRange(min=0, min_open=True),
-              default=_FLOW["spline_range"], show_default=True,
+              default=_FLOW.spline_range, show_default=True,
               help="The splines act on [-B, B] (standardised units).")
 @click.option("--permutation", type=click.Choice(likeflow.PERMUTATIONS),
-              default=_FLOW["permutation"], show_default=True,
+              default=_FLOW.permutation, show_default=True,
               help="Permutation between layers.")
 @click.option("--activation", type=click.Choice(likeflow.ACTIVATIONS),
-              default=_FLOW["activation"], show_default=True)
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default=_FLOW["dtype"],
+              default=_FLOW.activation, show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default=_FLOW.dtype,
               show_default=True)
 @click.option("--reflect", type=click.Choice(["auto", "none"]),
-              default=_default(likeflow.FlowConfig.from_data, "reflect"), show_default=True,
+              default=_FLOW.reflect, show_default=True,
               help="Parameters whose samples pile up at a bound (a signal strength with its "
                    "best fit at 0): auto models them mirrored across the bound and folds back, "
                    "so the density at the bound is finite and right; none maps every bound "
                    "with a sigmoid/softplus.")
 @click.option("--whiten", type=click.Choice(["auto", "on", "off"]),
-              default=_default(likeflow.FlowConfig.from_data, "whiten"), show_default=True,
-              callback=lambda ctx, p, v: _WHITEN.get(v, v),
+              default=_FLOW.whiten, show_default=True,
               help="Start the flow as the samples' best Gaussian (a fixed linear map by the "
                    "Cholesky factor of their correlation before the layers), so that training "
                    "learns only the departures from it. auto: where the training rows pin the "
@@ -428,21 +415,20 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, run_validati
     its verdict joins the file's. Files go beside OUTPUT (default: the workspace's name with
     the patch's); an interrupted run resumes, reusing the samples and fits already written.
     """
-    if config_file:
-        opts = _merge_config_file(ctx, config_file, opts)
+    settings = likeflow.read_fit_config(config_file) if config_file else None
     if samples.endswith(".json") or patch is not None:
         implied = resume or asimov_partner or report_dir or not run_validation
         return _fit_workspace(ctx, samples, patch, n_samples, output, log_path, quiet, opts,
-                              implied)
-    out = output or default_output(samples)
+                              settings, implied)
+    out = output or likeflow.default_output(samples)
     likeflow.check_outputs([out, log_path], inputs=[samples, config_file, asimov_partner])
-    report = (report_dir or default_report(out)) if run_validation else None
-    given = [k for k in FLOW_OPTIONS if not resume or _on_command_line(ctx, k)]
-    with likeflow.EpochProgress(log=log_path, quiet=quiet, max_time=opts["max_time"]) as bar:
+    report = (report_dir or likeflow.default_report(out)) if run_validation else None
+    # a resumed fit keeps its flow: only options given again are held against it
+    flow, train, seed = _chosen(ctx, opts, settings, all_flow_options=not resume)
+    with likeflow.EpochProgress(log=log_path, quiet=quiet, max_time=train.max_time) as bar:
         try:
             sur = likeflow.fit(
-                samples, out=out, seed=opts["seed"], flow_config={k: opts[k] for k in given},
-                train_config=likeflow.TrainConfig(**{k: opts[k] for k in TRAIN_OPTIONS}),
+                samples, out=out, seed=seed, flow_config=flow, train_config=train,
                 read_options=read_opts, validate=run_validation, report=report,
                 resume=resume, asimov_partner=asimov_partner, clusters=opts["clusters"],
                 stream=opts["stream"], devices=opts["devices"], progress=bar,
@@ -459,7 +445,7 @@ def fit(ctx, samples, output, config_file, resume, log_path, quiet, run_validati
     _print_fit(sur, out, report)
 
 
-def _fit_workspace(ctx, workspace, patch, n, output, log_path, quiet, opts,
+def _fit_workspace(ctx, workspace, patch, n, output, log_path, quiet, opts, settings,
                    implied: bool) -> None:
     """``fit WS.json``: the whole path from a workspace (:func:`likeflow.fit_workspace`);
     ``implied``: an option was given that the path decides itself."""
@@ -471,12 +457,11 @@ def _fit_workspace(ctx, workspace, patch, n, output, log_path, quiet, opts,
                                "validation always runs and the report goes beside the "
                                "surrogate: leave out --resume, --asimov-partner, --report and "
                                "--no-validate")
-    given = [k for k in FLOW_OPTIONS if _on_command_line(ctx, k)]
-    with likeflow.EpochProgress(log=log_path, quiet=quiet, max_time=opts["max_time"]) as bar:
+    flow, train, seed = _chosen(ctx, opts, settings, all_flow_options=False)
+    with likeflow.EpochProgress(log=log_path, quiet=quiet, max_time=train.max_time) as bar:
         run = likeflow.fit_workspace(
-            workspace, patch=patch, out=output, n=n, seed=opts["seed"],
-            flow_config={k: opts[k] for k in given},
-            train_config=likeflow.TrainConfig(**{k: opts[k] for k in TRAIN_OPTIONS}),
+            workspace, patch=patch, out=output, n=n, seed=seed, flow_config=flow,
+            train_config=train,
             progress=bar, messages=lambda m: click.echo(m, err=True))
     click.echo(run.check.table())
     click.echo("stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in run.stages.items())
@@ -521,50 +506,19 @@ def _on_command_line(ctx, name: str) -> bool:
     return ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
 
 
-def _merge_config_file(ctx, path, opts):
-    """``opts`` with the values of a --config JSON file where the command line gave none."""
-    try:
-        with open(path) as f:
-            conf = json.load(f)
-    except (OSError, ValueError) as e:
-        raise LikeflowError(f"{path}: not a JSON config ({e})") from None
-    if not isinstance(conf, dict):
-        raise LikeflowError(f"{path}: the config must be a JSON object")
-    known = set(FLOW_OPTIONS) | set(TRAIN_OPTIONS) | {"seed", "lr"}
-    unknown = sorted(set(conf) - known)
-    if unknown:
-        raise LikeflowError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
-    opts = dict(opts)
-    for key, value in conf.items():
-        key = "learning_rate" if key == "lr" else key
-        if not _on_command_line(ctx, key):
-            opts[key] = _config_value(ctx, path, key, value)
-    return opts
-
-
-def _config_value(ctx, path: str, key: str, value):
-    """A --config value checked as strictly as the option itself (no 2.5 for an integer)."""
-    if key == "hidden":
-        items = value if isinstance(value, list) else str(value).split(",")
-        if not all(isinstance(v, int) and not isinstance(v, bool) or
-                   isinstance(v, str) and v.strip().isdigit() for v in items):
-            raise LikeflowError(f"{path}: 'hidden' must be a list of integers (or "
-                                f"\"64,64\"), not {value!r:.40}")
-        return tuple(int(v) for v in items)
-    param = next(p for p in ctx.command.params if p.name == key)
-    kind = param.type
-    if value is None and param.default is None:
-        return None
-    ok = (isinstance(value, int) if isinstance(kind, click.types.IntParamType) else
-          isinstance(value, (int, float)) if isinstance(kind, click.types.FloatParamType) else
-          isinstance(value, str))
-    if not ok or isinstance(value, bool):
-        raise LikeflowError(f"{path}: '{key}' must be {kind.name}, not {value!r:.40}")
-    try:
-        value = kind.convert(value, param, ctx)
-        return _WHITEN[value] if key == "whiten" else value
-    except click.BadParameter as e:
-        raise LikeflowError(f"{path}: '{key}': {e.message}") from None
+def _chosen(ctx, opts, settings, *, all_flow_options: bool):
+    """The flow options (a dict), the TrainConfig and the seed of a fit: the command line's,
+    then a --config file's (:func:`likeflow.read_fit_config`) where the command line gave
+    none; the flow options not given anywhere only with ``all_flow_options``."""
+    settings = settings or likeflow.FitSettings()
+    flow = {k: opts[k] for k in FLOW_OPTIONS if all_flow_options or _on_command_line(ctx, k)}
+    train = {k: opts[k] for k in TRAIN_OPTIONS}
+    for chosen, from_file in ((flow, settings.flow), (train, settings.train)):
+        chosen.update({k: v for k, v in from_file.items()
+                       if k not in opts or not _on_command_line(ctx, k)})
+    seed = opts["seed"] if settings.seed is None or _on_command_line(ctx, "seed") \
+        else settings.seed
+    return flow, likeflow.TrainConfig(**train), seed
 
 
 @cli.command()
@@ -581,7 +535,6 @@ def sample(surrogate, n, output, seed):
     Example:
       likeflow sample toy.likeflow.h5 -n 1000000 -o fresh.h5
     """
-    likeflow.check_outputs([output], inputs=[surrogate])
     sur = likeflow.load(surrogate)
     t0 = time.perf_counter()
     sur.sample_to_file(output, n, seed=seed)
@@ -665,7 +618,6 @@ def ensemble(surrogates, output):
       likeflow ensemble toy0.likeflow.h5 toy1.likeflow.h5 toy2.likeflow.h5 toy3.likeflow.h5 \\
           -o toy_ens.likeflow.h5
     """
-    likeflow.check_outputs([output], inputs=list(surrogates))
     sur = likeflow.ensemble(list(surrogates), out=output)
     click.echo(f"wrote {output}: an ensemble of {len(sur.components)} surrogates")
 
@@ -777,9 +729,6 @@ def export(surrogate, output, dtype):
       likeflow export toy.likeflow.h5 -o toy.onnx
       python -c "import onnxruntime as o; s = o.InferenceSession('toy.onnx'); ..."
     """
-    if not str(output).endswith(".onnx"):
-        raise LikeflowError(f"{output}: give the ONNX model a .onnx name")
-    likeflow.check_outputs([output], inputs=[surrogate])
     info = likeflow.export_onnx(likeflow.load(surrogate), output, dtype=dtype)
     click.echo(f"wrote {info['path']}: {', '.join(info['outputs'])} ({info['dtype']}, "
                f"{info['nodes']} nodes)")
@@ -812,35 +761,21 @@ def eval_(surrogate, points, output, typicality, seed, spread, read_opts):
       likeflow eval toy.likeflow.h5 points.h5
       likeflow eval toy.likeflow.h5 events.h5 --typicality -o scored.h5
     """
-    likeflow.check_outputs([output], inputs=[surrogate, points])
-    sur = likeflow.load(surrogate)
-    s = sur.columns_of(likeflow.read_samples(points, read_opts, check=False), points)
-    scores = likeflow.typicality(sur, s.values, seed=seed) if typicality else {}
-    lp = scores.pop("log_prob") if typicality else sur.log_prob(s.values)
-    undefined = ~np.isfinite(s.values).all(axis=1)
-    if undefined.any():  # not "outside the bounds" (-inf): no density at all
-        lp = np.where(undefined, np.nan, lp)
-        rows = np.flatnonzero(undefined)
+    ev = likeflow.evaluate(surrogate, points, typicality=typicality, spread=spread, seed=seed,
+                           read_options=read_opts, out=output)
+    rows = ev.undefined
+    if len(rows):
         _warn(f"note: {len(rows)} point{'s' * (len(rows) > 1)} of {points} hold NaN or inf "
               f"(row {', '.join(map(str, rows[:5]))}{' ...' if len(rows) > 5 else ''}): "
               "log_prob nan")
-    if spread:
-        if sur.kind != "ensemble":
-            raise LikeflowError(f"{surrogate}: --spread needs an ensemble surrogate "
-                                "('likeflow ensemble')")
-        scores["log_prob_spread"] = sur.member_spread(s.values)
     if output:
-        likeflow.write_samples(output, likeflow.SampleSet(s.values, names=sur.names,
-                                                          poi=sur.poi, log_prob=lp),
-                               columns=scores)
-        click.echo(f"wrote {len(lp)} log-densities{' and outlier scores' if scores else ''} "
-                   f"to {output}")
-    elif scores:
-        click.echo("  ".join(["log_prob", *scores]))
-        click.echo("\n".join("  ".join(f"{v:.10g}" for v in row)
-                             for row in zip(lp, *scores.values())))
+        click.echo(f"wrote {len(ev.log_prob)} log-densities"
+                   f"{' and outlier scores' if ev.scores else ''} to {output}")
+    elif ev.scores:
+        click.echo("  ".join(ev.columns()))
+        click.echo("\n".join("  ".join(f"{v:.10g}" for v in row) for row in ev.rows()))
     else:
-        click.echo("\n".join(f"{v:.10g}" for v in lp))
+        click.echo("\n".join(f"{v:.10g}" for v in ev.log_prob))
 
 
 def _parse_range(ctx, param, value):
@@ -1022,11 +957,12 @@ def _names_list(ctx, param, value):
 @click.option("--normal-prior", callback=_names_list, default=None, metavar="NAMES",
               help="Shared parameters whose prior is a unit Gaussian (e.g. nuisances): it is "
                    "counted once, not once per surrogate. Others are taken as flat.")
-@click.option("--chains", type=click.IntRange(min=2), default=128, show_default=True)
-@click.option("--warmup", type=click.IntRange(min=100), default=600, show_default=True)
-@click.option("--kernel", type=click.Choice(["nuts", "hmc"]), default=_MCMC.kernel,
+@click.option("--chains", type=click.IntRange(min=2), default=_COMBINE.chains, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=100), default=_COMBINE.warmup,
               show_default=True)
-@click.option("--seed", type=int, default=_MCMC.seed, show_default=True)
+@click.option("--kernel", type=click.Choice(["nuts", "hmc"]), default=_COMBINE.kernel,
+              show_default=True)
+@click.option("--seed", type=int, default=_COMBINE.seed, show_default=True)
 @click.option("--allow-unconverged", is_flag=True, help="Exit 0 even if R-hat fails.")
 def combine(surrogates, n, output, normal_prior, chains, warmup, kernel, seed,
             allow_unconverged):
@@ -1068,7 +1004,6 @@ def marginal(surrogate, params, output, n, seed, quiet):
     Fits a small flow to surrogate samples of --params: the nuisance-free likelihood, itself a
     surrogate file that 'profile', 'sample' and 'eval' take.
     """
-    likeflow.check_outputs([output], inputs=[surrogate])
     with likeflow.EpochProgress(quiet=quiet) as bar:
         m = likeflow.marginal(likeflow.load(surrogate), params, n=n, seed=seed, out=output,
                               progress=bar)

@@ -37,7 +37,7 @@ from .._version import __version__
 from ..data.samples import ReadOptions, SampleSet, SplitSpec, as_sample_set, mcmc_record, split_of
 from ..errors import LikeflowError, ReportError
 from ..fileio import check_output_folder, check_outputs
-from ..flows.config import FlowConfig, whitening
+from ..flows.config import FlowConfig, FlowOptions, whitening
 from ..interrupts import held, sigterm_as_interrupt
 from ..progress import duration
 from ..surrogate.artifact import Surrogate
@@ -45,7 +45,7 @@ from ..surrogate.loading import load
 from .loop import TrainConfig, TrainResult, restore, snapshot, train
 
 #: flow of :func:`marginal` unless told otherwise: small, the marginal has few dimensions
-MARGINAL_FLOW = {"flow": "maf", "layers": 4, "hidden": (64, 64)}
+MARGINAL_FLOW = FlowOptions(flow="maf", layers=4, hidden=(64, 64))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +70,7 @@ def plan_seeds(seed: int, split: SplitSpec | None = None) -> Seeds:
 
 
 def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
-        flow_config: dict | None = None, train_config: TrainConfig | None = None,
+        flow_config: FlowOptions | dict | None = None, train_config: TrainConfig | None = None,
         names=None, poi=(), bounds=None, weights=None,
         read_options: ReadOptions | None = None, split: SplitSpec | None = None,
         validate: bool = True, report: str | os.PathLike | None = None,
@@ -87,9 +87,10 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
             training the best weights so far are checkpointed there at most every
             ``checkpoint_every`` seconds; Ctrl-C / SIGTERM leaves the best surrogate on disk.
         seed: seeds everything (:func:`plan_seeds`): same seed, same surrogate.
-        flow_config: :class:`~likeflow.flows.config.FlowConfig` fields (``flow``, ``layers``,
-            ``hidden``, ``bins``, ``spline_range``, ``permutation``, ``activation``, ``dtype``,
-            ``reflect``) other than the data-derived ones; defaults are the FlowConfig's.
+        flow_config: the new flow's :class:`~likeflow.flows.config.FlowOptions` (``flow``,
+            ``layers``, ``hidden``, ``bins``, ``reflect``, ``whiten``, ...), or a dict of some
+            of them; None: the defaults. A resumed fit keeps its stored flow (an option given
+            with another value is refused).
         train_config: a :class:`~likeflow.fitting.loop.TrainConfig` (default: its defaults).
         names, poi, bounds, weights: with an array: the parameter names, the parameters of
             interest, bounds as ``{"mu": (0, None)}`` or a (D, 2) array (None for no bound),
@@ -124,9 +125,7 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
     if old is not None:  # a resumed fit keeps its own seed: the same split, the same shuffles
         seed = old.training.get("seed", old.config.seed)
     seeds = plan_seeds(seed, split)
-    if flow_config and "seed" in flow_config:
-        raise LikeflowError("give the seed as fit(seed=...), not in flow_config: one seed "
-                            "seeds everything")
+    options = FlowOptions.coerce(flow_config)  # checked before the data are read
     check_outputs([out], inputs=[path, asimov_partner])
     if validate and report is not None:
         check_output_folder(report)
@@ -155,18 +154,18 @@ def fit(samples, *, out: str | os.PathLike | None = None, seed: int = 0,
         rec = find_clusters(parts[0].values, clusters, seed=seeds.flow)
         say(f"clusters: {rec['components']} ({rec['criterion']})")
         if rec["components"] > 1:
-            sur = _fit_piecewise(s, parts, rec, seeds, flow_config, tcfg,
+            sur = _fit_piecewise(s, parts, rec, seeds, options, tcfg,
                                  _training_record(seeds, tcfg, data), progress, say, strategy)
             _save_and_validate(sur, parts[2], seeds, out, validate, report)
             return sur
     if old is not None:
-        _check_same_flow(old, flow_config)
+        _check_same_flow(old, flow_config if isinstance(flow_config, dict) else
+                         options.given())
         flow, previous, tcfg = _resumed(old, out, data, tcfg, strategy)
     else:
-        config = FlowConfig.from_data(parts[0].values, names=s.names, poi=s.poi, bounds=s.bounds,
-                                      weights=parts[0].weights, seed=seeds.flow,
-                                      best_fit=None if s.anchors is None else s.anchors.best_fit,
-                                      **(flow_config or {}))
+        config = FlowConfig.from_data(parts[0].values, options, names=s.names, poi=s.poi,
+                                      bounds=s.bounds, weights=parts[0].weights, seed=seeds.flow,
+                                      best_fit=None if s.anchors is None else s.anchors.best_fit)
         _seed_everything(seeds.flow)
         flow, previous = _new_flow(config, parts[0], strategy), None
     c = flow.config
@@ -254,11 +253,11 @@ def _stored_fit(out) -> Surrogate:
     return load(out, backend="tensorflow")  # training continues in TensorFlow
 
 
-def _check_same_flow(old: Surrogate, flow_config: dict | None) -> None:
-    """A resumed fit continues the stored flow: options given again with their stored values
-    are fine, another value is refused."""
+def _check_same_flow(old: Surrogate, given: dict) -> None:
+    """A resumed fit continues the stored flow: options ``given`` again with their stored
+    values are fine, another value is refused."""
     stored = old.config
-    changed = [k for k, v in (flow_config or {}).items()
+    changed = [k for k, v in given.items()
                if k != "reflect" and v is not None and v != "auto" and hasattr(stored, k)
                and tuple(np.atleast_1d(v)) != tuple(np.atleast_1d(getattr(stored, k)))]
     if changed:
@@ -343,7 +342,7 @@ def _train(flow, parts, tcfg: TrainConfig, seeds: Seeds, record: dict, out, prev
                  previous=previous, strategy=strategy)
 
 
-def _fit_piecewise(s: SampleSet, parts, rec: dict, seeds: Seeds, flow_config, tcfg,
+def _fit_piecewise(s: SampleSet, parts, rec: dict, seeds: Seeds, options: FlowOptions, tcfg,
                    record: dict, progress, say, strategy=None) -> Surrogate:
     """One flow per cluster of the training rows (validation rows go to their nearest
     centre), weighted by the clusters' shares of the training weight."""
@@ -360,9 +359,8 @@ def _fit_piecewise(s: SampleSet, parts, rec: dict, seeds: Seeds, flow_config, tc
     flows, results, weights = [], [], []
     for k in range(rec["components"]):
         tr_k, va_k = tr.subset(k_tr == k), va.subset(k_va == k)
-        config = FlowConfig.from_data(tr_k.values, names=s.names, poi=s.poi, bounds=s.bounds,
-                                      weights=tr_k.weights, seed=seeds.flow + k,
-                                      **(flow_config or {}))
+        config = FlowConfig.from_data(tr_k.values, options, names=s.names, poi=s.poi,
+                                      bounds=s.bounds, weights=tr_k.weights, seed=seeds.flow + k)
         _seed_everything(seeds.flow + k)
         flow = _new_flow(config, tr_k, strategy)
         say(f"cluster {k + 1}/{rec['components']}: {tr_k.n} training rows")
@@ -489,8 +487,8 @@ def overfitting_hint(training: dict) -> str | None:
 
 
 def marginal(surrogate: Surrogate, names, *, n: int = 200_000, seed: int = 0,
-             flow_config: dict | None = None, train_config: TrainConfig | None = None,
-             out: str | os.PathLike | None = None,
+             flow_config: FlowOptions | dict | None = None,
+             train_config: TrainConfig | None = None, out: str | os.PathLike | None = None,
              progress: Callable[[dict], None] | None = None) -> Surrogate:
     """A surrogate of the marginal density of ``names``: a small flow fitted to samples of them.
 
@@ -514,7 +512,9 @@ def marginal(surrogate: Surrogate, names, *, n: int = 200_000, seed: int = 0,
     x = surrogate.sample(n, seed=seed)[:, cols]
     s = SampleSet(x, names=names, poi=[p for p in surrogate.poi if p in names],
                   bounds=surrogate.bounds[cols])
-    sur = fit(s, flow_config={**MARGINAL_FLOW, **(flow_config or {})}, seed=seed,
+    options = flow_config if isinstance(flow_config, FlowOptions) else \
+        FlowOptions.coerce({**MARGINAL_FLOW.given(), **(flow_config or {})})
+    sur = fit(s, flow_config=options, seed=seed,
               train_config=train_config, validate=False, progress=progress)
     sur.training["marginal_of"] = {"parameters": names, "n_samples": n,
                                    "source": surrogate.path}

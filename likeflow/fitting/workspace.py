@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import LikeflowError
+from ..flows.config import FlowOptions
 
 SAMPLES = 200_000
 
@@ -77,7 +78,7 @@ def workspace_files(workspace, patch=None, out=None) -> dict:
 
 
 def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: int = 0,
-                  poi: str | None = None, flow_config: dict | None = None,
+                  poi: str | None = None, flow_config: FlowOptions | dict | None = None,
                   train_config=None, refine: bool = True,
                   progress: Callable[[dict], None] | None = None,
                   messages: Callable[[str], None] | None = None) -> WorkspaceFit:
@@ -106,6 +107,7 @@ def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: in
     from ..surrogate.loading import load
 
     say = messages or (lambda m: None)
+    flow_config = FlowOptions.coerce(flow_config)   # checked before anything is sampled
     files = workspace_files(workspace, patch, out)
     check_outputs([files[k] for k in ("samples", "asimov_samples", "surrogate", "partner")],
                   inputs=[workspace, patch])
@@ -148,7 +150,7 @@ def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: in
 
     run.partner = fitted("asimov_samples", "partner")
     if "partner" not in run.reused and run.partner.config.reflect and \
-            (flow_config or {}).get("reflect") is None:
+            flow_config.reflect == "auto":
         run.partner = stage("partner_choice", lambda: _choose_partner(
             run, workspace, patch, poi, flow_config, train_config, seed, progress, say))
     run.surrogate = fitted("samples", "surrogate", partner=files["partner"])
@@ -182,7 +184,7 @@ def _choose_partner(run, workspace, patch, poi, flow_config, train_config, seed,
     alt = files["partner"][:-len(".likeflow.h5")] + "-rejected.likeflow.h5"
     say(f"fitting the Asimov partner again without reflecting its bound -> {alt}")
     other = likeflow.fit(files["asimov_samples"], out=alt, seed=seed,
-                         flow_config=dict(flow_config or {}, reflect="none"),
+                         flow_config=flow_config.replace(reflect="none"),
                          train_config=train_config, progress=progress, messages=say)
     target = PyhfTarget(workspace, patch=patch, asimov=True)
     poi = poi or target.poi[0]

@@ -114,6 +114,130 @@ MAX_SEED = 2 ** 32 - 1      # the initialisers' seeds (seed * 1000 + ...) stay w
 
 
 
+#: ``whiten``'s words (the CLI's and a config file's) as booleans
+WHITEN_WORDS = {"on": True, "off": False}
+_TYPES = {"flow": "str", "layers": "int", "hidden": "ints", "bins": "int?",
+          "spline_range": "float", "permutation": "str", "activation": "str",
+          "log_scale_clamp": "float", "dtype": "str", "bound_map": "str"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowOptions:
+    """What a user chooses about a new flow, each default written here once: ``likeflow.fit
+    (flow_config=...)`` takes these options (or a dict of some of them), :meth:`FlowConfig.
+    from_data` turns them and the training data into a :class:`FlowConfig` (the options plus
+    what the data decide: bounds, standardisation, reflections, permutations), and the CLI's
+    ``fit`` shows these defaults.
+
+    Example:
+        >>> FlowOptions(flow="ansf", layers=3).hidden
+        (64, 64)
+        >>> FlowOptions.coerce({"hidden": [32], "whiten": "off"}).whiten
+        False
+        >>> FlowOptions(layers=0)
+        Traceback (most recent call last):
+        ...
+        likeflow.errors.LikeflowError: flow config: layers and hidden units must be positive
+
+    Attributes:
+        flow: ``maf`` (default), ``realnvp``, ``ansf`` or ``cnsf``
+            (:data:`likeflow.flows.config.FLOW_HELP`).
+        layers: flow layers.
+        hidden: hidden units per layer of each conditioner network.
+        bins: spline bins (None: :data:`~likeflow.flows.config.DEFAULT_BINS` of the flow).
+        spline_range: B, the splines act on [-B, B] (standardised units).
+        permutation: ``reverse``, ``random`` or ``rotate``, between layers.
+        activation: of the conditioners' hidden layers.
+        log_scale_clamp: the affine flows' log scale is soft-clamped to (-c, c).
+        dtype: ``float32`` or ``float64``.
+        reflect: ``"auto"`` (parameters piled up at a bound are mirrored across it, see
+            :func:`~likeflow.flows.bounds.bound_reflections`), ``"none"``, or explicit
+            ``[dimension, bound]`` pairs.
+        bound_map: ``probit`` (new fits) or ``sigmoid``: the map of two-sided bounds.
+        marginal_spline: a per-parameter spline next to the data (None: for the affine flows).
+        whiten: start as the data's best Gaussian: True, False or ``"auto"``
+            (:func:`~likeflow.flows.config.whiten_by_default`); ``"on"``/``"off"`` are read
+            as True/False.
+    """
+
+    flow: str = "maf"
+    layers: int = 5
+    hidden: tuple[int, ...] = (64, 64)
+    bins: int | None = None
+    spline_range: float = 5.0
+    permutation: str = "reverse"
+    activation: str = "relu"
+    log_scale_clamp: float = 3.0
+    dtype: str = "float32"
+    reflect: str | tuple = "auto"
+    bound_map: str = "probit"
+    marginal_spline: bool | None = None
+    whiten: bool | str = "auto"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.hidden, str):    # "64,64" (a config file may say it so)
+            units = [u.strip() for u in self.hidden.replace("x", ",").split(",")]
+            if not all(u.isdigit() for u in units):
+                raise LikeflowError(f"flow config: 'hidden' must be a list of integers (or "
+                                    f"\"64,64\"), not {self.hidden!r:.40}")
+            object.__setattr__(self, "hidden", [int(u) for u in units])
+        check_types(self, _TYPES, "flow config")
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        whiten = WHITEN_WORDS.get(self.whiten, self.whiten) if isinstance(self.whiten, str) \
+            else self.whiten
+        if whiten not in (True, False, "auto"):
+            raise LikeflowError(f"flow config: whiten must be true, false, 'auto', 'on' or "
+                                f"'off', not {self.whiten!r:.40}")
+        object.__setattr__(self, "whiten", whiten)
+        if self.marginal_spline not in (None, True, False):
+            raise LikeflowError(f"flow config: marginal_spline must be true, false or null, "
+                                f"not {self.marginal_spline!r:.40}")
+        if isinstance(self.reflect, str):
+            if self.reflect not in ("auto", "none"):
+                raise LikeflowError(f"flow config: reflect must be 'auto', 'none' or a list of "
+                                    f"[dimension, bound] pairs, not '{self.reflect}'")
+        else:
+            object.__setattr__(self, "reflect", tuple(tuple(p) for p in self.reflect))
+        # the architecture's own rules (names, ranges, sizes), written once in FlowConfig
+        FlowConfig(dim=2, **self.architecture(), bound_map=self.bound_map)
+
+    def architecture(self) -> dict:
+        """The options that are :class:`~likeflow.flows.config.FlowConfig` fields as they
+        are (the others, ``reflect``, ``marginal_spline`` and ``whiten``, are decided with
+        the data)."""
+        return {k: getattr(self, k) for k in _TYPES if k != "bound_map"}
+
+    def replace(self, **changes) -> "FlowOptions":
+        return dataclasses.replace(self, **changes)
+
+    def given(self) -> dict:
+        """The options that differ from their defaults."""
+        default = FlowOptions()
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != getattr(default, f.name)}
+
+    @classmethod
+    def coerce(cls, options: "FlowOptions | dict | None") -> "FlowOptions":
+        """``options`` as :class:`FlowOptions`: a dict names some of them (an unknown key is
+        an error), None is the defaults."""
+        if options is None:
+            return cls()
+        if isinstance(options, FlowOptions):
+            return options
+        if not isinstance(options, dict):
+            raise LikeflowError(f"flow config: give FlowOptions or a dict, not "
+                                f"{type(options).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if "seed" in unknown:
+            raise LikeflowError("give the seed as fit(seed=...), not in flow_config: one seed "
+                                "seeds everything")
+        if unknown:
+            raise LikeflowError(f"flow config: unknown keys {unknown}; known: {sorted(known)}")
+        return cls(**{k: v for k, v in options.items() if v is not None or k in
+                      ("bins", "marginal_spline")})
+
+
 @dataclass
 class FlowConfig:
     """Everything needed to rebuild a flow: architecture, hyperparameters, preprocessing constants.
@@ -153,15 +277,16 @@ class FlowConfig:
     """
 
     dim: int
-    flow: str = "maf"
-    layers: int = 5
-    hidden: tuple[int, ...] = (64, 64)
-    bins: int | None = None
-    spline_range: float = 5.0
-    permutation: str = "reverse"
-    activation: str = "relu"
-    log_scale_clamp: float = 3.0
-    dtype: str = "float32"
+    # the architecture's defaults are the options' (written once, in FlowOptions)
+    flow: str = FlowOptions.flow
+    layers: int = FlowOptions.layers
+    hidden: tuple[int, ...] = FlowOptions.hidden
+    bins: int | None = FlowOptions.bins
+    spline_range: float = FlowOptions.spline_range
+    permutation: str = FlowOptions.permutation
+    activation: str = FlowOptions.activation
+    log_scale_clamp: float = FlowOptions.log_scale_clamp
+    dtype: str = FlowOptions.dtype
     seed: int = 0
     names: list[str] = field(default_factory=list)
     poi: list[str] = field(default_factory=list)
@@ -294,39 +419,35 @@ class FlowConfig:
             seen.add(tuple(item))
 
     @classmethod
-    def from_data(cls, values: np.ndarray, *, names: Sequence[str] | None = None,
-                  poi: Sequence[str] = (), bounds: np.ndarray | None = None,
-                  weights: np.ndarray | None = None, reflect="auto",
-                  bound_map: str = "probit", marginal_spline: bool | None = None,
-                  whiten: bool | str = "auto", best_fit: np.ndarray | None = None,
-                  **hyper) -> "FlowConfig":
-        """A config whose preprocessing standardises ``values`` (the training data).
+    def from_data(cls, values: np.ndarray, options: FlowOptions | dict | None = None, *,
+                  names: Sequence[str] | None = None, poi: Sequence[str] = (),
+                  bounds: np.ndarray | None = None, weights: np.ndarray | None = None,
+                  best_fit: np.ndarray | None = None, seed: int = 0,
+                  **changes) -> "FlowConfig":
+        """The config of a new flow of ``options`` (:class:`FlowOptions`, a dict of some of
+        them, or None: the defaults; ``changes`` replace single options) whose preprocessing
+        standardises ``values`` (the training data).
 
-        ``bounds`` is (D, 2) with +-inf for none; ``reflect`` is ``"auto"`` (from the data, see
-        :func:`bound_reflections`), ``"none"``, or explicit ``[dimension, bound]`` pairs;
-        ``best_fit`` (the target's exact mode, from a file's anchors) keeps ``"auto"`` from
-        reflecting a bound the best fit lies inside of;
-        ``marginal_spline`` defaults to True for the affine flows (maf, realnvp); ``whiten``
-        (the flow starts as the data's best Gaussian; its matrix is :func:`whitening` of the
-        same data, set when the flow is built for training) is True, False or ``"auto"``
-        (:func:`whiten_by_default`); ``hyper`` sets any other field (``flow``, ``layers``,
-        ``hidden``, ...).
+        ``bounds`` is (D, 2) with +-inf for none; ``best_fit`` (the target's exact mode, from
+        a file's anchors) keeps ``reflect="auto"`` from reflecting a bound the best fit lies
+        inside of; ``marginal_spline=None`` is True for the affine flows (maf, realnvp);
+        ``whiten="auto"`` is :func:`whiten_by_default` of the rows (the matrix itself is
+        :func:`whitening` of the same data, set when the flow is built for training).
         """
+        opts = FlowOptions.coerce(options)
+        if changes:
+            opts = opts.replace(**changes)
+        reflect, bound_map = opts.reflect, opts.bound_map
+        marginal_spline, whiten = opts.marginal_spline, opts.whiten
         if marginal_spline is None:
-            marginal_spline = ARCHITECTURES.get(hyper.get("flow", "maf"), ("", ""))[1] == "affine"
+            marginal_spline = ARCHITECTURES[opts.flow][1] == "affine"
         values = np.asarray(values, dtype=np.float64)
         d = values.shape[1]
-        if isinstance(whiten, str):
-            if whiten != "auto":
-                raise LikeflowError(f"flow config: whiten must be True, False or 'auto', not "
-                                    f"'{whiten}'")
+        if whiten == "auto":
             whiten = whiten_by_default(len(values) if weights is None else
                                        float(np.sum(weights) ** 2 / np.sum(weights ** 2)), d)
         b = np.tile([-np.inf, np.inf], (d, 1)) if bounds is None else np.asarray(bounds, float)
         if isinstance(reflect, str):
-            if reflect not in ("auto", "none"):
-                raise LikeflowError(f"flow config: reflect must be 'auto', 'none' or a list of "
-                                    f"[dimension, bound] pairs, not '{reflect}'")
             reflect = bound_reflections(values, b, best_fit) if reflect == "auto" else []
         reflect = [[int(i), float(v)] for i, v in reflect]
         fb = flow_bounds(b, reflect)
@@ -344,7 +465,8 @@ class FlowConfig:
                    shift=[float(m) for m in mean], scale=[float(s) for s in std],
                    reflect=reflect, bound_map=bound_map,
                    softclip=[float(c) for c in softclip],
-                   marginal_spline=bool(marginal_spline), whiten=bool(whiten), **hyper)
+                   marginal_spline=bool(marginal_spline), whiten=bool(whiten), seed=seed,
+                   **opts.architecture())
 
     @property
     def conditioner(self) -> str:

@@ -568,6 +568,10 @@ def export_onnx(surrogate, path: str | os.PathLike, *, dtype: str = "float64",
         raise LikeflowError("ONNX export needs onnx: pip install 'likeflow[onnx]'") from None
     if dtype not in ("float32", "float64"):
         raise LikeflowError(f"ONNX export: dtype must be float32 or float64, not {dtype!r}")
+    if not os.fspath(path).endswith(".onnx"):
+        raise LikeflowError(f"{os.fspath(path)}: give the ONNX model a .onnx name")
+    from ..fileio import check_outputs, write_bytes
+    check_outputs([path], inputs=[surrogate.path])
     if surrogate.kind != "flow":
         raise LikeflowError("ONNX export: piecewise surrogates are not exported (export each "
                             "component's flow, or use likeflow's numpy reader)")
@@ -604,7 +608,6 @@ def export_onnx(surrogate, path: str | os.PathLike, *, dtype: str = "float64",
             "source": surrogate.path or "", "outputs": [o.name for o in outputs]}
     helper.set_model_props(model, {k: json.dumps(v) for k, v in meta.items()})
     onnx.checker.check_model(model)
-    from ..fileio import write_bytes
     write_bytes(os.fspath(path), model.SerializeToString())
     return {"path": os.fspath(path), "outputs": meta["outputs"], "nodes": len(g.nodes),
             "dtype": dtype}

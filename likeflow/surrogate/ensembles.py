@@ -14,9 +14,12 @@ Example:
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..errors import LikeflowError
+from ..fileio import check_outputs
 from .artifact import Surrogate
 from .loading import load
 from .piecewise import PiecewiseSurrogate
@@ -30,8 +33,11 @@ def ensemble(surrogates, *, out=None) -> PiecewiseSurrogate:
 
     Args:
         surrogates: two or more surrogates or files, with the same parameters and bounds.
-        out: write the ensemble there.
+        out: write the ensemble there (checked before the members are read; none of them
+            may be overwritten).
     """
+    check_outputs([out], inputs=[os.fspath(s) for s in surrogates
+                                 if isinstance(s, (str, os.PathLike))])
     members = [s if isinstance(s, Surrogate) else load(s) for s in surrogates]
     if len(members) < 2:
         raise LikeflowError("an ensemble needs at least two surrogates")

@@ -29,6 +29,12 @@ import numpy as np
 from ..data.samples import SampleSet
 from ..errors import LikeflowError
 from .likelihoods.base import Target
+from .mcmc import MCMCConfig
+
+#: :func:`combine`'s MCMC unless told otherwise: many chains (a surrogate evaluates a batch of
+#: 128 points in about the time of one, so they cost little more than a few) and a shorter
+#: warm-up than a likelihood's (the joint density of fitted flows is smooth)
+COMBINE_MCMC = MCMCConfig(chains=128, warmup=600)
 
 PRIORS = ("flat", "normal")
 
@@ -120,9 +126,9 @@ class Combination(Target):
 
     def sample_set(self, n: int, *, config=None, progress=None) -> tuple[SampleSet, dict]:
         """``n`` MCMC samples of the joint density with their log densities, and diagnostics."""
-        from .mcmc import MCMCConfig, run_mcmc
+        from .mcmc import run_mcmc
 
-        result = run_mcmc(self, n, config or MCMCConfig(), progress=progress)
+        result = run_mcmc(self, n, config or COMBINE_MCMC, progress=progress)
         prior = self.evaluate_prior(result.samples)
         s = SampleSet(result.samples, names=self.names, poi=self.poi, bounds=self.bounds,
                       log_prob=result.log_prob, log_likelihood=result.log_prob - prior,
@@ -136,7 +142,8 @@ def combine(surrogates, n: int, *, out: str | os.PathLike | None = None,
     share parameters by name, with the MCMC diagnostics; written to ``out`` when given.
 
     ``normal_prior`` names the shared parameters whose prior is a unit Gaussian (counted once);
-    the others are taken as flat. ``config`` is an :class:`~likeflow.targets.mcmc.MCMCConfig`.
+    the others are taken as flat. ``config`` is an :class:`~likeflow.targets.mcmc.MCMCConfig`
+    (default :data:`COMBINE_MCMC`).
     """
     from ..fileio import check_outputs
     from ..data.samples import write_samples
