@@ -81,6 +81,7 @@ _LAZY = {
     "evaluate": "infer.evaluation",
     "Evaluation": "infer.evaluation",
     "classify": "infer.classification",
+    "DEFAULT_FPRS": "infer.classification",
     "ClassifyResult": "infer.classification",
     "marginal_stats": "infer.information",
     "MarginalStats": "infer.information",

@@ -563,7 +563,8 @@ def _fprs(ctx, param, value):
               help="Write the points with their log ratio (and labels) as a sample file.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="With labels: write the ROC curve here (PNG or PDF).")
-@click.option("--fpr", "fprs", callback=_fprs, default="0.001,0.01,0.1", show_default=True,
+@click.option("--fpr", "fprs", callback=_fprs,
+              default=",".join(f"{f:g}" for f in likeflow.DEFAULT_FPRS), show_default=True,
               help="False-positive rates at which to report the true-positive rate.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write AUC, TPRs and accuracy as JSON.")

@@ -334,6 +334,25 @@ def test_numpy_flow_equals_tensorflow_flow(flow, dtype, act, perm, bmap):
 
 
 @needs_tf
+@pytest.mark.parametrize("dim, hidden, flow", [(2, (6,), "maf"), (7, (6, 5, 4), "ansf"),
+                                               (30, (64, 64), "maf"), (5, (3,), "ansf")])
+def test_the_numpy_made_masks_are_tfps(dim, hidden, flow):
+    """The numpy reader builds the MADE's masks without TensorFlow (made_masks); TFP's
+    AutoregressiveNetwork owns them in training: the same 0/1 matrices, layer by layer."""
+    from likeflow.flows.numpy_flow import made_masks
+    from likeflow.flows.tf_flow import build_flow
+
+    x = np.random.default_rng(0).normal(size=(200, dim))
+    cfg = FlowConfig.from_data(x, flow=flow, layers=1, hidden=hidden)
+    made = build_flow(cfg).conditioners[0]
+    made(x[:2].astype("float32"))        # TFP makes its masks when the network is built
+    ours = made_masks(dim, hidden, cfg.params_per_dimension)
+    assert len(ours) == len(made._masks)
+    for a, b in zip(ours, made._masks):
+        np.testing.assert_array_equal(a, np.asarray(b, dtype=float))
+
+
+@needs_tf
 @pytest.mark.parametrize("flow", ["maf", "realnvp", "ansf", "cnsf"])
 @pytest.mark.parametrize("hidden", [(6,), (6, 5, 4), (9, 8, 7, 6, 5)])
 def test_weight_roles_are_the_tensorflow_variable_order(flow, hidden):

@@ -28,7 +28,7 @@ import numpy as np
 from scipy import special
 from scipy.linalg import solve_triangular
 
-from . import rq
+from . import affine, rq
 from .bounds import PROBIT_MAX, PROBIT_TRAIN_MAX
 from .config import FlowConfig, expected_weight_shapes, weight_roles
 from .plan import BoundPlan, NumpyOps
@@ -229,7 +229,7 @@ class Affine:
     def __init__(self, params: np.ndarray, clamp: float):
         self.shift = params[..., 0]
         self.clamp = clamp
-        self.log_scale = clamp * np.tanh(params[..., 1] / clamp)
+        self.log_scale = affine.log_scale(params[..., 1], clamp, np.tanh)
 
     def forward(self, x):
         return self.shift + np.exp(self.log_scale) * x, self.log_scale
@@ -244,9 +244,8 @@ class Affine:
 
         def back(gx):
             g_log_scale = -gx * x - 1.0
-            tanh = self.log_scale / self.clamp
-            return gx * inv_scale, np.stack([-gx * inv_scale,
-                                             g_log_scale * (1 - tanh * tanh)], axis=-1)
+            slope = affine.log_scale_slope(self.log_scale, self.clamp)
+            return gx * inv_scale, np.stack([-gx * inv_scale, g_log_scale * slope], axis=-1)
 
         return x, -self.log_scale, back
 

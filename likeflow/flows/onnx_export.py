@@ -36,7 +36,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import LikeflowError
-from . import rq
+from . import affine, rq
 from .numpy_flow import NumpyFlow, Autoregressive, Coupling, Marginal, Permute, Whiten
 from .plan import BoundPlan
 
@@ -320,8 +320,9 @@ def _affine(g: _Graph, cfg, params: str) -> tuple[str, str]:
                     g.const([-1], integer=True))
         return g.op("Squeeze", part, g.const([-1], integer=True))
 
-    c = cfg.log_scale_clamp
-    return param(0), g.mul(g.op("Tanh", g.div(param(1), c)), c)
+    log_scale = affine.log_scale(_Node(g, param(1)), cfg.log_scale_clamp,
+                                 lambda a: _Node(g, g.op("Tanh", _name(a))))
+    return param(0), _name(log_scale)
 
 
 def _transform_inverse(g: _Graph, cfg, params: str, y: str):

@@ -9,7 +9,7 @@ flow would never train. One class or function per concept:
 - :class:`Preprocess`: the bound map (standardised unbounded space -> physical parameters), the
   :class:`~likeflow.flows.plan.BoundPlan` evaluated in :mod:`likeflow.flows.tf_ops`; also what
   inference and MCMC move in (:meth:`~likeflow.flows.plan.BoundPlan.bijector`);
-- :func:`affine`, :func:`spline` (chosen by :func:`transformer`): the two transformers;
+- :func:`affine_bijector`, :func:`spline` (chosen by :func:`transformer`): the two transformers;
   :func:`made_conditioner`, :func:`coupling_conditioner` (an :class:`MLP`): the two conditioners;
 - :class:`MarginalSpline`: the elementwise spline next to the data;
 - :class:`Flow`: the chain, ``log_prob`` with folds at reflected bounds, sampling through the
@@ -25,7 +25,7 @@ from ..tfsetup import import_tf
 tf, tfp, tf_keras = import_tf()
 tfb, tfd = tfp.bijectors, tfp.distributions
 
-from . import rq  # noqa: E402
+from . import affine, rq  # noqa: E402
 from .bounds import PROBIT_TRAIN_MAX  # noqa: E402
 from .plan import BoundPlan  # noqa: E402
 from .splines import RationalQuadraticSpline  # noqa: E402
@@ -123,10 +123,10 @@ class Whiten(tfb.Bijector):
         return -tf.reduce_sum(tf.math.log(tf.linalg.diag_part(self.matrix)))
 
 
-def affine(params, clamp):
-    shift, raw = params[..., 0], params[..., 1]
-    log_scale = clamp * tf.tanh(raw / clamp)
-    return tfb.Chain([tfb.Shift(shift), tfb.Scale(log_scale=log_scale)])
+def affine_bijector(params, clamp):
+    """Shift and soft-clamped log scale (:func:`likeflow.flows.affine.log_scale`)."""
+    log_scale = affine.log_scale(params[..., 1], clamp, tf.tanh)
+    return tfb.Chain([tfb.Shift(params[..., 0]), tfb.Scale(log_scale=log_scale)])
 
 
 def spline(params, bins, bound):
@@ -140,7 +140,7 @@ def spline(params, bins, bound):
 def transformer(config):
     """The config's transformer: parameters (..., P) -> an elementwise bijector."""
     if config.transformer == "affine":
-        return lambda p: affine(p, config.log_scale_clamp)
+        return lambda p: affine_bijector(p, config.log_scale_clamp)
     return lambda p: spline(p, config.bins, config.spline_range)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from ..data.samples import SampleSet, write_samples
 from ..errors import LikeflowError
 from ..fileio import check_outputs
-from .likelihoods import TARGETS, make_target
+from .likelihoods import DEFAULT_COMPONENTS, DEFAULT_DIM, TARGETS, make_target
 from .mcmc import MCMCConfig, run_mcmc
 
 
@@ -54,8 +54,9 @@ class Generated:
 
 def generate(target, n: int, *, out: str | os.PathLike | None = None, seed: int = 0,
              method: str = "auto", mcmc: MCMCConfig | None = None, float32: bool = False,
-             dim: int = 10, components: int = 3, workspace=None, patch=None,
-             poi: str | None = None, asimov: bool = False, anchors: bool | None = None,
+             dim: int = DEFAULT_DIM, components: int = DEFAULT_COMPONENTS, workspace=None,
+             patch=None, poi: str | None = None, asimov: bool = False,
+             anchors: bool | None = None,
              progress: Callable[[str], None] | None = None) -> Generated:
     """``n`` samples of a benchmark target with their exact log densities.
 

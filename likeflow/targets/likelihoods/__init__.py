@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from .base import Target
-from .gaussian import CorrelatedGaussian, GaussianMixture
+from .gaussian import DEFAULT_COMPONENTS, DEFAULT_DIM, CorrelatedGaussian, GaussianMixture
 from .lhc_toy import LHCToy
 
 __all__ = ["Target", "LHCToy", "CorrelatedGaussian", "GaussianMixture", "make_target", "TARGETS"]
@@ -19,8 +19,8 @@ __all__ = ["Target", "LHCToy", "CorrelatedGaussian", "GaussianMixture", "make_ta
 TARGETS = ("lhc-toy", "gaussian", "mixture", "pyhf")
 
 
-def make_target(name: str, *, dim: int = 10, components: int = 3, seed: int = 0,
-                workspace=None, patch=None, poi: str | None = None,
+def make_target(name: str, *, dim: int = DEFAULT_DIM, components: int = DEFAULT_COMPONENTS,
+                seed: int = 0, workspace=None, patch=None, poi: str | None = None,
                 asimov: bool = False) -> Target:
     """A target by name: ``lhc-toy``; ``gaussian`` (dim, seed); ``mixture`` (dim, components,
     seed); ``pyhf`` (workspace, patch, poi, asimov)."""

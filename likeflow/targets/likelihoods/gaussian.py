@@ -17,6 +17,10 @@ import numpy as np
 
 from .base import Target
 
+#: the benchmark Gaussians' size when none is given (``make_target``, ``likeflow generate``)
+DEFAULT_DIM = 10
+DEFAULT_COMPONENTS = 3
+
 
 def random_correlation(dim: int, rng: np.random.Generator) -> np.ndarray:
     """A random correlation matrix with seeded eigenvalues (gamma(2), rescaled to sum to dim)."""
@@ -77,7 +81,7 @@ class GaussianMixture(Target):
 
     name = "mixture"
 
-    def __init__(self, dim: int, *, components: int = 3, seed: int = 0):
+    def __init__(self, dim: int, *, components: int = DEFAULT_COMPONENTS, seed: int = 0):
         from ...tfsetup import tf
         from ...tfsetup import tfp
 
