@@ -78,16 +78,20 @@ class _Graph:
         self.elem = TensorProto.DOUBLE if self.dtype == np.float64 else TensorProto.FLOAT
         self.nodes, self.inits = [], []
         self._count = 0
+        self._consts: dict[tuple, str] = {}   # one initialiser per distinct constant
 
     def _name(self, stem: str) -> str:
         self._count += 1
         return f"{stem}_{self._count}"
 
     def const(self, value, *, integer: bool = False, boolean: bool = False) -> str:
-        dtype = np.int64 if integer else (np.bool_ if boolean else self.dtype)
-        name = self._name("c")
-        self.inits.append(self.numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
-        return name
+        array = np.asarray(value, dtype=np.int64 if integer else
+                           (np.bool_ if boolean else self.dtype))
+        key = (array.dtype.str, array.shape, array.tobytes())
+        if key not in self._consts:
+            self._consts[key] = name = self._name("c")
+            self.inits.append(self.numpy_helper.from_array(array, name))
+        return self._consts[key]
 
     def op(self, op_type: str, *inputs: str, **attrs) -> str:
         out = self._name(op_type.lower())

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import numpy as np
@@ -223,10 +224,15 @@ class Surrogate:
         z = self._as_points(z)
         return self._from_latent(z.astype(self._dtype)).astype(np.float64)
 
+    @functools.cached_property
+    def _plan(self) -> BoundPlan:
+        """The config's bound plan, made once (the mirror images are asked of it per call)."""
+        return BoundPlan.of(self.config)
+
     def _images(self, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """``x`` and its mirror images across the reflected bounds, and for each image (rows)
         whether it carries density (:meth:`likeflow.flows.plan.BoundPlan.mirror_images`)."""
-        return BoundPlan.of(self.config).mirror_images(x)
+        return self._plan.mirror_images(x)
 
     def unfold(self, x, *, seed: int = 0) -> np.ndarray:
         """Physical points moved to one of their mirror images across the reflected bounds,
