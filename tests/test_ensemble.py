@@ -73,3 +73,32 @@ def test_ensemble_cli_eval_spread_and_profile(members, tmp_path):
     assert len(res.member_upper_limits) == 3 and "members'" in res.table()
     with pytest.raises(likeflow.LikeflowError, match="at least two"):
         likeflow.ensemble(paths[:1])
+
+
+def test_eval_ensemble_and_export_check_their_outputs_in_the_api(members, tmp_path):
+    """What 'likeflow eval' prints is likeflow.evaluate's; an output that is an input is
+    refused by the API itself (evaluate, ensemble, export_onnx), before anything is written."""
+    _, paths = members
+    points = np.array([[0.1, 0.2], [np.nan, 0.0], [1.0, -1.0]])
+    pts = tmp_path / "points.h5"
+    likeflow.write_samples(pts, likeflow.SampleSet(points, names=["mu", "theta"]))
+    sur = likeflow.load(paths[0])
+    ev = likeflow.evaluate(paths[0], pts)
+    assert ev.undefined.tolist() == [1] and np.isnan(ev.log_prob[1])
+    np.testing.assert_allclose(ev.log_prob[[0, 2]], sur.log_prob(points[[0, 2]]), rtol=1e-12)
+    r = CliRunner().invoke(cli, ["eval", str(paths[0]), str(pts)])
+    assert r.exit_code == 0 and "hold NaN or inf (row 1)" in r.stderr
+    np.testing.assert_allclose([float(v) for v in r.stdout.split()], ev.log_prob, rtol=1e-9)
+    with pytest.raises(likeflow.LikeflowError, match="needs an ensemble"):
+        likeflow.evaluate(sur, pts, spread=True)
+    before = paths[0].read_bytes()
+    for call in (lambda: likeflow.evaluate(paths[0], pts, out=pts),
+                 lambda: likeflow.ensemble(paths, out=paths[0]),
+                 lambda: likeflow.export_onnx(sur, tmp_path / "m.h5")):
+        with pytest.raises(likeflow.LikeflowError, match="also an input|\\.onnx name"):
+            call()
+    assert paths[0].read_bytes() == before
+    ens = likeflow.ensemble(paths[:2], out=tmp_path / "ens.likeflow.h5")
+    spread = likeflow.evaluate(ens, pts, spread=True, out=tmp_path / "scored.h5").scores
+    assert spread["log_prob_spread"][0] > 0
+    assert likeflow.read_samples(tmp_path / "scored.h5", check=False).dim == 2
