@@ -41,8 +41,6 @@ from .numpy_flow import NumpyFlow, Autoregressive, Coupling, Marginal, Permute, 
 from .plan import BoundPlan
 
 OPSET = 18
-#: flows whose sampling map is exported (one pass through the layers)
-SAMPLING_FLOWS = ("realnvp", "cnsf")
 
 # Wichura (1988), AS241 PPND16: the normal quantile to 1e-16 in three regions
 _AS241 = {
@@ -581,7 +579,7 @@ def export_onnx(surrogate, path: str | os.PathLike, *, dtype: str = "float64",
         raise LikeflowError("ONNX export: piecewise surrogates are not exported (export each "
                             "component's flow, or use likeflow's numpy reader)")
     cfg = surrogate.config
-    can_sample = cfg.flow in SAMPLING_FLOWS
+    can_sample = cfg.conditioner == "coupling"   # one pass; autoregressive flows take D
     if sampling and not can_sample:
         raise LikeflowError(f"ONNX export: a {cfg.flow} samples in {cfg.dim} sequential steps "
                             "(one per dimension), which is not exported; sample it with "
