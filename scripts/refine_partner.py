@@ -1,0 +1,72 @@
+"""Does refining the Asimov partner against the exact Asimov likelihood bring the expected CLs
+band within 3%? (issue 28; an experiment, not a default)
+
+Takes the folder of a finished ``likeflow fit WS.json --patch P.json -o DIR/NAME.likeflow.h5``
+(its Asimov samples, its partner and the rejected partner), refines copies of both partners
+with :func:`likeflow.refine` against the exact Asimov likelihood, and prints the expected band
+of each, before and after, against pyhf's:
+
+    python scripts/refine_partner.py BkgOnly.json patch.json /tmp/c1300/c1300 --json out.json
+
+The copies are written beside the originals as ``*.refined.likeflow.h5``; the originals are
+not touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+
+import likeflow
+from likeflow.infer.cls import cls_limits
+from likeflow.targets.likelihoods.pyhf_target import PyhfTarget
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("workspace")
+    p.add_argument("patch")
+    p.add_argument("stem", help="DIR/NAME of the fit (NAME.asimov.likeflow.h5 and so on)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    target = PyhfTarget(args.workspace, patch=args.patch, asimov=True)
+    poi = target.poi[0]
+    exact = cls_limits(target, target, poi, seed=0).expected
+    samples = f"{args.stem}.asimov.samples.h5"
+    rows = {}
+    for name in ("asimov", "asimov-rejected"):
+        src = f"{args.stem}.{name}.likeflow.h5"
+        if not os.path.exists(src):
+            continue
+        dst = f"{args.stem}.{name}.refined.likeflow.h5"
+        shutil.copy(src, dst)
+        before = cls_limits(likeflow.load(src), likeflow.load(src), poi, seed=0).expected
+        t0 = time.perf_counter()
+        sur = likeflow.refine(dst, samples, target)
+        seconds = time.perf_counter() - t0
+        after = cls_limits(sur, sur, poi, seed=0).expected
+
+        def rel(band):
+            return [round(100 * (b / e - 1), 2) for b, e in zip(band, exact)]
+
+        rows[name] = {"before_pct": rel(before), "after_pct": rel(after),
+                      "refine_s": round(seconds, 1),
+                      "profile_scores": sur.training["refinement"]["scores"]}
+    print(f"exact expected band (-2..+2 sigma): {', '.join(f'{e:.4f}' for e in exact)}")
+    print(f"{'partner':18s} {'before (%)':34s} {'after refining (%)':34s} refine")
+    for name, r in rows.items():
+        print(f"{name:18s} {', '.join(f'{v:+.1f}' for v in r['before_pct']):34s} "
+              f"{', '.join(f'{v:+.1f}' for v in r['after_pct']):34s} {r['refine_s']:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"exact": list(map(float, exact)), "partners": rows,
+                       "machine": {"node": platform.node(), "cpus": os.cpu_count(),
+                                   "python": platform.python_version()}}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
