@@ -43,10 +43,6 @@ class FitSettings:
     train: dict = field(default_factory=dict)
     seed: int | None = None
 
-    def names(self) -> set[str]:
-        """Every option the file gives."""
-        return set(self.flow) | set(self.train) | ({"seed"} if self.seed is not None else set())
-
 
 def read_config(path: str | os.PathLike) -> FitSettings:
     """A fit's options from a JSON object (keys as ``likeflow fit --help`` names them, with

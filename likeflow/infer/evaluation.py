@@ -71,12 +71,12 @@ def evaluate(surrogate, points, *, typicality: bool = False, spread: bool = Fals
     s = sur.columns_of(s, where)
     scores = typicality_scores(sur, s.values, seed=seed) if typicality else {}
     lp = scores.pop("log_prob") if typicality else sur.log_prob(s.values)
-    undefined = np.flatnonzero(~np.isfinite(s.values).all(axis=1))
-    if len(undefined):  # not "outside the bounds" (-inf): no density at all
-        lp = np.where(np.isin(np.arange(len(lp)), undefined), np.nan, lp)
+    undefined = ~np.isfinite(s.values).all(axis=1)
+    if undefined.any():  # not "outside the bounds" (-inf): no density at all
+        lp = np.where(undefined, np.nan, lp)
     if spread:
         scores["log_prob_spread"] = sur.member_spread(s.values)
     if out is not None:
         write_samples(out, SampleSet(s.values, names=sur.names, poi=sur.poi, log_prob=lp),
                       columns=scores)
-    return Evaluation(s.values, lp, scores, undefined)
+    return Evaluation(s.values, lp, scores, np.flatnonzero(undefined))
