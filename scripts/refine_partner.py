@@ -31,6 +31,9 @@ def main() -> None:
     p.add_argument("workspace")
     p.add_argument("patch")
     p.add_argument("stem", help="DIR/NAME of the fit (NAME.asimov.likeflow.h5 and so on)")
+    p.add_argument("--q-max", type=float, default=None,
+                   help="refine out to this exact q (default: the anchors' own, 9)")
+    p.add_argument("--suffix", default="refined", help="the copies' name: NAME.asimov.SUFFIX...")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     target = PyhfTarget(args.workspace, patch=args.patch, asimov=True)
@@ -42,11 +45,11 @@ def main() -> None:
         src = f"{args.stem}.{name}.likeflow.h5"
         if not os.path.exists(src):
             continue
-        dst = f"{args.stem}.{name}.refined.likeflow.h5"
+        dst = f"{args.stem}.{name}.{args.suffix}.likeflow.h5"
         shutil.copy(src, dst)
         before = cls_limits(likeflow.load(src), likeflow.load(src), poi, seed=0).expected
         t0 = time.perf_counter()
-        sur = likeflow.refine(dst, samples, target)
+        sur = likeflow.refine(dst, samples, target, q_max=args.q_max, messages=print)
         seconds = time.perf_counter() - t0
         after = cls_limits(sur, sur, poi, seed=0).expected
 
@@ -56,6 +59,7 @@ def main() -> None:
         rows[name] = {"before_pct": rel(before), "after_pct": rel(after),
                       "refine_s": round(seconds, 1),
                       "profile_scores": sur.training["refinement"]["scores"]}
+    print(f"refined out to q {args.q_max or 'of the anchors'}")
     print(f"exact expected band (-2..+2 sigma): {', '.join(f'{e:.4f}' for e in exact)}")
     print(f"{'partner':18s} {'before (%)':34s} {'after refining (%)':34s} refine")
     for name, r in rows.items():

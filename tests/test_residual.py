@@ -100,6 +100,34 @@ def test_anchors_are_the_exact_conditional_modes_out_to_q_9():
     assert train.n + held.n > a.n and held.modes().n >= 5
 
 
+def test_refinement_reaches_past_the_anchors_to_the_asked_q():
+    """The partner's refinement grid: the anchors' POI values continued with their spacing to
+    the first value past q_max, on each open side; a side at its bound or anchored far enough
+    is left as it is."""
+    from likeflow.fitting.run import _beyond_anchors
+    sigma, calls = 0.5, []
+
+    def exact_q(v):
+        calls.append(len(v))
+        return (np.asarray(v) / sigma) ** 2          # a Gaussian profile, best fit at 0
+
+    grid = np.linspace(0.0, 3 * sigma, 13)            # anchored from the bound to q = 9
+    out = _beyond_anchors(grid, (0.0, 10.0), 16.0, exact_q)
+    step = grid[1] - grid[0]
+    np.testing.assert_allclose(out[:13], grid)
+    np.testing.assert_allclose(np.diff(out), step)
+    q = exact_q(out)
+    assert q[-2] < 16.0 <= q[-1]                       # out to the first value past q_max
+    assert len(calls) == 3                             # the ends, then one scan of the added
+    # both sides open: both continued; an upper bound cuts the continuation short
+    both = _beyond_anchors(np.linspace(-1.5, 1.5, 13), (-10, 10), 16.0, exact_q)
+    assert both.min() < -1.9 and both.max() > 1.9 and exact_q(both).max() >= 16.0
+    cut = _beyond_anchors(grid, (0.0, 1.7), 16.0, exact_q)
+    assert cut.max() < 1.7 and len(cut) > 13
+    # anchored past q_max already: nothing added
+    np.testing.assert_array_equal(_beyond_anchors(grid, (0.0, 10.0), 9.0 - 1e-9, exact_q), grid)
+
+
 def test_anchors_round_trip_through_a_sample_file_and_bad_ones_are_refused(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(500, 2))

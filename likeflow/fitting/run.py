@@ -544,8 +544,8 @@ REFINE_LEARNING_RATE = 5e-4
 
 
 def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = REFINE_EPOCHS,
-           learning_rate: float = REFINE_LEARNING_RATE, report=None,
-           messages: Callable[[str], None] | None = None):
+           learning_rate: float = REFINE_LEARNING_RATE, q_max: float | None = None,
+           report=None, messages: Callable[[str], None] | None = None):
     """Refine the surrogate at ``path`` (fitted to ``samples``, a sample file with anchors)
     against ``target``, the exact likelihood it replaces; the file is rewritten with the best
     round's weights, validated again on its test rows as a fit is (its report into ``report``
@@ -560,7 +560,8 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
     continues the fitted flow from its own weights, a few rounds of:
 
     1. profile the surrogate on the POI values of its training anchors' modes (out to the exact
-       q of :data:`likeflow.data.anchors.ANCHOR_Q_MAX`): its own conditional maxima;
+       q of :data:`likeflow.data.anchors.ANCHOR_Q_MAX`), continued with the same spacing out to
+       the exact q ``q_max`` where that is farther: its own conditional maxima;
     2. evaluate the exact log density there and half-way to the exact mode of the same POI value,
        and add these points to the training anchors;
     3. train :data:`REFINE_EPOCHS` epochs at a small learning rate (the density term holds ``log q -
@@ -577,6 +578,12 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
         ...              PyhfTarget("ws.json", patch="patch.json"))
         >>> sur.training["refinement"]["scores"]                                 # doctest: +SKIP
         [0.142, 0.130, 0.130]
+
+    ``q_max`` (default the anchors' own :data:`~likeflow.data.anchors.ANCHOR_Q_MAX`) reaches past
+    the anchors without new samples: an Asimov partner's +2 sigma expected CLs limit is set where
+    its q is about 13.4, where anchors fitted from scratch could not be held (RegionB
+    900_850_60 out to q 16: FAIL) but a refinement of the fitted flow can
+    (:data:`likeflow.fitting.workspace.PARTNER_Q_MAX`).
 
     Raises:
         LikeflowError: the sample file is not the one the surrogate was fitted to, or has no
@@ -600,8 +607,12 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
     i = sur.names.index(sur.poi[0])
     modes = tr.anchors.modes()
     grid = np.unique(modes.values[:, i])
+    q_max = ANCHOR_Q_MAX if q_max is None else float(q_max)
+    if q_max > ANCHOR_Q_MAX:
+        grid = _beyond_anchors(grid, sur.bounds[i], q_max,
+                               lambda v: scan(target, sur.poi[0], values=v).q)
     exact = scan(target, sur.poi[0], values=grid)
-    inside = exact.q < ANCHOR_Q_MAX + 1
+    inside = exact.q < q_max + 1
     grid, q_exact, exact_modes = grid[inside], exact.q[inside], exact.nuisances[inside]
 
     def score(s_) -> tuple[float, np.ndarray]:
@@ -635,9 +646,34 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
     restore(sur.flow.trainable_variables, best[1])
     training = dict(sur.training, refinement={
         "rounds": rounds, "epochs": epochs, "learning_rate": learning_rate,
-        "poi_values": len(grid), "scores": scores, "kept": best[2],
+        "poi_values": len(grid), "q_max": q_max, "scores": scores, "kept": best[2],
         "anchors_added": int(anchors.n - tr.anchors.n)})
     out = finish_training(sur.flow, training, parts)
     say(f"refinement: round {best[2]} kept (profile off by up to {best[0]:.3f}, was {first:.3f})")
     _save_and_validate(out, parts[2], seeds, path, True, report)
     return out
+
+
+def _beyond_anchors(grid: np.ndarray, bounds, q_max: float, exact_q) -> np.ndarray:
+    """The anchors' POI values ``grid``, continued with their spacing on each open side out to
+    where the exact q (``exact_q(values) -> q``) reaches ``q_max``: sqrt(q) grows about
+    linearly in the POI, so the end is extrapolated from the last two values and the exact q
+    of the added values decides which are kept (one exact scan)."""
+    if len(grid) < 3:
+        return grid
+    ends = exact_q(grid[[0, 1, -2, -1]])
+    lo, hi = bounds
+    added = []
+    for (a, b), (qa, qb) in (((grid[-2], grid[-1]), ends[2:]), ((grid[1], grid[0]), ends[1::-1])):
+        slope = (np.sqrt(max(qb, 0.0)) - np.sqrt(max(qa, 0.0))) / abs(b - a)
+        if qb >= q_max or slope <= 0 or not np.isfinite(slope):
+            continue  # this side is anchored far enough, or at its bound, or flat
+        reach = (np.sqrt(q_max) - np.sqrt(max(qb, 0.0))) / slope * 1.2   # 20% to spare
+        more = b + (b - a) * np.arange(1, min(int(np.ceil(reach / abs(b - a))), 24) + 1)
+        more = more[(more > lo) & (more < hi)]
+        if len(more):
+            q = exact_q(more)
+            # out to the first value past q_max (a value just past it still shapes the limit)
+            past = np.flatnonzero(q >= q_max)
+            added.append(more[: past[0] + 1] if len(past) else more)
+    return np.unique(np.concatenate([grid, *added])) if added else grid

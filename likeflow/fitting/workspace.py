@@ -5,10 +5,12 @@ does what took five commands:
 
 1. samples the observed likelihood (``generate pyhf``, NUTS defaults, anchors) and
 2. its background-only Asimov partner the same way;
-3. fits the partner, then the observed surrogate with the partner recorded (``fit``
-   defaults, each validated on its held-out samples). Where the partner's POI bound is
-   reflected, it is also fitted without reflection and the one whose expected CLs band is
-   nearer the exact likelihood's is kept (:func:`_choose_partner`);
+3. fits the partner and refines it against the exact Asimov likelihood out to the q of
+   :data:`PARTNER_Q_MAX` (:func:`likeflow.refine`: the expected band's limits are set on its
+   profile). Where the partner's POI bound is reflected, it is also fitted (and refined)
+   without reflection and the one whose expected CLs band is nearer the exact likelihood's is
+   kept (:func:`_choose_partner`). Then the observed surrogate is fitted with the partner
+   recorded (``fit`` defaults, each validated on its held-out samples);
 4. refines the observed surrogate against the exact likelihood at its own conditional modes
    (:func:`likeflow.refine`: its profile, where the q~ and CLs observed limits are set);
 5. holds the pair to the exact likelihood (:func:`likeflow.validation.exact_check.validate_exact`):
@@ -45,6 +47,9 @@ from ..errors import LikeflowError
 from ..flows.config import FlowOptions
 
 SAMPLES = 200_000
+#: the Asimov partner is refined out to this exact q: its +2 sigma expected CLs limit lies
+#: where its q is about 13.4, past the anchors' :data:`~likeflow.data.anchors.ANCHOR_Q_MAX`
+PARTNER_Q_MAX = 16.0
 
 
 @dataclass
@@ -91,8 +96,9 @@ def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: in
         seed: seeds the sampling and the fits.
         poi: default the measurement's.
         flow_config, train_config: as for :func:`likeflow.fit` (both fits).
-        refine: refine the observed surrogate against the exact likelihood at its own
-            conditional modes (:func:`likeflow.refine`) before the exact check.
+        refine: refine the partner (out to :data:`PARTNER_Q_MAX`) and the observed surrogate
+            against their exact likelihoods at their own conditional modes
+            (:func:`likeflow.refine`) before the exact check.
         progress: each fit's epoch records; ``messages``: stage lines and the samplers'
             progress.
 
@@ -148,11 +154,22 @@ def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: in
             samples, out=path, seed=seed, flow_config=flow_config, train_config=train_config,
             report=report, asimov_partner=partner, progress=progress, messages=say))
 
+    asimov_target = PyhfTarget(workspace, patch=patch, poi=poi, asimov=True)
+
+    def refined_partner(path: str):
+        say(f"refining the Asimov partner {path} against the exact Asimov likelihood out to "
+            f"q {PARTNER_Q_MAX:g}")
+        return likeflow.refine(path, files["asimov_samples"], asimov_target,
+                               q_max=PARTNER_Q_MAX, messages=say)
+
     run.partner = fitted("asimov_samples", "partner")
     if "partner" not in run.reused and run.partner.config.reflect and \
             flow_config.reflect == "auto":
         run.partner = stage("partner_choice", lambda: _choose_partner(
-            run, workspace, patch, poi, flow_config, train_config, seed, progress, say))
+            run, asimov_target, flow_config, train_config, seed, progress, say,
+            refined_partner if refine else None))
+    elif refine and "refinement" not in run.partner.training:
+        run.partner = stage("partner_refine", lambda: refined_partner(files["partner"]))
     run.surrogate = fitted("samples", "surrogate", partner=files["partner"])
     if refine and "refinement" not in run.surrogate.training:
         run.surrogate = stage("refine", lambda: likeflow.refine(
@@ -166,28 +183,31 @@ def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: in
     return run
 
 
-def _choose_partner(run, workspace, patch, poi, flow_config, train_config, seed, progress, say):
-    """The Asimov partner's reflection decided against the exact likelihood.
+def _choose_partner(run, target, flow_config, train_config, seed, progress, say,
+                    refined: Callable | None = None):
+    """The Asimov partner's reflection decided against the exact Asimov likelihood ``target``.
 
     Both the Asimov likelihoods of the sbottom search have their maximum at the POI's bound
     with zero slope, and the sample-based rule reflects both; yet reflected, RegionC
     1300_1295_60's expected band came out 13% too strong (the fold averages the flow's error
     over two images everywhere but at the bound, so the surrogate's spurious maxima stand
     highest there) and not reflected within 2.4%, while RegionB 900_850_60's is better
-    reflected. With the workspace at hand the partner is fitted both ways and the one whose
-    expected band is nearer the exact one is kept; the other stays beside it
+    reflected. With the workspace at hand the partner is fitted both ways, each refined
+    against the exact likelihood when ``refined`` (``path -> surrogate``) is given, and the
+    one whose expected band is nearer the exact one is kept; the other stays beside it
     (``<stem>.asimov-rejected.likeflow.h5``) and the choice is said."""
     import likeflow
     from ..infer.cls import cls_limits
-    from ..targets.likelihoods.pyhf_target import PyhfTarget
     files = run.files
     alt = files["partner"][:-len(".likeflow.h5")] + "-rejected.likeflow.h5"
     say(f"fitting the Asimov partner again without reflecting its bound -> {alt}")
     other = likeflow.fit(files["asimov_samples"], out=alt, seed=seed,
                          flow_config=flow_config.replace(reflect="none"),
                          train_config=train_config, progress=progress, messages=say)
-    target = PyhfTarget(workspace, patch=patch, asimov=True)
-    poi = poi or target.poi[0]
+    partner = run.partner
+    if refined is not None:
+        partner, other = refined(files["partner"]), refined(alt)
+    poi = partner.poi[0]
     say("the expected band of the exact Asimov likelihood and of both partners")
     exact = cls_limits(target, target, poi, seed=seed).expected
 
@@ -196,7 +216,7 @@ def _choose_partner(run, workspace, patch, poi, flow_config, train_config, seed,
         return max(abs(b / e - 1) if b is not None and e else (0.0 if b == e else np.inf)
                    for b, e in zip(band, exact))
 
-    reflected, plain = worst(run.partner), worst(other)
+    reflected, plain = worst(partner), worst(other)
     run.choice = {"reflected": reflected, "not_reflected": plain,
                   "kept": "not reflected" if plain < reflected else "reflected"}
     say(f"Asimov partner: expected band off by up to {reflected:.1%} reflected, {plain:.1%} "
@@ -208,7 +228,7 @@ def _choose_partner(run, workspace, patch, poi, flow_config, train_config, seed,
         os.replace(tmp, alt)
         from ..surrogate.loading import load
         return load(files["partner"])
-    return run.partner
+    return partner
 
 
 def record_exact_check(path: str, check) -> object:
