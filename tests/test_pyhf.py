@@ -426,6 +426,7 @@ def test_fit_a_workspace_in_one_command_and_resume(tmp_path):
     for name in ("asimov", "asimov-rejected"):
         pref = likeflow.load(f"{stem}.{name}.likeflow.h5", backend="numpy").training["refinement"]
         assert pref["q_max"] == PARTNER_Q_MAX and pref["anchors_added"] > 0, name
+        assert pref["score"] == "limits", name
         assert pref["scores"][pref["kept"]] == min(pref["scores"]), name
     sur = likeflow.load(f"{stem}.likeflow.h5", backend="numpy")
     exact = sur.validation["exact"]
@@ -444,6 +445,9 @@ def test_fit_a_workspace_in_one_command_and_resume(tmp_path):
     from likeflow.targets.likelihoods.pyhf_target import PyhfTarget
     with pytest.raises(likeflow.LikeflowError, match="was not fitted to"):
         likeflow.refine(f"{stem}.likeflow.h5", f"{stem}.asimov.samples.h5", PyhfTarget(str(ws)))
+    with pytest.raises(likeflow.LikeflowError, match="score must be one of profile, limits"):
+        likeflow.refine(f"{stem}.likeflow.h5", f"{stem}.samples.h5", PyhfTarget(str(ws)),
+                        score="q")
     asimov = read_samples(f"{stem}.asimov.samples.h5")
     assert asimov.n == 4000
     # the surrogate lost: samples and partner are reused, only the observed fit reruns

@@ -72,6 +72,32 @@ def test_a_drifted_surrogate_fails_and_names_the_poi(gaussian_fit, tmp_path):
     assert "residual drift along x0" in (tmp_path / "report" / "index.html").read_text()
 
 
+def test_the_anchor_check_warns_where_the_profile_tolerance_ends(gaussian_fit):
+    """The drift at held-out anchors is the profile's error in nats (q off by twice it): it
+    WARNs past half the profile tolerance (0.15 in q, the exact check's PASS) and FAILs past
+    0.15 nats."""
+    from likeflow.validation.residuals import ANCHOR_DRIFT_THRESHOLDS, PROFILE_TOLERANCE
+    from likeflow.validation.exact_check import PROFILE_TOLERANCE as EXACT
+    assert ANCHOR_DRIFT_THRESHOLDS[0] == PROFILE_TOLERANCE[0] / 2 and EXACT is PROFILE_TOLERANCE
+    t, sur, test = gaussian_fit
+    a = profile_path(t, test.values, poi=0, seed=0, **mode_finders(t, 0))
+    lq = np.asarray(sur.log_prob(a.values), dtype=np.float64)
+
+    def verdict_with(drift: float):
+        # "exact" log densities that make the surrogate exactly `drift` nats too high at every
+        # anchor but the best fit (the reference)
+        lp = lq - np.where(np.arange(a.n) > 0, drift, 0.0)
+        res = validate_test(sur, dataclasses.replace(test, anchors=Anchors(a.values, lp, a.kind)),
+                            seed=1)
+        assert abs(res.residual["anchors"]["max_abs_drift"] - abs(drift)) < 1e-9
+        return [r for r in res.verdict()[1] if "conditional modes" in r]
+
+    assert verdict_with(0.07) == [] and verdict_with(-0.07) == []    # q off by 0.14: PASS
+    assert verdict_with(0.08)[0].startswith("WARN")                    # q off by 0.16
+    assert verdict_with(-0.08)[0].startswith("WARN")
+    assert verdict_with(0.16)[0].startswith("FAIL")
+
+
 def test_without_log_prob_the_check_says_it_could_not_run(gaussian_fit):
     _, sur, test = gaussian_fit
     res = validate_test(sur, dataclasses.replace(test, log_prob=None), seed=1)

@@ -6,8 +6,8 @@ does what took five commands:
 1. samples the observed likelihood (``generate pyhf``, NUTS defaults, anchors) and
 2. its background-only Asimov partner the same way;
 3. fits the partner and refines it against the exact Asimov likelihood out to the q of
-   :data:`PARTNER_Q_MAX` (:func:`likeflow.refine`: the expected band's limits are set on its
-   profile). Where the partner's POI bound is reflected, it is also fitted (and refined)
+   :data:`PARTNER_Q_MAX`, scored by the limits' relative error (:func:`likeflow.refine`: the
+   expected band's limits are set on its profile). Where the partner's POI bound is reflected, it is also fitted (and refined)
    without reflection and the one whose expected CLs band is nearer the exact likelihood's is
    kept (:func:`_choose_partner`). Then the observed surrogate is fitted with the partner
    recorded (``fit`` defaults, each validated on its held-out samples);
@@ -47,8 +47,9 @@ from ..errors import LikeflowError
 from ..flows.config import FlowOptions
 
 SAMPLES = 200_000
-#: the Asimov partner is refined out to this exact q: its +2 sigma expected CLs limit lies
-#: where its q is about 13.4, past the anchors' :data:`~likeflow.data.anchors.ANCHOR_Q_MAX`
+#: the Asimov partner is refined out to this exact q, its rounds scored by the relative error
+#: of the limits set on its profile: its expected CLs band is set from q about 1.1 (-2 sigma)
+#: to 13.4 (+2 sigma), past the anchors' :data:`~likeflow.data.anchors.ANCHOR_Q_MAX`
 PARTNER_Q_MAX = 16.0
 
 
@@ -160,7 +161,7 @@ def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: in
         say(f"refining the Asimov partner {path} against the exact Asimov likelihood out to "
             f"q {PARTNER_Q_MAX:g}")
         return likeflow.refine(path, files["asimov_samples"], asimov_target,
-                               q_max=PARTNER_Q_MAX, messages=say)
+                               q_max=PARTNER_Q_MAX, score="limits", messages=say)
 
     run.partner = fitted("asimov_samples", "partner")
     if "partner" not in run.reused and run.partner.config.reflect and \
@@ -233,18 +234,22 @@ def _choose_partner(run, target, flow_config, train_config, seed, progress, say,
 
 def record_exact_check(path: str, check) -> object:
     """Store ``check``'s summary in the surrogate file's validation record and let its verdict
-    decide the file's (the worse of the two); the file is rewritten whole."""
+    decide the file's (the worse of the two); the file is rewritten whole. A check recorded
+    before (a resumed run) is replaced, its reasons with it."""
     from ..surrogate.loading import load
     sur = load(path)
     v = dict(sur.validation)
     summary = check.summary()
-    v["exact"] = summary
     order = ["PASS", "WARN", "FAIL"]
     own = v.get("verdict", "PASS")
-    if order.index(summary["verdict"]) > order.index(own):
-        v["verdict"] = summary["verdict"]
-    v["verdict_reasons"] = list(v.get("verdict_reasons", [])) + [
-        f"exact: {r}" for r in summary["verdict_reasons"]]
+    reasons = list(v.get("verdict_reasons", []))
+    if "exact" in v:   # the sample-based verdict again: the worst of its own reasons
+        reasons = [r for r in reasons if not r.startswith("exact: ")]
+        own = max((r.split(":")[0] for r in reasons if r.split(":")[0] in order),
+                  key=order.index, default="PASS")
+    v["exact"] = summary
+    v["verdict"] = max(own, summary["verdict"], key=order.index)
+    v["verdict_reasons"] = reasons + [f"exact: {r}" for r in summary["verdict_reasons"]]
     sur.validation = v
     sur.save(path)
     return sur

@@ -39,9 +39,16 @@ from .metrics import effective_size, weighted_quantile, weighted_std
 EDGES = (0.0, 0.005, 0.025, 0.16, 0.5, 0.84, 0.975, 0.995, 1.0)
 #: a drift counts beyond this many standard errors (many bins are looked at)
 SIGMAS = 3.0
-#: (warn above, fail above) in nats, for the drift along a POI beyond the noise and for the drift
-#: at anchors: 0.05 nats is 0.1 in a profile's q (the verdict's, :mod:`likeflow.validation.report`)
+#: how far a profile may be off in q: PASS up to the first, WARN up to the second (issue 28's
+#: 0.15; the exact check's, :mod:`likeflow.validation.exact_check`)
+PROFILE_TOLERANCE = (0.15, 0.5)
+#: (warn above, fail above) in nats, for the drift along a POI beyond the noise (the verdict's,
+#: :mod:`likeflow.validation.report`)
 DRIFT_THRESHOLDS = (0.05, 0.15)
+#: the same at held-out anchors, where the drift is the profile's error in nats (q off by twice
+#: it): WARN past the profile tolerance (0.075 nats is 0.15 in q), FAIL past 0.15 nats (0.3 in
+#: q, the ATLAS surrogates' error before anchors)
+ANCHOR_DRIFT_THRESHOLDS = (PROFILE_TOLERANCE[0] / 2, 0.15)
 #: fewest (effective) points in a bin: smaller tail bins join their neighbour
 MIN_BIN = 20
 
