@@ -145,3 +145,35 @@ def test_a_surrogate_of_other_parameters_is_refused(tmp_path):
     assert "the surrogate's parameters are not the workspace's (2 vs" in r.stderr
     r = CliRunner().invoke(cli, ["validate", str(ws), "--exact", str(ws)])
     assert r.exit_code == 2 and "not a surrogate" in r.stderr
+
+
+def test_a_check_recorded_again_replaces_the_one_before(tmp_path):
+    """A resumed ``fit WS.json`` checks a reused surrogate again: the file's verdict is then the
+    worse of its sample-based reasons and the new check, not of the old check too."""
+    import os
+
+    import likeflow
+    from likeflow.fitting.workspace import record_exact_check
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    sur = likeflow.load(os.path.join(here, "data", "bundle", "obs.likeflow.h5"),
+                        backend="numpy")
+    path = tmp_path / "s.likeflow.h5"
+    sur.validation = dict(sur.validation, verdict="WARN", verdict_reasons=["WARN: x0's tails"])
+    sur.save(path)
+
+    class Check:
+        def __init__(self, verdict, reasons):
+            self.verdict, self.reasons = verdict, reasons
+
+        def summary(self):
+            return {"verdict": self.verdict, "verdict_reasons": self.reasons, "poi": "mu",
+                    "workspace": "ws.json", "max_profile_difference": 0.1, "limits": [],
+                    "importance": {"n": 10, "ess_fraction": 0.9}}
+
+    v = record_exact_check(path, Check("FAIL", ["FAIL: CLs observed +9%"])).validation
+    assert v["verdict"] == "FAIL"
+    assert v["verdict_reasons"] == ["WARN: x0's tails", "exact: FAIL: CLs observed +9%"]
+    v = record_exact_check(path, Check("PASS", [])).validation
+    assert v["verdict"] == "WARN" and v["verdict_reasons"] == ["WARN: x0's tails"]
+    assert v["exact"]["verdict"] == "PASS"
