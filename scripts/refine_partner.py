@@ -1,12 +1,16 @@
-"""Does refining the Asimov partner against the exact Asimov likelihood bring the expected CLs
-band within 3%? (issue 28; an experiment, not a default)
+"""How far does refining an Asimov partner against the exact Asimov likelihood bring its
+expected CLs band? (issue 28: the experiments behind ``fit WS.json``'s partner refinement,
+whose defaults are ``--q-max 16 --score limits``)
 
-Takes the folder of a finished ``likeflow fit WS.json --patch P.json -o DIR/NAME.likeflow.h5``
-(its Asimov samples, its partner and the rejected partner), refines copies of both partners
-with :func:`likeflow.refine` against the exact Asimov likelihood, and prints the expected band
+Takes the folder of a ``likeflow fit WS.json --patch P.json -o DIR/NAME.likeflow.h5`` whose
+partners are as fitted (``likeflow fit DIR/NAME.asimov.samples.h5 -o
+DIR/NAME.asimov.likeflow.h5`` writes the reflected one again), refines copies of them with
+:func:`likeflow.refine` against the exact Asimov likelihood, and prints the expected band
 of each, before and after, against pyhf's:
 
     python scripts/refine_partner.py BkgOnly.json patch.json /tmp/c1300/c1300 --json out.json
+    python scripts/refine_partner.py BkgOnly.json patch.json DIR/NAME --q-max 16 \
+        --score limits --rounds 4 --only asimov
 
 The copies are written beside the originals as ``*.refined.likeflow.h5``; the originals are
 not touched.
@@ -33,6 +37,11 @@ def main() -> None:
     p.add_argument("stem", help="DIR/NAME of the fit (NAME.asimov.likeflow.h5 and so on)")
     p.add_argument("--q-max", type=float, default=None,
                    help="refine out to this exact q (default: the anchors' own, 9)")
+    p.add_argument("--score", default="profile", choices=["profile", "limits"],
+                   help="how the rounds are scored (likeflow.fitting.run.REFINE_SCORES)")
+    p.add_argument("--rounds", type=int, default=None, help="default refine's own")
+    p.add_argument("--only", default=None, help="refine only this partner (asimov or "
+                   "asimov-rejected)")
     p.add_argument("--suffix", default="refined", help="the copies' name: NAME.asimov.SUFFIX...")
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -43,13 +52,15 @@ def main() -> None:
     rows = {}
     for name in ("asimov", "asimov-rejected"):
         src = f"{args.stem}.{name}.likeflow.h5"
-        if not os.path.exists(src):
+        if not os.path.exists(src) or args.only not in (None, name):
             continue
         dst = f"{args.stem}.{name}.{args.suffix}.likeflow.h5"
         shutil.copy(src, dst)
         before = cls_limits(likeflow.load(src), likeflow.load(src), poi, seed=0).expected
         t0 = time.perf_counter()
-        sur = likeflow.refine(dst, samples, target, q_max=args.q_max, messages=print)
+        more = {} if args.rounds is None else {"rounds": args.rounds}
+        sur = likeflow.refine(dst, samples, target, q_max=args.q_max, score=args.score,
+                              messages=print, **more)
         seconds = time.perf_counter() - t0
         after = cls_limits(sur, sur, poi, seed=0).expected
 
