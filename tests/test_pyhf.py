@@ -178,6 +178,17 @@ def test_exact_cls_limits_equal_pyhfs_within_one_percent(small_ws):
     assert "CLs" in ours.method and "q~" in ours.method
 
 
+def test_band_error_of_the_exact_likelihood_is_zero(small_ws):
+    from likeflow.infer.cls import band_difference, band_error, cls_limits
+
+    a = PyhfTarget(small_ws, asimov=True)
+    exact = cls_limits(a, a, "mu").expected
+    assert band_error(a, exact, "mu") == pytest.approx(0.0, abs=1e-9)
+    moved = [e * f for e, f in zip(exact, (1.0, 1.05, 0.9, 1.0, 1.02))]
+    assert band_difference(moved, exact) == pytest.approx(0.1, rel=1e-9)
+    assert band_difference([None, *exact[1:]], exact) == np.inf   # a limit on one side only
+
+
 def test_cls_values_match_pyhfs_calculator(small_ws):
     """The formulae alone, on pyhf's own test statistics at one mu."""
     from likeflow.infer.inference import cls_values

@@ -543,16 +543,19 @@ REFINE_EPOCHS = 2
 REFINE_LEARNING_RATE = 5e-4
 
 
-#: how a refinement round is scored against the exact profile on its grid (:func:`refine`)
+#: how a refinement round is scored against the exact likelihood (:func:`refine`)
 REFINE_SCORES = {
-    # the largest |q - q_exact|: the profile check's own figure, where an observed surrogate's
-    # q~ and CLs observed limits are set (q about 2.7 to 4)
-    "profile": lambda dq, q: np.abs(dq),
-    # the largest relative error of a limit set where the exact q reaches that level (sqrt(q)
-    # is about linear in the POI, so a limit at q moves by dq / 2q): an Asimov partner's
-    # expected band is set from q 1.1 (-2 sigma) to 13.4 (+2 sigma), and an error of 0.06 in q
-    # moves the first by 3% as much as one of 0.8 moves the last
-    "limits": lambda dq, q: np.abs(dq) / (2 * np.maximum(q, 1.0)),
+    # the largest |q - q_exact| on the grid: the profile check's own figure, where an observed
+    # surrogate's q~ and CLs observed limits are set (q about 2.7 to 4)
+    "profile": "the profile off by up to {:.3f} in q",
+    # the largest relative error of a limit set where the exact q reaches that level on the
+    # grid, |dq| / 2 max(q, 1) (sqrt(q) is about linear in the POI, so a limit at q moves by
+    # dq / 2q): an Asimov partner's expected band is set from q 1.1 (-2 sigma) to 13.4 (+2
+    # sigma), and an error of 0.06 in q moves the first by 3% as much as 0.8 moves the last
+    "limits": "a limit set on the profile off by up to {:.1%}",
+    # the expected CLs band itself (an Asimov partner's, :func:`likeflow.infer.cls.band_error`):
+    # what the partner is for, measured where the band's limits are, not on the grid
+    "band": "the expected band off by up to {:.1%}",
 }
 
 
@@ -583,7 +586,8 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
 
     Each round is scored by the largest difference of the surrogate's profile from the exact one
     on that grid (``score``: ``"profile"``, in q; ``"limits"``, as the relative error of a limit
-    set there, :data:`REFINE_SCORES`), and the best round is kept, the fit as it came among
+    set there) or by its expected CLs band against the exact one (``"band"``, for an Asimov
+    partner; :data:`REFINE_SCORES`), and the best round is kept, the fit as it came among
     them: a refinement never leaves the profile worse than it found it. The rounds and their
     scores go into the training record (``refinement``).
 
@@ -605,6 +609,7 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
             anchors, or the surrogate names no POI.
     """
     from ..data.anchors import ANCHOR_Q_MAX, SEGMENT, Anchors
+    from ..infer.cls import band_error, cls_limits
     from ..infer.inference import scan
 
     if score not in REFINE_SCORES:
@@ -625,7 +630,6 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
     i = sur.names.index(sur.poi[0])
     modes = tr.anchors.modes()
     grid = np.unique(modes.values[:, i])
-    measure = REFINE_SCORES[score]
     q_max = ANCHOR_Q_MAX if q_max is None else float(q_max)
     if q_max > ANCHOR_Q_MAX:
         grid = _beyond_anchors(grid, sur.bounds[i], q_max,
@@ -634,16 +638,23 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
     inside = exact.q < q_max + 1
     grid, q_exact, exact_modes = grid[inside], exact.q[inside], exact.nuisances[inside]
 
+    if score == "band":
+        exact_band = cls_limits(target, target, sur.poi[0]).expected
+
     def scored(s_) -> tuple[float, np.ndarray]:
         prof = scan(s_, s_.poi[0], values=grid)
-        return float(np.max(measure(prof.q - q_exact, q_exact))), prof.nuisances
+        dq = np.abs(prof.q - q_exact)
+        if score == "band":
+            return band_error(s_, exact_band, s_.poi[0]), prof.nuisances
+        if score == "limits":
+            dq = dq / (2 * np.maximum(q_exact, 1.0))
+        return float(np.max(dq)), prof.nuisances
 
     anchors, steps = tr.anchors, tr.n // TrainConfig().rows_per_step(tr.n)
     first, own = scored(sur)
     scores, best = [first], (first, snapshot(sur.flow.trainable_variables), 0)
-    what = "in q" if score == "profile" else "(a limit's relative error)"
-    say(f"refining against the exact likelihood: profile off by up to {first:.3f} {what} "
-        f"on {len(grid)} POI values")
+    say(f"refining against the exact likelihood on {len(grid)} POI values: "
+        + REFINE_SCORES[score].format(first))
     for r in range(1, rounds + 1):
         pts = np.concatenate([own, 0.5 * (own + exact_modes)])
         lp = target.evaluate(pts)["log_prob"]
@@ -660,16 +671,18 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
               seed=seeds.shuffle + r, keep_best=False)
         value, own = scored(sur)
         scores.append(value)
-        say(f"refinement round {r}/{rounds}: profile off by up to {value:.3f}")
+        say(f"refinement round {r}/{rounds}: " + REFINE_SCORES[score].format(value))
         if value < best[0]:
             best = (value, snapshot(sur.flow.trainable_variables), r)
     restore(sur.flow.trainable_variables, best[1])
     training = dict(sur.training, refinement={
         "rounds": rounds, "epochs": epochs, "learning_rate": learning_rate,
-        "poi_values": len(grid), "q_max": q_max, "score": score, "scores": scores, "kept": best[2],
+        "poi_values": len(grid), "q_max": q_max, "score": score,
+        "scores": [v if np.isfinite(v) else None for v in scores], "kept": best[2],
         "anchors_added": int(anchors.n - tr.anchors.n)})
     out = finish_training(sur.flow, training, parts)
-    say(f"refinement: round {best[2]} kept (profile off by up to {best[0]:.3f}, was {first:.3f})")
+    say(f"refinement: round {best[2]} kept: {REFINE_SCORES[score].format(best[0])} (as fitted "
+        f"{first:.3g})")
     _save_and_validate(out, parts[2], seeds, path, True, report)
     return out
 

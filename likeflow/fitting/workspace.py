@@ -39,7 +39,6 @@ import json
 import os
 import time
 
-import numpy as np
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -198,7 +197,7 @@ def _choose_partner(run, target, flow_config, train_config, seed, progress, say,
     one whose expected band is nearer the exact one is kept; the other stays beside it
     (``<stem>.asimov-rejected.likeflow.h5``) and the choice is said."""
     import likeflow
-    from ..infer.cls import cls_limits
+    from ..infer.cls import band_error, cls_limits
     files = run.files
     alt = files["partner"][:-len(".likeflow.h5")] + "-rejected.likeflow.h5"
     say(f"fitting the Asimov partner again without reflecting its bound -> {alt}")
@@ -212,12 +211,8 @@ def _choose_partner(run, target, flow_config, train_config, seed, progress, say,
     say("the expected band of the exact Asimov likelihood and of both partners")
     exact = cls_limits(target, target, poi, seed=seed).expected
 
-    def worst(sur) -> float:
-        band = cls_limits(sur, sur, poi, seed=seed).expected
-        return max(abs(b / e - 1) if b is not None and e else (0.0 if b == e else np.inf)
-                   for b, e in zip(band, exact))
-
-    reflected, plain = worst(partner), worst(other)
+    reflected, plain = (band_error(partner, exact, poi, seed=seed),
+                        band_error(other, exact, poi, seed=seed))
     run.choice = {"reflected": reflected, "not_reflected": plain,
                   "kept": "not reflected" if plain < reflected else "reflected"}
     say(f"Asimov partner: expected band off by up to {reflected:.1%} reflected, {plain:.1%} "

@@ -238,3 +238,25 @@ def cls_limits(obs, asimov, poi: str, *, cl: float = DEFAULT_CL, seed: int = 0,
                      f"{d_obs.kind} and its background-only Asimov partner", mu_hat,
                      scan={"mu": grid.tolist(), "cls": cls.tolist(),
                            "cls_expected": band.tolist()})
+
+
+def band_error(asimov, exact, poi: str, *, seed: int = 0) -> float:
+    """The largest relative difference of the expected CLs band (-2..+2 sigma) of the Asimov
+    partner ``asimov`` from ``exact``, the exact likelihood's band (``cls_limits(target,
+    target, poi).expected``; :func:`band_difference`). The band is the partner's alone, so it
+    serves as both likelihoods."""
+    return band_difference(cls_limits(asimov, asimov, poi, seed=seed).expected, exact)
+
+
+def band_difference(band, exact) -> float:
+    """The largest relative difference of ``band`` from ``exact`` (limits, None where there is
+    none below the bound); inf where one has a limit and the other not.
+
+    Example:
+        >>> band_difference([1.0, 2.2, None], [1.0, 2.0, None])
+        0.1...
+        >>> band_difference([1.0, None], [1.0, 2.0])
+        inf
+    """
+    return max(abs(b / e - 1) if b is not None and e else (0.0 if b == e else np.inf)
+               for b, e in zip(band, exact))
