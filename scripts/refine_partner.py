@@ -26,6 +26,7 @@ import shutil
 import time
 
 import likeflow
+from likeflow.fitting.run import REFINE_SCORES
 from likeflow.infer.cls import cls_limits
 from likeflow.targets.likelihoods.pyhf_target import PyhfTarget
 
@@ -37,7 +38,7 @@ def main() -> None:
     p.add_argument("stem", help="DIR/NAME of the fit (NAME.asimov.likeflow.h5 and so on)")
     p.add_argument("--q-max", type=float, default=None,
                    help="refine out to this exact q (default: the anchors' own, 9)")
-    p.add_argument("--score", default="profile", choices=["profile", "limits"],
+    p.add_argument("--score", default="profile", choices=list(REFINE_SCORES),
                    help="how the rounds are scored (likeflow.fitting.run.REFINE_SCORES)")
     p.add_argument("--rounds", type=int, default=None, help="default refine's own")
     p.add_argument("--only", default=None, help="refine only this partner (asimov or "

@@ -432,13 +432,15 @@ def test_fit_a_workspace_in_one_command_and_resume(tmp_path):
     assert "partner_choice" in r.output and "keeping the" in r.stderr
     assert (tmp_path / "ws.asimov-rejected.likeflow.h5").exists()
     # both partners refined against the exact Asimov likelihood out to PARTNER_Q_MAX before the
-    # choice (the +2 sigma expected limit lies past the anchors), never left worse than fitted
+    # choice (the +2 sigma expected limit lies past the anchors), each round scored by its
+    # expected band: never left worse than fitted
     from likeflow.fitting.workspace import PARTNER_Q_MAX
     for name in ("asimov", "asimov-rejected"):
         pref = likeflow.load(f"{stem}.{name}.likeflow.h5", backend="numpy").training["refinement"]
         assert pref["q_max"] == PARTNER_Q_MAX and pref["anchors_added"] > 0, name
-        assert pref["score"] == "limits", name
-        assert pref["scores"][pref["kept"]] == min(pref["scores"]), name
+        assert pref["score"] == "band", name
+        scores = [np.inf if v is None else v for v in pref["scores"]]
+        assert scores[pref["kept"]] == min(scores), name
     sur = likeflow.load(f"{stem}.likeflow.h5", backend="numpy")
     exact = sur.validation["exact"]
     assert exact["workspace"] == str(ws) and len(exact["workspace_sha256"]) == 64

@@ -6,8 +6,8 @@ does what took five commands:
 1. samples the observed likelihood (``generate pyhf``, NUTS defaults, anchors) and
 2. its background-only Asimov partner the same way;
 3. fits the partner and refines it against the exact Asimov likelihood out to the q of
-   :data:`PARTNER_Q_MAX`, scored by the limits' relative error (:func:`likeflow.refine`: the
-   expected band's limits are set on its profile). Where the partner's POI bound is reflected, it is also fitted (and refined)
+   :data:`PARTNER_Q_MAX`, each round scored by its expected CLs band against the exact one
+   (:func:`likeflow.refine`; the band's limits are set on its profile). Where the partner's POI bound is reflected, it is also fitted (and refined)
    without reflection and the one whose expected CLs band is nearer the exact likelihood's is
    kept (:func:`_choose_partner`). Then the observed surrogate is fitted with the partner
    recorded (``fit`` defaults, each validated on its held-out samples);
@@ -46,9 +46,9 @@ from ..errors import LikeflowError
 from ..flows.config import FlowOptions
 
 SAMPLES = 200_000
-#: the Asimov partner is refined out to this exact q, its rounds scored by the relative error
-#: of the limits set on its profile: its expected CLs band is set from q about 1.1 (-2 sigma)
-#: to 13.4 (+2 sigma), past the anchors' :data:`~likeflow.data.anchors.ANCHOR_Q_MAX`
+#: the Asimov partner is refined out to this exact q, its rounds scored by its expected CLs
+#: band against the exact one: the band is set from q about 1.1 (-2 sigma) to 13.4 (+2 sigma),
+#: past the anchors' :data:`~likeflow.data.anchors.ANCHOR_Q_MAX`
 PARTNER_Q_MAX = 16.0
 
 
@@ -160,7 +160,7 @@ def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: in
         say(f"refining the Asimov partner {path} against the exact Asimov likelihood out to "
             f"q {PARTNER_Q_MAX:g}")
         return likeflow.refine(path, files["asimov_samples"], asimov_target,
-                               q_max=PARTNER_Q_MAX, score="limits", messages=say)
+                               q_max=PARTNER_Q_MAX, score="band", messages=say)
 
     run.partner = fitted("asimov_samples", "partner")
     if "partner" not in run.reused and run.partner.config.reflect and \
