@@ -588,7 +588,7 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
     on that grid (``score``: ``"profile"``, in q; ``"limits"``, as the relative error of a limit
     set there) or by its expected CLs band against the exact one (``"band"``, for an Asimov
     partner; :data:`REFINE_SCORES`), and the best round is kept, the fit as it came among
-    them: a refinement never leaves the profile worse than it found it. The rounds and their
+    them: by its score, a refinement never leaves the surrogate worse than it found it. The rounds and their
     scores go into the training record (``refinement``).
 
     Example:

@@ -7,10 +7,11 @@ does what took five commands:
 2. its background-only Asimov partner the same way;
 3. fits the partner and refines it against the exact Asimov likelihood out to the q of
    :data:`PARTNER_Q_MAX`, each round scored by its expected CLs band against the exact one
-   (:func:`likeflow.refine`; the band's limits are set on its profile). Where the partner's POI bound is reflected, it is also fitted (and refined)
-   without reflection and the one whose expected CLs band is nearer the exact likelihood's is
-   kept (:func:`_choose_partner`). Then the observed surrogate is fitted with the partner
-   recorded (``fit`` defaults, each validated on its held-out samples);
+   (:func:`likeflow.refine`; the band's limits are set on its profile). Where the partner's
+   POI bound is reflected, it is also fitted (and refined) without reflection and the one
+   whose expected CLs band is nearer the exact likelihood's is kept (:func:`_choose_partner`).
+   Then the observed surrogate is fitted with the partner recorded (``fit`` defaults, each
+   validated on its held-out samples);
 4. refines the observed surrogate against the exact likelihood at its own conditional modes
    (:func:`likeflow.refine`: its profile, where the q~ and CLs observed limits are set);
 5. holds the pair to the exact likelihood (:func:`likeflow.validation.exact_check.validate_exact`):
