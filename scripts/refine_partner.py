@@ -1,6 +1,6 @@
 """How far does refining an Asimov partner against the exact Asimov likelihood bring its
 expected CLs band? (issue 28: the experiments behind ``fit WS.json``'s partner refinement,
-whose defaults are ``--q-max 16 --score limits``)
+whose defaults are ``--q-max 16 --score band``)
 
 Takes the folder of a ``likeflow fit WS.json --patch P.json -o DIR/NAME.likeflow.h5`` whose
 partners are as fitted (``likeflow fit DIR/NAME.asimov.samples.h5 -o
@@ -61,7 +61,7 @@ def main() -> None:
         t0 = time.perf_counter()
         more = {} if args.rounds is None else {"rounds": args.rounds}
         sur = likeflow.refine(dst, samples, target, q_max=args.q_max, score=args.score,
-                              messages=print, **more)
+                              exact_band=exact, messages=print, **more)
         seconds = time.perf_counter() - t0
         after = cls_limits(sur, sur, poi, seed=0).expected
 

@@ -561,7 +561,7 @@ REFINE_SCORES = {
 
 def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = REFINE_EPOCHS,
            learning_rate: float = REFINE_LEARNING_RATE, q_max: float | None = None,
-           score: str = "profile", report=None,
+           score: str = "profile", exact_band=None, report=None,
            messages: Callable[[str], None] | None = None):
     """Refine the surrogate at ``path`` (fitted to ``samples``, a sample file with anchors)
     against ``target``, the exact likelihood it replaces; the file is rewritten with the best
@@ -597,6 +597,9 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
         ...              PyhfTarget("ws.json", patch="patch.json"))
         >>> sur.training["refinement"]["scores"]                                 # doctest: +SKIP
         [0.142, 0.130, 0.130]
+
+    ``exact_band`` is the target's expected CLs band (``cls_limits(target, target,
+    poi).expected``) for ``score="band"`` when the caller has it: computed here otherwise.
 
     ``q_max`` (default the anchors' own :data:`~likeflow.data.anchors.ANCHOR_Q_MAX`) reaches past
     the anchors without new samples: an Asimov partner's +2 sigma expected CLs limit is set where
@@ -638,14 +641,14 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
     inside = exact.q < q_max + 1
     grid, q_exact, exact_modes = grid[inside], exact.q[inside], exact.nuisances[inside]
 
-    if score == "band":
+    if score == "band" and exact_band is None:
         exact_band = cls_limits(target, target, sur.poi[0]).expected
 
     def scored(s_) -> tuple[float, np.ndarray]:
         prof = scan(s_, s_.poi[0], values=grid)
-        dq = np.abs(prof.q - q_exact)
         if score == "band":
             return band_error(s_, exact_band, s_.poi[0]), prof.nuisances
+        dq = np.abs(prof.q - q_exact)
         if score == "limits":
             dq = dq / (2 * np.maximum(q_exact, 1.0))
         return float(np.max(dq)), prof.nuisances

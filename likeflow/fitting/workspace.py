@@ -157,11 +157,12 @@ def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: in
 
     asimov_target = PyhfTarget(workspace, patch=patch, poi=poi, asimov=True)
 
-    def refined_partner(path: str):
+    def refined_partner(path: str, exact_band=None):
         say(f"refining the Asimov partner {path} against the exact Asimov likelihood out to "
             f"q {PARTNER_Q_MAX:g}")
         return likeflow.refine(path, files["asimov_samples"], asimov_target,
-                               q_max=PARTNER_Q_MAX, score="band", messages=say)
+                               q_max=PARTNER_Q_MAX, score="band", exact_band=exact_band,
+                               messages=say)
 
     run.partner = fitted("asimov_samples", "partner")
     if "partner" not in run.reused and run.partner.config.reflect and \
@@ -194,7 +195,8 @@ def _choose_partner(run, target, flow_config, train_config, seed, progress, say,
     over two images everywhere but at the bound, so the surrogate's spurious maxima stand
     highest there) and not reflected within 2.4%, while RegionB 900_850_60's is better
     reflected. With the workspace at hand the partner is fitted both ways, each refined
-    against the exact likelihood when ``refined`` (``path -> surrogate``) is given, and the
+    against the exact likelihood when ``refined`` (``(path, exact band) -> surrogate``) is
+    given, and the
     one whose expected band is nearer the exact one is kept; the other stays beside it
     (``<stem>.asimov-rejected.likeflow.h5``) and the choice is said."""
     import likeflow
@@ -205,12 +207,11 @@ def _choose_partner(run, target, flow_config, train_config, seed, progress, say,
     other = likeflow.fit(files["asimov_samples"], out=alt, seed=seed,
                          flow_config=flow_config.replace(reflect="none"),
                          train_config=train_config, progress=progress, messages=say)
-    partner = run.partner
-    if refined is not None:
-        partner, other = refined(files["partner"]), refined(alt)
-    poi = partner.poi[0]
+    partner, poi = run.partner, run.partner.poi[0]
     say("the expected band of the exact Asimov likelihood and of both partners")
     exact = cls_limits(target, target, poi, seed=seed).expected
+    if refined is not None:   # each refinement judged by the same exact band
+        partner, other = refined(files["partner"], exact), refined(alt, exact)
 
     reflected, plain = (band_error(partner, exact, poi, seed=seed),
                         band_error(other, exact, poi, seed=seed))
