@@ -189,6 +189,25 @@ def test_band_error_of_the_exact_likelihood_is_zero(small_ws):
     assert band_difference([None, *exact[1:]], exact) == np.inf   # a limit on one side only
 
 
+def test_pyhfs_best_fit_is_computed_once_per_target(small_ws, monkeypatch):
+    """Every scan, band and candidate set of an exact likelihood starts at pyhf's best fit:
+    fitted once per target, a copy handed out (a caller's change does not reach the next)."""
+    t = PyhfTarget(small_ws)
+    fits = []
+    real = t._fit
+    monkeypatch.setattr(t, "_fit", lambda *a, **k: fits.append(1) or real(*a, **k))
+    first = t.best_fit()
+    n = len(fits)
+    assert n >= 5                                  # the free fit and 4 checks along the POI
+    first[:] = np.nan
+    t.initial_points(8)
+    again = t.best_fit()
+    assert len(fits) == n and np.isfinite(again).all()
+    np.testing.assert_array_equal(again, t.best_fit())
+    t.best_fit(checks=1)                           # another request is fitted
+    assert len(fits) > n
+
+
 def test_cls_values_match_pyhfs_calculator(small_ws):
     """The formulae alone, on pyhf's own test statistics at one mu."""
     from likeflow.infer.inference import cls_values

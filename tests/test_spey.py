@@ -121,6 +121,28 @@ def test_hypotest_is_one_computation_on_both_backends_and_does_not_depend_on_his
         np.testing.assert_allclose(res.q_asimov, fresh.q_asimov[j], rtol=1e-6, atol=1e-9)
 
 
+def test_one_likelihood_as_both_shares_its_fits(pair, monkeypatch):
+    """CLsTest(a, a) (an Asimov partner's own band, the exact band) fits once what two
+    copies of the same file fit twice, with the same numbers to the bit."""
+    from likeflow.infer import cls as cls_module
+
+    _, asimov_path = pair
+    calls = []
+    real = cls_module.maximize
+    monkeypatch.setattr(cls_module, "maximize",
+                        lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    a = likeflow.load(asimov_path, backend="numpy")
+    mu = np.array([0.8, 1.7])
+    shared = likeflow.CLsTest(a, a)(mu)
+    n_shared = sum(calls)
+    calls.clear()
+    apart = likeflow.CLsTest(a, likeflow.load(asimov_path, backend="numpy"))(mu)
+    assert 0 < n_shared and 2 * n_shared == sum(calls)
+    np.testing.assert_array_equal(shared.q_observed, apart.q_observed)
+    np.testing.assert_array_equal(shared.q_asimov, apart.q_asimov)
+    np.testing.assert_array_equal(shared.cls_expected, apart.cls_expected)
+
+
 def test_hypotest_batches_and_agrees_with_spey_and_the_analytic_answer(pair):
     """likeflow.CLsTest: a batch of mu in one call equals one test at a time, spey's CLs is
     the same computation, and the Gaussian's asymptotic answer (q~ = (mu - 0.6)^2,

@@ -132,6 +132,7 @@ class PyhfTarget(Target):
         self.data = data
         self.asimov = bool(asimov)
         self._traced = {}
+        self._best_fits: dict = {}
 
     def describe(self) -> dict:
         return {"target": self.name, "workspace": self.source, "patch": self.patch_source,
@@ -264,7 +265,17 @@ class PyhfTarget(Target):
 
         pyhf's global fit can stop at its starting point (seen on workspaces that fix
         parameters in their measurement); a fixed-POI fit that ends higher restarts it from
-        there, so the best fit is never below a point of the profile it computed."""
+        there, so the best fit is never below a point of the profile it computed.
+
+        Remembered per (start, checks), a copy returned: the data never change, and every
+        scan, band and candidate set of the exact likelihood starts around it (a partner's
+        refinement asked for it five times, five or more pyhf fits each)."""
+        key = (None if start is None else tuple(np.asarray(start, np.float64).tolist()), checks)
+        if key not in self._best_fits:
+            self._best_fits[key] = self._checked_best_fit(start, checks)
+        return self._best_fits[key].copy()
+
+    def _checked_best_fit(self, start: np.ndarray | None, checks: int) -> np.ndarray:
         x, top = self._fit(self.init if start is None else np.asarray(start, np.float64))
         if not self.poi or checks < 1:
             return x
