@@ -133,7 +133,7 @@ def test_a_surrogate_of_other_parameters_is_refused(tmp_path):
     pytest.importorskip("pyhf")
     import likeflow
     from likeflow.cli import cli
-    from test_pyhf import small_workspace
+    from pyhf_workspaces import small_workspace
     x = np.random.default_rng(0).normal(size=(2000, 2))
     sur = tmp_path / "g.likeflow.h5"
     likeflow.fit(x, out=sur, seed=0, flow_config={"layers": 1, "hidden": (8,)},
