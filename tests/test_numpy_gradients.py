@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from likeflow.flows.config import FlowConfig, expected_weight_shapes
-from likeflow.flows.numpy_flow import NumpyFlow
+from likeflow.flows.numpy_flow import NumpyFlow, logsumexp0
 
 from test_numpy_backend import _data, _points, perturbed
 from flow_helpers import random_weights
@@ -143,3 +143,23 @@ def test_mixture_gradient_is_the_responsibility_weighted_sum():
     w = np.exp(lp[:, 1:]) / np.exp(lp[:, 1:]).sum(0)
     np.testing.assert_allclose(g[1:], sum(wk[:, None] * gk[1:] for wk, gk in zip(w, grads)))
     assert total[0] == -np.inf and np.all(np.isnan(g[0]))
+
+
+def test_the_folds_logsumexp_equals_scipys():
+    """The fold's lean log-sum-exp (scipy's costs 0.4 ms a call in argument handling) is
+    scipy's: to rounding where finite, -inf where every image is outside, nan and inf kept."""
+    from scipy import special
+
+    rng = np.random.default_rng(3)
+    for k in (1, 2, 4):
+        a = 40 * rng.normal(size=(k, 500))
+        a[:, :5] = -np.inf                        # every image outside the bounds
+        a[0, 5:10] = -np.inf                      # one image outside
+        a[-1, 10] = np.nan
+        a[0, 11] = np.inf
+        ours, ref = logsumexp0(a), special.logsumexp(a, axis=0)
+        np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
+        np.testing.assert_array_equal(np.isposinf(ours), np.isposinf(ref))
+        np.testing.assert_array_equal(np.isneginf(ours), np.isneginf(ref))
+        finite = np.isfinite(ref)
+        np.testing.assert_allclose(ours[finite], ref[finite], rtol=1e-14)

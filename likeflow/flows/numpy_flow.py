@@ -351,12 +351,22 @@ class Made:
         return y
 
 
+def logsumexp0(a: np.ndarray) -> np.ndarray:
+    """log sum exp over the first axis (-inf where every part is -inf, nan where one is nan):
+    scipy's ``special.logsumexp`` computes the same but costs 0.4 ms a call in argument
+    handling, a sixth of an optimiser step on a reflected 60-dim MAF (the fold's images)."""
+    m = np.max(a, axis=0)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        return np.log(np.sum(np.exp(a - m), axis=0)) + m
+
+
 def sum_gradient(log_parts: np.ndarray, grads: list[np.ndarray]
                  ) -> tuple[np.ndarray, np.ndarray]:
     """log sum_i exp(l_i) over parts (rows of ``log_parts``, (k, n)) and its gradient from
     the parts' gradients (k of (n, D)): each weighted by its share exp(l_i) / sum. The fold's
     images and a mixture's flows add up so; nan where the sum is 0."""
-    total = special.logsumexp(log_parts, axis=0)
+    total = logsumexp0(log_parts)
     with np.errstate(invalid="ignore"):
         share = np.exp(log_parts - total)
     grad = sum(np.where(sh[:, None] > 0, sh[:, None] * g, 0.0) for sh, g in zip(share, grads))
@@ -605,7 +615,7 @@ class NumpyFlow:
         images, ok = self.plan.mirror_images(x)
         lp = self.unfolded_log_prob(np.concatenate(images)).reshape(len(images), len(x))
         lp = np.where(ok & ~np.isnan(lp), lp, -np.inf)
-        return special.logsumexp(lp, axis=0)
+        return logsumexp0(lp)
 
     def to_latent(self, x):
         """Physical points -> base space, the exact inverse of sampling (no hold)."""
