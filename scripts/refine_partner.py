@@ -1,6 +1,6 @@
 """How far does refining an Asimov partner against the exact Asimov likelihood bring its
 expected CLs band? (issue 28: the experiments behind ``fit WS.json``'s partner refinement,
-whose defaults are ``--q-max 16 --score band``)
+whose defaults are ``--q-max 16 --score band --density-weight 20``)
 
 Takes the folder of a ``likeflow fit WS.json --patch P.json -o DIR/NAME.likeflow.h5`` whose
 partners are as fitted (``likeflow fit DIR/NAME.asimov.samples.h5 -o
@@ -44,6 +44,9 @@ def main() -> None:
     p.add_argument("--only", default=None, help="refine only this partner (asimov or "
                    "asimov-rejected)")
     p.add_argument("--suffix", default="refined", help="the copies' name: NAME.asimov.SUFFIX...")
+    p.add_argument("--density-weight", type=float, default=None,
+                   help="the density term's weight in the refinement rounds (default refine's "
+                        "own, a fit's weight; the one command's partner: 20)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     target = PyhfTarget(args.workspace, patch=args.patch, asimov=True)
@@ -60,6 +63,8 @@ def main() -> None:
         before = cls_limits(likeflow.load(src), likeflow.load(src), poi, seed=0).expected
         t0 = time.perf_counter()
         more = {} if args.rounds is None else {"rounds": args.rounds}
+        if args.density_weight is not None:
+            more["density_weight"] = args.density_weight
         sur = likeflow.refine(dst, samples, target, q_max=args.q_max, score=args.score,
                               exact_band=exact, messages=print, **more)
         seconds = time.perf_counter() - t0

@@ -60,7 +60,7 @@ def test_schemas_are_valid_and_versioned():
 
 def test_written_file_follows_the_current_schema(v2_file):
     with h5py.File(v2_file, "r") as f:
-        assert f.attrs["format_version"] == 2 and f.attrs["schema_version"] == "2.6.0"
+        assert f.attrs["format_version"] == 2 and f.attrs["schema_version"] == "2.7.0"
         for record in schema.RECORDS[2]:
             schema.check(record, json.loads(f[record][()]))
         prov = json.loads(f["provenance"][()])

@@ -561,7 +561,8 @@ REFINE_SCORES = {
 
 def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = REFINE_EPOCHS,
            learning_rate: float = REFINE_LEARNING_RATE, q_max: float | None = None,
-           score: str = "profile", exact_band=None, report=None,
+           score: str = "profile", exact_band=None, density_weight: float | None = None,
+           report=None,
            messages: Callable[[str], None] | None = None):
     """Refine the surrogate at ``path`` (fitted to ``samples``, a sample file with anchors)
     against ``target``, the exact likelihood it replaces; the file is rewritten with the best
@@ -597,6 +598,12 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
         ...              PyhfTarget("ws.json", patch="patch.json"))
         >>> sur.training["refinement"]["scores"]                                 # doctest: +SKIP
         [0.142, 0.130, 0.130]
+
+    ``density_weight`` is the density term's weight in the rounds (default a fit's,
+    :class:`~likeflow.fitting.loop.TrainConfig`'s): the term is quadratic in the residual, so
+    at a fit's weight it barely moves errors of a few hundredths of a nat, which still move an
+    expected limit set at q ~ 1 by 3-5% (an Asimov partner's -2 sigma;
+    :data:`likeflow.fitting.workspace.PARTNER_DENSITY_WEIGHT`).
 
     ``exact_band`` is the target's expected CLs band (``cls_limits(target, target,
     poi).expected``) for ``score="band"`` when the caller has it: computed here otherwise.
@@ -654,6 +661,7 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
         return float(np.max(dq)), prof.nuisances
 
     anchors, steps = tr.anchors, tr.n // TrainConfig().rows_per_step(tr.n)
+    cfg_weight = TrainConfig().density_weight if density_weight is None else float(density_weight)
     first, own = scored(sur)
     scores, best = [first], (first, snapshot(sur.flow.trainable_variables), 0)
     say(f"refining against the exact likelihood on {len(grid)} POI values: "
@@ -666,7 +674,7 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
                           np.concatenate([anchors.log_prob, lp[ok]]),
                           np.concatenate([anchors.kind, np.full(int(ok.sum()), SEGMENT)]))
         cfg = TrainConfig(learning_rate=learning_rate, cosine_steps=epochs * steps,
-                          epochs=epochs, patience=epochs + 1)
+                          epochs=epochs, patience=epochs + 1, density_weight=cfg_weight)
         # the last epoch's weights: the validation samples do not see the anchors, the score
         # below judges the round
         train(sur.flow, tr.values, va.values, train_w=tr.weights, val_w=va.weights,
@@ -680,6 +688,7 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
     restore(sur.flow.trainable_variables, best[1])
     training = dict(sur.training, refinement={
         "rounds": rounds, "epochs": epochs, "learning_rate": learning_rate,
+        "density_weight": cfg_weight,
         "poi_values": len(grid), "q_max": q_max, "score": score,
         "scores": [v if np.isfinite(v) else None for v in scores], "kept": best[2],
         "anchors_added": int(anchors.n - tr.anchors.n)})

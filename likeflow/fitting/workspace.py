@@ -7,6 +7,7 @@ does what took five commands:
 2. its background-only Asimov partner the same way;
 3. fits the partner and refines it against the exact Asimov likelihood out to the q of
    :data:`PARTNER_Q_MAX`, each round scored by its expected CLs band against the exact one
+   and trained with the density term at :data:`PARTNER_DENSITY_WEIGHT`
    (:func:`likeflow.refine`; the band's limits are set on its profile). Where the partner's
    POI bound is reflected, it is also fitted (and refined) without reflection and the one
    whose expected CLs band is nearer the exact likelihood's is kept (:func:`_choose_partner`).
@@ -51,6 +52,12 @@ SAMPLES = 200_000
 #: band against the exact one: the band is set from q about 1.1 (-2 sigma) to 13.4 (+2 sigma),
 #: past the anchors' :data:`~likeflow.data.anchors.ANCHOR_Q_MAX`
 PARTNER_Q_MAX = 16.0
+#: the density term's weight in the partner's refinement rounds (a fit's is 1): the -2 sigma
+#: expected limit is set where the Asimov q is about 1.1, where an error of 0.03 nats moves it
+#: by 3%; at a fit's weight the quadratic term left RegionB 1000_950_60's partner 0.05 nats
+#: too high near its bound after 2 or 4 rounds (band -3.5% / -4.5% at -2 sigma); at 20 the
+#: band came within 2.6% (docs/benchmarks.md, session 24)
+PARTNER_DENSITY_WEIGHT = 20.0
 
 
 @dataclass
@@ -162,7 +169,7 @@ def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: in
             f"q {PARTNER_Q_MAX:g}")
         return likeflow.refine(path, files["asimov_samples"], asimov_target,
                                q_max=PARTNER_Q_MAX, score="band", exact_band=exact_band,
-                               messages=say)
+                               density_weight=PARTNER_DENSITY_WEIGHT, messages=say)
 
     run.partner = fitted("asimov_samples", "partner")
     if "partner" not in run.reused and run.partner.config.reflect and \

@@ -33,7 +33,7 @@ from importlib import resources
 from ..errors import LikeflowError
 
 #: the schema version this likeflow writes
-SCHEMA_VERSION = "2.6.0"
+SCHEMA_VERSION = "2.7.0"
 #: the file format version it writes: the schema's major number
 FORMAT_VERSION = int(SCHEMA_VERSION.split(".")[0])
 #: format version -> the schema versions its files follow, oldest first (a minor version only
@@ -41,9 +41,10 @@ FORMAT_VERSION = int(SCHEMA_VERSION.split(".")[0])
 #: the density term's ``density_weight``, ``val_nll``, ``val_residual_std``, ``density_term``,
 #: ``data.anchors`` and the validation's ``residual``; 2.3.0 the validation's ``exact``, the
 #: check against the pyhf likelihood; 2.4.0 the training record's ``refinement``; 2.5.0 the
-#: config's ``whiten``; 2.6.0 the refinement's ``q_max``)
+#: config's ``whiten``; 2.6.0 the refinement's ``q_max``; 2.7.0 its ``density_weight``)
 SCHEMAS_OF_FORMAT = {1: ("1.0.0",),
-                     2: ("2.0.0", "2.1.0", "2.2.0", "2.3.0", "2.4.0", "2.5.0", "2.6.0")}
+                     2: ("2.0.0", "2.1.0", "2.2.0", "2.3.0", "2.4.0", "2.5.0", "2.6.0",
+                         "2.7.0")}
 #: the records of a file of each format version
 RECORDS = {1: ("config", "training", "validation"),
            2: ("config", "training", "validation", "provenance")}
