@@ -141,6 +141,14 @@ def test_one_likelihood_as_both_shares_its_fits(pair, monkeypatch):
     np.testing.assert_array_equal(shared.q_observed, apart.q_observed)
     np.testing.assert_array_equal(shared.q_asimov, apart.q_asimov)
     np.testing.assert_array_equal(shared.cls_expected, apart.cls_expected)
+    # cls_limits(a, a) passes the one likelihood through: the same limits, half the fits
+    calls.clear()
+    one = likeflow.cls_limits(a, a, "mu")
+    n_one = sum(calls)
+    calls.clear()
+    two = likeflow.cls_limits(a, likeflow.load(asimov_path, backend="numpy"), "mu")
+    assert 0 < n_one and 2 * n_one == sum(calls)
+    assert one.expected == two.expected and one.observed == two.observed
 
 
 def test_hypotest_batches_and_agrees_with_spey_and_the_analytic_answer(pair):

@@ -620,7 +620,7 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
     """
     from ..data.anchors import ANCHOR_Q_MAX, SEGMENT, Anchors
     from ..infer.cls import band_error, cls_limits
-    from ..infer.inference import scan
+    from ..infer.inference import as_density, scan
 
     if score not in REFINE_SCORES:
         raise LikeflowError(f"refine: score must be one of {', '.join(REFINE_SCORES)}, not "
@@ -652,16 +652,18 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
         exact_band = cls_limits(target, target, sur.poi[0]).expected
 
     def scored(s_) -> tuple[float, np.ndarray]:
-        prof = scan(s_, s_.poi[0], values=grid)
+        dens = as_density(s_)   # one set of candidate draws for the profile and the band
+        prof = scan(dens, s_.poi[0], values=grid)
         if score == "band":
-            return band_error(s_, exact_band, s_.poi[0]), prof.nuisances
+            return band_error(dens, exact_band, s_.poi[0]), prof.nuisances
         dq = np.abs(prof.q - q_exact)
         if score == "limits":
             dq = dq / (2 * np.maximum(q_exact, 1.0))
         return float(np.max(dq)), prof.nuisances
 
-    anchors, steps = tr.anchors, tr.n // TrainConfig().rows_per_step(tr.n)
-    cfg_weight = TrainConfig().density_weight if density_weight is None else float(density_weight)
+    fit_defaults = TrainConfig()
+    anchors, steps = tr.anchors, tr.n // fit_defaults.rows_per_step(tr.n)
+    cfg_weight = fit_defaults.density_weight if density_weight is None else float(density_weight)
     first, own = scored(sur)
     scores, best = [first], (first, snapshot(sur.flow.trainable_variables), 0)
     say(f"refining against the exact likelihood on {len(grid)} POI values: "

@@ -209,7 +209,10 @@ def cls_limits(obs, asimov, poi: str, *, cl: float = DEFAULT_CL, seed: int = 0,
     is the best fit of ``obs`` when known (a profile's), so that every limit uses the same one.
     """
 
-    d_obs, d_a = as_density(obs, seed=seed), as_density(asimov, seed=seed)
+    d_obs = as_density(obs, seed=seed)
+    # one likelihood as both (a partner's own band, the exact band): one density, so that the
+    # CLsTest below fits it once
+    d_a = d_obs if asimov is obs else as_density(asimov, seed=seed)
     i = d_obs.index(poi)
     if d_a.names != d_obs.names:
         raise LikeflowError("the Asimov partner has other parameters than the observed "
