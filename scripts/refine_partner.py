@@ -60,7 +60,8 @@ def main() -> None:
             continue
         dst = f"{args.stem}.{name}.{args.suffix}.likeflow.h5"
         shutil.copy(src, dst)
-        before = cls_limits(likeflow.load(src), likeflow.load(src), poi, seed=0).expected
+        fitted = likeflow.load(src)
+        before = cls_limits(fitted, fitted, poi, seed=0).expected   # one likelihood: one set of fits
         t0 = time.perf_counter()
         more = {} if args.rounds is None else {"rounds": args.rounds}
         if args.density_weight is not None:

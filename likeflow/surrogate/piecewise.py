@@ -198,10 +198,8 @@ class PiecewiseSurrogate(Surrogate):
         return np.stack([lw + c.log_prob(x) for lw, c in zip(self._log_w, self.components)])
 
     def log_prob(self, x) -> np.ndarray:
-        from scipy.special import logsumexp
-        lp = self.component_log_prob(x)
-        with np.errstate(invalid="ignore"):
-            return logsumexp(lp, axis=0)
+        from ..flows.numpy_flow import logsumexp0   # the fold's, as log_prob_grad's sum
+        return logsumexp0(self.component_log_prob(x))
 
     def log_prob_grad(self, x) -> tuple[np.ndarray, np.ndarray]:
         """log sum_k w_k p_k(x) and its gradient: the flows' gradients weighted by their
