@@ -62,6 +62,23 @@ def test_reflection_is_chosen_where_the_data_pile_up():
     assert bound_reflections(far, np.array([[0, 10], [-np.inf, np.inf]])) == []
 
 
+def test_best_fit_inside_a_bound_spares_a_poi_only():
+    """Both parameters pile up at 0 with the best fit 0.5 inside: the POI is not reflected (its
+    profile must peak at the best fit), the nuisance parameter is (its bound is where the POI's
+    profile goes when they are correlated); without POIs both are."""
+    rng = np.random.default_rng(3)
+    x = np.abs(rng.normal(size=(5000, 2)))
+    b = np.array([[0, 10], [0, 10]])
+    inside = np.array([0.5, 0.5])
+    assert bound_reflections(x, b, inside, poi=[0]) == [[1, 0.0]]
+    assert bound_reflections(x, b, inside, poi=[1]) == [[0, 0.0]]
+    assert bound_reflections(x, b, inside) == [[0, 0.0], [1, 0.0]]
+    assert bound_reflections(x, b, np.zeros(2), poi=[0, 1]) == [[0, 0.0], [1, 0.0]]
+    cfg = FlowConfig.from_data(x, names=["mu", "theta"], poi=["mu"], bounds=b, best_fit=inside,
+                               layers=1, hidden=(4,))
+    assert cfg.reflect == [[1, 0.0]]
+
+
 def test_folded_flow_is_normalised_and_samples_stay_inside():
     """An untrained folded flow: its density integrates to 1 over the physical range and its
     samples are inside the bounds (the fold is exact, whatever the weights)."""

@@ -61,15 +61,21 @@ def flow_bounds(bounds: np.ndarray, reflect) -> np.ndarray:
 
 
 def bound_reflections(values: np.ndarray, bounds: np.ndarray,
-                      best_fit: np.ndarray | None = None) -> list[list[float]]:
+                      best_fit: np.ndarray | None = None,
+                      poi: Sequence[int] = ()) -> list[list[float]]:
     """``[dimension, bound]`` pairs where the data pile up at a bound.
 
     ``best_fit``: the target's exact global mode (the first anchor of a sample file, when it
-    has anchors). A bound the best fit lies more than a tenth of a standard deviation inside
-    is not reflected: a mirrored density has zero slope at the bound, and its profile then
-    peaks at the bound instead of at the best fit (RegionC 1300_1295_60, best fit 0.20 of
-    mu_SIG: reflected, the profile was off by 0.30 in q and every CLs limit 2-13% too strong;
-    not reflected, within 0.15 and 2.4%). A marginal piles up at the bound in both cases.
+    has anchors); ``poi``: the indices of the parameters of interest. A POI's bound the best
+    fit lies more than a tenth of a standard deviation inside is not reflected: a mirrored
+    density has zero slope at the bound, and the POI's profile then peaks at the bound instead
+    of at the best fit (RegionC 1300_1295_60, best fit 0.20 of mu_SIG: reflected, the profile
+    was off by 0.30 in q and every CLs limit 2-13% too strong; not reflected, within 0.15 and
+    2.4%). A marginal piles up at the bound in both cases. A nuisance parameter is reflected
+    wherever its data pile up, best fit inside or not: it is profiled, and its bound is where
+    the profile of the POI goes when the two are correlated (RegionC 1300_205_60 with its
+    signal x40: mu_ttbar on [0, 10], correlation -0.88 with mu_SIG, its density at 0 55% of
+    its peak; not reflected, every limit 20-23% too strong; reflected, within 1.1%).
 
     A bound qualifies when the density of the data within a tenth of a standard deviation of it
     is at least :data:`REFLECT_MIN_RATIO` of the marginal's peak density (histogram of the same
@@ -88,7 +94,8 @@ def bound_reflections(values: np.ndarray, bounds: np.ndarray,
         if ratios is None:
             continue
         k = int(np.argmax(ratios))
-        if best_fit is not None and abs(best_fit[i] - (lo, hi)[k]) > 0.1 * np.std(values[:, i]):
+        if (best_fit is not None and i in poi
+                and abs(best_fit[i] - (lo, hi)[k]) > 0.1 * np.std(values[:, i])):
             continue
         if ratios[k] >= REFLECT_MIN_RATIO:
             found.append((ratios[k], i, float((lo, hi)[k])))

@@ -429,8 +429,9 @@ class FlowConfig:
         standardises ``values`` (the training data).
 
         ``bounds`` is (D, 2) with +-inf for none; ``best_fit`` (the target's exact mode, from
-        a file's anchors) keeps ``reflect="auto"`` from reflecting a bound the best fit lies
-        inside of; ``marginal_spline=None`` is True for the affine flows (maf, realnvp);
+        a file's anchors) keeps ``reflect="auto"`` from reflecting a bound of a POI (one of
+        ``poi``, found in ``names``) the best fit lies inside of; ``marginal_spline=None`` is
+        True for the affine flows (maf, realnvp);
         ``whiten="auto"`` is :func:`whiten_by_default` of the rows (the matrix itself is
         :func:`whitening` of the same data, set when the flow is built for training).
         """
@@ -448,7 +449,9 @@ class FlowConfig:
                                        float(np.sum(weights) ** 2 / np.sum(weights ** 2)), d)
         b = np.tile([-np.inf, np.inf], (d, 1)) if bounds is None else np.asarray(bounds, float)
         if isinstance(reflect, str):
-            reflect = bound_reflections(values, b, best_fit) if reflect == "auto" else []
+            poi_index = [list(names).index(p) for p in poi] if names is not None else []
+            reflect = (bound_reflections(values, b, best_fit, poi=poi_index)
+                       if reflect == "auto" else [])
         reflect = [[int(i), float(v)] for i, v in reflect]
         fb = flow_bounds(b, reflect)
         values, weights = _mirrored(values, weights, BoundPlan(fb, reflect=reflect, physical=b))
