@@ -55,6 +55,17 @@ def test_fit_a_workspace_in_one_command_and_resume(tmp_path):
         assert pref["density_weight"] == PARTNER_DENSITY_WEIGHT, name
         scores = [np.inf if v is None else v for v in pref["scores"]]
         assert scores[pref["kept"]] == min(scores), name
+    # the choice reads each partner's band error from its refinement record: the saved file's
+    # own band error, not a second computation of it
+    from likeflow.infer.cls import band_error, cls_limits
+    from likeflow.targets.likelihoods.pyhf_target import PyhfTarget
+    exact_a = PyhfTarget(str(ws), asimov=True)
+    band = cls_limits(exact_a, exact_a, "mu", seed=1).expected
+    for name in ("asimov", "asimov-rejected"):
+        p = likeflow.load(f"{stem}.{name}.likeflow.h5")
+        pref = p.training["refinement"]
+        assert band_error(p, band, "mu", seed=1) == pytest.approx(
+            pref["scores"][pref["kept"]], rel=1e-6, abs=1e-9), name
     sur = likeflow.load(f"{stem}.likeflow.h5", backend="numpy")
     exact = sur.validation["exact"]
     assert exact["workspace"] == str(ws) and len(exact["workspace_sha256"]) == 64
@@ -70,7 +81,6 @@ def test_fit_a_workspace_in_one_command_and_resume(tmp_path):
     assert ref["density_weight"] == 1.0          # the observed surrogate's: a fit's own
     assert len(ref["scores"]) == ref["rounds"] + 1
     assert ref["scores"][ref["kept"]] == min(ref["scores"])
-    from likeflow.targets.likelihoods.pyhf_target import PyhfTarget
     with pytest.raises(likeflow.LikeflowError, match="was not fitted to"):
         likeflow.refine(f"{stem}.likeflow.h5", f"{stem}.asimov.samples.h5", PyhfTarget(str(ws)))
     with pytest.raises(likeflow.LikeflowError, match="score must be one of profile, limits"):

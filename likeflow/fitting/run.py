@@ -655,7 +655,8 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
         dens = as_density(s_)   # one set of candidate draws for the profile and the band
         prof = scan(dens, s_.poi[0], values=grid)
         if score == "band":
-            return band_error(dens, exact_band, s_.poi[0]), prof.nuisances
+            # the fit's seed, as the partner choice's: the kept round's score is its band error
+            return band_error(dens, exact_band, s_.poi[0], seed=seeds.flow), prof.nuisances
         dq = np.abs(prof.q - q_exact)
         if score == "limits":
             dq = dq / (2 * np.maximum(q_exact, 1.0))

@@ -172,7 +172,7 @@ def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: in
                                density_weight=PARTNER_DENSITY_WEIGHT, messages=say)
 
     run.partner = fitted("asimov_samples", "partner")
-    if "partner" not in run.reused and run.partner.config.reflect and \
+    if "partner" not in run.reused and _poi_reflection(run.partner) and \
             flow_config.reflect == "auto":
         run.partner = stage("partner_choice", lambda: _choose_partner(
             run, asimov_target, flow_config, train_config, seed, progress, say,
@@ -201,27 +201,29 @@ def _choose_partner(run, target, flow_config, train_config, seed, progress, say,
     1300_1295_60's expected band came out 13% too strong (the fold averages the flow's error
     over two images everywhere but at the bound, so the surrogate's spurious maxima stand
     highest there) and not reflected within 2.4%, while RegionB 900_850_60's is better
-    reflected. With the workspace at hand the partner is fitted both ways, each refined
-    against the exact likelihood when ``refined`` (``(path, exact band) -> surrogate``) is
-    given, and the
+    reflected. With the workspace at hand the partner is fitted both ways (the POI reflected
+    or not; the reflections of nuisance parameters kept in both), each refined against the
+    exact likelihood when ``refined`` (``(path, exact band) -> surrogate``) is given, and the
     one whose expected band is nearer the exact one is kept; the other stays beside it
     (``<stem>.asimov-rejected.likeflow.h5``) and the choice is said."""
     import likeflow
     from ..infer.cls import band_error, cls_limits
     files = run.files
-    alt = files["partner"][:-len(".likeflow.h5")] + "-rejected.likeflow.h5"
-    say(f"fitting the Asimov partner again without reflecting its bound -> {alt}")
-    other = likeflow.fit(files["asimov_samples"], out=alt, seed=seed,
-                         flow_config=flow_config.replace(reflect="none"),
-                         train_config=train_config, progress=progress, messages=say)
     partner, poi = run.partner, run.partner.poi[0]
+    alt = files["partner"][:-len(".likeflow.h5")] + "-rejected.likeflow.h5"
+    say(f"fitting the Asimov partner again without reflecting {poi}'s bound -> {alt}")
+    others = tuple((i, v) for i, v in partner.config.reflect if i != partner.names.index(poi))
+    other = likeflow.fit(files["asimov_samples"], out=alt, seed=seed,
+                         flow_config=flow_config.replace(reflect=others),
+                         train_config=train_config, progress=progress, messages=say)
     say("the expected band of the exact Asimov likelihood and of both partners")
     exact = cls_limits(target, target, poi, seed=seed).expected
-    if refined is not None:   # each refinement judged by the same exact band
+    if refined is not None:   # each refinement judged by the same exact band, kept by it
         partner, other = refined(files["partner"], exact), refined(alt, exact)
-
-    reflected, plain = (band_error(partner, exact, poi, seed=seed),
-                        band_error(other, exact, poi, seed=seed))
+        reflected, plain = _kept_band_error(partner), _kept_band_error(other)
+    else:
+        reflected, plain = (band_error(partner, exact, poi, seed=seed),
+                            band_error(other, exact, poi, seed=seed))
     run.choice = {"reflected": reflected, "not_reflected": plain,
                   "kept": "not reflected" if plain < reflected else "reflected"}
     say(f"Asimov partner: expected band off by up to {reflected:.1%} reflected, {plain:.1%} "
@@ -234,6 +236,21 @@ def _choose_partner(run, target, flow_config, train_config, seed, progress, say,
         from ..surrogate.loading import load
         return load(files["partner"])
     return partner
+
+
+def _poi_reflection(sur) -> bool:
+    """Whether ``sur``'s POI is reflected at a bound (nuisance parameters' reflections are
+    kept either way: the choice is the POI's)."""
+    i = sur.names.index(sur.poi[0])
+    return any(j == i for j, _ in sur.config.reflect)
+
+
+def _kept_band_error(sur) -> float:
+    """The band error a partner's refinement scored its kept round with (the same weights,
+    exact band and seed as :func:`~likeflow.infer.cls.band_error` here: not computed twice)."""
+    rec = sur.training["refinement"]
+    value = rec["scores"][rec["kept"]]
+    return float("inf") if value is None else float(value)
 
 
 def record_exact_check(path: str, check) -> object:
