@@ -154,6 +154,23 @@ def test_refinement_reaches_past_the_anchors_to_the_asked_q():
     np.testing.assert_array_equal(_beyond_anchors(grid, (0.0, 10.0), 9.0 - 1e-9, exact_q), grid)
 
 
+def test_the_support_covers_the_anchors_a_flow_is_trained_at():
+    """Anchors are training points with exact log densities: the support region (where
+    profiles and limits are trusted) reaches out to them, past the samples."""
+    from likeflow.flows.config import FlowConfig
+    from likeflow.flows.tf_flow import build_flow
+    from likeflow.fitting.run import support_of
+    from likeflow.surrogate.artifact import Surrogate
+    x = np.random.default_rng(0).normal(size=(2000, 2))
+    sur = Surrogate(build_flow(FlowConfig.from_data(x, layers=1, hidden=(4,))))
+    alone = support_of(sur, x)
+    assert alone["hi"] == pytest.approx(x.max(axis=0).tolist())
+    far = np.array([[6.0, 0.0], [0.0, -7.0]])
+    both = support_of(sur, x, far)
+    assert both["hi"][0] == 6.0 and both["lo"][1] == -7.0
+    assert both["hi"][1] == alone["hi"][1] and both["lo"][0] == alone["lo"][0]
+
+
 def test_anchors_round_trip_through_a_sample_file_and_bad_ones_are_refused(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(500, 2))

@@ -379,18 +379,21 @@ def _fit_piecewise(s: SampleSet, parts, rec: dict, seeds: Seeds, options: FlowOp
     return sur
 
 
-def finish_training(flow, training: dict, parts) -> Surrogate:
-    """The trained surrogate with its support region and test log-likelihood recorded."""
+def finish_training(flow, training: dict, parts, anchors=None) -> Surrogate:
+    """The trained surrogate with its support region and test log-likelihood recorded
+    (``anchors``: the ones it was trained at, default the training part's)."""
     sur = Surrogate(flow, training)
-    _record_fit(sur, parts)
+    _record_fit(sur, parts, anchors)
     return sur
 
 
-def _record_fit(sur: Surrogate, parts) -> None:
+def _record_fit(sur: Surrogate, parts, anchors=None) -> None:
     """The training region and the test log-likelihood, into ``sur.training``."""
     tr, _, te = parts
     training = sur.training
-    training["support"] = support_of(sur, tr.values)
+    anchors = tr.anchors if anchors is None else anchors
+    training["support"] = support_of(sur, tr.values,
+                                     None if anchors is None else anchors.values)
     training["test_log_prob"] = float(np.average(sur.log_prob(te.values), weights=te.weights))
     if te.log_prob is not None:
         training["test_log_prob_target"] = float(np.average(te.log_prob, weights=te.weights))
@@ -424,9 +427,18 @@ def _save_and_validate(sur: Surrogate, test: SampleSet, seeds: Seeds, out, valid
             raise ReportError(e.path, e.problem + saved, surrogate=sur) from None
 
 
-def support_of(surrogate: Surrogate, train_x: np.ndarray) -> dict:
+def support_of(surrogate: Surrogate, train_x: np.ndarray,
+               anchors: np.ndarray | None = None) -> dict:
     """The region the training points cover: their range per parameter and the largest squared
-    latent radius among them (points further out in the base space are extrapolation)."""
+    latent radius among them (points further out in the base space are extrapolation).
+
+    ``anchors``: the points the flow was trained at with their exact log densities (the exact
+    conditional modes along a POI, and a refinement's, out to its q): part of the training
+    data. A background-only Asimov likelihood's +2 sigma expected limit is set where its q is
+    about 13.4, past its samples when the signal is strong (RegionC 1300_205_60 x40: samples of
+    mu_SIG up to 4.45, the limit at 4.71), but not past a refinement's anchors."""
+    if anchors is not None and len(anchors):
+        train_x = np.concatenate([train_x, anchors])
     z = surrogate.to_latent(surrogate.unfold(train_x, seed=0))
     r2 = np.sum(z ** 2, axis=1)
     r2 = r2[np.isfinite(r2)]
@@ -647,6 +659,11 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
     exact = scan(target, sur.poi[0], values=grid)
     inside = exact.q < q_max + 1
     grid, q_exact, exact_modes = grid[inside], exact.q[inside], exact.nuisances[inside]
+    sup = sur.support
+    if sup is not None:   # every round is scored out to the grid's ends, where it is trained
+        lo, hi = list(sup["lo"]), list(sup["hi"])   # (the saved support covers the anchors)
+        lo[i], hi[i] = min(lo[i], float(grid[0])), max(hi[i], float(grid[-1]))
+        sur.training["support"] = dict(sup, lo=lo, hi=hi)
 
     if score == "band" and exact_band is None:
         exact_band = cls_limits(target, target, sur.poi[0]).expected
@@ -695,7 +712,7 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
         "poi_values": len(grid), "q_max": q_max, "score": score,
         "scores": [v if np.isfinite(v) else None for v in scores], "kept": best[2],
         "anchors_added": int(anchors.n - tr.anchors.n)})
-    out = finish_training(sur.flow, training, parts)
+    out = finish_training(sur.flow, training, parts, anchors)
     say(f"refinement: round {best[2]} kept: {REFINE_SCORES[score].format(best[0])} (as fitted "
         f"{first:.3g})")
     _save_and_validate(out, parts[2], seeds, path, True, report)
