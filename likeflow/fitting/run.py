@@ -379,21 +379,20 @@ def _fit_piecewise(s: SampleSet, parts, rec: dict, seeds: Seeds, options: FlowOp
     return sur
 
 
-def finish_training(flow, training: dict, parts, anchors=None) -> Surrogate:
-    """The trained surrogate with its support region and test log-likelihood recorded
-    (``anchors``: the ones it was trained at, default the training part's)."""
+def finish_training(flow, training: dict, parts, support: dict | None = None) -> Surrogate:
+    """The trained surrogate with its support region (``support``, default
+    :func:`support_of` its training rows and anchors) and test log-likelihood recorded."""
     sur = Surrogate(flow, training)
-    _record_fit(sur, parts, anchors)
+    _record_fit(sur, parts, support)
     return sur
 
 
-def _record_fit(sur: Surrogate, parts, anchors=None) -> None:
+def _record_fit(sur: Surrogate, parts, support: dict | None = None) -> None:
     """The training region and the test log-likelihood, into ``sur.training``."""
     tr, _, te = parts
     training = sur.training
-    anchors = tr.anchors if anchors is None else anchors
-    training["support"] = support_of(sur, tr.values,
-                                     None if anchors is None else anchors.values)
+    training["support"] = support if support is not None else support_of(
+        sur, tr.values, None if tr.anchors is None else tr.anchors.values)
     training["test_log_prob"] = float(np.average(sur.log_prob(te.values), weights=te.weights))
     if te.log_prob is not None:
         training["test_log_prob_target"] = float(np.average(te.log_prob, weights=te.weights))
@@ -437,6 +436,7 @@ def support_of(surrogate: Surrogate, train_x: np.ndarray,
     data. A background-only Asimov likelihood's +2 sigma expected limit is set where its q is
     about 13.4, past its samples when the signal is strong (RegionC 1300_205_60 x40: samples of
     mu_SIG up to 4.45, the limit at 4.71), but not past a refinement's anchors."""
+    rows = len(train_x)
     if anchors is not None and len(anchors):
         train_x = np.concatenate([train_x, anchors])
     z = surrogate.to_latent(surrogate.unfold(train_x, seed=0))
@@ -451,7 +451,7 @@ def support_of(surrogate: Surrogate, train_x: np.ndarray,
     hi = np.where(np.isfinite(b[:, 1]) & (b[:, 1] - hi <= near), b[:, 1], hi)
     return {"lo": lo.tolist(), "hi": hi.tolist(),
             "latent_r2_max": float(r2.max()) if len(r2) else None,
-            "n": int(len(train_x))}
+            "n": int(rows)}
 
 
 def fit_summary(sur: Surrogate) -> tuple[list[str], list[str]]:
@@ -659,31 +659,34 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
     exact = scan(target, sur.poi[0], values=grid)
     inside = exact.q < q_max + 1
     grid, q_exact, exact_modes = grid[inside], exact.q[inside], exact.nuisances[inside]
-    sup = sur.support
-    if sup is not None:   # every round is scored out to the grid's ends, where it is trained
-        lo, hi = list(sup["lo"]), list(sup["hi"])   # (the saved support covers the anchors)
-        lo[i], hi[i] = min(lo[i], float(grid[0])), max(hi[i], float(grid[-1]))
-        sur.training["support"] = dict(sup, lo=lo, hi=hi)
 
     if score == "band" and exact_band is None:
         exact_band = cls_limits(target, target, sur.poi[0]).expected
 
-    def scored(s_) -> tuple[float, np.ndarray]:
-        dens = as_density(s_)   # one set of candidate draws for the profile and the band
+    def scored(s_, anchors) -> tuple[float, np.ndarray, dict]:
+        # the support the file keeps if this round is kept (the training rows, the anchors
+        # trained at so far, the grid's ends along the POI: the rounds train out there), for
+        # the round's weights: a score is what the saved surrogate gives
+        sup = support_of(s_, tr.values, anchors.values)
+        sup["lo"][i] = float(min(sup["lo"][i], grid[0]))
+        sup["hi"][i] = float(max(sup["hi"][i], grid[-1]))
+        s_.training["support"] = sup
+        # one set of candidate draws for the profile and the band, drawn with the fit's seed
+        # as the partner choice's band_error draws them: the kept round's score is its band
+        dens = as_density(s_, seed=seeds.flow)
         prof = scan(dens, s_.poi[0], values=grid)
         if score == "band":
-            # the fit's seed, as the partner choice's: the kept round's score is its band error
-            return band_error(dens, exact_band, s_.poi[0], seed=seeds.flow), prof.nuisances
+            return band_error(dens, exact_band, s_.poi[0]), prof.nuisances, sup
         dq = np.abs(prof.q - q_exact)
         if score == "limits":
             dq = dq / (2 * np.maximum(q_exact, 1.0))
-        return float(np.max(dq)), prof.nuisances
+        return float(np.max(dq)), prof.nuisances, sup
 
     fit_defaults = TrainConfig()
     anchors, steps = tr.anchors, tr.n // fit_defaults.rows_per_step(tr.n)
     cfg_weight = fit_defaults.density_weight if density_weight is None else float(density_weight)
-    first, own = scored(sur)
-    scores, best = [first], (first, snapshot(sur.flow.trainable_variables), 0)
+    first, own, sup = scored(sur, anchors)
+    scores, best = [first], (first, snapshot(sur.flow.trainable_variables), 0, sup)
     say(f"refining against the exact likelihood on {len(grid)} POI values: "
         + REFINE_SCORES[score].format(first))
     for r in range(1, rounds + 1):
@@ -700,11 +703,11 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
         train(sur.flow, tr.values, va.values, train_w=tr.weights, val_w=va.weights,
               train_y=tr.log_prob, val_y=va.log_prob, anchors=anchors, config=cfg,
               seed=seeds.shuffle + r, keep_best=False)
-        value, own = scored(sur)
+        value, own, sup = scored(sur, anchors)
         scores.append(value)
         say(f"refinement round {r}/{rounds}: " + REFINE_SCORES[score].format(value))
         if value < best[0]:
-            best = (value, snapshot(sur.flow.trainable_variables), r)
+            best = (value, snapshot(sur.flow.trainable_variables), r, sup)
     restore(sur.flow.trainable_variables, best[1])
     training = dict(sur.training, refinement={
         "rounds": rounds, "epochs": epochs, "learning_rate": learning_rate,
@@ -712,7 +715,7 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
         "poi_values": len(grid), "q_max": q_max, "score": score,
         "scores": [v if np.isfinite(v) else None for v in scores], "kept": best[2],
         "anchors_added": int(anchors.n - tr.anchors.n)})
-    out = finish_training(sur.flow, training, parts, anchors)
+    out = finish_training(sur.flow, training, parts, support=best[3])
     say(f"refinement: round {best[2]} kept: {REFINE_SCORES[score].format(best[0])} (as fitted "
         f"{first:.3g})")
     _save_and_validate(out, parts[2], seeds, path, True, report)
