@@ -121,6 +121,22 @@ def test_hypotest_is_one_computation_on_both_backends_and_does_not_depend_on_his
         np.testing.assert_allclose(res.q_asimov, fresh.q_asimov[j], rtol=1e-6, atol=1e-9)
 
 
+def test_each_surrogate_is_trusted_out_to_its_own_support(pair):
+    """The expected band is the partner's alone: it is found out to the partner's support
+    even where the observed surrogate's ends (a strong signal's +2 sigma limit past the
+    observed samples); the observed limit, which needs both, is not found past it."""
+    obs_path, asimov_path = pair
+    a = likeflow.load(asimov_path, backend="numpy")
+    full = likeflow.cls_limits(likeflow.load(obs_path, backend="numpy"), a, "mu")
+    assert full.observed is not None and all(e is not None for e in full.expected)
+    short = likeflow.load(obs_path, backend="numpy")
+    short.training["support"]["hi"][0] = 0.5 * full.observed
+    assert max(full.expected) > short.support["hi"][0]
+    cut = likeflow.cls_limits(short, a, "mu")
+    assert cut.observed is None
+    assert cut.expected == full.expected
+
+
 def test_one_likelihood_as_both_shares_its_fits(pair, monkeypatch):
     """CLsTest(a, a) (an Asimov partner's own band, the exact band) fits once what two
     copies of the same file fit twice, with the same numbers to the bit."""

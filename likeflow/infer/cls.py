@@ -148,13 +148,21 @@ class CLsTest:
 
     def q(self, values) -> tuple[np.ndarray, np.ndarray]:
         """q~_mu of the observed likelihood and q_mu,A of the Asimov partner at each value."""
+        return self.q_observed(values), self.q_asimov(values)
+
+    def q_observed(self, values) -> np.ndarray:
+        """q~_mu of the observed likelihood at each value."""
         mu = np.atleast_1d(np.asarray(values, np.float64))
-        best_o, best_a = self.best("observed", False), self.best("asimov", False)
-        mu_hat = best_o.x[self.index]
+        best_o = self.best("observed", False)
         q_o = np.array([-2 * (m.log_prob - best_o.log_prob) for m in self.fit("observed", mu)])
-        q_o = np.where(mu < mu_hat, 0.0, np.maximum(q_o, 0.0))
+        return np.where(mu < best_o.x[self.index], 0.0, np.maximum(q_o, 0.0))
+
+    def q_asimov(self, values) -> np.ndarray:
+        """q_mu,A of the Asimov partner at each value."""
+        mu = np.atleast_1d(np.asarray(values, np.float64))
+        best_a = self.best("asimov", False)
         q_a = np.array([-2 * (m.log_prob - best_a.log_prob) for m in self.fit("asimov", mu)])
-        return q_o, np.maximum(q_a, 0.0)
+        return np.maximum(q_a, 0.0)
 
     def __call__(self, values) -> HypoTest:
         """CLs at each POI value in ``values`` (a number or an array)."""
@@ -218,16 +226,32 @@ def cls_limits(obs, asimov, poi: str, *, cl: float = DEFAULT_CL, seed: int = 0,
         raise LikeflowError("the Asimov partner has other parameters than the observed "
                             f"likelihood ({len(d_a.names)} vs {len(d_obs.names)}, or other names)")
     lo, hi = d_obs.bounds[i]
-    if d_obs.support is not None:
-        hi = min(hi, d_obs.support["hi"][i], d_a.support["hi"][i] if d_a.support else hi)
-    if not np.isfinite(hi):
-        hi = max(10.0, float(np.quantile(d_obs.candidates[:, i], 0.999)))
+    # each surrogate is trusted out to its own support: the expected band (the partner's q
+    # alone) out to the partner's, the observed CLs (both q) out to the nearer of the two. A
+    # strong signal's +2 sigma expected limit (Asimov q about 13.4) can lie past the observed
+    # samples (RegionC 1300_205_60 x40: the observed samples of mu_SIG end at 4.6, the limit
+    # is 4.71)
+    hi_a = min(hi, d_a.support["hi"][i]) if d_a.support is not None else hi
+    hi_o = min(hi_a, d_obs.support["hi"][i]) if d_obs.support is not None else hi_a
+    if not np.isfinite(hi_a):
+        hi_a = hi_o = max(10.0, float(np.quantile(d_obs.candidates[:, i], 0.999)))
     test = CLsTest(d_obs, d_a, poi, best=best)   # its fits, its q~ rule
     mu_hat = float(test.best("observed").x[i])
     start = max(lo, 0.0)
-    grid = np.linspace(start, hi, points)[1:]
-    q_o, q_a = test.q(grid)
-    cls, band = cls_values(q_o, q_a)
+    grid = np.linspace(start, hi_a, points)[1:]
+
+    def q_trusted(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """q~ and q_A where each surrogate is trusted (NaN past that: no limit found there)."""
+        q_o, q_a = np.full(len(mu), np.nan), np.full(len(mu), np.nan)
+        a = mu <= hi_a
+        o = a & (mu <= hi_o)
+        if o.any():
+            q_o[o] = test.q_observed(mu[o])
+        if a.any():
+            q_a[a] = test.q_asimov(mu[a])
+        return q_o, q_a
+
+    cls, band = cls_values(*q_trusted(grid))
     alpha = 1 - cl
     rows = np.vstack([cls, band]) - alpha      # observed, then expected -2 .. +2 sigma
 
@@ -241,8 +265,7 @@ def cls_limits(obs, asimov, poi: str, *, cl: float = DEFAULT_CL, seed: int = 0,
         return (grid[j - 1], grid[j], vals[j - 1], vals[j])
 
     def all_rows(mu: np.ndarray) -> np.ndarray:
-        qo, qa = test.q(mu)
-        c, bd = cls_values(qo, qa)
+        c, bd = cls_values(*q_trusted(mu))
         return np.vstack([c, bd]) - alpha
 
     observed, *expected = crossings(all_rows, [bracket(r) for r in rows])
