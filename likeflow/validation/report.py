@@ -248,11 +248,15 @@ class ValidationResult:
         import tempfile
 
         from ..fileio import describe_os_error
+        from ..interrupts import held
         folder = os.path.abspath(os.fspath(folder))
         tmp = None
         try:
-            tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.tmp",
-                                   dir=os.path.dirname(folder))
+            # an interrupt between mkdtemp's mkdir and this assignment would leave the folder
+            # behind (seen in CI: the test signals as soon as the folder appears): deferred
+            with held():
+                tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.tmp",
+                                       dir=os.path.dirname(folder))
             with open(os.path.join(tmp, "metrics.json"), "w") as f:
                 json.dump(strict_json(self.to_dict()), f, indent=1)
             files = ["metrics.json"]
