@@ -14,6 +14,8 @@ import likeflow
 from likeflow.surrogate.piecewise import PiecewiseSurrogate, clusters
 
 pytest.importorskip("tensorflow", reason="fits flows")
+# one 48 s fit shared by the module's tests
+pytestmark = pytest.mark.slow
 
 D = 2
 CENTRES = np.array([[5.0, 5.0], [5.0, -5.0], [-5.0, 5.0], [-5.0, -5.0]])

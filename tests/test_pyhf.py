@@ -105,6 +105,7 @@ def _pyhf_limits_numpy(ws_path) -> tuple[float, list[float]]:
     return obs, exp
 
 
+@pytest.mark.slow
 def test_exact_cls_limits_equal_pyhfs_within_one_percent(small_ws):
     from likeflow.infer.cls import cls_limits
 
@@ -206,6 +207,7 @@ def test_workspace_that_is_not_json(tmp_path):
     assert r.exit_code == 2 and "cannot read the pyhf workspace" in r.stderr, r.output
 
 
+@pytest.mark.slow
 def test_exact_profile_command_with_plain_compare_file(small_ws, tmp_path):
     t = PyhfTarget(small_ws)
     grid = np.linspace(0.0, 2.0, 5)

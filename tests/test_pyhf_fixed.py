@@ -48,6 +48,7 @@ def test_fixed_parameters_are_held_recorded_and_not_sampled(fixed_ws):
     assert g.shape == x.shape and np.isfinite(g).all()
 
 
+@pytest.mark.slow
 def test_fixed_parameters_exact_profile_equals_pyhfs_fixed_poi_fit(fixed_ws):
     from likeflow.infer.inference import best_fit, scan
 
