@@ -47,12 +47,13 @@ def test_fit_a_workspace_in_one_command_and_resume(tmp_path):
     # both partners refined against the exact Asimov likelihood out to PARTNER_Q_MAX before the
     # choice (the +2 sigma expected limit lies past the anchors), each round scored by its
     # expected band: never left worse than fitted
-    from likeflow.fitting.workspace import PARTNER_DENSITY_WEIGHT, PARTNER_Q_MAX
+    from likeflow.fitting.workspace import (OBSERVED_REFINE_ROUNDS, PARTNER_Q_MAX,
+                                            REFINE_DENSITY_WEIGHT)
     for name in ("asimov", "asimov-rejected"):
         pref = likeflow.load(f"{stem}.{name}.likeflow.h5", backend="numpy").training["refinement"]
         assert pref["q_max"] == PARTNER_Q_MAX and pref["anchors_added"] > 0, name
         assert pref["score"] == "band", name
-        assert pref["density_weight"] == PARTNER_DENSITY_WEIGHT, name
+        assert pref["density_weight"] == REFINE_DENSITY_WEIGHT, name
         scores = [np.inf if v is None else v for v in pref["scores"]]
         assert scores[pref["kept"]] == min(scores), name
     # the choice reads each partner's band error from its refinement record: the saved file's
@@ -79,8 +80,8 @@ def test_fit_a_workspace_in_one_command_and_resume(tmp_path):
     # scored, the fit as it came (round 0) among them, so never worse than the fit
     ref = sur.training["refinement"]
     assert "refine" in r.output and ref["anchors_added"] > 0
-    assert ref["density_weight"] == 1.0          # the observed surrogate's: a fit's own
-    assert len(ref["scores"]) == ref["rounds"] + 1
+    assert ref["density_weight"] == REFINE_DENSITY_WEIGHT
+    assert ref["rounds"] == OBSERVED_REFINE_ROUNDS and len(ref["scores"]) == ref["rounds"] + 1
     assert ref["scores"][ref["kept"]] == min(ref["scores"])
     with pytest.raises(likeflow.LikeflowError, match="was not fitted to"):
         likeflow.refine(f"{stem}.likeflow.h5", f"{stem}.asimov.samples.h5", PyhfTarget(str(ws)))

@@ -615,7 +615,7 @@ def refine(path, samples, target, *, rounds: int = REFINE_ROUNDS, epochs: int = 
     :class:`~likeflow.fitting.loop.TrainConfig`'s): the term is quadratic in the residual, so
     at a fit's weight it barely moves errors of a few hundredths of a nat, which still move an
     expected limit set at q ~ 1 by 3-5% (an Asimov partner's -2 sigma;
-    :data:`likeflow.fitting.workspace.PARTNER_DENSITY_WEIGHT`).
+    :data:`likeflow.fitting.workspace.REFINE_DENSITY_WEIGHT`).
 
     ``exact_band`` is the target's expected CLs band (``cls_limits(target, target,
     poi).expected``) for ``score="band"`` when the caller has it: computed here otherwise.

@@ -7,14 +7,15 @@ does what took five commands:
 2. its background-only Asimov partner the same way;
 3. fits the partner and refines it against the exact Asimov likelihood out to the q of
    :data:`PARTNER_Q_MAX`, each round scored by its expected CLs band against the exact one
-   and trained with the density term at :data:`PARTNER_DENSITY_WEIGHT`
+   and trained with the density term at :data:`REFINE_DENSITY_WEIGHT`
    (:func:`likeflow.refine`; the band's limits are set on its profile). Where the partner's
    POI bound is reflected, it is also fitted (and refined) without reflection and the one
    whose expected CLs band is nearer the exact likelihood's is kept (:func:`_choose_partner`).
    Then the observed surrogate is fitted with the partner recorded (``fit`` defaults, each
    validated on its held-out samples);
 4. refines the observed surrogate against the exact likelihood at its own conditional modes
-   (:func:`likeflow.refine`: its profile, where the q~ and CLs observed limits are set);
+   (:func:`likeflow.refine`: its profile, where the q~ and CLs observed limits are set), in
+   :data:`OBSERVED_REFINE_ROUNDS` rounds with the density term at :data:`REFINE_DENSITY_WEIGHT`;
 5. holds the pair to the exact likelihood (:func:`likeflow.validation.exact_check.validate_exact`):
    profiles, q~ / CLs observed / expected-band limits, importance weights. The check goes
    into the observed surrogate's validation record (``validation["exact"]``) and its verdict:
@@ -52,12 +53,18 @@ SAMPLES = 200_000
 #: band against the exact one: the band is set from q about 1.1 (-2 sigma) to 13.4 (+2 sigma),
 #: past the anchors' :data:`~likeflow.data.anchors.ANCHOR_Q_MAX`
 PARTNER_Q_MAX = 16.0
-#: the density term's weight in the partner's refinement rounds (a fit's is 1): the -2 sigma
-#: expected limit is set where the Asimov q is about 1.1, where an error of 0.03 nats moves it
-#: by 3%; at a fit's weight the quadratic term left RegionB 1000_950_60's partner 0.05 nats
-#: too high near its bound after 2 or 4 rounds (band -3.5% / -4.5% at -2 sigma); at 20 the
-#: band came within 2.6% (docs/benchmarks.md, session 24)
-PARTNER_DENSITY_WEIGHT = 20.0
+#: the density term's weight in the refinement rounds of both surrogates (a fit's is 1): the
+#: term is quadratic in the residual, so at a fit's weight errors of a few hundredths of a nat
+#: barely pull. The partner's -2 sigma expected limit is set where the Asimov q is about 1.1,
+#: where an error of 0.03 nats moves it by 3%: at a fit's weight RegionB 1000_950_60's partner
+#: stayed 0.05 nats too high near its bound after 2 or 4 rounds (band -3.5% / -4.5% at -2
+#: sigma), at 20 its band came within 2.6% (docs/benchmarks.md, session 24). The observed
+#: surrogate's profile near its best fit (session 27, 4 rounds): RegionC 1300_205_60 x40 0.467
+#: -> 0.264 in q, RegionB 900_850_60 0.077 -> 0.056, RegionC 1300_1295_60 0.130 -> 0.130
+REFINE_DENSITY_WEIGHT = 20.0
+#: the observed surrogate's refinement rounds (the best is kept): on RegionC 1300_205_60 x40 at
+#: weight 20 the rounds scored 0.528 (as fitted), 0.626, 0.363, 0.287, 0.238 in q
+OBSERVED_REFINE_ROUNDS = 4
 
 
 @dataclass
@@ -169,7 +176,7 @@ def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: in
             f"q {PARTNER_Q_MAX:g}")
         return likeflow.refine(path, files["asimov_samples"], asimov_target,
                                q_max=PARTNER_Q_MAX, score="band", exact_band=exact_band,
-                               density_weight=PARTNER_DENSITY_WEIGHT, messages=say)
+                               density_weight=REFINE_DENSITY_WEIGHT, messages=say)
 
     run.partner = fitted("asimov_samples", "partner")
     if "partner" not in run.reused and _poi_reflection(run.partner) and \
@@ -182,7 +189,8 @@ def fit_workspace(workspace, *, patch=None, out=None, n: int = SAMPLES, seed: in
     run.surrogate = fitted("samples", "surrogate", partner=files["partner"])
     if refine and "refinement" not in run.surrogate.training:
         run.surrogate = stage("refine", lambda: likeflow.refine(
-            files["surrogate"], files["samples"], target, report=files["report"], messages=say))
+            files["surrogate"], files["samples"], target, rounds=OBSERVED_REFINE_ROUNDS,
+            density_weight=REFINE_DENSITY_WEIGHT, report=files["report"], messages=say))
     say("holding the pair to the exact likelihood (profiles, limits, importance weights)")
     run.check = stage("exact", lambda: validate_exact(
         run.surrogate, workspace, patch=patch, asimov=run.partner, poi=poi,
