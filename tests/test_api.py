@@ -65,6 +65,7 @@ def test_a_seed_in_two_places_is_refused():
         likeflow.TrainConfig(seed=3)  # the seed is the fit's, not a training hyperparameter
 
 
+@pytest.mark.slow
 def test_the_same_seed_through_cli_and_api_gives_bitwise_identical_weights(tmp_path):
     x = np.random.default_rng(2).normal(size=(2000, 3))
     path = tmp_path / "s.h5"
@@ -86,6 +87,7 @@ def test_the_same_seed_through_cli_and_api_gives_bitwise_identical_weights(tmp_p
                               api.flow.trainable_variables[0].numpy())
 
 
+@pytest.mark.slow
 def test_whiten_auto_on_off_through_the_cli_and_a_config_file(tmp_path):
     """auto whitens where the rows pin the correlation down (2000 rows in 3 dimensions: yes),
     on/off force it, a --config file says the same words; the file holds the data's matrix."""
@@ -109,6 +111,11 @@ def test_whiten_auto_on_off_through_the_cli_and_a_config_file(tmp_path):
     lower = dict(zip(sur_on.flow.names, sur_on.flow.weights))
     matrix = next(w for name, w in lower.items() if name.startswith("whiten"))
     assert matrix[1, 0] > 0.5 and np.allclose(np.triu(matrix, 1), 0)
+
+
+def test_a_whiten_word_not_known_is_refused(tmp_path):
+    path = tmp_path / "s.h5"
+    likeflow.write_samples(path, likeflow.SampleSet(np.zeros((10, 2))))
     r = CliRunner().invoke(cli, ["fit", str(path), "--whiten", "maybe"])
     assert r.exit_code == 2 and "maybe" in r.output
 

@@ -59,7 +59,8 @@ def read_samples_var(path):
     return load(path).sample(50000, seed=3)[:, 0].var()
 
 
-def test_combine_cli_and_bad_input(two_measurements, tmp_path):
+@pytest.mark.slow
+def test_combine_cli_writes_the_joint_samples(two_measurements, tmp_path):
     paths, _ = two_measurements
     out = tmp_path / "joint.h5"
     r = CliRunner().invoke(cli, ["combine", *map(str, paths), "-n", "400", "-o", str(out),
@@ -67,6 +68,11 @@ def test_combine_cli_and_bad_input(two_measurements, tmp_path):
     assert r.exit_code == 0, r.output
     s = read_samples(out)
     assert s.names == ["mu", "theta_a", "theta_b"] and s.log_prob is not None
+
+
+def test_combine_bad_input(two_measurements, tmp_path):
+    paths, _ = two_measurements
+    out = tmp_path / "joint.h5"
     r = CliRunner().invoke(cli, ["combine", str(paths[0]), "-n", "200", "-o", str(out)])
     assert r.exit_code == 2 and "at least two" in r.stderr
     with pytest.raises(LikeflowError, match="unknown parameters"):

@@ -169,7 +169,9 @@ def test_check_raises_a_swallowed_interrupt_at_the_next_step():
 def test_a_signal_inside_held_work_is_raised_after_it():
     """A fit's surrogate being written is not cut: SIGTERM or Ctrl-C that arrives inside
     interrupts.held() is raised once the held work is done (a SIGTERM during a fit's first
-    save lost the fit)."""
+    save lost the fit). The handlers are then what they were (SIGINT: ignored when the tests
+    run in the background, Python's default_int_handler otherwise)."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     for sig in (signal.SIGTERM, signal.SIGINT):
         done = []
         with pytest.raises(KeyboardInterrupt):
@@ -182,7 +184,7 @@ def test_a_signal_inside_held_work_is_raised_after_it():
                     assert interrupts.received()
                     done.append("written")
         assert done == ["written"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 def test_an_error_after_a_signal_is_the_interrupt():

@@ -80,6 +80,7 @@ def test_an_epoch_uses_every_training_row_once(indexed_file):
     assert not np.array_equal(again[..., 0].reshape(-1)[:batch], seen[:batch])
 
 
+@pytest.mark.slow
 def test_streamed_fit_equals_the_fit_in_memory(tmp_path, indexed_file):
     rng = np.random.default_rng(2)
     cov = [[1, 0.8, 0], [0.8, 1, 0.3], [0, 0.3, 1]]
