@@ -282,6 +282,7 @@ def test_weights_on_three_rows_are_refused_before_training(tmp_path):
     assert not (tmp_path / "w.likeflow.h5").exists()
 
 
+@pytest.mark.slow
 def test_huge_weights_train_like_unit_weights(tmp_path):
     s = small_set(n=2000, d=2)
     s.weights = np.full(s.n, 1e39)

@@ -101,6 +101,7 @@ def test_an_older_report_is_kept_whole_when_the_new_one_fails(good4, tmp_path, m
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small tmpfs")
+@pytest.mark.slow
 def test_a_really_full_disk_during_the_report_of_a_real_fit(good4, tmp_path):
     """The issue's command: a 2 MB tmpfs filled until the surrogate (written twice: trained,
     then validated) fits but the report does not."""

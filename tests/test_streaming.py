@@ -198,6 +198,7 @@ def test_weights_beyond_float32_stream_as_relative_weights(tmp_path):
     assert all(h["bad_steps"] == 0 for h in sur.training["result"]["history"])
 
 
+@pytest.mark.slow
 def test_a_streamed_fit_resumes(tmp_path, likeflow_file):
     out = tmp_path / "r.likeflow.h5"
     short = dict(flow_config=SMALL["flow_config"],
