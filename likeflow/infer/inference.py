@@ -96,12 +96,19 @@ def as_density(obj, *, n_candidates: int = 20000, n_samples: int = 0,
         # from the twin's draws (float64 numpy arithmetic: the same starts to the bit), the
         # same fits, the same numbers with and without TensorFlow
         ev = obj.numpy_twin()
-        draws = ev.sample(max(n_candidates, n_samples), seed=seed)
-        return Density(list(obj.names), list(obj.poi), obj.bounds, None, draws[:n_candidates],
+        lp = None
+        if n_samples > n_candidates:
+            draws = ev.sample(n_samples, seed=seed)
+        else:   # the candidates' densities from the sampling pass (no inverse pass)
+            draws, lp = ev.sample_with_log_prob(n_candidates, seed=seed)
+        dens = Density(list(obj.names), list(obj.poi), obj.bounds, None, draws[:n_candidates],
                        sampler=lambda n, s: obj.sample(n, seed=s), kind="surrogate",
                        tolerance=1e-10 if obj.config.dtype == "float64" else 1e-4,
                        support=obj.support, latent_r2=ev.latent_r2, samples=draws,
                        log_prob_np=ev.log_prob, log_prob_grad_np=ev.log_prob_grad)
+        if lp is not None:
+            dens._candidate_lp = lp
+        return dens
     if not getattr(obj, "has_gradients", True):
         raise LikeflowError(f"{getattr(obj, 'name', obj)} has no TF gradients; profile a "
                             "surrogate of it instead")
