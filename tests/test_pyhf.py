@@ -118,12 +118,19 @@ def test_exact_cls_limits_equal_pyhfs_within_one_percent(small_ws):
     assert "CLs" in ours.method and "q~" in ours.method
 
 
+@pytest.mark.slow
 def test_band_error_of_the_exact_likelihood_is_zero(small_ws):
-    from likeflow.infer.cls import band_difference, band_error, cls_limits
+    from likeflow.infer.cls import band_error, cls_limits
 
     a = PyhfTarget(small_ws, asimov=True)
     exact = cls_limits(a, a, "mu").expected
     assert band_error(a, exact, "mu") == pytest.approx(0.0, abs=1e-9)
+
+
+def test_band_difference_is_the_largest_relative_shift():
+    from likeflow.infer.cls import band_difference
+
+    exact = [0.8, 1.1, 1.6, 2.4, 3.5]
     moved = [e * f for e, f in zip(exact, (1.0, 1.05, 0.9, 1.0, 1.02))]
     assert band_difference(moved, exact) == pytest.approx(0.1, rel=1e-9)
     assert band_difference([None, *exact[1:]], exact) == np.inf   # a limit on one side only
