@@ -70,6 +70,11 @@ def test_piecewise_file_on_both_backends(fits):
         assert rec["components"] == 4 and "components/3/weights" in f
     s = likeflow.load(folder / "piece.likeflow.h5", backend="numpy").sample(2000, seed=4)
     assert between(s) < 0.01
+    # draws with their density: the mixture's, the draws of every flow (as sample's)
+    xs, lps = likeflow.load(folder / "piece.likeflow.h5",
+                            backend="numpy").sample_with_log_prob(2000, seed=4)
+    np.testing.assert_array_equal(xs, s)
+    np.testing.assert_allclose(lps, again.log_prob(s), rtol=1e-12)
     # the mixture's gradient: the flows' weighted by their responsibilities, on both backends
     num = likeflow.load(folder / "piece.likeflow.h5", backend="numpy")
     lp, g = num.log_prob_grad(x)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import LikeflowError
-from .artifact import Surrogate
+from .artifact import SAMPLE_BATCH, Surrogate, fresh_seed
 
 MAX_AUTO_CLUSTERS = 8
 SILHOUETTE_POINTS = 2000
@@ -269,10 +269,17 @@ class PiecewiseSurrogate(Surrogate):
         x = self._as_points(x)
         return np.min([c.latent_r2(x) for c in self.components], axis=0)
 
+    def sample_with_log_prob(self, n: int, *, seed: int | None = None
+                             ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`sample` and the mixture's :meth:`log_prob` at the draws (a draw's density is
+        every flow's, not only the one that drew it)."""
+        seed = fresh_seed() if seed is None else seed
+        x = self.sample(n, seed=seed)
+        return x, self.log_prob(x)
+
     def sample_blocks(self, n: int, *, seed: int | None = None, block: int | None = None):
         """Blocks of samples: each block's counts per flow drawn by weight, the flows'
         samples shuffled together (seeded)."""
-        from .artifact import SAMPLE_BATCH, fresh_seed
         n = self._count(n)
         seed = fresh_seed() if seed is None else seed
         block = block or SAMPLE_BATCH
