@@ -63,12 +63,15 @@ class Density:
     log_prob_np: object = None
     # (n, D) -> ((n,), (n, D)): its log density and exact gradient (the numpy reader's)
     log_prob_grad_np: object = None
+    # the log density at the candidates: given with them (a surrogate's sampling pass), or
+    # computed on first use (:meth:`candidate_log_prob`)
+    candidate_lp: np.ndarray | None = None
 
     def candidate_log_prob(self) -> np.ndarray:
         """The log density at the candidates, computed once (best fit and profile both use it)."""
-        if "_candidate_lp" not in self.__dict__:
-            self._candidate_lp = _log_prob_np(self, self.candidates)
-        return self._candidate_lp
+        if self.candidate_lp is None:
+            self.candidate_lp = _log_prob_np(self, self.candidates)
+        return self.candidate_lp
 
     def index(self, name: str) -> int:
         return parameter_index(self.names, name)
@@ -101,14 +104,12 @@ def as_density(obj, *, n_candidates: int = 20000, n_samples: int = 0,
             draws = ev.sample(n_samples, seed=seed)
         else:   # the candidates' densities from the sampling pass (no inverse pass)
             draws, lp = ev.sample_with_log_prob(n_candidates, seed=seed)
-        dens = Density(list(obj.names), list(obj.poi), obj.bounds, None, draws[:n_candidates],
+        return Density(list(obj.names), list(obj.poi), obj.bounds, None, draws[:n_candidates],
                        sampler=lambda n, s: obj.sample(n, seed=s), kind="surrogate",
                        tolerance=1e-10 if obj.config.dtype == "float64" else 1e-4,
                        support=obj.support, latent_r2=ev.latent_r2, samples=draws,
-                       log_prob_np=ev.log_prob, log_prob_grad_np=ev.log_prob_grad)
-        if lp is not None:
-            dens._candidate_lp = lp
-        return dens
+                       log_prob_np=ev.log_prob, log_prob_grad_np=ev.log_prob_grad,
+                       candidate_lp=lp)
     if not getattr(obj, "has_gradients", True):
         raise LikeflowError(f"{getattr(obj, 'name', obj)} has no TF gradients; profile a "
                             "surrogate of it instead")

@@ -190,10 +190,12 @@ class Surrogate:
         """
         x = self._as_points(x)
         out = self._log_prob(x.astype(self._dtype)).astype(np.float64)
-        inside = np.all((x >= self._bounds[:, 0]) & (x <= self._bounds[:, 1]), axis=1)
-        out[~inside] = -np.inf
-        out[np.isnan(out)] = -np.inf
+        out[self._outside(x) | np.isnan(out)] = -np.inf
         return out
+
+    def _outside(self, x: np.ndarray) -> np.ndarray:
+        """The rows of ``x`` outside the bounds, where the density is 0."""
+        return ~np.all((x >= self._bounds[:, 0]) & (x <= self._bounds[:, 1]), axis=1)
 
     def log_prob_grad(self, x) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`log_prob` and its gradient with respect to ``x`` (n, D): TensorFlow's
@@ -203,8 +205,7 @@ class Surrogate:
         x = self._as_points(x)
         out = self._log_prob_grad(x.astype(self._dtype)).astype(np.float64)
         lp, grad = out[:, 0], out[:, 1:]
-        inside = np.all((x >= self._bounds[:, 0]) & (x <= self._bounds[:, 1]), axis=1)
-        gone = ~inside | np.isnan(lp) | (lp == -np.inf)
+        gone = self._outside(x) | np.isnan(lp) | (lp == -np.inf)
         lp[gone] = -np.inf
         grad[gone] = np.nan
         return lp, grad
@@ -345,13 +346,18 @@ class Surrogate:
             x = self.sample(n, seed=seed)
             return x, self.log_prob(x)
         out = np.empty((n, self.dim + 1))
+        for rows, z in self._base_batches(n, seed):
+            out[rows] = self._from_latent_log_prob(z)
+        x, lp = out[:, :-1], out[:, -1].copy()
+        lp[self._outside(x) | np.isnan(lp)] = -np.inf
+        return x, lp
+
+    def _base_batches(self, n: int, seed: int):
+        """The base draws of ``sample(n, seed=seed)``, batch by batch: ``(rows, z)`` with
+        ``z`` in the flow's dtype (one rule for the draws of every sampling method)."""
         for k, rows in enumerate(batch_slices(n, SAMPLE_BATCH)):
             z = base_draws(rows.stop - rows.start, self.dim, (seed % (2 ** 31), k))
-            out[rows] = self._from_latent_log_prob(z.astype(self._dtype))
-        x, lp = out[:, :-1], out[:, -1].copy()
-        inside = np.all((x >= self._bounds[:, 0]) & (x <= self._bounds[:, 1]), axis=1)
-        lp[~inside | np.isnan(lp)] = -np.inf
-        return x, lp
+            yield rows, z.astype(self._dtype)
 
     def sample_blocks(self, n: int, *, seed: int | None = None, block: int = SAMPLE_BATCH):
         """The samples of :meth:`sample` as consecutive blocks of about ``block`` rows (a
@@ -361,10 +367,8 @@ class Surrogate:
         per = max(1, block // SAMPLE_BATCH)
         self._from_latent.will_evaluate(n)
         out = []
-        for k, rows in enumerate(batch_slices(n, SAMPLE_BATCH)):
-            m = rows.stop - rows.start
-            z = base_draws(m, self.dim, (seed % (2 ** 31), k))
-            out.append(self._from_latent(z.astype(self._dtype)))
+        for _, z in self._base_batches(n, seed):
+            out.append(self._from_latent(z))
             if len(out) == per:
                 yield np.concatenate(out).astype(np.float64)
                 out = []

@@ -273,7 +273,6 @@ class PiecewiseSurrogate(Surrogate):
                              ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`sample` and the mixture's :meth:`log_prob` at the draws (a draw's density is
         every flow's, not only the one that drew it)."""
-        seed = fresh_seed() if seed is None else seed
         x = self.sample(n, seed=seed)
         return x, self.log_prob(x)
 
