@@ -191,3 +191,44 @@ def test_hypotest_batches_and_agrees_with_spey_and_the_analytic_answer(pair):
     with pytest.raises(likeflow.LikeflowError, match="parameters differ"):
         likeflow.CLsTest(obs, likeflow.load(os.path.join(os.path.dirname(__file__), "data",
                                                          "v1", "maf_float64.likeflow.h5")))
+
+
+def test_a_fast_test_stops_its_fits_sooner_and_agrees(pair, monkeypatch):
+    """CLsTest(fast=True), hypotest(fast=True), cls_limits(fast=True) and spey's backend with
+    fast=True stop every fit at FAST_F_TOLERANCE (ten times the float32 rounding): no more
+    evaluations than the default test, the same CLs to 1e-3 and limits to 1e-3 here."""
+    from likeflow.infer import lbfgs
+    from likeflow.infer.cls import FAST_F_TOLERANCE
+
+    obs_path, asimov_path = pair
+    seen = []
+    real = lbfgs.minimize
+
+    def counted(*a, **k):
+        res = real(*a, **k)
+        seen.append((k["f_tolerance"], res.evaluations))
+        return res
+
+    monkeypatch.setattr(lbfgs, "minimize", counted)
+    obs, asimov = (likeflow.load(p, backend="numpy") for p in (obs_path, asimov_path))
+    mu = np.array([0.9, 1.9, 2.7])
+    exact = likeflow.CLsTest(obs, asimov)(mu)
+    default_runs, seen[:] = list(seen), []
+    fast = likeflow.CLsTest(obs, asimov, fast=True)(mu)
+    assert {f for f, _ in default_runs} == {1e-7}      # a float32 file's rounding
+    assert {f for f, _ in seen} == {FAST_F_TOLERANCE}
+    assert sum(e for _, e in seen) <= sum(e for _, e in default_runs)
+    np.testing.assert_allclose(fast.cls, exact.cls, rtol=1e-3)
+    np.testing.assert_allclose(fast.cls_expected, exact.cls_expected, rtol=1e-3)
+    np.testing.assert_array_equal(likeflow.hypotest(obs, asimov, mu, fast=True).cls, fast.cls)
+    seen[:] = []
+    limits = likeflow.cls_limits(obs, asimov, "mu", fast=True)
+    assert {f for f, _ in seen} == {FAST_F_TOLERANCE}
+    default = likeflow.cls_limits(obs, asimov, "mu")
+    assert limits.observed == pytest.approx(default.observed, rel=1e-3)
+    np.testing.assert_allclose(limits.expected, default.expected, rtol=1e-3)
+    model = spey.get_backend("likeflow")(surrogate=obs, asimov=asimov, analysis="gauss",
+                                         xsection=1.0, fast=True)
+    assert model.backend._test.fast
+    assert 1 - model.exclusion_confidence_level(poi_test=1.9)[0] == pytest.approx(
+        fast.cls[1], rel=1e-12)

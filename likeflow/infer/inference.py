@@ -134,8 +134,8 @@ class Maximum:
 
 
 def maximize(obj, starts: np.ndarray, *, fixed: dict[int, np.ndarray] | None = None,
-             tolerance: float | None = None, max_iterations: int = 1000
-             ) -> Maximum | list[Maximum]:
+             tolerance: float | None = None, max_iterations: int = 1000,
+             f_tolerance: float | None = None) -> Maximum | list[Maximum]:
     """Maximise the log density from each row of ``starts`` (batched L-BFGS).
 
     Args:
@@ -143,6 +143,9 @@ def maximize(obj, starts: np.ndarray, *, fixed: dict[int, np.ndarray] | None = N
         starts: (k, D) starting points.
         fixed: {dimension: (k,) values} held fixed (one value per start: a profile grid).
         tolerance: gradient-norm tolerance (default: the density's, by its precision).
+        f_tolerance: a fit also stops when three steps in a row raise the log density by less
+            than this times ``1 + |log density|`` (default: the density's rounding, 1e-7 for
+            float32 surrogates and 1e-12 otherwise; :data:`likeflow.infer.cls.FAST_F_TOLERANCE` for fast tests).
 
     Returns:
         The best :class:`Maximum` over the starts when ``fixed`` is None, else one per start.
@@ -167,7 +170,7 @@ def maximize(obj, starts: np.ndarray, *, fixed: dict[int, np.ndarray] | None = N
     # an exact target is traced once per batch size: sizes are padded to a few (copies of the
     # first start, which converge with it); numpy compiles nothing
     size = _padded_size(k) if dens.log_prob_tf is not None else k
-    run = _compiled_lbfgs(dens, space, tuple(mask), size, tol, max_iterations)
+    run = _compiled_lbfgs(dens, space, tuple(mask), size, tol, max_iterations, f_tolerance)
     pad = np.repeat(starts[:1], size - k, axis=0)
     res = run(space.to_w(np.concatenate([starts, pad])),
               np.concatenate([values, np.repeat(values[:1], size - k, axis=0)]))
@@ -269,7 +272,7 @@ def _trust(dens: Density, space: _Space, x: np.ndarray, w: np.ndarray, mask: np.
 
 
 def _compiled_lbfgs(dens: Density, space: _Space, mask: tuple, k: int, tolerance: float,
-                    max_iterations: int):
+                    max_iterations: int, f_tolerance: float | None = None):
     """L-BFGS (:mod:`likeflow.infer.lbfgs`) on ``dens`` with the dimensions in ``mask`` fixed, for
     ``k`` starts: a function ``(w0, values) -> lbfgs.Result``.
 
@@ -282,7 +285,8 @@ def _compiled_lbfgs(dens: Density, space: _Space, mask: tuple, k: int, tolerance
     from .lbfgs import minimize
 
     # a float32 flow's log density is exact to ~1e-7 relative, a float64 likelihood's to ~1e-15
-    f_tolerance = 1e-7 if dens.tolerance > 1e-8 else 1e-12
+    if f_tolerance is None:
+        f_tolerance = 1e-7 if dens.tolerance > 1e-8 else 1e-12
     if dens.log_prob_tf is None:
         fg = _numpy_value_and_grad(dens, space, np.array(mask))
         return lambda w0, values: minimize(
@@ -340,16 +344,18 @@ def _padded_size(k: int) -> int:
     return padded_size(k, 32)
 
 
-def best_fit(obj, *, starts: int = 16, seed: int = 0) -> Maximum:
+def best_fit(obj, *, starts: int = 16, seed: int = 0,
+             f_tolerance: float | None = None) -> Maximum:
     """The global maximum of the log density, from the ``starts`` highest candidate points.
 
     In high dimension the bulk of the samples lies far from the mode, so the starts are the
-    highest-density points among samples of the density, refined by L-BFGS.
+    highest-density points among samples of the density, refined by L-BFGS
+    (``f_tolerance``: :func:`maximize`'s).
     """
     dens = as_density(obj, seed=seed)
     lp = dens.candidate_log_prob()
     top = dens.candidates[np.argsort(lp)[::-1][:starts]]
-    return maximize(dens, top)
+    return maximize(dens, top, f_tolerance=f_tolerance)
 
 
 def conditional_starts(dens: Density, i: int, values: np.ndarray,
