@@ -298,6 +298,7 @@ def bench_small(args) -> dict:
             files.append((f"block {k} of {os.path.basename(args.toy)}", path))
     settings = [("default", [])] + [(f"batch {b}", ["--batch-size", str(b)])
                                     for b in args.small_batches]
+    settings += [(opts, opts.split()) for opts in args.small_settings]
     out, rows = {"reference": {"q_limit": ref["upper_limit"],
                                "credible": ref["bayesian_upper_limit"]}}, []
     for label, path in files:
@@ -1006,12 +1007,15 @@ def bench_cls(args) -> dict:
         rec["pyhf"] = {"hypotest_first_s": times[0], "hypotest_next_s": float(np.mean(times[1:])),
                        "cls": cls_exact}
         rows = [["pyhf hypotest (numpy)", "-", times[0], np.mean(times[1:]), "-", "-", "-"]]
-        for backend in args.cls_backends:
+        modes = [(b, False) for b in args.cls_backends]
+        modes += [(b, True) for b in args.cls_backends if args.cls_fast]
+        for backend, fast in modes:
+            key = backend + (" fast" if fast else "")
             t0 = time.perf_counter()
             sur = likeflow.load(obs, backend=backend)
             sur_a = likeflow.load(asimov, backend=backend)
             stat = spey.get_backend("likeflow")(surrogate=sur, asimov=sur_a, analysis=name,
-                                                xsection=1.0)
+                                                xsection=1.0, fast=fast)
             load_s = time.perf_counter() - t0
             times, cls = [], []
             for mu in (1.0, 1.1, 1.2):
@@ -1032,19 +1036,40 @@ def bench_cls(args) -> dict:
             i = sur.names.index(poi)
             # the card's CLs limit (likeflow's own scan, a fresh test): spey's root finder asks
             # in another order, and a fit at mu depends on mu alone, so the two agree
-            own = cls_limits(sur, sur_a, poi).observed
+            own_all = cls_limits(sur, sur_a, poi, fast=fast)
+            own = own_all.observed
             t0 = time.perf_counter()
             prof = scan(sur, poi, np.linspace(0.0, float(sur.support["hi"][i]), 31))
             prof_s = time.perf_counter() - t0
-            rec[backend] = {"load_s": load_s, "cls_first_s": times[0],
+            rec[key] = {"load_s": load_s, "cls_limits_expected": own_all.expected, "cls_first_s": times[0],
                             "cls_next_s": float(np.mean(times[1:])), "cls": cls,
                             "poi_upper_limit_s": limit_s, "poi_upper_limit": limit,
                             "cls_limits_observed": own,
                             "spey_vs_cls_limits": limit / own - 1 if own else None,
                             "profile31_s": prof_s, "profile_q": list(map(float, prof.q)),
                             "batch10_s": batch_s, "batch10_cls": batch_cls.tolist()}
-            rows.append([f"likeflow {backend}", load_s, times[0], np.mean(times[1:]), batch_s,
+            if fast:   # what the fast mode moves: relative to the default test's numbers
+                ref = rec[backend]
+                rec[key]["vs_default"] = {
+                    "cls": [a / b - 1 for a, b in zip(cls, ref["cls"])],
+                    "batch10_cls": (batch_cls / np.array(ref["batch10_cls"]) - 1).tolist(),
+                    "poi_upper_limit": limit / ref["poi_upper_limit"] - 1,
+                    "cls_limits": [a / b - 1 for a, b in
+                                   zip([own, *own_all.expected],
+                                       [ref["cls_limits_observed"], *ref["cls_limits_expected"]])]}
+                v = rec[key]["vs_default"]
+                print(f"{name} {key}: relative to the default test: CLs at 1, 1.1, 1.2 "
+                      f"{np.round(v['cls'], 6).tolist()}, the batch's largest "
+                      f"{max(map(abs, v['batch10_cls'])):.2e}, spey's limit "
+                      f"{v['poi_upper_limit']:+.2e}, observed and expected limits "
+                      f"{np.round(v['cls_limits'], 6).tolist()}")
+            rows.append([f"likeflow {key}", load_s, times[0], np.mean(times[1:]), batch_s,
                          limit_s, prof_s])
+        if args.cls_cold:
+            rec["cold"] = _cls_cold(name, obs, asimov, modes, args.cls_cold)
+            for b, c in rec["cold"].items():
+                rows.append([f"likeflow {b}, fresh processes (median of {args.cls_cold})",
+                             c["load_s"], c["first_s"], c["next_s"], "-", "-", "-"])
         out[name] = rec
         for b in args.cls_backends:
             print(f"{name} {b}: spey's poi_upper_limit {rec[b]['poi_upper_limit']:.6f}, "
@@ -1058,6 +1083,42 @@ def bench_cls(args) -> dict:
                                      "10 mu in one CLsTest s", "upper limit warm s",
                                      "profile 31 s"], rows)
     return out
+
+
+_COLD_CLS = '''
+import sys, time, json
+t0 = time.perf_counter()
+import spey, likeflow
+obs, asimov, backend, name, fast = sys.argv[1:6]
+t1 = time.perf_counter()
+stat = spey.get_backend("likeflow")(surrogate=likeflow.load(obs, backend=backend),
+                                    asimov=likeflow.load(asimov, backend=backend),
+                                    analysis=name, xsection=1.0, fast=fast == "fast")
+t2 = time.perf_counter()
+stat.exclusion_confidence_level(poi_test=1.0)
+t3 = time.perf_counter()
+stat.exclusion_confidence_level(poi_test=1.1)
+t4 = time.perf_counter()
+print("RESULT " + json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_s": t3 - t2,
+                              "next_s": t4 - t3}))
+'''
+
+
+def _cls_cold(name: str, obs: str, asimov: str, modes: list[tuple[str, bool]],
+              repeats: int) -> dict:
+    """What a reinterpreter's fresh process pays: import, load the pair into spey's backend,
+    the first CLs test (mu 1) and the next (mu 1.1), ``repeats`` processes per (backend, fast)
+    with the modes alternating (a shared machine's drift hits all); medians and every run."""
+    runs = {b + (" fast" if fast else ""): [] for b, fast in modes}
+    for _ in range(repeats):
+        for b, fast in modes:
+            res = subprocess.run([sys.executable, "-c", _COLD_CLS, obs, asimov, b, name,
+                                  "fast" if fast else "default"],
+                                 capture_output=True, text=True, check=True)
+            line = [x for x in res.stdout.splitlines() if x.startswith("RESULT ")][-1]
+            runs[b + (" fast" if fast else "")].append(json.loads(line[7:]))
+    return {b: {**{k: float(np.median([r[k] for r in rs])) for k in rs[0]}, "runs": rs}
+            for b, rs in runs.items()}
 
 
 def bench_workspace(args) -> dict:
@@ -1122,10 +1183,19 @@ def main() -> None:
                     help="extra options for 'likeflow fit' in the quality and streamfit "
                          "benchmarks (last)")
     ap.add_argument("--points", type=int, default=1_000_000, help="points for sampling")
+    ap.add_argument("--cls-fast", action="store_true",
+                    help="cls: also each backend's fast test (CLsTest(fast=True)), with what it "
+                         "moves relative to the default")
+    ap.add_argument("--cls-cold", type=int, default=0,
+                    help="cls: also this many fresh processes per backend (import, load, "
+                         "first and next test), medians in the table")
     ap.add_argument("--small-n", type=int, default=10_000, help="small: rows per block")
     ap.add_argument("--small-sets", type=int, default=4, help="small: blocks of --toy")
     ap.add_argument("--small-batches", type=int, nargs="*", default=[1024],
                     help="small: batch sizes fitted beside the default")
+    ap.add_argument("--small-settings", nargs="*", default=[],
+                    help="small: further settings fitted beside the default, each a quoted "
+                         "string of 'likeflow fit' options (e.g. '--density-weight 3')")
     ap.add_argument("--flows", nargs="+", default=list(FLOWS), choices=FLOWS,
                     help="architectures of the throughput and sampling benchmarks")
     ap.add_argument("--spline-bins", type=int, nargs="*", default=[],
