@@ -43,11 +43,11 @@ WARM_STEP = 0.5
 
 # the fits' stopping rule of a fast test (``fast=True``): a fit stops when three steps in a row
 # raise the log density by less than this times 1 + |log density|: ten times the rounding at
-# which a float32 surrogate's fits stop by default. A surrogate with ReLU networks has its maxima on kinks,
-# where L-BFGS crawls the last 1e-4 nats; on two ATLAS pairs a test then takes half the time,
-# the limits move by up to 8e-4 relative and CLs by up to 2.5e-3 where it is above 0.005 (up to
-# 3.5% at 0.0015, where a fit ends on another of the surrogate's maxima; docs/benchmarks.md,
-# session 29)
+# which a float32 surrogate's fits stop by default. A surrogate with ReLU networks has its
+# maxima on kinks, where L-BFGS crawls the last 1e-4 nats; on two ATLAS pairs a test then takes
+# half the time, the limits move by up to 8e-4 relative and CLs by up to 2.5e-3 where it is
+# above 0.005 (up to 3.5% at 0.0015, where a fit ends on another of the surrogate's maxima;
+# docs/benchmarks.md, session 29)
 FAST_F_TOLERANCE = 1e-6
 
 
