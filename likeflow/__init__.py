@@ -33,7 +33,7 @@ from .fitting.loop import TrainConfig
 from .fitting.settings import FitSettings, default_output, default_report, read_config as read_fit_config
 from .fitting.stream import HELD_OUT_ROWS as STREAM_HELD_OUT_ROWS
 from .flows.bounds import as_bounds
-from .flows.config import (ACTIVATIONS, DEFAULT_BINS, FLOW_HELP, FLOWS, PERMUTATIONS,
+from .flows.config import (ACTIVATIONS, DEFAULT_BINS, FLOW_HELP, FLOWS, HIDDEN_HELP, PERMUTATIONS,
                            FlowConfig, FlowOptions)
 from .interrupts import sigterm_as_interrupt
 from .progress import EpochProgress
@@ -99,7 +99,7 @@ __all__ = [
     "sigterm_as_interrupt",
     "ReportError",
     "FlowConfig", "FlowOptions", "FitSettings", "read_fit_config", "default_output", "default_report",
-    "FLOWS", "FLOW_HELP", "DEFAULT_BINS", "PERMUTATIONS", "ACTIVATIONS", "TrainConfig", "MCMCConfig", "COMBINE_MCMC", "EpochProgress",
+    "FLOWS", "FLOW_HELP", "HIDDEN_HELP", "DEFAULT_BINS", "PERMUTATIONS", "ACTIVATIONS", "TrainConfig", "MCMCConfig", "COMBINE_MCMC", "EpochProgress",
     "STREAM_HELD_OUT_ROWS",
     "TARGETS", "make_target", "LHCToy", "CorrelatedGaussian", "GaussianMixture",
     *_LAZY,

@@ -271,12 +271,12 @@ def _warn(message: str) -> None:
 
 
 def _parse_hidden(ctx, param, value):
-    if value is None or isinstance(value, tuple):
+    if value is None or isinstance(value, tuple) or value == "auto":
         return value
     try:
         units = tuple(int(v) for v in value.replace("x", ",").split(",") if v.strip())
     except ValueError:
-        raise click.BadParameter("give units per hidden layer, e.g. 128,128") from None
+        raise click.BadParameter("give units per hidden layer, e.g. 128,128, or auto") from None
     if not units or min(units) < 1:
         raise click.BadParameter("give positive units per hidden layer, e.g. 128,128")
     return units
@@ -291,8 +291,9 @@ def _parse_hidden(ctx, param, value):
               help="; ".join(f"{k}: {v}" for k, v in likeflow.FLOW_HELP.items()) + ".")
 @click.option("--layers", type=click.IntRange(min=1), default=_FLOW.layers, show_default=True,
               help="Number of flow layers.")
-@click.option("--hidden", callback=_parse_hidden, default=",".join(map(str, _FLOW.hidden)),
-              show_default=True, help="Hidden units per layer of each conditioner network.")
+@click.option("--hidden", callback=_parse_hidden, default=_FLOW.hidden, show_default=True,
+              help="Hidden units per layer of each conditioner network, e.g. 128,128; "
+                   + likeflow.HIDDEN_HELP + ".")
 @click.option("--bins", type=click.IntRange(min=2), default=None,
               help="Spline bins of ansf and cnsf, and of the affine flows' marginal spline "
                    "[default: " + ", ".join(f"{f} {k}" for f, k in

@@ -41,14 +41,35 @@ def test_the_defaults_are_written_once():
     config; given() names what differs from the defaults."""
     default = FlowOptions()
     config = FlowConfig(dim=3)
-    for key in default.architecture():
-        assert getattr(config, key) == getattr(default, key) or key == "bins"
+    for key, value in default.architecture().items():
+        assert getattr(config, key) == value or key == "bins"
     x = np.random.default_rng(0).normal(size=(400, 3))
     a = FlowConfig.from_data(x, {"flow": "cnsf", "layers": 2})
     b = FlowConfig.from_data(x, FlowOptions(flow="cnsf", layers=2))
     c = FlowConfig.from_data(x, flow="cnsf", layers=2)
     assert a == b == c and a.bins == likeflow.DEFAULT_BINS["cnsf"]
     assert FlowOptions(flow="cnsf", layers=2).given() == {"flow": "cnsf", "layers": 2}
+
+
+def test_hidden_auto_follows_the_training_rows():
+    """hidden="auto" (the default) is (64, 64) below WIDE_ROWS training rows and (128, 128)
+    from there (weighted rows by their effective number); given units are kept as they are."""
+    from likeflow.flows.config import HIDDEN, WIDE_HIDDEN, WIDE_ROWS, hidden_by_default
+
+    assert FlowOptions().hidden == "auto"
+    assert FlowOptions.coerce({"hidden": "auto"}).hidden == "auto"
+    assert hidden_by_default(WIDE_ROWS - 1) == HIDDEN == (64, 64)
+    assert hidden_by_default(WIDE_ROWS) == WIDE_HIDDEN == (128, 128)
+    rng = np.random.default_rng(0)
+    few, many = rng.normal(size=(WIDE_ROWS - 1, 2)), rng.normal(size=(WIDE_ROWS, 2))
+    assert FlowConfig.from_data(few).hidden == HIDDEN
+    assert FlowConfig.from_data(many).hidden == WIDE_HIDDEN
+    assert FlowConfig.from_data(many, hidden=(16,)).hidden == (16,)
+    # as many rows, half of them with weight 1e-9: about half the effective rows
+    w = np.where(np.arange(WIDE_ROWS) % 2 == 0, 1.0, 1e-9)
+    assert FlowConfig.from_data(many, weights=w).hidden == HIDDEN
+    with pytest.raises(LikeflowError, match="hidden"):
+        FlowOptions(hidden="wide")
 
 
 def test_a_config_file_is_read_and_checked_by_the_api(tmp_path):

@@ -183,6 +183,11 @@ def test_cli_fit_bad_input(tmp_path):
     assert r.exit_code == 2 and "no such file" in r.stderr
     r = CliRunner().invoke(cli, ["fit", str(tmp_path / "none.h5"), "--hidden", "a,b"])
     assert r.exit_code == 2 and "hidden" in r.output + r.stderr
+    r = CliRunner().invoke(cli, ["fit", str(tmp_path / "none.h5"), "--hidden", "wide"])
+    assert r.exit_code == 2 and "or auto" in r.output + r.stderr
+    # "auto" (the default) is an answer: the missing file is what stops this one
+    r = CliRunner().invoke(cli, ["fit", str(tmp_path / "none.h5"), "--hidden", "auto"])
+    assert r.exit_code == 2 and "no such file" in r.stderr
 
 
 @pytest.mark.slow
