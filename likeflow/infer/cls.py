@@ -105,7 +105,12 @@ class CLsTest:
         self._best: dict = {} if best is None else {("observed", True): best}
         self._fits: dict = {}
         self.fast = bool(fast)
-        self._f_tolerance = FAST_F_TOLERANCE if self.fast else None
+
+    @property
+    def _f_tolerance(self) -> float | None:
+        """The fits' stopping rule: :data:`FAST_F_TOLERANCE` for a fast test, else
+        :func:`~likeflow.infer.inference.maximize`'s default."""
+        return FAST_F_TOLERANCE if self.fast else None
 
     def best(self, kind: str = "observed", allow_negative: bool = True) -> Maximum:
         """The best fit of ``kind`` (``observed`` or ``asimov``); with ``allow_negative``

@@ -145,7 +145,8 @@ def maximize(obj, starts: np.ndarray, *, fixed: dict[int, np.ndarray] | None = N
         tolerance: gradient-norm tolerance (default: the density's, by its precision).
         f_tolerance: a fit also stops when three steps in a row raise the log density by less
             than this times ``1 + |log density|`` (default: the density's rounding, 1e-7 for
-            float32 surrogates and 1e-12 otherwise; :data:`likeflow.infer.cls.FAST_F_TOLERANCE` for fast tests).
+            float32 surrogates and 1e-12 otherwise; fast tests use
+            :data:`likeflow.infer.cls.FAST_F_TOLERANCE`).
 
     Returns:
         The best :class:`Maximum` over the starts when ``fixed`` is None, else one per start.
