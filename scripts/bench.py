@@ -512,6 +512,15 @@ print("RESULT " + json.dumps({"samples_per_s": rows / float(np.median([e["time"]
 """
 
 
+def _child_result(code: str, *argv) -> tuple[dict | None, subprocess.CompletedProcess]:
+    """Run ``code`` in a fresh Python process with ``argv``: the JSON of its ``RESULT`` line
+    (None if it printed none) and the finished process (for its stderr)."""
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, argv)],
+                          capture_output=True, text=True)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    return (json.loads(line[-1][7:]) if line else None), proc
+
+
 def bench_devices(args) -> dict:
     """The default MAF at D=95, batch 512, trained by 'likeflow.fit' on one device and
     mirrored on two logical CPU devices (tf.distribute.MirroredStrategy), each in a fresh
@@ -519,10 +528,8 @@ def bench_devices(args) -> dict:
     included) and the best validation loss."""
     out = {}
     for n in (1, 2):
-        proc = subprocess.run([sys.executable, "-c", DEVICES_CHILD, str(n)],
-                              capture_output=True, text=True)
-        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        out[n] = json.loads(line[0][7:]) if line else {"error": proc.stderr[-2000:]}
+        res, proc = _child_result(DEVICES_CHILD, n)
+        out[n] = res if res is not None else {"error": proc.stderr[-2000:]}
     rows = [[n, r.get("samples_per_s"), r.get("val_loss"),
              r.get("samples_per_s", 0) / out[1].get("samples_per_s", 1)] for n, r in out.items()]
     table("devices: one device against two mirrored logical CPU devices (D=95, batch 512)",
@@ -1010,7 +1017,7 @@ def bench_cls(args) -> dict:
         modes = [(b, False) for b in args.cls_backends]
         modes += [(b, True) for b in args.cls_backends if args.cls_fast]
         for backend, fast in modes:
-            key = backend + (" fast" if fast else "")
+            key = _mode_key(backend, fast)
             t0 = time.perf_counter()
             sur = likeflow.load(obs, backend=backend)
             sur_a = likeflow.load(asimov, backend=backend)
@@ -1041,13 +1048,13 @@ def bench_cls(args) -> dict:
             t0 = time.perf_counter()
             prof = scan(sur, poi, np.linspace(0.0, float(sur.support["hi"][i]), 31))
             prof_s = time.perf_counter() - t0
-            rec[key] = {"load_s": load_s, "cls_limits_expected": own_all.expected, "cls_first_s": times[0],
-                            "cls_next_s": float(np.mean(times[1:])), "cls": cls,
-                            "poi_upper_limit_s": limit_s, "poi_upper_limit": limit,
-                            "cls_limits_observed": own,
-                            "spey_vs_cls_limits": limit / own - 1 if own else None,
-                            "profile31_s": prof_s, "profile_q": list(map(float, prof.q)),
-                            "batch10_s": batch_s, "batch10_cls": batch_cls.tolist()}
+            rec[key] = {"load_s": load_s, "cls_first_s": times[0],
+                        "cls_next_s": float(np.mean(times[1:])), "cls": cls,
+                        "poi_upper_limit_s": limit_s, "poi_upper_limit": limit,
+                        "cls_limits_observed": own, "cls_limits_expected": own_all.expected,
+                        "spey_vs_cls_limits": limit / own - 1 if own else None,
+                        "profile31_s": prof_s, "profile_q": list(map(float, prof.q)),
+                        "batch10_s": batch_s, "batch10_cls": batch_cls.tolist()}
             if fast:   # what the fast mode moves: relative to the default test's numbers
                 ref = rec[backend]
                 rec[key]["vs_default"] = {
@@ -1085,6 +1092,11 @@ def bench_cls(args) -> dict:
     return out
 
 
+def _mode_key(backend: str, fast: bool) -> str:
+    """The name of a CLs bench mode: the backend, and " fast" for a fast test."""
+    return backend + (" fast" if fast else "")
+
+
 _COLD_CLS = '''
 import sys, time, json
 t0 = time.perf_counter()
@@ -1109,14 +1121,14 @@ def _cls_cold(name: str, obs: str, asimov: str, modes: list[tuple[str, bool]],
     """What a reinterpreter's fresh process pays: import, load the pair into spey's backend,
     the first CLs test (mu 1) and the next (mu 1.1), ``repeats`` processes per (backend, fast)
     with the modes alternating (a shared machine's drift hits all); medians and every run."""
-    runs = {b + (" fast" if fast else ""): [] for b, fast in modes}
+    runs = {_mode_key(b, fast): [] for b, fast in modes}
     for _ in range(repeats):
         for b, fast in modes:
-            res = subprocess.run([sys.executable, "-c", _COLD_CLS, obs, asimov, b, name,
-                                  "fast" if fast else "default"],
-                                 capture_output=True, text=True, check=True)
-            line = [x for x in res.stdout.splitlines() if x.startswith("RESULT ")][-1]
-            runs[b + (" fast" if fast else "")].append(json.loads(line[7:]))
+            res, proc = _child_result(_COLD_CLS, obs, asimov, b, name,
+                                      "fast" if fast else "default")
+            if res is None:
+                raise RuntimeError(f"the fresh CLs process failed:\n{proc.stderr[-2000:]}")
+            runs[_mode_key(b, fast)].append(res)
     return {b: {**{k: float(np.median([r[k] for r in rs])) for k in rs[0]}, "runs": rs}
             for b, rs in runs.items()}
 
