@@ -2,9 +2,9 @@
 
 A published surrogate is reloaded for years, often inside tools that do not want TensorFlow
 (hundreds of MB, seconds of import) in their environment. This module computes everything a
-reloaded surrogate does from the file's config and weight arrays: ``log_prob`` (with the hold
-of the probit map and the fold at reflected bounds), the latent maps both ways, and sampling
-through the one-pass MADE. It mirrors :mod:`likeflow.flows.tf_flow` layer by layer (tests check the
+reloaded surrogate does from the file's config and weight arrays: ``log_prob`` (with the
+holds of the probit map and the soft clip, and the fold at reflected bounds), the latent maps
+both ways, and sampling through the one-pass MADE. It mirrors :mod:`likeflow.flows.tf_flow` layer by layer (tests check the
 two agree to rounding for every flow, permutation kind and bound map) and computes in float64
 whatever the file's dtype: a float32 file gives TensorFlow's numbers to float32 rounding.
 
@@ -29,7 +29,6 @@ from scipy import special
 from scipy.linalg import solve_triangular
 
 from . import affine, rq
-from .bounds import PROBIT_MAX, PROBIT_TRAIN_MAX
 from .config import FlowConfig, expected_weight_shapes, weight_roles
 from .plan import BoundPlan, NumpyOps
 from .rq import MIN_BIN
@@ -570,15 +569,15 @@ class NumpyFlow:
             g = back(g)
         return -0.5 * np.sum(u * u, axis=1) - 0.5 * d * _LOG_2PI + ldj, g
 
-    def unfolded_log_prob_grad(self, x, probit_max: float = PROBIT_MAX):
+    def unfolded_log_prob_grad(self, x):
         """:meth:`unfolded_log_prob` and its gradient with respect to ``x`` (n, D)."""
         x = np.asarray(x, np.float64)
         pre = self.preprocess
         with np.errstate(all="ignore"):
-            u = pre.inverse(x, probit_max)
+            u = pre.inverse(x)
             lp, g_u = self._inner_log_prob_grad(u)
             lp = lp - pre.forward_log_det(u)
-            return lp, (g_u - pre.forward_log_det_grad(u)) * pre.inverse_derivative(x, probit_max)
+            return lp, (g_u - pre.forward_log_det_grad(u)) * pre.inverse_derivative(x)
 
     def log_prob_grad(self, x):
         """:meth:`log_prob` and its exact gradient with respect to ``x`` (n, D), by reverse
@@ -603,12 +602,12 @@ class NumpyFlow:
         return sum_gradient(np.where(ok & ~np.isnan(lp), lp, -np.inf),
                             [sign * g for sign, g in zip(signs, grad)])
 
-    def unfolded_log_prob(self, x, probit_max: float = PROBIT_MAX):
-        """The flow's own density on its extended range (no fold), the probit map held at
-        ``probit_max`` sigma as :meth:`likeflow.flows.tf_flow.Flow.log_prob` holds it."""
+    def unfolded_log_prob(self, x):
+        """The flow's own density on its extended range (no fold), the probit map and the soft
+        clip held as :meth:`likeflow.flows.tf_flow.Flow.log_prob` holds them."""
         x = np.asarray(x, np.float64)
         with np.errstate(all="ignore"):
-            u = self.preprocess.inverse(x, probit_max)
+            u = self.preprocess.inverse(x)
             return self._inner_log_prob(u) - self.preprocess.forward_log_det(u)
 
     def log_prob(self, x):
@@ -625,9 +624,7 @@ class NumpyFlow:
     def to_latent(self, x):
         """Physical points -> base space, the exact inverse of sampling (no hold)."""
         with np.errstate(all="ignore"):
-            u = self.preprocess.inverse(np.asarray(x, np.float64),
-                                        PROBIT_TRAIN_MAX if self.preprocess.probit
-                                        else PROBIT_MAX)
+            u = self.preprocess.inverse(np.asarray(x, np.float64), held=False)
             for layer in reversed(self.layers):
                 u, _ = layer.inverse(u)
         return u
@@ -653,9 +650,9 @@ class NumpyFlow:
         """:meth:`from_latent` (folded) and :meth:`log_prob` at the points, in one pass: the
         sampling direction carries its Jacobian, so a draw's density costs no inverse pass
         (the candidates of a fit's starting points: half a CLs test's first call on the numpy
-        reader). Where the bound maps' inverse would not return the draw's ``u`` (the probit
-        map's hold, the clips at a bound) the density is :meth:`log_prob`'s own; of a
-        reflected flow's mirror images, only the draw's own is not evaluated again.
+        reader). Where the bound maps' inverse would not return the draw's ``u`` (the holds,
+        the clips at a bound) the density is :meth:`log_prob`'s own; of a reflected flow's
+        mirror images, only the draw's own is not evaluated again.
 
         Example:
             >>> cfg = FlowConfig(dim=2, flow="maf", layers=2, hidden=(4,))
@@ -672,7 +669,7 @@ class NumpyFlow:
             drawn = pre.forward(u)
             lp = (-0.5 * np.sum(z * z, axis=1) - 0.5 * self.config.dim * _LOG_2PI - ldj
                   - pre.forward_log_det(u))
-            back = pre.inverse(drawn, PROBIT_MAX)
+            back = pre.inverse(drawn)
             same = np.all(np.abs(back - u) <= 1e-11 * (1 + np.abs(u)), axis=1) & np.isfinite(lp)
         if not same.all():
             lp[~same] = self.unfolded_log_prob(drawn[~same])

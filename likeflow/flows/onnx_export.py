@@ -3,8 +3,9 @@ for any ONNX runtime, built from the file's weights with the ``onnx`` helper API
 
 ``export_onnx(surrogate, path)`` writes a model with
 
-- input ``x`` (n, D) -> output ``log_prob`` (n,): the surrogate's ``log_prob`` (the hold of
-  the probit map, the fold at reflected bounds, -inf outside the bounds), for all four flows;
+- input ``x`` (n, D) -> output ``log_prob`` (n,): the surrogate's ``log_prob`` (the holds of
+  the probit map and the soft clip, the fold at reflected bounds, -inf outside the bounds),
+  for all four flows;
 - input ``z`` (n, D) -> output ``x_of_z`` (n, D): ``from_latent``, the map from standard-normal
   draws to samples, for the coupling flows (``realnvp``, ``cnsf``), whose sampling is one pass.
   The autoregressive flows (``maf``, ``ansf``) sample in D sequential steps (each dimension

@@ -6,7 +6,8 @@ parameters ``x``. Per column, ``v = shift + scale * u`` and then, by the column'
 - two bounds the data reach: the probit map ``lo + (hi - lo) Phi(v)`` (the sigmoid map in
   files that chose it), its inverse held :data:`~likeflow.flows.bounds.PROBIT_MAX` sigma from a
   bound when densities are read;
-- two bounds the data stay away from: a soft clip of scale ``c``;
+- two bounds the data stay away from: a soft clip of scale ``c``, its inverse held where the
+  clip's own variable ``(v - lo) / c`` reaches ``-PROBIT_MAX`` when densities are read;
 - one bound: softplus from it;
 - none: the identity.
 
@@ -46,7 +47,7 @@ from types import SimpleNamespace
 import numpy as np
 from scipy import special
 
-from .bounds import PROBIT_MAX
+from .bounds import PROBIT_MAX, PROBIT_TRAIN_MAX
 
 _LOG_2PI = math.log(2 * math.pi)
 # The standardisation reads the two-bound maps no further than this fraction of the range from
@@ -60,6 +61,18 @@ def probit_edge(probit_max: float) -> float:
     """The fraction of a two-bound range within which the probit map's inverse is held:
     ``Phi(-probit_max)``."""
     return 0.5 * math.erfc(probit_max / math.sqrt(2.0))
+
+
+def softclip_edge() -> float:
+    """The distance from a bound, in units of the soft clip's scale ``c``, within which the
+    soft clip's inverse is held when densities are read: ``softplus(-PROBIT_MAX)``, where
+    the clip's own variable ``(v - lo) / c`` is ``-PROBIT_MAX`` (0.063 standard deviations
+    of the data, ``c`` being half of one)."""
+    return math.log1p(math.exp(-PROBIT_MAX))
+
+
+def _probit_hold(held: bool) -> float:
+    return PROBIT_MAX if held else PROBIT_TRAIN_MAX
 
 
 class BoundPlan:
@@ -146,11 +159,11 @@ class BoundPlan:
             self._numpy_map = NumpyMap(self)
         return self._numpy_map
 
-    def bijector(self, dtype: str = "float64", probit_max: float = PROBIT_MAX):
+    def bijector(self, dtype: str = "float64", held: bool = True):
         """The map as a TFP bijector (imports TensorFlow)."""
         from .tf_ops import Preprocess, tf
 
-        return Preprocess(self, tf.as_dtype(dtype), probit_max)
+        return Preprocess(self, tf.as_dtype(dtype), held)
 
     # --- the map and its inverse ------------------------------------------------------------
 
@@ -187,14 +200,17 @@ class BoundPlan:
             return x
         return ops.clip_columns(x, "bounded")
 
-    def inverse(self, ops, x, probit_max: float = PROBIT_MAX, *, edge: float | None = None):
-        """Physical ``x`` -> standardised ``u``; the probit map held at ``probit_max`` sigma,
-        the sigmoid map at the precision's eps (``edge``: both at this fraction instead)."""
+    def inverse(self, ops, x, held: bool = True, *, edge: float | None = None):
+        """Physical ``x`` -> standardised ``u``. ``held`` (reading densities): the probit map
+        held at :data:`PROBIT_MAX` sigma, the soft clip at :func:`softclip_edge`; otherwise
+        (training, the latent maps) the probit map clipped at :data:`PROBIT_TRAIN_MAX`, the
+        soft clip exact. The sigmoid map at the precision's eps. ``edge``: the two-bound
+        maps at this fraction instead, the soft clip exact."""
         parts = []
         if self.has("two"):
             xt, k = ops.take(x, "two"), ops.consts("two")
             if self.probit:  # from the nearer bound, for precision in float32
-                t_min = probit_edge(probit_max) if edge is None else edge
+                t_min = probit_edge(_probit_hold(held)) if edge is None else edge
                 a = ops.guard(ops.clip((xt - k.lo) / k.width, t_min, 0.5), "two", 0.5)
                 b = ops.guard(ops.clip((k.hi - xt) / k.width, t_min, 0.5), "two", 0.5)
                 v = ops.where(a < 0.5, ops.ndtri(a), -ops.ndtri(b))
@@ -206,6 +222,9 @@ class BoundPlan:
         tiny = self.tiny
         if self.has("soft"):
             xs, k = ops.take(x, "soft"), ops.consts("soft")
+            if held and edge is None:  # the hold: the density at the nearest held point
+                near = softclip_edge()
+                xs = ops.maximum(ops.minimum(xs, k.hi - near * k.c), k.lo + near * k.c)
             a = ops.guard(ops.maximum((xs - k.lo) / k.c, tiny), "soft", 1.0)
             b = ops.guard(ops.minimum((xs - k.hi) / k.c, -tiny), "soft", -1.0)
             parts.append(("soft", k.lo + k.c * ops.softplus_inverse(a)
@@ -386,10 +405,10 @@ class NumpyMap:
     def forward(self, u):
         return self.plan.forward(self._ops, u)
 
-    def inverse(self, x, probit_max: float = PROBIT_MAX):
-        """Physical -> standardised; the probit map is held at ``probit_max`` sigma."""
+    def inverse(self, x, held: bool = True):
+        """Physical -> standardised, held as :meth:`BoundPlan.inverse`."""
         with np.errstate(divide="ignore", invalid="ignore"):
-            return self.plan.inverse(self._ops, x, probit_max)
+            return self.plan.inverse(self._ops, x, held)
 
     def forward_log_det(self, u):
         return self.plan.forward_log_det(self._ops, u)
@@ -415,9 +434,10 @@ class NumpyMap:
             dv[:, upper] = -special.expit(v[:, upper])
         return dv * plan.scale
 
-    def inverse_derivative(self, x, probit_max: float = PROBIT_MAX):
+    def inverse_derivative(self, x, held: bool = True):
         """du/dx of :meth:`inverse`, elementwise (n, D): zero where a value is held (the
-        probit map's hold, the clips at the bounds), as TensorFlow's gradient of the clips."""
+        probit map's and the soft clip's holds, the clips at the bounds), as TensorFlow's
+        gradient of the clips."""
         plan, ops = self.plan, self._ops
         x = np.asarray(x, np.float64)
         dv = np.ones_like(x)
@@ -428,21 +448,22 @@ class NumpyMap:
                 xt = x[:, t]
                 a, b = (xt - k.lo) / k.width, (k.hi - xt) / k.width
                 if plan.probit:
-                    t_min = probit_edge(probit_max)
-                    held = (a < t_min) | (b < t_min)
+                    t_min = probit_edge(_probit_hold(held))
+                    clipped = (a < t_min) | (b < t_min)
                     v = np.where(a < 0.5, special.ndtri(np.clip(a, t_min, 0.5)),
                                  -special.ndtri(np.clip(b, t_min, 0.5)))
                     # d ndtri(a)/da = 1 / phi(ndtri(a))
-                    dv[:, t] = np.where(held, 0.0, np.exp(0.5 * v * v + 0.5 * _LOG_2PI)
+                    dv[:, t] = np.where(clipped, 0.0, np.exp(0.5 * v * v + 0.5 * _LOG_2PI)
                                         / k.width)
                 else:
-                    held = (a < plan.eps) | (a > 1 - plan.eps)
-                    dv[:, t] = np.where(held, 0.0, 1.0 / (k.width * a * (1 - a)))
+                    clipped = (a < plan.eps) | (a > 1 - plan.eps)
+                    dv[:, t] = np.where(clipped, 0.0, 1.0 / (k.width * a * (1 - a)))
             if plan.has("soft"):
                 sc, k = plan.columns["soft"], ops.consts("soft")
                 a, b = (x[:, sc] - k.lo) / k.c, (x[:, sc] - k.hi) / k.c
-                dv[:, sc] = (np.where(a > tiny, 1.0 / -np.expm1(-a), 0.0)
-                             + np.where(b < -tiny, 1.0 / np.expm1(-b), 0.0))
+                near = max(softclip_edge(), tiny) if held else tiny
+                dv[:, sc] = np.where((a > near) & (b < -near),
+                                     1.0 / -np.expm1(-a) + 1.0 / np.expm1(-b), 0.0)
             if plan.has("lower"):
                 lower, k = plan.columns["lower"], ops.consts("lower")
                 d = x[:, lower] - k.lo

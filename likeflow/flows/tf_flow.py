@@ -26,7 +26,6 @@ tf, tfp, tf_keras = import_tf()
 tfb, tfd = tfp.bijectors, tfp.distributions
 
 from . import affine, rq  # noqa: E402
-from .bounds import PROBIT_TRAIN_MAX  # noqa: E402
 from .plan import BoundPlan  # noqa: E402
 from .splines import RationalQuadraticSpline  # noqa: E402
 from .tf_ops import Preprocess  # noqa: E402
@@ -254,11 +253,11 @@ class Flow(tf.Module):
         return self._fold(self.distribution.log_prob, x)
 
     def train_log_prob(self, x):
-        """The log density training maximises: the flow's own, without the hold of the
-        probit map (:data:`PROBIT_MAX`): held, the training points near a bound would all
-        map to one point of the base space and the flow would learn a spike there. Points
-        are clipped only at :data:`PROBIT_TRAIN_MAX` sigma."""
-        if not self.plan.probit:
+        """The log density training maximises: the flow's own, without the holds of the
+        probit map and the soft clip (:data:`PROBIT_MAX`): held, the training points near a
+        bound would all map to one point of the base space and the flow would learn a spike
+        there. Points are clipped only at :data:`PROBIT_TRAIN_MAX`."""
+        if not (self.plan.probit or self.plan.has("soft")):
             return self.log_prob(x)
         unheld, inner = self._exact_parts()
 
@@ -269,10 +268,10 @@ class Flow(tf.Module):
         return self._fold(lp, x)
 
     def _exact_parts(self):
-        """The probit map without the hold, and the flow inside it (same variables)."""
+        """The bound maps without the holds, and the flow inside them (same variables)."""
         if "_exact" not in self.__dict__:
             with tf.init_scope():  # eager constants, usable from every traced function
-                unheld = Preprocess(self.plan, self.dtype, probit_max=PROBIT_TRAIN_MAX)
+                unheld = Preprocess(self.plan, self.dtype, held=False)
                 inner = tfd.TransformedDistribution(
                     self.base, tfb.Chain(list(reversed(self._forward_order[:-1]))))
             self._exact = (unheld, inner)

@@ -15,7 +15,6 @@ from ..tfsetup import import_tf
 tf, tfp, _ = import_tf()
 tfb = tfp.bijectors
 
-from .bounds import PROBIT_MAX  # noqa: E402
 
 
 class TensorOps:
@@ -89,18 +88,18 @@ class Preprocess(tfb.Bijector):
     """Standardised unbounded space -> physical parameters, keeping all mass inside bounds:
     the :class:`~likeflow.flows.plan.BoundPlan` evaluated in TensorFlow."""
 
-    def __init__(self, plan, dtype, probit_max: float = PROBIT_MAX):
+    def __init__(self, plan, dtype, held: bool = True):
         super().__init__(forward_min_event_ndims=1, validate_args=False, dtype=dtype,
                          name="preprocess")
         self.plan = plan
-        self._probit_max = probit_max
+        self._held = held
         self._ops = TensorOps(plan, dtype)
 
     def _forward(self, u):
         return self.plan.forward(self._ops, u)
 
     def _inverse(self, x):
-        return self.plan.inverse(self._ops, x, self._probit_max)
+        return self.plan.inverse(self._ops, x, self._held)
 
     def _forward_log_det_jacobian(self, u):
         return self.plan.forward_log_det(self._ops, u)
