@@ -98,6 +98,34 @@ def test_the_anchor_check_warns_where_the_profile_tolerance_ends(gaussian_fit):
     assert verdict_with(0.16)[0].startswith("FAIL")
 
 
+def test_the_anchor_check_grades_where_the_exact_check_compares(gaussian_fit):
+    """Anchors reach q = 9; the verdict grades those where the exact q is below Q_COMPARED,
+    where the exact check compares the profiles (and issue 28 holds them to 0.15), and reports
+    the ones beyond."""
+    from likeflow.validation.residuals import Q_COMPARED
+    from likeflow.validation.exact_check import Q_COMPARED as EXACT
+    assert EXACT == Q_COMPARED
+    t, sur, test = gaussian_fit
+    a = profile_path(t, test.values, poi=0, seed=0, **mode_finders(t, 0))
+    lq = np.asarray(sur.log_prob(a.values), dtype=np.float64)
+    q = 2 * (lq[0] - lq)
+    far = (q >= Q_COMPARED) & (a.kind == 0)
+    assert far.sum() >= 2 and ((q < Q_COMPARED) & (a.kind == 0)).sum() >= 3
+
+    def check(where):
+        lp = lq - np.where(where, 0.5, 0.0)   # the surrogate 0.5 nats too high there
+        res = validate_test(sur, dataclasses.replace(test, anchors=Anchors(a.values, lp, a.kind)),
+                            seed=1)
+        return res.residual["anchors"], [r for r in res.verdict()[1] if "conditional modes" in r]
+
+    anchors, reasons = check(far)
+    assert reasons == [] and anchors["max_abs_drift"] < 1e-9
+    assert anchors["beyond"]["max_abs_drift"] == pytest.approx(0.5)
+    assert anchors["beyond"]["worst"]["q_exact"] >= Q_COMPARED
+    anchors, reasons = check(~far & (np.arange(a.n) > 0))
+    assert reasons[0].startswith("FAIL") and anchors["worst"]["q_exact"] < Q_COMPARED
+
+
 def test_without_log_prob_the_check_says_it_could_not_run(gaussian_fit):
     _, sur, test = gaussian_fit
     res = validate_test(sur, dataclasses.replace(test, log_prob=None), seed=1)

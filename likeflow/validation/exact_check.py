@@ -35,10 +35,7 @@ from ..errors import LikeflowError
 from ..fileio import file_sha256
 from ..infer.inference import DEFAULT_CL, credible_upper_limit
 # max |q_surrogate - q_exact| where q < Q_COMPARED: PASS up to the first, WARN up to the second
-from .residuals import PROFILE_TOLERANCE
-
-# the profiles are compared where the exact q is below this (limits live at q ~ 2.7-4)
-Q_COMPARED = 6.0
+from .residuals import PROFILE_TOLERANCE, Q_COMPARED
 # relative difference of every limit: PASS / WARN bounds
 LIMIT_TOLERANCE = (0.03, 0.06)
 # the surrogate's credible limit against the importance-corrected one: PASS / WARN bounds

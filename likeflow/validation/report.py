@@ -36,7 +36,7 @@ from ..errors import LikeflowError, ReportError
 from ..interrupts import check as check_interrupt
 from ..jsonutil import strict_json
 from . import metrics
-from .residuals import ANCHOR_DRIFT_THRESHOLDS, DRIFT_THRESHOLDS, residual_checks
+from .residuals import ANCHOR_DRIFT_THRESHOLDS, DRIFT_THRESHOLDS, Q_COMPARED, residual_checks
 
 
 # a dimension's interval end further off than this many noise floors is flagged
@@ -103,8 +103,12 @@ class ValidationResult:
         for name, d in res.get("poi", {}).items():
             rows.append((f"residual drift along {name} (nats)", d["excess"], None, "0"))
         if "anchors" in res:
-            rows.append(("residual drift at anchors (nats)", res["anchors"]["max_abs_drift"],
-                         None, "0"))
+            a = res["anchors"]
+            rows.append((f"residual drift at anchors, exact q < {Q_COMPARED:g} (nats)",
+                         a["max_abs_drift"], None, "0"))
+            if a.get("beyond", {}).get("n"):
+                rows.append((f"residual drift at anchors, exact q >= {Q_COMPARED:g} (nats; "
+                             "not graded)", a["beyond"]["max_abs_drift"], None, "0"))
         if self.latent:
             rows.append(("latent |z|^2 vs chi2(D): KS p", self.latent["pvalue"], None, ">0.01"))
             rows.append(("latent |z|^2 vs chi2(D): KS stat", self.latent["ks_statistic"], None,
@@ -169,8 +173,9 @@ class ValidationResult:
                 worse(2 if d > fail else 1,
                       f"log q - log p at the exact conditional modes of {a['poi']} drifts by "
                       f"{a['worst']['drift']:+.3f} nats from the best fit (at {a['poi']} = "
-                      f"{a['worst']['poi']:.4g}; the profile's q is off by "
-                      f"{-2 * a['worst']['drift']:+.2f}) > {fail if d > fail else warn}")
+                      f"{a['worst']['poi']:.4g}, exact q {a['worst']['q_exact']:.2f}; the "
+                      f"profile's q is off by {-2 * a['worst']['drift']:+.2f}) > "
+                      f"{fail if d > fail else warn}")
         warn, fail = VERDICT_THRESHOLDS["flagged_fraction"]
         if self.flagged:
             frac = len(self.flagged) / len(self.names)
@@ -472,7 +477,8 @@ def _residual_summary(res: dict) -> dict:
         out["poi"] = {k: {"excess": d["excess"], "worst": d["worst"]}
                       for k, d in res["poi"].items()}
     if "anchors" in res:
-        out["anchors"] = {k: res["anchors"][k] for k in ("poi", "max_abs_drift", "worst")}
+        out["anchors"] = {k: res["anchors"][k]
+                          for k in ("poi", "max_abs_drift", "worst", "beyond")}
     return out
 
 

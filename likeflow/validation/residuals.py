@@ -12,9 +12,10 @@ test points with the file's ``log_prob`` this module measures
   where profiles are decided), each minus its mean over all bins, with standard errors;
 - along the latent radius ``|z|^2`` (the surrogate's own measure of depth into the tails);
 - at held-out anchors (:mod:`likeflow.data.anchors`): ``r`` at the exact conditional modes minus
-  ``r``
-  at the best fit. This is the profile's error itself: ``q_surrogate(mu) - q_exact(mu)`` is
-  ``-2`` times it (where the surrogate's conditional modes are near the exact ones).
+  ``r`` at the best fit. This is the profile's error itself: ``q_surrogate(mu) - q_exact(mu)``
+  is ``-2`` times it (where the surrogate's conditional modes are near the exact ones). The
+  verdict grades the modes where the exact q is below :data:`Q_COMPARED`, as the exact check
+  compares profiles there.
 
 The verdict (:mod:`likeflow.validation.report`) takes the largest drift beyond :data:`SIGMAS`
 standard
@@ -42,6 +43,10 @@ SIGMAS = 3.0
 #: how far a profile may be off in q: PASS up to the first, WARN up to the second (issue 28's
 #: 0.15; the exact check's, :mod:`likeflow.validation.exact_check`)
 PROFILE_TOLERANCE = (0.15, 0.5)
+#: ... where the exact q is below this (limits live at q ~ 2.7-4): the exact check compares
+#: the profiles there, and the verdict counts the held-out anchors there (the anchors reach
+#: q = 9; those beyond are reported, not graded)
+Q_COMPARED = 6.0
 #: (warn above, fail above) in nats, for the drift along a POI beyond the noise (the verdict's,
 #: :mod:`likeflow.validation.report`)
 DRIFT_THRESHOLDS = (0.05, 0.15)
@@ -124,25 +129,41 @@ def drift_along(r: np.ndarray, t: np.ndarray, w: np.ndarray | None = None, *,
     return out
 
 
-def at_anchors(r: np.ndarray, kind: np.ndarray, poi_values: np.ndarray) -> dict:
+def at_anchors(r: np.ndarray, kind: np.ndarray, poi_values: np.ndarray,
+               log_p: np.ndarray) -> dict:
     """The residual at held-out anchors minus its value at the best fit (the first mode), and
-    the profile's error that follows (``q_error = -2 drift``) at each held-out mode."""
+    the profile's error that follows (``q_error = -2 drift``) at each held-out mode, with the
+    exact ``q`` there (``log_p``: the anchors' exact log densities). ``max_abs_drift`` and
+    ``worst``: of the modes where the exact q is below :data:`Q_COMPARED` (what the verdict
+    grades); ``beyond``: the same of the modes farther out."""
     from ..data.anchors import MODE
 
     modes = np.flatnonzero(kind == MODE)
     ref = float(r[modes[0]])
     drift = r - ref
+    q_exact = 2 * (log_p[modes[0]] - log_p)
     m = modes[1:]
-    worst = int(m[np.argmax(np.abs(drift[m]))]) if len(m) else None
+
+    def worst_of(rows):
+        if not len(rows):
+            return 0.0, None
+        k = int(rows[np.argmax(np.abs(drift[rows]))])
+        return float(abs(drift[k])), {"poi": float(poi_values[k]), "drift": float(drift[k]),
+                                      "q_exact": float(q_exact[k])}
+
+    graded = q_exact[m] < Q_COMPARED
+    max_abs, worst = worst_of(m[graded])
+    beyond_abs, beyond = worst_of(m[~graded])
     return {
         "modes": {"poi": poi_values[m].tolist(), "drift": drift[m].tolist(),
-                  "q_error": (-2 * drift[m]).tolist()},
+                  "q_error": (-2 * drift[m]).tolist(), "q_exact": q_exact[m].tolist()},
         "segments": {"n": int(np.sum(kind != MODE)),
                      "drift_std": float(np.std(drift[kind != MODE])) if np.any(kind != MODE)
                      else None},
-        "max_abs_drift": 0.0 if worst is None else float(abs(drift[worst])),
-        "worst": None if worst is None else {"poi": float(poi_values[worst]),
-                                             "drift": float(drift[worst])},
+        "max_abs_drift": max_abs,
+        "worst": worst,
+        "beyond": {"q_exact_from": Q_COMPARED, "n": int(np.sum(~graded)),
+                   "max_abs_drift": beyond_abs, "worst": beyond},
     }
 
 
@@ -168,6 +189,7 @@ def residual_checks(surrogate, test, rows: np.ndarray, model_lp: np.ndarray,
     if a is not None and test.poi and np.any(a.kind == 0):
         lq = np.asarray(surrogate.log_prob(a.values), dtype=np.float64)
         out["anchors"] = dict(at_anchors(lq - a.log_prob, a.kind,
-                                         a.values[:, test.names.index(test.poi[0])]),
+                                         a.values[:, test.names.index(test.poi[0])],
+                                         a.log_prob),
                               poi=test.poi[0])
     return out
