@@ -126,18 +126,33 @@ class Spline:
             k += v >= knots[:, j]
         return k
 
-    def _inverse_tables(self):
-        """Per bin of a spline per column, flattened (D * K): the bin's knots and widths and
-        :func:`likeflow.flows.rq.bin_constants` (computed once; a batch gathers them)."""
+    def _inverse_tables(self) -> np.ndarray:
+        """Per bin of a spline per column, flattened (10, D * K): the bin's left knots, width,
+        slopes and :func:`likeflow.flows.rq.bin_constants`, in the order
+        :func:`likeflow.flows.rq.inverse_in_bin` takes them (computed once; a batch gathers
+        them)."""
         if not hasattr(self, "_tables"):
             kx, ky, kd = self._kx, self._ky, self._kd
             w, h = np.diff(kx, axis=-1), np.diff(ky, axis=-1)
             d0, d1 = kd[:, :-1], kd[:, 1:]
             with np.errstate(divide="ignore", invalid="ignore"):
                 consts = rq.bin_constants(w, h, d0, d1, log=np.log)
-            self._tables = [np.ascontiguousarray(a).ravel()
-                            for a in (kx[:, :-1], w, ky[:, :-1], d0, d1, *consts)]
+            self._tables = np.stack([np.ravel(a) for a in (kx[:, :-1], w, ky[:, :-1], d0, d1,
+                                                            *consts)])
         return self._tables
+
+    def _column_inverse(self, y):
+        """A spline per column's inverse at points (n, D): ``(inside, x, log dx/dy, the bins'
+        parts)``, x and its log slope valid where ``inside``; the parts are
+        :meth:`_inverse_tables` gathered at each value's bin, in one take."""
+        ky = self._ky
+        inside = (y > ky[:, 0]) & (y < ky[:, -1])
+        yc = np.where(inside, y, ky[:, 0])
+        flat = self._column_bins(yc, ky) + np.arange(y.shape[1]) * (ky.shape[1] - 1)
+        parts = np.take(self._inverse_tables(), flat, axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x, ldj = rq.inverse_in_bin(yc, *parts, log=np.log, sqrt=np.sqrt, maximum=np.maximum)
+        return inside, x, ldj, parts
 
     def forward(self, x):
         """``(y, log dy/dx)`` elementwise."""
@@ -149,14 +164,7 @@ class Spline:
     def inverse(self, y):
         """``(x, log dx/dy)`` elementwise."""
         if self._per_column(y):
-            ky = self._ky
-            inside = (y > ky[:, 0]) & (y < ky[:, -1])
-            yc = np.where(inside, y, ky[:, 0])
-            flat = self._column_bins(yc, ky) + np.arange(y.shape[1]) * (ky.shape[1] - 1)
-            parts = [np.take(t, flat) for t in self._inverse_tables()]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                x, ldj = rq.inverse_in_bin(yc, *parts, log=np.log, sqrt=np.sqrt,
-                                           maximum=np.maximum)
+            inside, x, ldj, _ = self._column_inverse(y)
         else:
             yc, inside, _, *knots = self._bin(y, self._ky)
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -169,6 +177,8 @@ class Spline:
         respect to ``y`` and to the raw parameters (None for one spline per column, whose
         parameters are not a conditioner's output). The inverse is differentiated implicitly
         through the forward map (:func:`likeflow.flows.rq.forward_partials`)."""
+        if self._per_column(y):
+            return self._column_inverse_grad(y)
         yc, inside, k, x_k, w_k, y_k, h_k, d_k, d_k1 = self._bin(y, self._ky)
         with np.errstate(divide="ignore", invalid="ignore"):
             xc, ldj = rq.inverse(yc, x_k, w_k, y_k, h_k, d_k, d_k1, log=np.log, sqrt=np.sqrt,
@@ -180,8 +190,6 @@ class Spline:
             with np.errstate(divide="ignore", invalid="ignore"):
                 gy_in = (gx - ell["x"]) / slope
             gy = np.where(inside, gy_in, gx)
-            if self._per_column(y):   # a spline per column: no raw parameters
-                return gy, None
 
             def part(name):
                 return np.where(inside, -gy_in * f[name] - ell[name], 0.0)
@@ -191,6 +199,22 @@ class Spline:
                                       part("d_k"), part("d_k1"))
 
         return x, np.where(inside, ldj, 0.0), back
+
+    def _column_inverse_grad(self, y):
+        """:meth:`inverse_grad` of a spline per column: its parameters are not a conditioner's
+        output, so the reverse pass needs only the forward map's slope and its partial in x
+        (:func:`likeflow.flows.rq.slope_partials`), from the bins' tables."""
+        inside, xc, ldj, parts = self._column_inverse(y)
+        x_k, w_k, _, d_k, d_k1, s = parts[:6]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope, ell_x = rq.slope_partials(xc, x_k, w_k, d_k, d_k1, s)
+
+        def back(gx):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gy_in = (gx - ell_x) / slope
+            return np.where(inside, gy_in, gx), None
+
+        return np.where(inside, xc, y), np.where(inside, ldj, 0.0), back
 
     def _raw_grad(self, k, g_x0, g_x1, g_y0, g_y1, g_d0, g_d1):
         """Gradients at the knots a point's bin reads (bin ``k``: knots k and k + 1) to the
