@@ -4,9 +4,10 @@ A published surrogate is reloaded for years, often inside tools that do not want
 (hundreds of MB, seconds of import) in their environment. This module computes everything a
 reloaded surrogate does from the file's config and weight arrays: ``log_prob`` (with the
 holds of the probit map and the soft clip, and the fold at reflected bounds), the latent maps
-both ways, and sampling through the one-pass MADE. It mirrors :mod:`likeflow.flows.tf_flow` layer by layer (tests check the
-two agree to rounding for every flow, permutation kind and bound map) and computes in float64
-whatever the file's dtype: a float32 file gives TensorFlow's numbers to float32 rounding.
+both ways, and sampling through the one-pass MADE. It mirrors :mod:`likeflow.flows.tf_flow`
+layer by layer (tests check the two agree to rounding for every flow, permutation kind and
+bound map) and computes in float64 whatever the file's dtype: a float32 file gives
+TensorFlow's numbers to float32 rounding.
 
 The weight arrays of a file are in the TensorFlow flow's variable order
 (:func:`likeflow.flows.config.weight_roles` names each); nothing else of TensorFlow is needed.

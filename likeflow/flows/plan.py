@@ -462,8 +462,11 @@ class NumpyMap:
                 sc, k = plan.columns["soft"], ops.consts("soft")
                 a, b = (x[:, sc] - k.lo) / k.c, (x[:, sc] - k.hi) / k.c
                 near = max(softclip_edge(), tiny) if held else tiny
-                dv[:, sc] = np.where((a > near) & (b < -near),
-                                     1.0 / -np.expm1(-a) + 1.0 / np.expm1(-b), 0.0)
+                free_a, free_b = a > near, b < -near
+                if held:  # a held value is a clipped x: it moves neither term
+                    free_a = free_b = free_a & free_b
+                dv[:, sc] = (np.where(free_a, 1.0 / -np.expm1(-a), 0.0)
+                             + np.where(free_b, 1.0 / np.expm1(-b), 0.0))
             if plan.has("lower"):
                 lower, k = plan.columns["lower"], ops.consts("lower")
                 d = x[:, lower] - k.lo
