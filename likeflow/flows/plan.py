@@ -123,6 +123,8 @@ class BoundPlan:
             "c": c,
             # log(1 - exp(-(hi - lo)/c)): a constant of the soft clip's log-derivative
             "soft_k": soft_k,
+            # where the soft clip is held when densities are read (:func:`softclip_edge`)
+            "held_lo": lo_s + softclip_edge() * c, "held_hi": hi_s - softclip_edge() * c,
             "shift": self.shift, "scale": self.scale,
         }
         # rounding must never put a value outside its bounds
@@ -223,8 +225,7 @@ class BoundPlan:
         if self.has("soft"):
             xs, k = ops.take(x, "soft"), ops.consts("soft")
             if held and edge is None:  # the hold: the density at the nearest held point
-                near = softclip_edge()
-                xs = ops.maximum(ops.minimum(xs, k.hi - near * k.c), k.lo + near * k.c)
+                xs = ops.maximum(ops.minimum(xs, k.held_hi), k.held_lo)
             a = ops.guard(ops.maximum((xs - k.lo) / k.c, tiny), "soft", 1.0)
             b = ops.guard(ops.minimum((xs - k.hi) / k.c, -tiny), "soft", -1.0)
             parts.append(("soft", k.lo + k.c * ops.softplus_inverse(a)

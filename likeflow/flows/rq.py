@@ -82,7 +82,7 @@ def forward_partials(x, x_k, w_k, y_k, h_k, d_k, d_k1):
     x(y) is differentiated implicitly: dx/dy = 1 / D and dx/dθ = -F[θ] / D.
     """
     s = h_k / w_k
-    xi, t, c2, den, numd, den_xi, l_xi = _slope_parts(x, x_k, w_k, d_k, d_k1, s)
+    xi, t, den, numd, den_xi, slope, l_xi = _slope_parts(x, x_k, w_k, d_k, d_k1, s)
     r = (s * xi * xi + d_k * t) / den
     # partials in (xi, s, d_k, d_k1) of den, of r = (y - y_k) / h_k and of numd
     den_s = 1 - 2 * t
@@ -93,7 +93,6 @@ def forward_partials(x, x_k, w_k, y_k, h_k, d_k, d_k1):
     l_s = 2 / s + 2 * t / numd - 2 * den_s / den
     l_dk = (1 - xi) * (1 - xi) / numd - 2 * t / den
     l_dk1 = xi * xi / numd - 2 * t / den
-    slope = s * s * numd / (den * den)
     # chain rule to the bin's quantities: dxi/dx = 1/w, dxi/dx_k = -1/w, dxi/dw = -xi/w,
     # ds/dh = 1/w, ds/dw = -s/w
     f = {"x": h_k * r_xi / w_k, "x_k": -h_k * r_xi / w_k,
@@ -108,14 +107,14 @@ def slope_partials(x, x_k, w_k, d_k, d_k1, s):
     """Of :func:`forward_partials`, only the slope ``D`` and ``L["x"]`` (the partial of log D
     in x), from the bin's ``s = h_k / w_k``: all that a spline without conditioner (the
     marginal spline) needs for its gradient; the same numbers, a third of the work."""
-    xi, t, c2, den, numd, den_xi, l_xi = _slope_parts(x, x_k, w_k, d_k, d_k1, s)
-    return s * s * numd / (den * den), l_xi / w_k
+    *_, slope, l_xi = _slope_parts(x, x_k, w_k, d_k, d_k1, s)
+    return slope, l_xi / w_k
 
 
 def _slope_parts(x, x_k, w_k, d_k, d_k1, s):
     """What the forward map's slope and its partial in x share (one formula for both
-    callers): ``xi, xi (1 - xi), c2, the denominator, the slope's numerator, d den / d xi,
-    d log D / d xi``."""
+    callers): ``xi, xi (1 - xi), the denominator, the slope's numerator, d den / d xi, the
+    slope D and d log D / d xi``."""
     xi = (x - x_k) / w_k
     t = xi * (1 - xi)
     c2 = d_k1 + d_k - 2 * s
@@ -123,4 +122,5 @@ def _slope_parts(x, x_k, w_k, d_k, d_k1, s):
     numd = d_k1 * xi * xi + 2 * s * t + d_k * (1 - xi) * (1 - xi)
     den_xi = c2 * (1 - 2 * xi)
     l_xi = (2 * d_k1 * xi + 2 * s * (1 - 2 * xi) - 2 * d_k * (1 - xi)) / numd - 2 * den_xi / den
-    return xi, t, c2, den, numd, den_xi, l_xi
+    slope = s * s * numd / (den * den)
+    return xi, t, den, numd, den_xi, slope, l_xi
